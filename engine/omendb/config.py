@@ -1,0 +1,267 @@
+"""The ``omendb.toml`` configuration: every section and key of the operations guide, typed and validated.
+
+A key is either honoured or refused at load time with a message naming it; an unknown key is an error
+that suggests the nearest valid name. Nothing is silently ignored. ``load_config`` reads a file,
+``Config.from_dict`` a parsed mapping; ``apply_env`` layers the guide's environment variables on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omendb.errors import ConfigError
+
+
+def _key(default: Any, doc: str, *, minimum: float | None = None, maximum: float | None = None,
+         choices: tuple[str, ...] | None = None) -> Any:
+    """A configuration key: its default, what it does, and the values it accepts."""
+    meta = {"doc": doc, "min": minimum, "max": maximum, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DatabaseSection:
+    name: str = _key("omendb", "Name of the database; backups are filed under it.")
+    data_dir: str = _key("/var/lib/omendb/data", "Directory holding checkpoints and the manifest.")
+    max_memory_mb: int = _key(8192, "Memory the database may hold; a write that would exceed it fails.",
+                              minimum=1)
+    expected_size: int = _key(0, "Expected number of records; used to warn early when the memory "
+                                 "limit cannot hold them (0 = no estimate).", minimum=0)
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    enable_compression: bool = _key(True, "Compress checkpoint files with zstandard.")
+    batch_size: int = _key(100000, "Records per block in checkpoint files: the unit of compression "
+                                   "and checksumming.", minimum=1024, maximum=10_000_000)
+    sync_interval_ms: int = _key(5000, "With [wal] sync_on_write = false, how often the WAL is fsynced "
+                                       "in the background (the window of writes a crash may lose).",
+                                 minimum=1)
+
+
+@dataclass(frozen=True)
+class IndexSection:
+    model_type: str = _key("recursive", "Learned index: 'recursive' (root model routes to leaf models) "
+                                        "or 'linear' (one-stage baseline).", choices=("recursive", "linear"))
+    max_error: int = _key(50, "Hard bound on every leaf's prediction error, in slots; a lookup searches "
+                              "at most 2*max_error+1 slots.", minimum=1, maximum=1_000_000)
+    retrain_threshold: int = _key(1000000, "Records in the delta that trigger a background merge and "
+                                           "retrain.", minimum=1)
+
+
+@dataclass(frozen=True)
+class WalSection:
+    enabled: bool = _key(True, "Write-ahead logging. When false, writes since the last checkpoint are "
+                               "lost on a crash.")
+    dir: str = _key("", "WAL directory (its own volume in production); empty means <data_dir>/../wal.")
+    sync_on_write: bool = _key(True, "fsync the WAL before acknowledging each write (group commit).")
+    max_file_size_mb: int = _key(100, "Rotate a WAL segment when it reaches this size.", minimum=1)
+    rotation_interval_hours: float = _key(24, "Rotate a WAL segment after this long even if small.",
+                                          minimum=0.001)
+    max_retained_mb: int = _key(4096, "WAL kept for backups beyond the last checkpoint; past it, segments "
+                                      "are released, a warning is logged and the next backup must be full.",
+                                minimum=1)
+
+
+@dataclass(frozen=True)
+class HttpSection:
+    host: str = _key("0.0.0.0", "Address the API listens on.")
+    port: int = _key(3000, "API port.", minimum=1, maximum=65535)
+    request_timeout_ms: int = _key(30000, "A request running longer is answered 503.", minimum=1)
+    max_concurrent_requests: int = _key(1000, "Requests handled at once; excess ones get 503 with "
+                                              "Retry-After.", minimum=1)
+    max_body_mb: int = _key(64, "Largest request body accepted (413 beyond).", minimum=1)
+
+
+@dataclass(frozen=True)
+class SecuritySection:
+    auth_enabled: bool = _key(True, "Require HTTP Basic or a session token on the API.")
+    session_timeout_seconds: int = _key(3600, "Lifetime of a token from POST /auth/login.", minimum=1)
+    tls_enabled: bool = _key(False, "Serve the API over HTTPS.")
+    tls_cert_file: str = _key("/etc/omendb/tls/tls.crt",
+                              "Server certificate (PEM); reloaded when it changes.")
+    tls_key_file: str = _key("/etc/omendb/tls/tls.key", "Server private key (PEM).")
+    htpasswd_file: str = _key("/etc/omendb/users.htpasswd", "Users, as `htpasswd` writes them (bcrypt or "
+                                                            "apr1 entries); reloaded when it changes.")
+    admin_users: tuple[str, ...] = _key(("admin",), "Users allowed to call /admin endpoints.")
+
+
+@dataclass(frozen=True)
+class MonitoringSection:
+    prometheus_enabled: bool = _key(True, "Serve /metrics on prometheus_port.")
+    prometheus_port: int = _key(9090, "Metrics port.", minimum=1, maximum=65535)
+    health_check_interval_ms: int = _key(10000, "How often the server checks its own WAL and disk for "
+                                                "/health.", minimum=100)
+    log_level: str = _key("info", "Log level.", choices=("trace", "debug", "info", "warn", "warning",
+                                                         "error"))
+    log_format: str = _key("json", "Log line format.", choices=("json", "text"))
+
+
+@dataclass(frozen=True)
+class PerformanceSection:
+    worker_threads: int = _key(8, "Threads serving blocking database calls.", minimum=1, maximum=1024)
+    io_threads: int = _key(4, "Threads for background merges and checkpoints.", minimum=1, maximum=64)
+    enable_simd: bool = _key(True, "Use the compiled (numba) lookup kernels; false uses plain numpy.")
+    prefetch_size: int = _key(2000, "Records returned per range-scan page when the client sets no limit.",
+                              minimum=1, maximum=1_000_000)
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    max_connections: int = _key(1000, "Open client connections accepted at once.", minimum=1)
+    max_query_duration_ms: int = _key(30000, "A scan running longer stops with an error.", minimum=1)
+    max_insert_batch_size: int = _key(50000, "Records per insert request (413 beyond).", minimum=1)
+    memory_limit_mb: int = _key(8192, "Hard memory limit; the lower of this and max_memory_mb applies.",
+                                minimum=1)
+
+
+SECTIONS: dict[str, type] = {
+    "database": DatabaseSection,
+    "storage": StorageSection,
+    "index": IndexSection,
+    "wal": WalSection,
+    "http": HttpSection,
+    "security": SecuritySection,
+    "monitoring": MonitoringSection,
+    "performance": PerformanceSection,
+    "limits": LimitsSection,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseSection = field(default_factory=DatabaseSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    index: IndexSection = field(default_factory=IndexSection)
+    wal: WalSection = field(default_factory=WalSection)
+    http: HttpSection = field(default_factory=HttpSection)
+    security: SecuritySection = field(default_factory=SecuritySection)
+    monitoring: MonitoringSection = field(default_factory=MonitoringSection)
+    performance: PerformanceSection = field(default_factory=PerformanceSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+
+    # Derived values used by the engine.
+    @property
+    def wal_dir(self) -> Path:
+        if self.wal.dir:
+            return Path(self.wal.dir)
+        return Path(self.database.data_dir).parent / "wal"
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        return min(self.database.max_memory_mb, self.limits.memory_limit_mb) * 1024 * 1024
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "configuration") -> Config:
+        sections: dict[str, Any] = {}
+        for name, values in raw.items():
+            if name not in SECTIONS:
+                raise ConfigError(f"{source}: unknown section [{name}]{_suggest(name, SECTIONS)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{name}] must be a table of keys")
+            sections[name] = _build_section(name, SECTIONS[name], values, source)
+        return cls(**sections)
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """A copy with some keys of one section changed (validated like a file)."""
+        merged = {**dataclasses.asdict(getattr(self, section)), **changes}
+        return dataclasses.replace(self, **{section: _build_section(section, SECTIONS[section], merged,
+                                                                    "override")})
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name in SECTIONS:
+            section = dataclasses.asdict(getattr(self, name))
+            out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+        return out
+
+
+def _suggest(name: str, valid: Any) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(sorted(valid))})"
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], source: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{key}' in [{name}]{_suggest(key, fields)}")
+        kwargs[key] = _check_value(f"[{name}] {key}", fields[key], value, source)
+    return cls(**kwargs)
+
+
+def _check_value(label: str, f: dataclasses.Field, value: Any, source: str) -> Any:
+    expected = f.type if isinstance(f.type, type) else {"str": str, "int": int, "bool": bool,
+                                                         "float": float}.get(str(f.type))
+    meta = f.metadata
+    if str(f.type).startswith("tuple"):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: {label} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {label} must be true or false, got {value!r}")
+    elif expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {label} must be an integer, got {value!r}")
+    elif expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {label} must be a number, got {value!r}")
+        value = float(value)
+    elif expected is str and not isinstance(value, str):
+        raise ConfigError(f"{source}: {label} must be a string, got {value!r}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{source}: {label} = {value!r} is below the minimum {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{source}: {label} = {value!r} is above the maximum {meta['max']}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{source}: {label} = {value!r} is not one of {', '.join(meta['choices'])}")
+    return value
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return Config.from_dict(raw, source=str(path))
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def apply_env(config: Config, environ: dict[str, str] | None = None) -> Config:
+    """Layer the guide's environment variables over a configuration (environment wins)."""
+    env = os.environ if environ is None else environ
+    if "OMENDB_DATA_DIR" in env:
+        config = config.replace("database", data_dir=env["OMENDB_DATA_DIR"])
+    if "OMENDB_HTTP_PORT" in env:
+        try:
+            port = int(env["OMENDB_HTTP_PORT"])
+        except ValueError:
+            raise ConfigError(f"OMENDB_HTTP_PORT must be a port number, got {env['OMENDB_HTTP_PORT']!r}") \
+                from None
+        config = config.replace("http", port=port)
+    if "OMENDB_AUTH_DISABLED" in env:
+        flag = env["OMENDB_AUTH_DISABLED"].strip().lower()
+        if flag not in _TRUE | _FALSE:
+            raise ConfigError(f"OMENDB_AUTH_DISABLED must be true or false, got {flag!r}")
+        config = config.replace("security", auth_enabled=flag not in _TRUE)
+    level = env.get("OMENDB_LOG_LEVEL") or env.get("RUST_LOG")
+    if level:
+        # RUST_LOG is honoured for compatibility with the guide; only a plain level is meaningful here
+        # ("info", or the last "target=level" directive's level). OMENDB_LOG_LEVEL wins over it.
+        level = level.split(",")[-1].split("=")[-1].strip().lower()
+        config = config.replace("monitoring", log_level=level)
+    return config

@@ -1,0 +1,1 @@
+"""The OmenDB Kubernetes operator (kopf)."""
