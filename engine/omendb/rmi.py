@@ -13,9 +13,9 @@ for, and the window is derived from errors measured on the very keys in the arra
 Keys are mapped to float offsets relative to each node's smallest key, computed in uint64 arithmetic,
 so offsets inside small nodes are exact even for extreme int64 values.
 
-The tree is two arrays so a compiled kernel can take it in one argument each:
-``nodes_i[n] = [kind, kmin, a, b, err]`` and ``nodes_f[n] = [slope_or_scale, intercept]``; for an
-internal node a/b are (first child, child count), for a leaf (start, end) in the base array.
+The tree is one structured array, a 64-byte record (one cache line) per node, so a lookup costs one cache
+miss per level: ``kind, kmin, a, b, err, slope, intercept``; for an internal node a/b are (first child,
+child count) and ``slope`` is the routing scale, for a leaf a/b are (start, end) in the base array.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ import numpy as np
 LEAF = 0
 INTERNAL = 1
 MAX_FANOUT = 1 << 16
+NODE_DTYPE = np.dtype([("kind", np.int64), ("kmin", np.int64), ("a", np.int64), ("b", np.int64),
+                       ("err", np.int64), ("slope", np.float64), ("intercept", np.float64), ("pad", np.int64)])
 GUARD = 1  # extra slots searched on each side of a leaf's measured error
 
 
 @dataclass(frozen=True)
 class LearnedIndex:
-    nodes_i: np.ndarray  # int64 (n_nodes, 5)
-    nodes_f: np.ndarray  # float64 (n_nodes, 2)
+    nodes: np.ndarray  # NODE_DTYPE records
     model_type: str
     max_error: int  # the configured bound
     observed_max_error: int
@@ -46,7 +47,7 @@ class LearnedIndex:
 
     @property
     def model_bytes(self) -> int:
-        return int(self.nodes_i.nbytes + self.nodes_f.nbytes)
+        return int(self.nodes.nbytes)
 
 
 def _offsets(keys: np.ndarray, kmin: np.ndarray | int) -> np.ndarray:
@@ -84,15 +85,23 @@ def train(keys: np.ndarray, model_type: str = "recursive", max_error: int = 50) 
             children = _split(keys, lo, hi, fanout, nodes_i, nodes_f, node, bound, leaf_errors)
             stack.extend((child, clo, chi, level + 1) for child, clo, chi in children)
     errors = np.concatenate(leaf_errors) if leaf_errors else np.zeros(0, dtype=np.int64)
-    ni = np.asarray(nodes_i, dtype=np.int64).reshape(-1, 5)
-    nf = np.asarray(nodes_f, dtype=np.float64).reshape(-1, 2)
+    nodes = pack_nodes(np.asarray(nodes_i, dtype=np.int64).reshape(-1, 5),
+                       np.asarray(nodes_f, dtype=np.float64).reshape(-1, 2))
     return LearnedIndex(
-        nodes_i=ni, nodes_f=nf, model_type=model_type, max_error=max_error,
+        nodes=nodes, model_type=model_type, max_error=max_error,
         observed_max_error=int(errors.max()) if len(errors) else 0,
         observed_mean_error=float(errors.mean()) if len(errors) else 0.0,
-        leaves=int(np.count_nonzero(ni[:, 0] == LEAF)), depth=depth,
+        leaves=int(np.count_nonzero(nodes["kind"] == LEAF)), depth=depth,
         train_seconds=time.perf_counter() - started,
     )
+
+
+def pack_nodes(nodes_i: np.ndarray, nodes_f: np.ndarray) -> np.ndarray:
+    nodes = np.zeros(len(nodes_i), dtype=NODE_DTYPE)
+    for column, name in enumerate(("kind", "kmin", "a", "b", "err")):
+        nodes[name] = nodes_i[:, column]
+    nodes["slope"], nodes["intercept"] = nodes_f[:, 0], nodes_f[:, 1]
+    return nodes
 
 
 def _fit_leaf(keys, lo, hi, nodes_i, nodes_f, node) -> tuple[np.ndarray, int]:
@@ -165,36 +174,57 @@ def _split(keys, lo, hi, fanout, nodes_i, nodes_f, node, bound, leaf_errors):
 # ---- lookups -------------------------------------------------------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
-def _lookup_one(nodes_i, nodes_f, keys, key):  # pragma: no cover - compiled
-    node = 0
-    while nodes_i[node, 0] == INTERNAL:
-        kmin = nodes_i[node, 1]
+def _lookup_one(nodes, keys, key):  # pragma: no cover - compiled
+    node = nodes[0]
+    while node.kind == INTERNAL:
         child = np.int64(0)
-        if key > kmin:
-            x = np.float64(np.uint64(key) - np.uint64(kmin))
-            child = np.int64(np.floor(x * nodes_f[node, 0]))
-            if child > nodes_i[node, 3] - 1:
-                child = nodes_i[node, 3] - 1
-        node = nodes_i[node, 2] + child
-    kmin = nodes_i[node, 1]
-    start = nodes_i[node, 2]
-    end = nodes_i[node, 3]
+        if key > node.kmin:
+            x = np.float64(np.uint64(key) - np.uint64(node.kmin))
+            child = np.int64(np.floor(x * node.slope))
+            if child > node.b - 1:
+                child = node.b - 1
+        node = nodes[node.a + child]
+    kmin = node.kmin
+    start = node.a
+    end = node.b
     if end <= start or key < kmin:
         return -1
     x = np.float64(np.uint64(key) - np.uint64(kmin))
-    p = np.floor(nodes_f[node, 1] + nodes_f[node, 0] * x + 0.5)
+    p = np.floor(node.intercept + node.slope * x + 0.5)
     size = end - start
     if p < 0:
         p = 0.0
     elif p > size - 1:
         p = np.float64(size - 1)
-    err = nodes_i[node, 4] + 1
-    lo = start + np.int64(p) - err
-    hi = start + np.int64(p) + err + 1
-    if lo < start:
-        lo = start
-    if hi > end:
-        hi = end
+    err = node.err + GUARD
+    pos = start + np.int64(p)
+    wlo = pos - err  # the window the measured error guarantees: [pos - err, pos + err]
+    whi = pos + err + 1
+    if wlo < start:
+        wlo = start
+    if whi > end:
+        whi = end
+    # Exponential search outward from the prediction: most keys sit within a few slots of it (the mean error
+    # is far below the bound), so this touches one or two cache lines where a binary search over the whole
+    # window would touch several.
+    if keys[pos] < key:
+        lo = pos + 1
+        bound = 1
+        while lo + bound - 1 < whi and keys[lo + bound - 1] < key:
+            lo += bound
+            bound *= 2
+        hi = lo + bound - 1
+        if hi > whi:
+            hi = whi
+    else:
+        hi = pos
+        bound = 1
+        while hi - bound >= wlo and keys[hi - bound] >= key:
+            hi -= bound
+            bound *= 2
+        lo = hi - bound + 1
+        if lo < wlo:
+            lo = wlo
     while lo < hi:
         mid = (lo + hi) >> 1
         if keys[mid] < key:
@@ -207,9 +237,9 @@ def _lookup_one(nodes_i, nodes_f, keys, key):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _lookup_many(nodes_i, nodes_f, keys, queries, out):  # pragma: no cover - compiled
+def _lookup_many(nodes, keys, queries, out):  # pragma: no cover - compiled
     for i in range(len(queries)):
-        out[i] = _lookup_one(nodes_i, nodes_f, keys, queries[i])
+        out[i] = _lookup_one(nodes, keys, queries[i])
 
 
 def lookup_many(index: LearnedIndex, keys: np.ndarray, queries: np.ndarray, compiled: bool = True
@@ -219,33 +249,35 @@ def lookup_many(index: LearnedIndex, keys: np.ndarray, queries: np.ndarray, comp
     if len(queries) == 0:
         return out
     if compiled:
-        _lookup_many(index.nodes_i, index.nodes_f, keys, queries, out)
+        _lookup_many(index.nodes, keys, queries, out)
         return out
     return _lookup_many_numpy(index, keys, queries)
 
 
 def lookup_one(index: LearnedIndex, keys: np.ndarray, key: int) -> int:
-    return int(_lookup_one(index.nodes_i, index.nodes_f, keys, key))
+    return int(_lookup_one(index.nodes, keys, key))
 
 
 def _lookup_many_numpy(index: LearnedIndex, keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """The same lookup as the compiled kernel, level by level in plain numpy (`enable_simd = false`)."""
-    ni, nf = index.nodes_i, index.nodes_f
+    nodes = index.nodes
+    kind, kmins, a, b = nodes["kind"], nodes["kmin"], nodes["a"], nodes["b"]
+    slopes, intercepts = nodes["slope"], nodes["intercept"]
     node = np.zeros(len(queries), dtype=np.int64)
     while True:
-        internal = ni[node, 0] == INTERNAL
+        internal = kind[node] == INTERNAL
         if not internal.any():
             break
         idx = np.nonzero(internal)[0]
         n, q = node[idx], queries[idx]
-        child = np.floor(_offsets(q, ni[n, 1]) * nf[n, 0])
-        child = np.minimum(child, ni[n, 3] - 1).astype(np.int64)
-        node[idx] = ni[n, 2] + child
-    kmin, start, end = ni[node, 1], ni[node, 2], ni[node, 3]
+        child = np.floor(_offsets(q, kmins[n]) * slopes[n])
+        child = np.minimum(child, b[n] - 1).astype(np.int64)
+        node[idx] = a[n] + child
+    kmin, start, end = kmins[node], a[node], b[node]
     size = end - start
-    p = np.floor(nf[node, 1] + nf[node, 0] * _offsets(queries, kmin) + 0.5)
+    p = np.floor(intercepts[node] + slopes[node] * _offsets(queries, kmin) + 0.5)
     p = np.clip(p, 0, np.maximum(size - 1, 0)).astype(np.int64)
-    err = ni[node, 4] + GUARD
+    err = nodes["err"][node] + GUARD
     lo = np.maximum(start + p - err, start)
     hi = np.minimum(start + p + err + 1, end)
     steps = int(np.ceil(np.log2(max(2, 2 * int(err.max()) + 2)))) + 1
