@@ -267,9 +267,13 @@ COMMANDS = {"full-backup": _cmd_backup, "incremental-backup": _cmd_backup, "list
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="backup_tool: %(message)s")
-    logging.getLogger("omendb.database").setLevel(logging.WARNING)  # engine chatter of verify --deep
+    # Our own handler on the current stderr (not basicConfig): main() may run inside another program.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("backup_tool: %(message)s"))
+    logger = logging.getLogger("omendb.backup")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    logger.propagate = False
     try:
         return COMMANDS[args.command](args)
     except BackupError as exc:
@@ -278,9 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # bad values the parser could not check (names, times)
         print(f"backup_tool: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permissions, ...: nothing half-done was published or committed
+        print(f"backup_tool: error: {exc}; nothing was changed — fix the cause and rerun", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("backup_tool: interrupted; nothing half-done is visible (rerun the command)", file=sys.stderr)
         return 130
+    finally:
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ log = logging.getLogger("omendb.backup")
 
 STAGING = "restore-staging"
 PREVIOUS = "restore-previous"
+MOVED_OUT = ".moved-out"  # in restore-previous/: every previous file is out; names what moves in
 LOCK = "LOCK"
 Progress = Callable[[int], None]
 
@@ -244,17 +245,14 @@ def recover_interrupted(layout: Layout) -> str | None:
     data_prev, wal_prev = layout.data_dir / PREVIOUS, layout.wal_dir / PREVIOUS
     staging = layout.data_dir / STAGING
     if _poisoned(layout):
-        # Not committed: remove what the restore moved in, then put the previous files back, MANIFEST last.
-        for path in list(layout.data_dir.iterdir()):
-            if path.name not in (LOCK, MANIFEST, PREVIOUS, STAGING):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
+        # Not committed. Files the restore moved in are deleted only if every previous file had been moved
+        # out first (the marker says so and names them); then the previous files go back, MANIFEST last.
+        marker = data_prev / MOVED_OUT
+        if marker.exists():
+            for name in json.loads(marker.read_text()):
+                (layout.data_dir / name).unlink(missing_ok=True)
+            marker.unlink()
         if wal_prev.is_dir():
-            for path in list(layout.wal_dir.iterdir()):
-                if path.name != PREVIOUS:
-                    path.unlink() if not path.is_dir() else shutil.rmtree(path)
             _move_all(wal_prev, layout.wal_dir, set())
         if data_prev.is_dir():
             _move_all(data_prev, layout.data_dir, {MANIFEST})
@@ -295,6 +293,9 @@ def swap_in(layout: Layout, staged: Path, poison_text: str) -> None:
     try:
         _move_all(layout.data_dir, data_prev, {LOCK, MANIFEST, PREVIOUS, STAGING})
         _move_all(layout.wal_dir, wal_prev, {PREVIOUS})
+        incoming = sorted(p.name for p in staged.iterdir() if p.name != MANIFEST)
+        _write_synced(data_prev / MOVED_OUT, json.dumps(incoming).encode())
+        fsync_dir(data_prev)
         for path in list(staged.iterdir()):
             if path.name != MANIFEST:
                 os.replace(path, layout.data_dir / path.name)

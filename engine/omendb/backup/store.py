@@ -90,9 +90,8 @@ class BackupStore:
                 continue
             try:
                 raw = (path / MANIFEST_FILE).read_bytes()
-            except FileNotFoundError:
-                damaged.append(Damaged(path.name, f"{path} has no {MANIFEST_FILE}"))
-                continue
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue  # not a backup (published backups always have their manifest)
             try:
                 manifest = parse(raw, str(path / MANIFEST_FILE))
             except Corrupt as exc:
@@ -111,7 +110,13 @@ class BackupStore:
 
     def get(self, backup_id: str, database: str | None = None) -> BackupManifest:
         if backup_id == "latest":
-            found = self.backups(database)
+            good, damaged = self.scan()
+            found = [m for m in good if database is None or m.database == database]
+            damaged = [d for d in damaged if database is None or d.name.startswith(f"{database}-")]
+            if damaged:
+                # The damaged one may be the newest: never fall back to an older backup silently.
+                raise Corrupt(f"cannot tell which backup is the latest: {'; '.join(d.problem for d in damaged)}. "
+                              f"Inspect or delete the damaged backup, or pass an explicit --backup-id")
             if not found:
                 where = f" for database {database!r}" if database else ""
                 raise NotFound(f"no backups{where} in {self.root}; take one with `backup_tool --data-dir D "
