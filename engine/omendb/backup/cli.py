@@ -25,7 +25,7 @@ from dataclasses import asdict
 from typing import Any
 
 from omendb.backup.create import take_backup
-from omendb.backup.errors import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OK, BackupError, NotFound
+from omendb.backup.errors import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OK, BackupError, NotFound, Usage
 from omendb.backup.layout import resolve
 from omendb.backup.manifest import FULL, INCREMENTAL, BackupManifest, format_us, parse_time
 from omendb.backup.restore import Target, restore, rollback
@@ -127,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
 def _need(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         if not getattr(args, name, None):
-            raise BackupError(f"{args.command} needs --{name.replace('_', '-')}")
+            raise Usage(f"{args.command} needs --{name.replace('_', '-')}")
 
 
 def _human(n: int) -> str:
@@ -189,7 +189,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_restore(args: argparse.Namespace) -> int:
     _need(args, "backup_dir", "data_dir")
     if args.source:
-        raise BackupError("restore writes a data directory; --source is only for taking backups")
+        raise Usage("restore writes a data directory; --source is only for taking backups")
     target = Target(args.to_lsn, parse_time(args.to_time) if args.to_time else None)
     layout = resolve(args.data_dir, args.wal_dir)
     progress = Progress("restore", args.quiet)

@@ -42,3 +42,9 @@ class SourceError(BackupError):
 
 class WalGone(BackupError):
     """The WAL after an LSN is no longer complete at the source (released before a backup archived it)."""
+
+
+class Usage(BackupError):
+    """A required option is missing or options conflict (as argparse errors)."""
+
+    exit_code = EXIT_USAGE
