@@ -82,7 +82,8 @@ def write_batches(db: Database, model: Model, rng: np.random.Generator, batches:
 
 def read_state(layout: Layout) -> tuple[dict[int, float], int]:
     """Open a data directory with the engine and return (all records, LSN)."""
-    config = Config().replace("database", data_dir=str(layout.data_dir)).replace("wal", dir=str(layout.wal_dir))
+    config = Config().replace("database", data_dir=str(layout.data_dir)).replace("wal",
+                                                                                 dir=str(layout.wal_dir))
     with Database.open(config) as db:
         keys, values = db.range(-(2**63))
         return dict(zip(keys.tolist(), values.tolist(), strict=True)), db.lsn()

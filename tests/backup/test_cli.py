@@ -31,7 +31,8 @@ def test_concurrent_runs_on_one_backup_dir_are_serialized(db_and_backups):
     fd = os.open(backups / ".lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.pwrite(fd, b"pid 4242: full-backup --database production\n", 0)
-    args = ["--data-dir", str(root), "--backup-dir", str(backups), "incremental-backup", "--database", "production"]
+    args = ["--data-dir", str(root), "--backup-dir", str(backups), "incremental-backup", "--database",
+            "production"]
     try:
         proc = run(*args, check=5)
         assert "in use by another backup_tool run" in proc.stderr and "pid 4242" in proc.stderr
@@ -59,7 +60,8 @@ def test_restore_refuses_a_running_server_and_a_non_empty_directory(db_and_backu
 def test_list_format_and_exit_codes(db_and_backups, tmp_path):
     root, backups, _ = db_and_backups
     time.sleep(0.01)
-    run("--data-dir", str(root), "--backup-dir", str(backups), "incremental-backup", "--database", "production")
+    run("--data-dir", str(root), "--backup-dir", str(backups), "incremental-backup", "--database",
+        "production")
     run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "staging")
     lines = run("--backup-dir", str(backups), "list", "--database", "production").stdout.splitlines()
     assert len(lines) == 2 and lines[0].split()[0].endswith("-incr") and lines[1].split()[0].endswith("-full")
@@ -69,7 +71,8 @@ def test_list_format_and_exit_codes(db_and_backups, tmp_path):
     assert run("--backup-dir", str(tmp_path / "none"), "list").stdout == ""
     assert "no backups" in run("--backup-dir", str(tmp_path / "none"), "verify", "--backup-id", "latest",
                                check=4).stderr
-    assert "no backup 'nope'" in run("--data-dir", str(tmp_path / "x"), "--backup-dir", str(backups), "restore",
+    assert "no backup 'nope'" in run("--data-dir", str(tmp_path / "x"), "--backup-dir", str(backups),
+                                     "restore",
                                      "--backup-id", "nope", check=4).stderr
     assert "ISO 8601" in run("--data-dir", str(tmp_path / "x"), "--backup-dir", str(backups), "restore",
                              "--backup-id", "latest", "--to-time", "yesterday", check=2).stderr
@@ -78,7 +81,8 @@ def test_list_format_and_exit_codes(db_and_backups, tmp_path):
     assert "does not exist" in run("--data-dir", str(tmp_path / "empty"), "--backup-dir", str(backups),
                                    "full-backup", "--database", "x", check=1).stderr
     (tmp_path / "empty" / "data").mkdir(parents=True)
-    assert "holds no OmenDB database" in run("--data-dir", str(tmp_path / "empty"), "--backup-dir", str(backups),
+    assert "holds no OmenDB database" in run("--data-dir", str(tmp_path / "empty"), "--backup-dir",
+                                             str(backups),
                                              "full-backup", "--database", "x", check=1).stderr
     assert "needs --data-dir" in run("--backup-dir", str(backups), "full-backup", "--database", "x",
                                      check=2).stderr
@@ -100,7 +104,8 @@ def test_credentials_sources(tmp_path, monkeypatch):
     plain = tmp_path / "plain"
     plain.write_text("admin:pa:ss\n")
     assert load_credentials(str(plain)) == ("admin", "pa:ss")
-    for body in ({"username": "admin", "password": "pw"}, {"user": "admin", "password": "pw"}, {"admin": "pw"}):
+    for body in ({"username": "admin", "password": "pw"}, {"user": "admin", "password": "pw"},
+                 {"admin": "pw"}):
         (tmp_path / "c.json").write_text(json.dumps(body))
         assert load_credentials(str(tmp_path / "c.json")) == ("admin", "pw")
     (tmp_path / "bad").write_text("no-colon")

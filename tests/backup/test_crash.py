@@ -76,7 +76,8 @@ def test_sigkill_during_backup(big, tmp_path):
     run(*args)  # the next run succeeds and cleans up the leftovers
     assert not any(p.name.startswith(".tmp-") for p in backups.iterdir())
     latest = _listed(backups)[0]
-    run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id", latest["id"])
+    run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id",
+        latest["id"])
     assert read_state(resolve(tmp_path / "r")) == (model.data, model.lsn)
 
 
@@ -90,7 +91,8 @@ def test_sigkill_during_restore(big, tmp_path, then):
     with Database.open(engine_config(target)) as db:
         write_batches(db, old_model, np.random.default_rng(11), 5)
     old = read_state(resolve(target))
-    args = ["--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "latest", "--force"]
+    args = ["--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "latest",
+            "--force"]
     seen_poison = False
     for marker, delay in (("restore-staging", 0.0), ("restore-previous", 0.0), ("restore-staging", 0.3)):
         _kill_when(args, lambda m=marker: (target / "data" / m).exists(), delay)
@@ -112,7 +114,8 @@ def test_sigkill_during_restore(big, tmp_path, then):
             break
     run(*args)  # finishing (or repeating) the restore works whatever happened before
     assert read_state(resolve(target)) == (model.data, model.lsn)
-    assert not (target / "data" / "restore-previous").exists() and not (target / "wal" / "restore-previous").exists()
+    assert not (target / "data" / "restore-previous").exists()
+    assert not (target / "wal" / "restore-previous").exists()
     del seen_poison  # which phase the kills hit depends on timing; every phase is checked above
 
 
@@ -147,7 +150,8 @@ def test_interrupted_swap_is_rolled_back(big, tmp_path, monkeypatch):
 def test_sigkill_during_cleanup_never_breaks_a_chain(big, tmp_path):
     root, _ = big
     backups = tmp_path / "backups"
-    for kind in ("full-backup", "incremental-backup", "incremental-backup", "full-backup", "incremental-backup"):
+    for kind in ("full-backup", "incremental-backup", "incremental-backup", "full-backup",
+                 "incremental-backup"):
         run("--data-dir", str(root), "--backup-dir", str(backups), kind, "--database", "production")
     listed = _listed(backups)
     for backup in listed:  # age every backup past the retention: only the newest chain must survive

@@ -114,12 +114,14 @@ def run_script(tmp: Path, name: str, script: str, dow: int = 1, env: dict[str, s
     path = tmp / name
     path.write_text(script)
     path.chmod(0o755)
-    environ = {**os.environ, "PATH": f"{shim}:{BIN}:{os.environ['PATH']}", "FAKE_DOW": str(dow), **(env or {})}
+    environ = {**os.environ, "PATH": f"{shim}:{BIN}:{os.environ['PATH']}", "FAKE_DOW": str(dow),
+               **(env or {})}
     return subprocess.run(["bash", str(path)], capture_output=True, text=True, env=environ, timeout=300)
 
 
 def test_guide_backup_schedule_disaster_recovery_wal_corruption_and_upgrade(tmp_path, rng):
-    lib, backups, upgrade_backups = tmp_path / "var-lib-omendb", tmp_path / "backups-omendb", tmp_path / "backups"
+    lib, backups = tmp_path / "var-lib-omendb", tmp_path / "backups-omendb"
+    upgrade_backups = tmp_path / "backups"
     empty_tmp = tmp_path / "tmp"
     empty_tmp.mkdir()
     paths = {"/var/lib/omendb": lib, "/var/backups/omendb": backups, "/var/backups": upgrade_backups,

@@ -27,7 +27,8 @@ def chain(tmp_path_factory, ) -> tuple[Path, Path, list[dict]]:
         write_batches(db, model, rng, 5)
         run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
         write_batches(db, model, rng, 5)
-        run("--data-dir", str(root), "--backup-dir", str(backups), "incremental-backup", "--database", "production")
+        run("--data-dir", str(root), "--backup-dir", str(backups), "incremental-backup", "--database",
+            "production")
     listed = json.loads(run("--backup-dir", str(backups), "list", "--output", "json").stdout)
     return root, backups, listed
 
@@ -62,7 +63,8 @@ def test_one_byte_change_is_caught(chain, tmp_path, which):
     try:
         proc = run("--backup-dir", str(backups), "verify", "--backup-id", "latest", check=3)
         assert "FAIL" in proc.stdout
-        proc = run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "latest",
+        proc = run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id",
+                   "latest",
                    "--force", check=3)
         assert "damaged" in proc.stderr or "mismatch" in proc.stderr, proc.stderr
         after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}

@@ -137,7 +137,8 @@ def test_online_errors_say_what_to_fix(tls_server, tmp_path):
     proc = tool("--source", server.url, "--ca-file", str(ca_file), *args,
                 env={"OMENDB_USER": READER, "OMENDB_PASSWORD": READER_PW}, check=7)
     assert "admin_users" in proc.stderr
-    proc = tool("--source", server.url, *args, env={"OMENDB_USER": ADMIN, "OMENDB_PASSWORD": ADMIN_PW}, check=7)
+    proc = tool("--source", server.url, *args, env={"OMENDB_USER": ADMIN, "OMENDB_PASSWORD": ADMIN_PW},
+                check=7)
     assert "--ca-file" in proc.stderr
     proc = tool("--source", "https://127.0.0.1:1", "--ca-file", str(ca_file), *args,
                 env={"OMENDB_USER": ADMIN, "OMENDB_PASSWORD": ADMIN_PW}, check=7)

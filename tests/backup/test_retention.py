@@ -10,10 +10,12 @@ DAY = 86400.0
 NOW = 1_800_000_000.0
 
 
-def _m(backup_id: str, age_days: float, parent: str | None = None, database: str = "production") -> BackupManifest:
+def _m(backup_id: str, age_days: float, parent: str | None = None,
+       database: str = "production") -> BackupManifest:
     return BackupManifest(
         id=backup_id, type=INCREMENTAL if parent else FULL, parent=parent, database=database, start_lsn=0,
-        end_lsn=int(1000 - age_days), start_term=1, term=1, created_at="", created_at_epoch=NOW - age_days * DAY,
+        end_lsn=int(1000 - age_days), start_term=1, term=1, created_at="",
+        created_at_epoch=NOW - age_days * DAY,
         first_commit_us=None, last_commit_us=None, earliest_restore_us=0, records=0, content_sha256="",
         files=[], source={}, engine_database="", index={})
 

@@ -92,7 +92,8 @@ def test_restore_keeps_lsn_and_term_and_backups_continue(tmp_path, rng):
     out = run("--data-dir", str(root), "--backup-dir", str(backups), "incremental-backup", "--database",
                "production").stdout
     assert "incremental backup" in out, out
-    run("--data-dir", str(tmp_path / "again"), "--backup-dir", str(backups), "restore", "--backup-id", "latest")
+    run("--data-dir", str(tmp_path / "again"), "--backup-dir", str(backups), "restore", "--backup-id",
+        "latest")
     assert read_state(resolve(tmp_path / "again")) == (model.data, model.lsn)
 
 
@@ -130,3 +131,19 @@ def test_empty_and_never_checkpointed_databases(tmp_path, rng):
     # The data directory itself (not its parent) is accepted as --data-dir too.
     run("--data-dir", str(root / "data"), "--backup-dir", str(backups), "incremental-backup", "--database",
          "production")
+
+
+def test_uncompressed_checkpoints_are_compressed_in_the_backup(tmp_path, rng):
+    root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
+    with Database.open(engine_config(root, storage={"enable_compression": False})) as db:
+        write_batches(db, model, rng, 6)
+        db.checkpoint()
+        write_batches(db, model, rng, 2)
+        run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
+    backup = json.loads(run("--backup-dir", str(backups), "list", "--output", "json").stdout)[0]
+    files = {f["name"]: f for f in backup["files"]}
+    assert files["snapshot.odb.zst"]["codec"] == "zstd"
+    assert files["snapshot.odb.zst"]["size"] < files["snapshot.odb.zst"]["raw_size"]
+    run("--backup-dir", str(backups), "verify", "--backup-id", "latest", "--deep")
+    run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id", "latest")
+    assert read_state(resolve(tmp_path / "r")) == (model.data, model.lsn)

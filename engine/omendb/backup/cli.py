@@ -66,21 +66,24 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Options accepted before the subcommand (as in the guide) and after it."""
     default: Any = argparse.SUPPRESS if suppress else None
     parser.add_argument("--data-dir", default=default,
-                        help="the database: the directory holding data/ and wal/ (e.g. /var/lib/omendb) or the "
-                             "data directory itself")
+                        help="the database: the directory holding data/ and wal/ (e.g. /var/lib/omendb) or "
+                             "the data directory itself")
     parser.add_argument("--wal-dir", default=default, help="the WAL directory when [wal] dir is set")
     parser.add_argument("--backup-dir", default=default, help="where backups are kept")
     parser.add_argument("--source", default=default, metavar="URL",
-                        help="back up a running server online (https://host:3000) instead of reading --data-dir")
+                        help="back up a running server online (https://host:3000) instead of reading "
+                             "--data-dir")
     parser.add_argument("--credentials-file", default=default,
                         help="for --source: 'user:password' or JSON {\"username\": ..., \"password\": ...} "
                              "(default: OMENDB_USER / OMENDB_PASSWORD)")
     parser.add_argument("--ca-file", default=default, help="for --source over TLS: CA certificate (PEM)")
     parser.add_argument("--lock-timeout", type=float, default=argparse.SUPPRESS if suppress else 0.0,
-                        help="seconds to wait for another backup_tool run on the backup directory (default 0)")
+                        help="seconds to wait for another backup_tool run on the backup directory (default "
+                             "0)")
     parser.add_argument("--compression-level", type=int, default=argparse.SUPPRESS if suppress else 3,
                         choices=range(1, 23), metavar="1-22", help="zstandard level (default 3)")
-    parser.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS if suppress else False,
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        default=argparse.SUPPRESS if suppress else False,
                         help="only errors and the result")
 
 
@@ -119,8 +122,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-days", type=float, required=True)
     p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
 
-    sub.add_parser("rollback-restore", parents=[common], help="put back the data an interrupted restore moved "
-                   "aside")
+    sub.add_parser("rollback-restore", parents=[common],
+                   help="put back the data an interrupted restore moved aside")
     return top
 
 
@@ -159,7 +162,8 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         manifest = take_backup(BackupStore(args.backup_dir), source, args.database, kind,
-                               lock_timeout=args.lock_timeout, progress=progress, level=args.compression_level)
+                               lock_timeout=args.lock_timeout, progress=progress,
+                               level=args.compression_level)
     finally:
         progress.close()
         if isinstance(source, RemoteSource):
@@ -202,8 +206,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         progress.close()
     if result.recovered:
         log.warning("%s", result.recovered)
-    print(f"restored backup {result.backup_id} to LSN {result.lsn} (term {result.term}, {result.records} records) "
-          f"into {layout.data_dir} (WAL {layout.wal_dir}); start the server to serve it")
+    print(f"restored backup {result.backup_id} to LSN {result.lsn} (term {result.term}, {result.records} "
+          f"records) into {layout.data_dir} (WAL {layout.wal_dir}); start the server to serve it")
     return EXIT_OK
 
 
@@ -246,7 +250,8 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
         for m in decided.remove:
             if not args.dry_run:
                 store.delete(m.id)
-            print(f"{'would remove' if args.dry_run else 'removed'}\t{m.id}\t{m.type}\tcreated {m.created_at}")
+            print(f"{'would remove' if args.dry_run else 'removed'}\t{m.id}\t{m.type}\tcreated "
+                  f"{m.created_at}")
         for m, why in decided.keep:
             print(f"kept\t{m.id}\t{m.type}\t{why}")
         for d in damaged:

@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from omendb.backup.errors import BackupError, Corrupt, WalGone
@@ -21,6 +22,7 @@ from omendb.backup.manifest import (
     FULL,
     INCREMENTAL,
     SNAPSHOT_FILE,
+    SNAPSHOT_ZST,
     WAL_FILE,
     BackupManifest,
     FileEntry,
@@ -31,7 +33,7 @@ from omendb.backup.payload import PayloadWriter, State, frame_bytes
 from omendb.backup.restore import check_against_manifest, materialize
 from omendb.backup.source import Snapshot, SourceInfo
 from omendb.backup.store import BackupStore
-from omendb.checkpoint import read_base
+from omendb.checkpoint import BASE_HEADER, FLAG_COMPRESSED, read_base
 from omendb.errors import CorruptionError
 from omendb.wal import Frame
 
@@ -64,11 +66,11 @@ def _parent_chain(store: BackupStore, database: str, info: SourceInfo
     restored = info.restored_from
     if restored and float(restored.get("restored_at", 0)) > parent.created_at_epoch \
             and int(restored.get("lsn", 0)) < parent.end_lsn:
-        return None, (f"the source was restored to LSN {restored.get('lsn')} after {parent.id} (which ends at "
-                      f"LSN {parent.end_lsn}) was taken, so its history diverged from that backup")
+        return None, (f"the source was restored to LSN {restored.get('lsn')} after {parent.id} (which ends "
+                      f"at LSN {parent.end_lsn}) was taken, so its history diverged from that backup")
     if info.lsn < parent.end_lsn:
-        return None, (f"the source is at LSN {info.lsn}, before the end of {parent.id} (LSN {parent.end_lsn}): "
-                      f"it is not the database that backup continues")
+        return None, (f"the source is at LSN {info.lsn}, before the end of {parent.id} (LSN "
+                      f"{parent.end_lsn}): it is not the database that backup continues")
     return chain, None
 
 
@@ -137,20 +139,15 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
         return manifest.sealed()
 
 
-def _take_snapshot(store: BackupStore, staging: Any, source: Source, progress: Progress | None, level: int
+def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: Progress | None, level: int
                    ) -> tuple[Snapshot, State, list[Frame], FileEntry]:
-    raw_path = staging / ".snapshot.raw"
+    raw_path = staging / SNAPSHOT_FILE
     for _ in range(5):
-        for leftover in (staging / SNAPSHOT_FILE, raw_path):
+        for leftover in (raw_path, staging / SNAPSHOT_ZST):
             leftover.unlink(missing_ok=True)
-        writer = PayloadWriter(staging / SNAPSHOT_FILE, level)
+        writer = PayloadWriter(raw_path, compress=False)
         writer.on_progress = progress
-        with open(raw_path, "wb") as raw:
-            def sink(chunk: bytes, raw: Any = raw, writer: PayloadWriter = writer) -> None:
-                writer.write(chunk)
-                raw.write(chunk)
-
-            snapshot = source.snapshot(sink)
+        snapshot = source.snapshot(writer.write)
         entry = writer.close()
         try:
             frames = source.frames_after(snapshot.lsn)
@@ -161,11 +158,19 @@ def _take_snapshot(store: BackupStore, staging: Any, source: Source, progress: P
         try:
             lsn, keys, values, lsns, _ = read_base(raw_path)
         except CorruptionError as exc:
-            raise Corrupt(f"the source's checkpoint is damaged, refusing to back it up: {exc.message}") from None
-        finally:
-            raw_path.unlink(missing_ok=True)
+            raise Corrupt(f"the source's checkpoint is damaged, refusing to back it up: "
+                          f"{exc.message}") from None
         if lsn != snapshot.lsn:
             raise Corrupt(f"the source's checkpoint holds LSN {lsn} but was announced as LSN {snapshot.lsn}")
+        with open(raw_path, "rb") as f:
+            flags = BASE_HEADER.unpack(f.read(BASE_HEADER.size))[2]
+        if not flags & FLAG_COMPRESSED:  # an uncompressed checkpoint ([storage] enable_compression = false)
+            packed = PayloadWriter(staging / SNAPSHOT_ZST, level)
+            with open(raw_path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    packed.write(chunk)
+            entry = packed.close()
+            raw_path.unlink()
         return snapshot, State(keys, values, lsns, lsn, snapshot.term), frames, entry
     raise BackupError("the WAL after the snapshot kept being released by checkpoints; retry the backup when "
                       "the database is less busy, or raise [wal] max_retained_mb")

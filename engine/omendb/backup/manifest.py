@@ -20,7 +20,10 @@ from omendb.backup.errors import Corrupt
 
 MANIFEST_FILE = "manifest.json"
 FULL, INCREMENTAL = "full", "incremental"
-SNAPSHOT_FILE = "snapshot.odb.zst"  # the source's checkpoint (base) file at start_lsn, zstd-compressed
+# The source's checkpoint (base) file at start_lsn: as is when its blocks are already zstandard-compressed
+# ([storage] enable_compression, the default), else compressed as a whole.
+SNAPSHOT_FILE = "snapshot.odb"
+SNAPSHOT_ZST = "snapshot.odb.zst"
 WAL_FILE = "wal.frames.zst"  # WAL frames start_lsn+1 .. end_lsn, as the engine encodes them, zstd-compressed
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -70,6 +73,10 @@ class BackupManifest:
     def file(self, name: str) -> FileEntry | None:
         return next((f for f in self.files if f.name == name), None)
 
+    @property
+    def snapshot(self) -> FileEntry | None:
+        return self.file(SNAPSHOT_FILE) or self.file(SNAPSHOT_ZST)
+
     def canonical(self) -> bytes:
         body = asdict(self)
         body.pop("manifest_sha256")
@@ -115,8 +122,8 @@ def parse(raw: bytes, where: str) -> BackupManifest:
         raise Corrupt(f"{where} is damaged ({exc}); this backup cannot be used — verify the others with "
                       f"`backup_tool verify` and delete this one") from None
     if manifest.sealed().manifest_sha256 != manifest.manifest_sha256:
-        raise Corrupt(f"{where}: checksum mismatch (the manifest was modified or damaged); this backup cannot "
-                      f"be trusted — delete it and take a new full backup")
+        raise Corrupt(f"{where}: checksum mismatch (the manifest was modified or damaged); this backup "
+                      "cannot be trusted — delete it and take a new full backup")
     return manifest
 
 
@@ -139,4 +146,5 @@ def parse_time(text: str) -> int:
 def format_us(us: int | None) -> str:
     if us is None:
         return "-"
-    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat(timespec="milliseconds").replace("+00:00",
+                                                                                                  "Z")

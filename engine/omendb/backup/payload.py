@@ -45,28 +45,33 @@ class _HashingFile:
 class PayloadWriter:
     """Writes one compressed payload file; ``close()`` fsyncs it and returns its manifest entry."""
 
-    def __init__(self, path: Path, level: int = ZSTD_LEVEL) -> None:
+    def __init__(self, path: Path, level: int = ZSTD_LEVEL, compress: bool = True) -> None:
         self.path = path
         self._file = open(path, "xb")  # noqa: SIM115 - closed in close()
         self._hashing = _HashingFile(self._file)
-        self._zstd = zstandard.ZstdCompressor(level=level).stream_writer(cast(IO[bytes], self._hashing),
-                                                                         closefd=False)
+        self.codec = "zstd" if compress else "none"
+        self._zstd: Any = None
+        if compress:
+            self._zstd = zstandard.ZstdCompressor(level=level).stream_writer(cast(IO[bytes], self._hashing),
+                                                                             closefd=False)
         self.raw_size = 0
         self.on_progress: Callable[[int], None] | None = None
 
     def write(self, data: bytes | memoryview) -> None:
-        self._zstd.write(data)
+        (self._zstd or self._hashing).write(data)
         self.raw_size += len(data)
         if self.on_progress is not None:
             self.on_progress(len(data))
 
     def close(self) -> FileEntry:
-        self._zstd.flush(zstandard.FLUSH_FRAME)
-        self._zstd.close()
+        if self._zstd is not None:
+            self._zstd.flush(zstandard.FLUSH_FRAME)
+            self._zstd.close()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        return FileEntry(self.path.name, self._hashing.size, self._hashing.sha.hexdigest(), self.raw_size)
+        return FileEntry(self.path.name, self._hashing.size, self._hashing.sha.hexdigest(), self.raw_size,
+                         self.codec)
 
 
 def check_file(path: Path, entry: FileEntry) -> None:
@@ -95,8 +100,12 @@ def read_checked(path: Path, entry: FileEntry) -> Iterator[bytes]:
     except FileNotFoundError:
         raise Corrupt(f"{path} is missing (the manifest lists it); this backup is damaged") from None
     with f:
-        reader = zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], _HashingReader(f, sha)),
-                                                            read_across_frames=True)
+        reader: Any = _HashingReader(f, sha)
+        if entry.codec == "zstd":
+            reader = zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], reader),
+                                                                read_across_frames=True)
+        elif entry.codec != "none":
+            raise Corrupt(f"{path}: unknown codec {entry.codec!r} in the manifest; use a newer backup_tool")
         raw = 0
         try:
             while chunk := reader.read(CHUNK):
@@ -154,8 +163,8 @@ def check_contiguous(frames: list[Frame], after_lsn: int, where: str) -> None:
     expected = after_lsn + 1
     for frame in frames:
         if frame.lsn != expected:
-            raise Corrupt(f"{where}: WAL frame LSN {frame.lsn} where {expected} was expected; the backup chain "
-                          f"is broken")
+            raise Corrupt(f"{where}: WAL frame LSN {frame.lsn} where {expected} was expected; the backup "
+                          "chain is broken")
         expected += 1
 
 

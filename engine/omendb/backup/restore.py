@@ -31,8 +31,8 @@ import numpy as np
 from omendb import rmi
 from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
 from omendb.backup.layout import Layout
-from omendb.backup.manifest import FULL, SNAPSHOT_FILE, WAL_FILE, BackupManifest, format_us
-from omendb.backup.payload import State, check_contiguous, decode_frames, read_checked
+from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
+from omendb.backup.payload import State, check_contiguous, check_file, decode_frames, read_checked
 from omendb.backup.source import RESTORE_POISON, RESTORED_FROM
 from omendb.backup.store import BackupStore
 from omendb.checkpoint import MANIFEST, Manifest, base_name, read_base, write_base
@@ -78,8 +78,8 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
     if backup_id != "latest" or (target.lsn is None and target.time_us is None):
         chain = store.chain(store.get(backup_id, database))
         if not covers(chain, target):
-            raise Refused(f"backup {chain[-1].id} cannot restore to {target.describe()}: its chain covers LSN "
-                          f"{chain[0].start_lsn}..{chain[-1].end_lsn}, times from "
+            raise Refused(f"backup {chain[-1].id} cannot restore to {target.describe()}: its chain covers "
+                          f"LSN {chain[0].start_lsn}..{chain[-1].end_lsn}, times from "
                           f"{format_us(chain[0].earliest_restore_us)} to "
                           f"{format_us(chain[-1].last_commit_us)}; pick another backup (backup_tool list)")
         return chain
@@ -101,27 +101,35 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
 
 
 def load_snapshot(store: BackupStore, manifest: BackupManifest, progress: Progress | None = None) -> State:
-    entry = manifest.file(SNAPSHOT_FILE)
+    entry = manifest.snapshot
     if entry is None:
-        raise Corrupt(f"full backup {manifest.id} lists no {SNAPSHOT_FILE}; this backup is damaged")
-    path = store.path(manifest.id) / SNAPSHOT_FILE
+        raise Corrupt(f"full backup {manifest.id} lists no snapshot file; this backup is damaged")
+    path = store.path(manifest.id) / entry.name
     with tempfile.TemporaryDirectory(prefix="omendb-restore-") as tmp:
-        raw_path = Path(tmp) / "base.odb"
-        with open(raw_path, "wb") as out:
-            for chunk in read_checked(path, entry):
-                out.write(chunk)
-                if progress:
-                    progress(len(chunk))
+        if entry.codec == "none":  # the checkpoint file as is: check its sha256, then the engine reads it
+            check_file(path, entry)
+            raw_path = path
+            if progress:
+                progress(entry.size)
+        else:
+            raw_path = Path(tmp) / "base.odb"
+            with open(raw_path, "wb") as out:
+                for chunk in read_checked(path, entry):
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
         try:
             lsn, keys, values, lsns, _ = read_base(raw_path)
         except CorruptionError as exc:
             raise Corrupt(f"{path}: the snapshot inside is damaged ({exc.message})") from None
     if lsn != manifest.start_lsn:
-        raise Corrupt(f"{path} holds LSN {lsn}, the manifest says {manifest.start_lsn}; this backup is damaged")
+        raise Corrupt(f"{path} holds LSN {lsn}, the manifest says {manifest.start_lsn}; this backup is "
+                      "damaged")
     return State(keys, values, lsns, lsn, manifest.start_term)
 
 
-def load_frames(store: BackupStore, manifest: BackupManifest, progress: Progress | None = None) -> list[Frame]:
+def load_frames(store: BackupStore, manifest: BackupManifest,
+                progress: Progress | None = None) -> list[Frame]:
     entry = manifest.file(WAL_FILE)
     if entry is None:
         raise Corrupt(f"backup {manifest.id} lists no {WAL_FILE}; this backup is damaged")
@@ -135,7 +143,8 @@ def load_frames(store: BackupStore, manifest: BackupManifest, progress: Progress
     check_contiguous(frames, manifest.start_lsn, str(path))
     last = frames[-1].lsn if frames else manifest.start_lsn
     if last != manifest.end_lsn:
-        raise Corrupt(f"{path} ends at LSN {last}, the manifest says {manifest.end_lsn}; this backup is damaged")
+        raise Corrupt(f"{path} ends at LSN {last}, the manifest says {manifest.end_lsn}; this backup is "
+                      "damaged")
     return frames
 
 
@@ -168,8 +177,8 @@ def check_against_manifest(state: State, manifest: BackupManifest) -> None:
     if state.lsn != manifest.end_lsn:
         return
     if len(state.keys) != manifest.records or state.digest() != manifest.content_sha256:
-        raise Corrupt(f"the state rebuilt from backup {manifest.id} ({len(state.keys)} records) does not match "
-                      f"what was backed up ({manifest.records} records, content sha256 "
+        raise Corrupt(f"the state rebuilt from backup {manifest.id} ({len(state.keys)} records) does not "
+                      f"match what was backed up ({manifest.records} records, content sha256 "
                       f"{manifest.content_sha256[:12]}...); this backup chain is damaged")
 
 
@@ -188,7 +197,8 @@ def write_checkpoint(state: State, directory: Path, database: str, index: dict[s
                         records=len(state.keys), created_at=time.time(), model_type=learned.model_type,
                         max_error=learned.max_error,
                         index_meta={"observed_max_error": learned.observed_max_error,
-                                    "observed_mean_error": learned.observed_mean_error, "depth": learned.depth,
+                                    "observed_mean_error": learned.observed_mean_error,
+                                    "depth": learned.depth,
                                     "train_seconds": learned.train_seconds})
     _write_synced(directory / MANIFEST, manifest.to_json().encode())
     return [directory / name, directory / MANIFEST]
@@ -211,10 +221,10 @@ def data_dir_lock(layout: Layout) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise Busy(f"data directory {layout.data_dir} is in use by process {holder} (an `omendb serve` or "
-                       f"another restore); stop it first — in Kubernetes scale the database to 0 replicas "
-                       f"(kubectl scale ... --replicas=0), on a host stop the omendb service — then run the "
-                       f"restore again") from None
+            raise Busy(f"data directory {layout.data_dir} is in use by process {holder} (an `omendb serve` "
+                       "or another restore); stop it first — in Kubernetes scale the database to 0 "
+                       "replicas (kubectl scale ... --replicas=0), on a host stop the omendb service — "
+                       "then run the restore again") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -361,7 +371,8 @@ def keys_digest_of_directory(layout: Layout) -> tuple[int, str, int]:
     from omendb.config import Config
     from omendb.database import Database
 
-    config = Config().replace("database", data_dir=str(layout.data_dir)).replace("wal", dir=str(layout.wal_dir))
+    config = Config().replace("database", data_dir=str(layout.data_dir)).replace("wal",
+                                                                                 dir=str(layout.wal_dir))
     try:
         with Database.open(config) as db:
             keys, values = db.range(-(2**63))

@@ -74,9 +74,9 @@ class LocalSource:
         path = self.layout.data_dir / MANIFEST
         try:
             if path.read_bytes().startswith(RESTORE_POISON):
-                raise BackupError(f"{self.layout.data_dir} is in the middle of an interrupted restore; finish "
-                                  f"it (backup_tool restore ... --force) or undo it (backup_tool --data-dir "
-                                  f"{self.layout.data_dir} rollback-restore) first")
+                raise BackupError(f"{self.layout.data_dir} is in the middle of an interrupted restore; "
+                                  "finish it (backup_tool restore ... --force) or undo it (backup_tool "
+                                  f"--data-dir {self.layout.data_dir} rollback-restore) first")
         except FileNotFoundError:
             pass
         try:
@@ -87,8 +87,8 @@ class LocalSource:
     def info(self) -> SourceInfo:
         if not self.layout.data_dir.is_dir():
             raise BackupError(f"{self.layout.data_dir} does not exist; pass the directory holding the "
-                              f"database's data/ and wal/ (the guide's /var/lib/omendb) or the data directory "
-                              f"itself as --data-dir")
+                              "database's data/ and wal/ (the guide's /var/lib/omendb) or the data "
+                              "directory itself as --data-dir")
         manifest = self._manifest()
         if manifest is None and not any(self.layout.wal_dir.glob("*.wal")):
             raise BackupError(f"{self.layout.data_dir} holds no OmenDB database (no MANIFEST and no WAL in "
@@ -177,7 +177,8 @@ def load_credentials(path: str | None) -> tuple[str, str] | None:
             if isinstance(body, dict) and user is None and len(body) == 1:
                 user, password = next(iter(body.items()))
             if not isinstance(user, str) or not isinstance(password, str):
-                raise BackupError(f"--credentials-file {path}: expected {{\"username\": ..., \"password\": ...}}")
+                raise BackupError(f"--credentials-file {path}: expected "
+                                  f"{{\"username\": ..., \"password\": ...}}")
             return user, password
         user, sep, password = text.partition(":")
         if not sep or not user:
@@ -224,13 +225,14 @@ class RemoteSource:
         except Exception:
             message = response.text[:300]
         if response.status_code == 401:
-            raise SourceError(f"{self.url} refused the credentials ({message}); pass --credentials-file or set "
-                              f"OMENDB_USER and OMENDB_PASSWORD to an admin user")
+            raise SourceError(f"{self.url} refused the credentials ({message}); pass --credentials-file or "
+                              "set OMENDB_USER and OMENDB_PASSWORD to an admin user")
         if response.status_code == 403:
             raise SourceError(f"{self.url}: {message}; backups need a user listed in [security] admin_users")
         if response.status_code == 404:
-            raise SourceError(f"{self.url} has no backup endpoints ({response.request.url.path}: 404); it runs "
-                              f"an OmenDB version without online backup — take an offline backup instead")
+            raise SourceError(f"{self.url} has no backup endpoints ({response.request.url.path}: 404); it "
+                              "runs an OmenDB version without online backup — take an offline backup "
+                              "instead")
         raise SourceError(f"{self.url} answered {response.status_code} to {response.request.url.path}: "
                           f"{message}")
 

@@ -115,8 +115,9 @@ class BackupStore:
             damaged = [d for d in damaged if database is None or d.name.startswith(f"{database}-")]
             if damaged:
                 # The damaged one may be the newest: never fall back to an older backup silently.
-                raise Corrupt(f"cannot tell which backup is the latest: {'; '.join(d.problem for d in damaged)}. "
-                              f"Inspect or delete the damaged backup, or pass an explicit --backup-id")
+                raise Corrupt("cannot tell which backup is the latest: "
+                              f"{'; '.join(d.problem for d in damaged)}. Inspect or delete the damaged "
+                              "backup, or pass an explicit --backup-id")
             if not found:
                 where = f" for database {database!r}" if database else ""
                 raise NotFound(f"no backups{where} in {self.root}; take one with `backup_tool --data-dir D "
@@ -124,8 +125,8 @@ class BackupStore:
             return found[-1]
         path = self.root / backup_id
         if backup_id.startswith(".") or "/" in backup_id or not path.is_dir():
-            raise NotFound(f"no backup {backup_id!r} in {self.root}; `backup_tool --backup-dir {self.root} list "
-                           f"--database NAME` shows the backups there")
+            raise NotFound(f"no backup {backup_id!r} in {self.root}; `backup_tool --backup-dir {self.root} "
+                           "list --database NAME` shows the backups there")
         try:
             raw = (path / MANIFEST_FILE).read_bytes()
         except FileNotFoundError:
@@ -133,7 +134,8 @@ class BackupStore:
         return parse(raw, str(path / MANIFEST_FILE))
 
     def chain(self, manifest: BackupManifest) -> list[BackupManifest]:
-        """The full backup and the incrementals leading to `manifest`, oldest first, checked for continuity."""
+        """The full backup and the incrementals leading to `manifest`, oldest first, checked for
+        continuity."""
         chain = [manifest]
         seen = {manifest.id}
         while chain[0].type != FULL:
@@ -143,9 +145,9 @@ class BackupStore:
             try:
                 parent = self.get(child.parent)
             except NotFound:
-                raise Corrupt(f"backup {child.id} depends on {child.parent}, which is missing from {self.root}; "
-                              f"the chain is broken — restore from an older chain or take a new full "
-                              f"backup") from None
+                raise Corrupt(f"backup {child.id} depends on {child.parent}, which is missing from "
+                              f"{self.root}; the chain is broken — restore from an older chain or take a "
+                              "new full backup") from None
             if parent.id in seen:
                 raise Corrupt(f"backup {child.id}: its chain of parents loops at {parent.id}")
             if parent.database != child.database or parent.end_lsn != child.start_lsn:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omendb.backup.errors import Corrupt
 from omendb.backup.layout import Layout
-from omendb.backup.manifest import FULL, SNAPSHOT_FILE
+from omendb.backup.manifest import FULL
 from omendb.backup.payload import check_file
 from omendb.backup.restore import (
     check_against_manifest,
@@ -55,7 +55,7 @@ def verify_backup(store: BackupStore, backup_id: str, database: str | None, deep
             for entry in m.files:
                 check_file(store.path(m.id) / entry.name, entry)
             load_frames(store, m)  # every frame's crc32 and LSN continuity
-            if m.type == FULL and m.file(SNAPSHOT_FILE) is None:
+            if m.type == FULL and m.snapshot is None:
                 raise Corrupt(f"full backup {m.id} has no snapshot")
         except Corrupt as exc:
             report.bad(exc.message)
@@ -74,7 +74,8 @@ def verify_backup(store: BackupStore, backup_id: str, database: str | None, deep
             records, digest, lsn = keys_digest_of_directory(layout)
         if (records, digest, lsn) != (manifest.records, manifest.content_sha256, manifest.end_lsn):
             raise Corrupt(f"restored {records} records at LSN {lsn} (digest {digest[:12]}...), the manifest "
-                          f"says {manifest.records} at LSN {manifest.end_lsn} ({manifest.content_sha256[:12]}...)")
+                          f"says {manifest.records} at LSN {manifest.end_lsn} "
+                          f"({manifest.content_sha256[:12]}...)")
     except Corrupt as exc:
         report.bad(f"deep check of {manifest.id}: {exc.message}")
         return
@@ -86,7 +87,8 @@ def verify_data_dir(layout: Layout, report: Report) -> None:
     """Read-only integrity check of a live data directory: checkpoint blocks and every WAL frame."""
     try:
         if (layout.data_dir / MANIFEST).read_bytes().startswith(RESTORE_POISON):
-            report.bad(f"{layout.data_dir}: an interrupted restore; run the restore again or rollback-restore")
+            report.bad(f"{layout.data_dir}: an interrupted restore; run the restore again or "
+                       "rollback-restore")
             return
     except FileNotFoundError:
         pass
@@ -103,8 +105,8 @@ def verify_data_dir(layout: Layout, report: Report) -> None:
             found, torn_at = read_segment(path, is_last=i == len(segments) - 1)
             for frame in found:
                 if last is not None and frame.lsn != last + 1:
-                    raise CorruptionError(f"WAL segment {path}: LSN {frame.lsn} follows LSN {last}; frames are "
-                                          f"missing")
+                    raise CorruptionError(f"WAL segment {path}: LSN {frame.lsn} follows LSN {last}; frames "
+                                          "are missing")
                 last = frame.lsn
             frames += len(found)
             if torn_at is not None:

@@ -64,8 +64,9 @@ def _open_checkpoint(db: Any) -> tuple[IO[bytes] | None, int, int, int]:
 def _collect_frames(db: Any, after_lsn: int, limit: int | None) -> tuple[bytes, int]:
     visible = db.lsn()
     if after_lsn > visible:
-        raise APIError(409, "lsn_ahead", f"after_lsn {after_lsn} is ahead of this server's LSN {visible}: the "
-                                         f"caller follows another history; start from a full snapshot")
+        raise APIError(409, "lsn_ahead",
+                       f"after_lsn {after_lsn} is ahead of this server's LSN {visible}: the "
+                                         "the caller follows another history; start from a full snapshot")
     if after_lsn == visible:
         return b"", visible
     if not db.config.wal.enabled:
@@ -90,7 +91,8 @@ def _collect_frames(db: Any, after_lsn: int, limit: int | None) -> tuple[bytes, 
                                             f"after a checkpoint); take a full backup or resynchronize from "
                                             f"GET /admin/backup/snapshot")
         return b"".join(parts), last
-    raise APIError(503, "wal_busy", "WAL segments kept changing while being read; retry", {"Retry-After": "1"})
+    raise APIError(503, "wal_busy", "WAL segments kept changing while being read; retry",
+                   {"Retry-After": "1"})
 
 
 def build_router(state: ServerState) -> APIRouter:
