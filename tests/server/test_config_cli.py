@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from omendb.cli import main
 from omendb.config import Config, apply_env, load_config
 from omendb.errors import ConfigError
 
@@ -23,10 +24,13 @@ def omendb(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 @pytest.mark.parametrize("name", ["development", "staging", "production"])
-def test_shipped_configs_pass_the_check(name: str) -> None:
-    result = omendb("config", "check", str(REPO / "configs" / f"{name}.toml"))
-    assert result.returncode == 0, result.stderr
-    printed = Config.from_dict(tomllib.loads(result.stdout))
+def test_shipped_configs_pass_the_check(name: str, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OMENDB_DATA_DIR", "OMENDB_HTTP_PORT", "OMENDB_PROMETHEUS_PORT", "OMENDB_AUTH_DISABLED",
+                "OMENDB_LOG_LEVEL", "RUST_LOG"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["config", "check", str(REPO / "configs" / f"{name}.toml")]) == 0
+    printed = Config.from_dict(tomllib.loads(capsys.readouterr().out))
     assert printed == load_config(REPO / "configs" / f"{name}.toml")
 
 
@@ -51,6 +55,11 @@ def test_check_applies_and_reports_environment_overrides(tmp_path: Path) -> None
     assert "OMENDB_HTTP_PORT" in result.stderr
 
 
+def check_in_process(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["config", "check", str(path)])
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text, message", [
     ("[http]\nprot = 3000\n", "unknown key 'prot' in [http] (did you mean 'port'?)"),
     ("[monitoring]\nlog_format = \"xml\"\n", "log_format = 'xml' is not one of json, text"),
@@ -58,14 +67,23 @@ def test_check_applies_and_reports_environment_overrides(tmp_path: Path) -> None
     ("[security]\nadmin_users = \"admin\"\n", "admin_users must be a list of strings"),
     ("[http\n", "not valid TOML"),
 ])
-def test_bad_files_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+def test_bad_files_are_refused_naming_the_key(tmp_path: Path, text: str, message: str,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OMENDB_DATA_DIR", "OMENDB_HTTP_PORT", "OMENDB_PROMETHEUS_PORT", "OMENDB_AUTH_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
     path = tmp_path / "omendb.toml"
     path.write_text(text)
-    result = omendb("config", "check", str(path))
-    assert result.returncode == 2
-    assert message in result.stderr
+    code, err = check_in_process(path, capsys)
+    assert code == 2 and message in err
+
+
+def test_serve_refuses_a_bad_file_before_listening(tmp_path: Path) -> None:
+    path = tmp_path / "omendb.toml"
+    path.write_text("[index]\nmax_eror = 5\n")
     served = omendb("serve", "--config", str(path))
-    assert served.returncode == 2 and message in served.stderr
+    assert served.returncode == 2
+    assert "unknown key 'max_eror' in [index] (did you mean 'max_error'?)" in served.stderr
 
 
 def test_metrics_port_override_and_clash_detection() -> None:
@@ -77,6 +95,6 @@ def test_metrics_port_override_and_clash_detection() -> None:
     assert (config.http.port, config.monitoring.prometheus_port) == (9090, 3000)
 
 
-def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    result = omendb("config", "check", str(tmp_path / "nope.toml"))
-    assert result.returncode == 2 and "does not exist" in result.stderr
+def test_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = check_in_process(tmp_path / "nope.toml", capsys)
+    assert code == 2 and "does not exist" in err
