@@ -27,7 +27,7 @@ from omendb.config import Config
 from omendb.errors import OmenDBError
 from omendb.server.app import build_app
 from omendb.server.limits import limited_protocol
-from omendb.server.logs import setup_logging
+from omendb.server.logs import AccessLog, setup_logging
 from omendb.server.state import Phase, ServerState
 from omendb.server.tls import ReloadingTLS
 
@@ -61,7 +61,7 @@ class OmenServer(uvicorn.Server):
 
 
 def _open_database(state: ServerState, server: OmenServer) -> None:
-    from omendb.database import Database
+    from omendb import Database
 
     started = time.monotonic()
     state.set_phase(Phase.RECOVERING, "recovering: loading the checkpoint and replaying the WAL")
@@ -77,6 +77,9 @@ def _open_database(state: ServerState, server: OmenServer) -> None:
         state.set_phase(Phase.FAILED, f"cannot open the database: {exc}")
         server.fail(str(exc))
         return
+    # Compile the lookup kernels now, in this thread: point reads run on the event loop.
+    db.get(0)
+    db.get_many([0])
     state.db = db
     if state.phase is Phase.SHUTTING_DOWN:
         return
@@ -84,6 +87,13 @@ def _open_database(state: ServerState, server: OmenServer) -> None:
     log.info("database open", extra={"database": state.config.database.name, "records": db.count(),
                                      "lsn": db.lsn(),
                                      "recovery_seconds": round(time.monotonic() - started, 3)})
+
+
+async def _flush_access_log(state: ServerState) -> None:
+    """Access lines are buffered (see logs.AccessLog); push them out even when traffic stops."""
+    while True:
+        await asyncio.sleep(AccessLog.FLUSH_SECONDS)
+        state.access_log.flush()
 
 
 async def _health_loop(state: ServerState) -> None:
@@ -112,10 +122,13 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
                                   daemon=True)
         opener.start()
         health = asyncio.create_task(_health_loop(state))
+        flusher = asyncio.create_task(_flush_access_log(state))
         try:
             yield
         finally:
             health.cancel()
+            flusher.cancel()
+            state.access_log.flush()
             state.set_phase(Phase.SHUTTING_DOWN, "the server is shutting down")
             # Recovery cannot be interrupted half-way; wait for it so the data directory is closed cleanly.
             await asyncio.get_running_loop().run_in_executor(None, opener.join)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from omendb.config import Config
 from omendb.server.errors import APIError
 from omendb.server.htpasswd import UserFile
+from omendb.server.logs import AccessLog
 from omendb.server.metrics import Metrics
 from omendb.server.sessions import SessionStore
 
@@ -43,6 +44,7 @@ class ServerState:
         self.sessions = SessionStore(config.security.session_timeout_seconds)
         self.admins = frozenset(config.security.admin_users)
         self.metrics = Metrics()
+        self.access_log = AccessLog(config.monitoring.log_format)
         self.connections: Callable[[], int] = lambda: 0
 
     def set_phase(self, phase: Phase, reason: str) -> None:
