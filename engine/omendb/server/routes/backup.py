@@ -1,5 +1,6 @@
 """``/admin/backup/*`` and ``/admin/wal``: what an online backup (``backup_tool --source URL``) and WAL
-streaming replicas read from a running server, for ``[security] admin_users`` only.
+streaming replicas read from a running server, for ``[security] admin_users`` only (checked for every
+``/admin/`` path before routing).
 
 - ``GET /admin/backup/info``: database name, LSN, term, archived LSN, index settings, restore origin.
 - ``GET /admin/backup/snapshot``: the current checkpoint file, byte for byte (after a checkpoint unless
@@ -19,13 +20,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import IO, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
 from omendb.backup.source import empty_base_bytes, read_restored_from
 from omendb.checkpoint import BASE_HEADER, read_manifest
-from omendb.server.auth import require_admin
 from omendb.server.errors import APIError
 from omendb.server.models import error_responses
 from omendb.server.routes.records import _json
@@ -96,8 +96,8 @@ def _collect_frames(db: Any, after_lsn: int, limit: int | None) -> tuple[bytes, 
 
 
 def build_router(state: ServerState) -> APIRouter:
-    router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
-                       responses=error_responses(401, 403, 503))
+    # Authentication and the admin check happen before routing for every /admin/ path (server/auth.py).
+    router = APIRouter(prefix="/admin", responses=error_responses(401, 403, 503))
 
     @router.get("/backup/info", summary="What an online backup needs to know about this database")
     async def info() -> Response:
