@@ -147,3 +147,30 @@ def test_uncompressed_checkpoints_are_compressed_in_the_backup(tmp_path, rng):
     run("--backup-dir", str(backups), "verify", "--backup-id", "latest", "--deep")
     run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id", "latest")
     assert read_state(resolve(tmp_path / "r")) == (model.data, model.lsn)
+
+
+def test_latest_with_a_target_picks_the_chain_that_covers_it(tmp_path, rng):
+    root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
+    args = ["--data-dir", str(root), "--backup-dir", str(backups)]
+    with Database.open(engine_config(root)) as db:
+        write_batches(db, model, rng, 4)
+        run(*args, "full-backup", "--database", "production")
+        write_batches(db, model, rng, 4)
+        in_first_chain = model.remember()
+        write_batches(db, model, rng, 4)
+        run(*args, "incremental-backup", "--database", "production")
+        end_of_first_chain = model.remember()
+        time.sleep(0.01)
+        between = time.time()
+        time.sleep(0.01)
+        write_batches(db, model, rng, 4)
+        db.checkpoint()
+        run(*args, "full-backup", "--database", "production")
+    target = tmp_path / "r"
+    run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "latest",
+        "--to-lsn", str(in_first_chain))
+    assert read_state(resolve(target)) == (model.at[in_first_chain], in_first_chain)
+    proc = run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "latest",
+               "--to-time", f"{between:.6f}", "--force")
+    assert "no backup holds the writes between" in proc.stderr
+    assert read_state(resolve(target)) == (model.at[end_of_first_chain], end_of_first_chain)

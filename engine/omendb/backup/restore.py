@@ -94,6 +94,12 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
             problems.append(exc.message)
             continue
         if covers(chain, target):
+            newer = candidates[-1] is not manifest
+            last = manifest.last_commit_us or int(manifest.created_at_epoch * 1_000_000)
+            if target.time_us is not None and newer and target.time_us > last:
+                log.warning("no backup holds the writes between %s (the end of %s) and %s; restoring to the "
+                            "end of %s, the latest point before the requested time that backups hold",
+                            format_us(last), manifest.id, format_us(target.time_us), manifest.id)
             return chain
     detail = f" (skipped broken chains: {'; '.join(problems)})" if problems else ""
     raise Refused(f"no backup in {store.root} covers {target.describe()}{detail}; `backup_tool list` shows "
