@@ -93,7 +93,8 @@ def test_sigkill_during_restore(big, tmp_path, then):
     old = read_state(resolve(target))
     args = ["--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "latest",
             "--force"]
-    seen_poison = False
+    # Kills while staging, at the start of the swap and later; which phase each one hits depends on timing,
+    # so every possible outcome is checked rather than one expected.
     for marker, delay in (("restore-staging", 0.0), ("restore-previous", 0.0), ("restore-staging", 0.3)):
         _kill_when(args, lambda m=marker: (target / "data" / m).exists(), delay)
         try:
@@ -101,7 +102,6 @@ def test_sigkill_during_restore(big, tmp_path, then):
         except CorruptionError as exc:  # the interrupted swap: the engine refuses, saying what to do
             assert "RESTORE IN PROGRESS" in (target / "data" / "MANIFEST").read_text()
             assert "not valid JSON" in exc.message
-            seen_poison = True
             if then == "rollback":
                 run("--data-dir", str(target), "rollback-restore")
                 assert read_state(resolve(target)) == old
@@ -116,7 +116,6 @@ def test_sigkill_during_restore(big, tmp_path, then):
     assert read_state(resolve(target)) == (model.data, model.lsn)
     assert not (target / "data" / "restore-previous").exists()
     assert not (target / "wal" / "restore-previous").exists()
-    del seen_poison  # which phase the kills hit depends on timing; every phase is checked above
 
 
 def test_interrupted_swap_is_rolled_back(big, tmp_path, monkeypatch):

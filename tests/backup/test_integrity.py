@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from omendb import Database
@@ -14,9 +15,7 @@ from tests.backup.conftest import Model, engine_config, read_state, run, write_b
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, ) -> tuple[Path, Path, list[dict]]:
-    import numpy as np
-
+def chain(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     rng = np.random.default_rng(7)
     tmp = tmp_path_factory.mktemp("integrity")
     root, backups = tmp / "omendb", tmp / "backups"
