@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -93,6 +94,7 @@ def test_online_backups_under_concurrent_writes_restore_consistently(tls_server,
     try:
         while len(writer.log) < 20:
             assert writer.error is None and writer.is_alive()
+            time.sleep(0.01)
         base = ["--source", server.url, "--ca-file", str(ca_file), "--backup-dir", str(backups)]
         # The guide passes --data-dir too; online it is not read.
         tool("--data-dir", "/nonexistent", *base, "--credentials-file", str(creds), "full-backup",
