@@ -135,7 +135,12 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        source.mark_archived(manifest.end_lsn)
+        try:
+            source.mark_archived(manifest.end_lsn)
+        except (BackupError, OSError) as exc:  # the backup is complete; only WAL retention is affected
+            log.warning("backup %s is complete, but recording that backups hold the WAL through LSN %d "
+                        "failed (%s): the engine may release WAL the next incremental needs, which then "
+                        "becomes a full backup", manifest.id, manifest.end_lsn, exc)
         return manifest.sealed()
 
 
