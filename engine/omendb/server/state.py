@@ -46,6 +46,7 @@ class ServerState:
         self.metrics = Metrics()
         self.access_log = AccessLog(config.monitoring.log_format)
         self.connections: Callable[[], int] = lambda: 0
+        self.point_reader: Any = None  # routes.records.PointReader, set when the routes are built
 
     def set_phase(self, phase: Phase, reason: str) -> None:
         self.phase, self.reason = phase, reason
