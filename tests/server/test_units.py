@@ -95,3 +95,38 @@ def test_cursor_round_trip_and_tampering() -> None:
     for bad in ("", "AAAA", "!!!!!!!!!!!", encode_cursor(5) + "A"):
         with pytest.raises(Exception, match="cursor"):
             decode_cursor(bad)
+
+
+def test_phases_before_the_database_is_open() -> None:
+    """What probes and clients see while recovery runs (the opener thread sets these phases)."""
+    import asyncio
+
+    import httpx
+
+    from omendb.config import Config
+    from omendb.server.app import build_app
+    from omendb.server.state import Phase, ServerState
+
+    state = ServerState(Config().replace("security", auth_enabled=False))
+    app = build_app(state)
+
+    async def probe() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://omendb") as client:
+            state.set_phase(Phase.RECOVERING, "recovering: loading the checkpoint and replaying the WAL")
+            out = [await client.get("/health"), await client.get("/ready"), await client.get("/v1/records/1"),
+                   await client.post("/v1/records", json={"records": [{"key": 1, "value": 1.0}]})]
+            state.set_phase(Phase.FAILED, "cannot open the database: locked")
+            out += [await client.get("/health"), await client.get("/ready")]
+            return out
+
+    health, ready, get, put, failed_health, failed_ready = asyncio.run(probe())
+    state.executor.shutdown()
+    state.io_executor.shutdown()
+    assert health.status_code == 200 and health.json()["phase"] == "recovering"
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "recovering"
+    assert "replaying the WAL" in ready.json()["error"]["message"] and ready.headers["retry-after"] == "1"
+    for r in (get, put):
+        assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+    assert failed_health.status_code == 503 and "locked" in failed_health.json()["error"]["message"]
+    assert failed_ready.status_code == 503

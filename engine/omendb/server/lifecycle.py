@@ -139,6 +139,7 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
                          extra={"seconds": round(time.monotonic() - started, 3)})
             state.metrics.stop()
             state.executor.shutdown(wait=False)
+            state.io_executor.shutdown(wait=False)
 
     return lifespan
 
@@ -170,7 +171,13 @@ def serve(config: Config) -> int:
     setup_logging(config.monitoring.log_level, config.monitoring.log_format)
     server, state = build_server(config)
     if config.monitoring.prometheus_enabled:
-        state.metrics.serve(config.http.host, config.monitoring.prometheus_port)
+        try:
+            state.metrics.serve(config.http.host, config.monitoring.prometheus_port)
+        except OSError as exc:
+            log.error("cannot listen for metrics", extra={
+                "host": config.http.host, "port": config.monitoring.prometheus_port, "error": exc.strerror,
+                "hint": "set [monitoring] prometheus_port (or OMENDB_PROMETHEUS_PORT) to a free port"})
+            return 1
     log.info("starting omendb", extra={
         "version": omendb.__version__, "database": config.database.name, "host": config.http.host,
         "port": config.http.port, "tls": config.security.tls_enabled, "auth": config.security.auth_enabled,

@@ -22,12 +22,14 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from omendb.errors import OmenDBError
 from omendb.server.auth import ANONYMOUS, USER_KEY, gate
-from omendb.server.errors import APIError, error_body
+from omendb.server.errors import APIError, error_body, from_engine
 from omendb.server.state import ServerState
 
 log = logging.getLogger("omendb.server")
 _PROBES = frozenset({"/health", "/ready"})
+_POINT_PREFIX = "/v1/records/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -106,10 +108,13 @@ class RequestGuard:
             try:
                 async with asyncio.timeout(self.timeout):
                     await gate(self.state, scope)
-                    await self.app(scope, receive, send_with_id)
-            except APIError as exc:  # refused by authentication
-                headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-                await _send_error(send_with_id, exc.status, exc.code, exc.message, headers)
+                    if not await self._point_read(scope, send_with_id):
+                        await self.app(scope, receive, send_with_id)
+            except (APIError, OmenDBError) as exc:  # refused by authentication, or from the point-read path
+                err = exc if isinstance(exc, APIError) else from_engine(exc)
+                headers = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+                if status_box[0] == 0:
+                    await _send_error(send_with_id, err.status, err.code, err.message, headers)
             except TimeoutError:
                 self.state.metrics.rejected.labels("request_timeout_ms").inc()
                 if status_box[0] == 0:
@@ -132,6 +137,28 @@ class RequestGuard:
             if counted:
                 self.in_flight -= 1
             self._log(scope, status_box[0], started, request_id)
+
+    async def _point_read(self, scope: Scope, send: Send) -> bool:
+        """Answer ``GET /v1/records/<key>`` without FastAPI's routing and parameter machinery.
+
+        The hottest request is a single-key read, and routing plus dependency resolution cost several
+        times the lookup. The route stays registered (OpenAPI, and malformed keys, which fall through to
+        it for FastAPI's error message); both paths answer through the same PointReader.
+        """
+        path: str = scope["path"]
+        if scope["method"] != "GET" or not path.startswith(_POINT_PREFIX):
+            return False
+        reader = self.state.point_reader
+        key = reader.parse_key(path) if reader is not None else None
+        if key is None:
+            return False
+        scope["omendb.route"] = reader.ROUTE
+        status, body = reader.read(key)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return True
 
     def _limit_body(self, scope: Scope, receive: Receive) -> Any:
         """``receive`` wrapped to enforce the size limit, or None if Content-Length already exceeds it."""
@@ -165,7 +192,7 @@ class RequestGuard:
     def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         route = scope.get("route")
-        route_path = getattr(route, "path", "unmatched")
+        route_path = getattr(route, "path", None) or scope.get("omendb.route", "unmatched")
         key = (scope["method"], route_path, status)
         counter = self.request_counts.get(key)
         if counter is None:

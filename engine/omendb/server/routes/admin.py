@@ -20,7 +20,7 @@ def build_router(state: ServerState) -> APIRouter:
     async def timed(fn_name: str) -> Response:
         db = state.ready_db()
         started = time.perf_counter()
-        result: Any = await state.run(getattr(db, fn_name))
+        result: Any = await state.run_io(getattr(db, fn_name))
         body: dict[str, Any] = {"status": "ok", "seconds": round(time.perf_counter() - started, 6)}
         if isinstance(result, dict):
             body.update(result)
