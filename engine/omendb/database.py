@@ -216,7 +216,7 @@ class Database:
         self.retrain_seconds_total = 0.0
         self.last_retrain_at: float | None = None
         self.last_retrain_seconds: float | None = None
-        self.wal_released_unarchived = False
+        self._released_through: int | None = None  # WAL released before any backup archived it, up to here
         self.read_only: str | None = None  # why writes are refused (a replica names its primary), or None
         self.replicas = ReplicaTracker()  # on a primary: what each replica holds
         self.sync_replicas, self.sync_timeout_s = 0, 0.0  # synchronous replication: replicas to wait for
@@ -639,7 +639,7 @@ class Database:
             bound = self.config.wal.max_retained_mb * 1024 * 1024
             if self._wal.size_bytes() > bound:
                 self._wal.remove_through(self._checkpoint_lsn)
-                self.wal_released_unarchived = True
+                self._released_through = self._checkpoint_lsn
                 log.warning("WAL retained for backups exceeded [wal] max_retained_mb = %d: released segments "
                             "through LSN %d that no backup has archived; the next backup must be a full backup",
                             self.config.wal.max_retained_mb, self._checkpoint_lsn)
@@ -654,8 +654,16 @@ class Database:
     def mark_archived(self, lsn: int) -> None:
         """Record that backups hold the WAL through `lsn` (called by the backup tool)."""
         atomic_write(self.wal_dir / ARCHIVED_FILE, f"{lsn}\n".encode())
-        self.wal_released_unarchived = False
         self._release_wal()
+
+    @property
+    def wal_released_unarchived(self) -> bool:
+        """WAL was released before a backup archived it, and no backup has archived past that point since:
+        the next backup must be a full backup. Clears itself once a backup (online or offline) catches up."""
+        if self._released_through is None:
+            return False
+        archived = self.archived_lsn()
+        return archived is None or archived < self._released_through
 
     def _wait_for_merge(self) -> None:
         thread = self._merge_thread

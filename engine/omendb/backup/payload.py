@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,12 @@ from typing import IO, Any, cast
 import numpy as np
 import zstandard
 
+from omendb import wal
 from omendb.backup.errors import Corrupt
 from omendb.backup.manifest import FileEntry
+from omendb.errors import CorruptionError
 from omendb.runs import apply_to_base, latest_per_key
-from omendb.wal import FRAME_HEADER, FRAME_MAGIC, Frame, _decode_payload, encode_frame
+from omendb.wal import Frame, encode_frame
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3
@@ -138,24 +139,12 @@ def frame_bytes(frame: Frame) -> bytes:
 
 def decode_frames(data: bytes, where: str) -> list[Frame]:
     """Every frame of a buffer of concatenated frames; any damage (a backup has no torn tail) raises."""
-    frames: list[Frame] = []
-    offset = 0
-    view = memoryview(data)
-    while offset < len(data):
-        if len(data) - offset < FRAME_HEADER.size:
-            raise Corrupt(f"{where} at offset {offset}: truncated WAL frame; this backup is damaged")
-        magic, length, lsn, term, commit_us, crc = FRAME_HEADER.unpack_from(data, offset)
-        end = offset + FRAME_HEADER.size + length
-        if magic != FRAME_MAGIC or end > len(data):
-            raise Corrupt(f"{where} at offset {offset}: malformed WAL frame; this backup is damaged")
-        payload = bytes(view[offset + FRAME_HEADER.size:end])
-        if zlib.crc32(payload, zlib.crc32(view[offset:offset + FRAME_HEADER.size - 4])) != crc:
-            raise Corrupt(f"{where} at offset {offset}: WAL frame checksum mismatch; this backup is damaged")
-        try:
-            frames.append(_decode_payload(Path(where), offset, lsn, term, commit_us, payload))
-        except Exception as exc:
-            raise Corrupt(f"{where} at offset {offset}: {exc}") from None
-        offset = end
+    try:
+        frames, offset, problem = wal.decode_frames(data, where)
+    except CorruptionError as exc:
+        raise Corrupt(str(exc)) from None
+    if problem is not None:
+        raise Corrupt(f"{where} at offset {offset}: WAL frame {problem}; this backup is damaged")
     return frames
 
 
