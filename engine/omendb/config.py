@@ -124,6 +124,28 @@ class LimitsSection:
                                 minimum=1)
 
 
+@dataclass(frozen=True)
+class ReplicationSection:
+    role: str = _key("primary", "'primary' accepts writes; 'replica' follows primary_url and refuses client "
+                                "writes (POST /admin/promote makes it the primary).",
+                     choices=("primary", "replica"))
+    primary_url: str = _key("", "A replica's primary, e.g. https://omendb-0.omendb-headless:3000.")
+    credentials_file: str = _key("", "A replica's credentials for its primary: one line 'user:password' (an "
+                                     "admin user); empty uses OMENDB_USER / OMENDB_PASSWORD.")
+    ca_file: str = _key("", "CA certificate that signed the primary's TLS certificate (empty: system CAs).")
+    replica_id: str = _key("", "How this replica names itself to the primary (empty: the host name).")
+    synchronous_replicas: int = _key(0, "On a primary: a write is acknowledged only once this many replicas "
+                                        "hold it durably (0 = asynchronous replication).",
+                                     minimum=0, maximum=16)
+    synchronous_timeout_ms: int = _key(5000, "How long a synchronous write waits for replicas; then it fails "
+                                             "with 'replication_timeout' (it stays durable on the primary).",
+                                       minimum=1)
+    max_lag_seconds: float = _key(30.0, "A replica further behind its primary than this is not ready.",
+                                  minimum=0.0)
+    poll_wait_ms: int = _key(5000, "How long a replica's request for new WAL waits on the primary before "
+                                   "returning empty (long poll).", minimum=10, maximum=60000)
+
+
 SECTIONS: dict[str, type] = {
     "database": DatabaseSection,
     "storage": StorageSection,
@@ -134,6 +156,7 @@ SECTIONS: dict[str, type] = {
     "monitoring": MonitoringSection,
     "performance": PerformanceSection,
     "limits": LimitsSection,
+    "replication": ReplicationSection,
 }
 
 
@@ -148,6 +171,7 @@ class Config:
     monitoring: MonitoringSection = field(default_factory=MonitoringSection)
     performance: PerformanceSection = field(default_factory=PerformanceSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    replication: ReplicationSection = field(default_factory=ReplicationSection)
 
     # Derived values used by the engine.
     @property
@@ -178,6 +202,12 @@ class Config:
         if self.monitoring.prometheus_enabled and self.monitoring.prometheus_port == self.http.port:
             raise ConfigError(f"{source}: [monitoring] prometheus_port = {self.monitoring.prometheus_port} "
                               "is the same as [http] port; the metrics listener needs its own port")
+        if self.replication.role == "replica" and not self.replication.primary_url:
+            raise ConfigError(f"{source}: [replication] role = \"replica\" needs primary_url (the primary's "
+                              "API URL, e.g. https://omendb-0.omendb-headless:3000)")
+        if self.replication.primary_url and not self.replication.primary_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{source}: [replication] primary_url = {self.replication.primary_url!r} must "
+                              "start with http:// or https://")
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some keys of one section changed (validated like a file)."""

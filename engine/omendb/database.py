@@ -51,7 +51,7 @@ from omendb.errors import (
     OmenDBError,
     ReadOnly,
 )
-from omendb.replication import Fenced, ReplicaTracker, TermHistory
+from omendb.replication import Fenced, FrameRing, ReplicaTracker, TermHistory
 from omendb.runs import (
     EMPTY_RUN,
     RUN_RECORD_BYTES,
@@ -70,6 +70,7 @@ MEM_LIMIT = 8192  # entries in the delta's dict before it is flushed into a sort
 RUN_MIN = 1024  # batches at least this large go straight into a sorted run
 MEM_ENTRY_BYTES = 160  # measured cost of one dict entry (key, tuple, float, int objects)
 ARCHIVED_FILE = "ARCHIVED"  # in the WAL dir: LSN up to which backups have archived the WAL
+FRAME_RING_BYTES = 16 << 20  # newest WAL frames kept in memory for replicas (see replication.FrameRing)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -219,6 +220,7 @@ class Database:
         self._released_through: int | None = None  # WAL released before any backup archived it, up to here
         self.read_only: str | None = None  # why writes are refused (a replica names its primary), or None
         self.replicas = ReplicaTracker()  # on a primary: what each replica holds
+        self.frame_ring = FrameRing(FRAME_RING_BYTES)  # newest WAL frames, for streaming to replicas
         self.sync_replicas, self.sync_timeout_s = 0, 0.0  # synchronous replication: replicas to wait for
         self.last_commit_us = 0  # commit time (on the primary that wrote it) of the newest visible batch
         self._lsn_changed = threading.Condition()
@@ -370,7 +372,9 @@ class Database:
                 term, commit_us = replicated.term, replicated.commit_us
             ticket = 0
             if self._wal is not None:
-                ticket = self._wal.append(encode_frame(lsn, term, commit_us, keys, values), lsn)
+                encoded = encode_frame(lsn, term, commit_us, keys, values)
+                ticket = self._wal.append(encoded, lsn)
+                self.frame_ring.add(lsn, encoded)
             self._lsn = lsn
             self._pending.append((lsn, keys, values, commit_us))
         if self._wal is not None and self.config.wal.sync_on_write:

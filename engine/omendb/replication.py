@@ -9,6 +9,7 @@ left the new one: everything it holds from that LSN on was never replicated and 
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass
@@ -106,3 +107,46 @@ class ReplicaTracker:
                         f"confirmed it within {timeout_s:g}s; the write is NOT rolled back. Check the replicas "
                         f"(replication lag, readiness), or lower synchronous_replicas")
                 self._changed.wait(remaining)
+
+
+class FrameRing:
+    """The newest encoded WAL frames, kept in memory (bounded by bytes) so a primary can stream them to
+    replicas without re-reading and decoding whole WAL segments for every poll. Frames are added in LSN
+    order under the database's write lock; older ones fall out when the byte bound is exceeded, and a
+    replica further behind is served from the WAL files instead."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._frames: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, lsn: int, frame: bytes) -> None:
+        with self._lock:
+            if self._frames and self._frames[-1][0] != lsn - 1:
+                self._frames.clear()  # a gap (should not happen): never serve a non-contiguous run
+                self._bytes = 0
+            self._frames.append((lsn, frame))
+            self._bytes += len(frame)
+            while self._bytes > self.max_bytes and len(self._frames) > 1:
+                self._bytes -= len(self._frames.popleft()[1])
+
+    def after(self, after_lsn: int, through_lsn: int, max_bytes: int) -> tuple[bytes, int] | None:
+        """Frames after_lsn+1 .. at most through_lsn (and about max_bytes, at least one frame), concatenated,
+        with the last LSN included; None when the ring no longer (or not yet) holds frame after_lsn+1."""
+        with self._lock:
+            if not self._frames or after_lsn >= through_lsn:
+                return None
+            first = self._frames[0][0]
+            if not first <= after_lsn + 1 <= self._frames[-1][0]:
+                return None
+            parts: list[bytes] = []
+            size, last = 0, after_lsn
+            for i in range(after_lsn + 1 - first, len(self._frames)):
+                lsn, frame = self._frames[i]
+                if lsn > through_lsn or (parts and size + len(frame) > max_bytes):
+                    break
+                parts.append(frame)
+                size += len(frame)
+                last = lsn
+            return b"".join(parts), last

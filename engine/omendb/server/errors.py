@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from omendb import errors as engine_errors
+from omendb import replication
 
 log = logging.getLogger("omendb.server")
 
@@ -44,6 +45,8 @@ _ENGINE_STATUS: dict[type[Exception], int] = {
     engine_errors.ReadOnly: 409,
     engine_errors.DatabaseClosed: 503,
     engine_errors.CorruptionError: 500,
+    replication.Fenced: 409,
+    replication.ReplicationTimeout: 504,  # durable on the primary, not yet on enough replicas
 }
 
 

@@ -83,6 +83,13 @@ def _open_database(state: ServerState, server: OmenServer) -> None:
     state.db = db
     if state.phase is Phase.SHUTTING_DOWN:
         return
+    try:
+        state.replication.attach(db)  # a replica refuses writes and starts following its primary here
+    except OmenDBError as exc:
+        log.error("cannot start replication", extra={"code": exc.code, "error": exc.message})
+        state.set_phase(Phase.FAILED, f"cannot start replication: {exc.message}")
+        server.fail(exc.message)
+        return
     state.set_phase(Phase.READY, "ready")
     log.info("database open", extra={"database": state.config.database.name, "records": db.count(),
                                      "lsn": db.lsn(),
@@ -132,6 +139,7 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
             state.set_phase(Phase.SHUTTING_DOWN, "the server is shutting down")
             # Recovery cannot be interrupted half-way; wait for it so the data directory is closed cleanly.
             await asyncio.get_running_loop().run_in_executor(None, opener.join)
+            await asyncio.get_running_loop().run_in_executor(None, state.replication.stop)
             if state.db is not None:
                 started = time.monotonic()
                 await asyncio.get_running_loop().run_in_executor(None, state.db.close)

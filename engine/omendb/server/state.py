@@ -51,6 +51,7 @@ class ServerState:
         self.access_log = AccessLog(config.monitoring.log_format)
         self.connections: Callable[[], int] = lambda: 0
         self.point_reader: Any = None  # routes.records.PointReader, set when the routes are built
+        self.replication: Any = None  # replica.Replication (role, follower), set when the app is built
 
     def set_phase(self, phase: Phase, reason: str) -> None:
         self.phase, self.reason = phase, reason

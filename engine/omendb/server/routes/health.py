@@ -29,6 +29,9 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.get("/ready", response_model=Status, responses=error_responses(503), summary="Readiness")
     async def ready() -> Response:
+        lagging = state.replication.not_ready_reason() if state.replication is not None else None
+        if state.phase is Phase.READY and state.healthy and lagging is not None:
+            return error_response(503, "replica_lagging", lagging, {"Retry-After": "1"})
         if state.phase is Phase.READY and state.healthy:
             return _json({"status": "ready", "database": state.config.database.name})
         reason = state.reason if state.healthy else state.health_error

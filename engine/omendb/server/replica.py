@@ -1,0 +1,414 @@
+"""A server's replication role: the primary (accepting writes, waiting for synchronous replicas) or a
+replica that follows a primary in a background thread.
+
+The follower long-polls the primary's ``GET /admin/replication/wal`` from its own LSN, applies the frames
+durably (``db.apply_frames``: the primary's LSN, term and commit time) and so reports, with its next poll,
+the LSN it holds. Before streaming (at start and after every disconnect) it compares timelines with
+``GET /admin/replication/info``: a node holding writes the primary's timeline does not have (an old
+primary that kept writing after a failover) logs each of them and re-seeds from the primary's snapshot.
+The same happens when the primary no longer has the WAL the replica needs (410). Every error is retried
+with backoff: a replica never gives up following, and never accepts client writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from omendb.backup.errors import BackupError
+from omendb.backup.payload import State
+from omendb.backup.restore import write_checkpoint
+from omendb.backup.source import load_credentials
+from omendb.checkpoint import read_base, read_manifest, write_manifest
+from omendb.database import ARCHIVED_FILE
+from omendb.errors import OmenDBError
+from omendb.replication import Fenced, divergence_lsn, term_at
+from omendb.server.state import Phase, ServerState
+from omendb.wal import decode_frames, fsync_dir, list_segments, read_frames
+
+log = logging.getLogger("omendb.replication")
+
+MAX_POLL_BYTES = 8 << 20  # per WAL response: bounds a replica's memory while catching up
+BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+
+
+class Resync(Exception):
+    """The replica must discard its state and re-seed from the primary's snapshot."""
+
+    def __init__(self, reason: str, diverged_at: int | None) -> None:
+        super().__init__(reason)
+        self.reason, self.diverged_at = reason, diverged_at
+
+
+class FollowError(Exception):
+    """The primary cannot be followed right now (unreachable, not a primary, refused us); retried."""
+
+
+def read_only_reason(primary_url: str) -> str:
+    return f"this server is a read-only replica; send writes to the primary at {primary_url}"
+
+
+class Follower:
+    """Follows one primary until stopped. Lag figures are read by metrics, /ready and /v1/stats."""
+
+    def __init__(self, state: ServerState, primary_url: str) -> None:
+        cfg = state.config.replication
+        self.state = state
+        self.primary_url = primary_url.rstrip("/")
+        self.replica_id = cfg.replica_id or socket.gethostname()
+        self.poll_wait_ms = cfg.poll_wait_ms
+        try:
+            credentials = load_credentials(cfg.credentials_file or None)
+        except BackupError as exc:
+            raise OmenDBError(f"[replication] credentials_file: {exc.message}") from None
+        verify: Any = cfg.ca_file or True
+        timeout = httpx.Timeout(self.poll_wait_ms / 1000 + 30, connect=5.0)
+        self.client = httpx.Client(base_url=self.primary_url, auth=credentials, verify=verify, timeout=timeout)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="omendb-follower", daemon=True)
+        self.primary_lsn: int | None = None
+        self.primary_commit_us = 0
+        self.last_contact: float | None = None  # monotonic time of the last answer from the primary
+        self.last_error = ""
+        self.reseeds = 0
+
+    # ---- figures --------------------------------------------------------------------------------------
+
+    def lag_lsn(self) -> int | None:
+        db = self.state.db
+        if self.primary_lsn is None or db is None:
+            return None
+        return max(0, self.primary_lsn - db.lsn())
+
+    def lag_seconds(self) -> float | None:
+        """How far behind the primary's newest commit this replica is, in seconds; while the primary cannot
+        be reached, at least the time since it last answered (beyond one long poll)."""
+        db = self.state.db
+        if self.last_contact is None or db is None:
+            return None
+        lag = 0.0
+        if self.primary_lsn is not None and db.lsn() < self.primary_lsn:
+            lag = max(0.0, (self.primary_commit_us - db.last_commit_us) / 1e6)
+        silent = time.monotonic() - self.last_contact - self.poll_wait_ms / 1000
+        return max(lag, silent, 0.0)
+
+    def describe(self) -> dict[str, Any]:
+        return {"primary": self.primary_url, "replica_id": self.replica_id, "primary_lsn": self.primary_lsn,
+                "lag_lsn": self.lag_lsn(), "lag_seconds": self.lag_seconds(),
+                "connected": self.last_error == "" and self.last_contact is not None,
+                "last_error": self.last_error, "reseeds": self.reseeds}
+
+    # ---- running --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info("following the primary", extra={"primary": self.primary_url, "replica_id": self.replica_id})
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following; returns once no frame is being applied any more."""
+        self._stop.set()
+        self._thread.join(timeout=self.poll_wait_ms / 1000 + 35)
+        self.client.close()
+
+    def _run(self) -> None:
+        backoff = BACKOFF_MIN
+        while not self._stop.is_set():
+            try:
+                self._check_timeline()
+                while not self._stop.is_set():
+                    self._poll()
+                    backoff = BACKOFF_MIN
+            except Resync as exc:
+                if self._stop.is_set():
+                    break
+                try:
+                    self._reseed(exc.reason, exc.diverged_at)
+                    backoff = BACKOFF_MIN
+                    continue
+                except (httpx.HTTPError, FollowError, OmenDBError, OSError) as err:
+                    self._failed(f"re-seeding from {self.primary_url} failed: {err}")
+            except httpx.HTTPError as exc:
+                self._failed(f"cannot reach the primary {self.primary_url} ({type(exc).__name__}: {exc})")
+            except Fenced as exc:
+                self._failed(f"refusing frames from {self.primary_url}: {exc.message}")
+            except (FollowError, OmenDBError) as exc:
+                self._failed(str(exc))
+            except Exception as exc:  # the follower must survive anything and keep trying
+                log.exception("replication loop error")
+                self._failed(f"unexpected error: {exc}")
+            # Jitter so replicas do not reconnect in lockstep after the primary returns.
+            self._stop.wait(backoff * (0.5 + random.random()))
+            backoff = min(BACKOFF_MAX, backoff * 2)
+
+    def _failed(self, message: str) -> None:
+        if message != self.last_error:
+            log.warning("replication interrupted; retrying", extra={"primary": self.primary_url,
+                                                                   "error": message})
+        self.last_error = message
+
+    def _get(self, path: str, **params: Any) -> httpx.Response:
+        response = self.client.get(path, params=params)
+        if response.status_code in (401, 403):
+            raise FollowError(f"the primary {self.primary_url} refused this replica's credentials "
+                              f"({response.status_code}: {_message(response)}); set [replication] "
+                              f"credentials_file to an admin user of the primary")
+        return response
+
+    def _db(self) -> Any:
+        db = self.state.db
+        if db is None:
+            raise FollowError("the database is not open")
+        return db
+
+    def _check_timeline(self) -> None:
+        """Make sure this node's log is a prefix of the primary's before streaming from it."""
+        response = self._get("/admin/replication/info")
+        if response.status_code != 200:
+            raise FollowError(f"{self.primary_url}/admin/replication/info answered {response.status_code}: "
+                              f"{_message(response)}")
+        info = response.json()
+        db = self._db()
+        if info["role"] != "primary":
+            raise FollowError(f"{self.primary_url} is not a primary (role {info['role']}); waiting for it "
+                              f"to be promoted, or point [replication] primary_url at the primary")
+        if info["database"] != db.config.database.name:
+            raise FollowError(f"{self.primary_url} serves database {info['database']!r}, this server "
+                              f"{db.config.database.name!r}; point primary_url at the right primary")
+        if info["term"] < db.term:
+            raise FollowError(f"{self.primary_url} is at term {info['term']}, older than this server's term "
+                              f"{db.term}: it is a replaced (fenced) primary; follow the current primary")
+        history = [(int(t), int(first)) for t, first in info["term_history"]]
+        diverged = divergence_lsn(db.term_history, db.lsn(), history)
+        if diverged is not None:
+            raise Resync(f"this server's log left the primary's timeline at LSN {diverged} (local LSN "
+                         f"{db.lsn()}, term {db.term}; primary term history {history})", diverged)
+        if db.lsn() > info["lsn"]:
+            raise Resync(f"this server holds LSN {db.lsn()}, ahead of the primary's {info['lsn']} on the "
+                         f"same term: those writes never reached the primary", info["lsn"] + 1)
+        self.primary_lsn, self.primary_commit_us = info["lsn"], info["last_commit_us"]
+        self.last_contact = time.monotonic()
+
+    def _poll(self) -> None:
+        db = self._db()
+        after = db.lsn()
+        response = self._get("/admin/replication/wal", after_lsn=after, replica_id=self.replica_id,
+                             last_term=term_at(db.term_history, after), wait_ms=self.poll_wait_ms,
+                             max_bytes=MAX_POLL_BYTES)
+        if response.status_code == 410:
+            raise Resync(f"the primary no longer has the WAL after LSN {after}: {_message(response)}", None)
+        if response.status_code == 409:
+            raise Resync(f"the primary refused LSN {after}: {_message(response)}", after + 1 if
+                         response.json().get("error", {}).get("code") == "lsn_ahead" else None)
+        if response.status_code != 200:
+            raise FollowError(f"{self.primary_url}/admin/replication/wal answered {response.status_code}: "
+                              f"{_message(response)}")
+        frames, offset, problem = decode_frames(response.content, f"{self.primary_url} WAL stream")
+        if problem is not None:
+            raise FollowError(f"the WAL stream from {self.primary_url} was damaged at byte {offset} ({problem})")
+        if frames and frames[0].lsn != after + 1:
+            raise FollowError(f"the primary sent LSN {frames[0].lsn} after {after}; retrying")
+        if frames:
+            db.apply_frames(frames)
+        self.primary_lsn = int(response.headers["x-omendb-primary-lsn"])
+        self.primary_commit_us = int(response.headers["x-omendb-primary-commit-us"])
+        self.last_contact = time.monotonic()
+        if self.last_error:
+            log.info("replication resumed", extra={"primary": self.primary_url, "lsn": db.lsn()})
+        self.last_error = ""
+
+    # ---- re-seeding -----------------------------------------------------------------------------------
+
+    def _reseed(self, reason: str, diverged_at: int | None) -> None:
+        """Replace this node's data by the primary's snapshot (logging every discarded write), then reopen."""
+        from omendb import Database
+
+        state = self.state
+        db = self._db()
+        log.warning("re-seeding from the primary's snapshot", extra={"primary": self.primary_url,
+                                                                   "reason": reason, "local_lsn": db.lsn()})
+        state.set_phase(Phase.RECOVERING, f"re-seeding from the primary {self.primary_url}: {reason}")
+        config = db.config
+        if diverged_at is not None:
+            _log_rewound(db, diverged_at)
+        state.db = None
+        db.close(checkpoint=False)
+        data_dir, wal_dir = Path(config.database.data_dir), config.wal_dir
+        staging = data_dir / "reseed.tmp"
+        staging.mkdir(exist_ok=True)
+        try:
+            snapshot_path = staging / "snapshot"
+            with self.client.stream("GET", "/admin/backup/snapshot") as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise FollowError(f"{self.primary_url}/admin/backup/snapshot answered "
+                                      f"{response.status_code}: {_message(response)}")
+                with open(snapshot_path, "wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            info = self._get("/admin/replication/info").json()
+            lsn, keys, values, lsns, _ = read_base(snapshot_path)  # checks every block's checksum
+            history = [(int(t), int(first)) for t, first in info["term_history"] if int(first) <= max(lsn, 1)]
+            history = history or [(1, 1)]
+            term = term_at(history, lsn)
+            # The backup tool's restore code writes the checkpoint (base file + manifest) ...
+            write_checkpoint(State(keys, values, lsns, lsn, term), staging, config.database.name,
+                             {"model_type": config.index.model_type, "max_error": config.index.max_error})
+            # ... and the old WAL goes: its frames are either in the snapshot or not on the primary's timeline.
+            for _, segment in list_segments(wal_dir):
+                segment.unlink()
+            (wal_dir / ARCHIVED_FILE).unlink(missing_ok=True)
+            fsync_dir(wal_dir)
+            manifest = read_manifest(staging)
+            assert manifest is not None
+            os.replace(staging / manifest.base_file, data_dir / manifest.base_file)  # type: ignore[operator]
+            fsync_dir(data_dir)
+            import dataclasses
+
+            write_manifest(data_dir, dataclasses.replace(manifest, term=term,
+                                                         term_history=[list(e) for e in history]))
+        finally:
+            for leftover in staging.iterdir():
+                leftover.unlink()
+            staging.rmdir()
+        reopened = Database.open(config)
+        reopened.set_read_only(read_only_reason(self.primary_url))
+        state.db = reopened
+        self.reseeds += 1
+        if state.phase is Phase.RECOVERING:
+            state.set_phase(Phase.READY, "ready")
+        log.warning("re-seeded from the primary's snapshot", extra={"primary": self.primary_url, "lsn": lsn,
+                                                                  "term": term, "records": len(keys)})
+
+
+def _log_rewound(db: Any, diverged_at: int) -> None:
+    """Log every write from `diverged_at` on that this node holds and is about to discard."""
+    local_lsn = db.lsn()
+    if local_lsn < diverged_at:
+        return
+    log.warning("rewinding writes that are not on the primary's timeline",
+                extra={"from_lsn": diverged_at, "to_lsn": local_lsn, "batches": local_lsn - diverged_at + 1})
+    logged = diverged_at - 1
+    try:
+        for frame in read_frames(db.wal_dir, after_lsn=diverged_at - 1):
+            if frame.lsn > local_lsn:
+                break
+            keys = frame.keys.tolist()
+            log.warning("rewound write", extra={
+                "lsn": frame.lsn, "term": frame.term, "commit_us": frame.commit_us,
+                "op": "put" if frame.values is not None else "delete", "records": len(keys),
+                "keys": keys[:100], "values": frame.values.tolist()[:100] if frame.values is not None else None})
+            logged = frame.lsn
+    except (OmenDBError, OSError) as exc:
+        log.error("could not read every rewound write from the WAL", extra={"error": str(exc)})
+    if logged < local_lsn:
+        log.warning("rewound writes no longer in the WAL (already checkpointed); their keys cannot be listed",
+                    extra={"from_lsn": logged + 1, "to_lsn": local_lsn})
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except Exception:
+        return response.text[:300]
+
+
+class Replication:
+    """This server's role, and the switches between roles (promotion, following another primary)."""
+
+    def __init__(self, state: ServerState) -> None:
+        cfg = state.config.replication
+        self.state = state
+        self.role = cfg.role
+        self.primary_url: str | None = cfg.primary_url.rstrip("/") if cfg.role == "replica" else None
+        self.follower: Follower | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, db: Any) -> None:
+        """Configure a freshly opened database for this server's role (and start following)."""
+        cfg = self.state.config.replication
+        db.sync_timeout_s = cfg.synchronous_timeout_ms / 1000
+        if self.role == "replica":
+            assert self.primary_url is not None
+            db.sync_replicas = 0
+            db.set_read_only(read_only_reason(self.primary_url))
+            self.follower = Follower(self.state, self.primary_url)
+            self.follower.start()
+        else:
+            db.sync_replicas = cfg.synchronous_replicas
+
+    def promote(self) -> dict[str, Any]:
+        """Stop following and become the primary under a new term. Idempotent on a primary."""
+        with self._lock:
+            if self.role == "primary":
+                db = self.state.ready_db()
+                return {"role": "primary", "term": db.term, "lsn": db.lsn(), "promoted": False}
+            if self.follower is not None:
+                self.follower.stop()
+                self.follower = None
+            db = self.state.ready_db()
+            term = db.promote()
+            db.sync_replicas = self.state.config.replication.synchronous_replicas
+            previous, self.role, self.primary_url = self.primary_url, "primary", None
+            log.warning("promoted to primary", extra={"term": term, "lsn": db.lsn(), "previous_primary": previous})
+            return {"role": "primary", "term": term, "lsn": db.lsn(), "promoted": True}
+
+    def follow(self, primary_url: str) -> dict[str, Any]:
+        """Become (or stay) a replica of `primary_url`: a repointed replica, or a demoted old primary."""
+        with self._lock:
+            db = self.state.ready_db()
+            if self.follower is not None:
+                self.follower.stop()
+                self.follower = None
+            primary_url = primary_url.rstrip("/")
+            db.set_read_only(read_only_reason(primary_url))
+            db.sync_replicas = 0
+            if self.role == "primary":
+                log.warning("this primary becomes a replica", extra={"primary": primary_url, "term": db.term,
+                                                                   "lsn": db.lsn()})
+            self.role, self.primary_url = "replica", primary_url
+            self.follower = Follower(self.state, primary_url)
+            self.follower.start()
+            return {"role": "replica", "primary": primary_url, "term": db.term, "lsn": db.lsn()}
+
+    def stop(self) -> None:
+        with self._lock:
+            if self.follower is not None:
+                self.follower.stop()
+                self.follower = None
+
+    def not_ready_reason(self) -> str | None:
+        """Why /ready must say 503 on a replica (too far behind, or never reached its primary)."""
+        follower = self.follower
+        if self.role != "replica" or follower is None:
+            return None
+        lag = follower.lag_seconds()
+        limit = self.state.config.replication.max_lag_seconds
+        if lag is None:
+            return f"this replica has not reached its primary {follower.primary_url} yet ({follower.last_error})"
+        if lag > limit:
+            return (f"this replica is {lag:.1f}s behind its primary {follower.primary_url}, more than "
+                    f"[replication] max_lag_seconds = {limit:g}" +
+                    (f" ({follower.last_error})" if follower.last_error else ""))
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        db = self.state.db
+        out: dict[str, Any] = {"role": self.role, "primary": self.primary_url,
+                               "term": db.term if db is not None else None}
+        follower = self.follower
+        if follower is not None:
+            out["replication"] = follower.describe()
+        elif db is not None:
+            out["synchronous_replicas"] = db.sync_replicas
+            out["replicas"] = {name: {"lsn": lsn, "seconds_since_report": round(age, 3),
+                                      "lag_lsn": max(0, db.lsn() - lsn)}
+                               for name, (lsn, age) in db.replicas.positions().items()}
+        return out
