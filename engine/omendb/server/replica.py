@@ -12,6 +12,7 @@ with backoff: a replica never gives up following, and never accepts client write
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -35,6 +36,7 @@ from omendb.server.state import Phase, ServerState
 from omendb.wal import decode_frames, fsync_dir, list_segments, read_frames
 
 log = logging.getLogger("omendb.replication")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per long poll would drown the server log
 
 MAX_POLL_BYTES = 8 << 20  # per WAL response: bounds a replica's memory while catching up
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
@@ -267,11 +269,9 @@ class Follower:
             (wal_dir / ARCHIVED_FILE).unlink(missing_ok=True)
             fsync_dir(wal_dir)
             manifest = read_manifest(staging)
-            assert manifest is not None
-            os.replace(staging / manifest.base_file, data_dir / manifest.base_file)  # type: ignore[operator]
+            assert manifest is not None and manifest.base_file is not None
+            os.replace(staging / manifest.base_file, data_dir / manifest.base_file)
             fsync_dir(data_dir)
-            import dataclasses
-
             write_manifest(data_dir, dataclasses.replace(manifest, term=term,
                                                          term_history=[list(e) for e in history]))
         finally:

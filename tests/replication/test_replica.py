@@ -1,0 +1,138 @@
+"""A replica as clients and probes see it (real processes): reads and range scans, refused writes naming
+the primary, lag metrics and readiness, re-seeding when the primary no longer has the WAL, and the
+synchronous-replication timeout."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from omendb.config import Config
+from omendb.errors import ConfigError
+from tests.replication.cluster import Cluster, api, caught_up, info, lookup, wait_until
+
+
+def test_replica_serves_reads_refuses_writes_and_reports_lag(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, replication={"max_lag_seconds": 1.0})
+    try:
+        p = cluster.node("p")
+        r = cluster.node("r", p)
+        with api(p) as c:
+            for i in range(10):
+                c.post("/v1/records", json={"records": [{"key": i * 10 + j, "value": j} for j in range(10)]}
+                       ).raise_for_status()
+            c.post("/v1/records/delete", json={"keys": [0, 1]}).raise_for_status()
+        caught_up(r, p)
+        with api(r) as c:
+            scan = c.get("/v1/records", params={"start": 0, "end": 50}).json()
+            assert [rec["key"] for rec in scan["records"]] == list(range(2, 50))
+            assert c.get("/v1/records/55").json() == {"key": 55, "value": 5.0}
+            refused = c.post("/v1/records", json={"records": [{"key": 1, "value": 1.0}]})
+            # 409 + code read_only + the primary's URL: what the client library redirects on.
+            assert refused.status_code == 409
+            assert refused.json()["error"]["code"] == "read_only"
+            assert p.url in refused.json()["error"]["message"]
+            assert c.delete("/v1/records/5").status_code == 409
+            stats = c.get("/v1/stats").json()
+            assert stats["role"] == "replica" and stats["primary"] == p.url and stats["term"] == 1
+            assert stats["replication"]["lag_lsn"] == 0
+        with api(p) as c:
+            stats = c.get("/v1/stats").json()
+            assert stats["role"] == "primary" and stats["replicas"]["r"]["lsn"] >= stats["lsn"] - 1
+        metrics = httpx.get(r.metrics_url).text
+        assert "omendb_replication_lag_seconds 0.0" in metrics
+        assert "omendb_replication_lag_lsn 0.0" in metrics
+        assert 'omendb_replication_role{role="replica"} 1.0' in metrics
+        assert httpx.get(f"{r.url}/ready").status_code == 200
+        # The primary goes away: the replica still serves reads, and stops being ready once its lag
+        # (at least the time since the primary last answered) passes max_lag_seconds.
+        p.stop(signal.SIGKILL)
+        not_ready = wait_until(lambda: httpx.get(f"{r.url}/ready").status_code == 503, 15,
+                               "the replica to turn not ready")
+        assert not_ready
+        body = httpx.get(f"{r.url}/ready").json()
+        assert body["error"]["code"] == "replica_lagging" and "max_lag_seconds" in body["error"]["message"]
+        assert lookup(r, [55]) == [5.0]
+        lag = [line for line in httpx.get(r.metrics_url).text.splitlines()
+               if line.startswith("omendb_replication_lag_seconds ")]
+        assert float(lag[0].split()[1]) > 1.0
+        # The primary returns (same data, same port): the replica resumes by itself and is ready again.
+        p.start()
+        wait_until(lambda: httpx.get(f"{r.url}/ready").status_code == 200, 30, "the replica to be ready again")
+        with api(p) as c:
+            c.post("/v1/records", json={"records": [{"key": 1000, "value": 1.0}]}).raise_for_status()
+        caught_up(r, p)
+    finally:
+        cluster.stop_all()
+
+
+def test_replica_reseeds_when_the_primary_no_longer_has_the_wal(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, sections={"wal": {"max_file_size_mb": 1}})
+    try:
+        p = cluster.node("p")
+        with api(p) as c:
+            for i in range(4):  # ~0.8 MB per batch: the WAL rotates, and the checkpoint releases it
+                c.post("/v1/records", json={"records": [{"key": i * 50_000 + j, "value": j * 0.25}
+                                                        for j in range(50_000)]}).raise_for_status()
+        p.stop()  # a clean stop checkpoints; after the restart no frame before it is kept, in memory or WAL
+        p.start()
+        with api(p) as c:
+            c.post("/v1/records", json={"records": [{"key": -5, "value": 5.0}]}).raise_for_status()
+            assert c.get("/admin/replication/wal", params={"after_lsn": 0}).status_code == 410
+        r = cluster.node("r", p)
+        caught_up(r, p)
+        assert lookup(r, [0, 199_999, -5, 123_456]) == [0.0, 49_999 * 0.25, 5.0, 23_456 * 0.25]
+        with api(r) as c:
+            assert c.get("/v1/stats").json()["records"] == 200_001
+        assert any(rec.get("msg") == "re-seeded from the primary's snapshot" for rec in r.log_records())
+        with api(p) as c:  # and it streams on from there
+            c.post("/v1/records", json={"records": [{"key": -6, "value": 6.0}]}).raise_for_status()
+        caught_up(r, p)
+        assert lookup(r, [-6]) == [6.0]
+    finally:
+        cluster.stop_all()
+
+
+def test_synchronous_timeout_fails_the_write_but_keeps_it_durable(tmp_path: Path) -> None:
+    """With synchronous_replicas = 1 and no replica, a write waits synchronous_timeout_ms and fails with
+    504 replication_timeout; it is NOT rolled back (it is durable on the primary, and replicas get it)."""
+    cluster = Cluster(tmp_path, replication={"synchronous_replicas": 1, "synchronous_timeout_ms": 300})
+    try:
+        p = cluster.node("p")
+        with api(p) as c:
+            started = time.monotonic()
+            r = c.post("/v1/records", json={"records": [{"key": 7, "value": 7.0}]})
+            waited = time.monotonic() - started
+            assert r.status_code == 504, r.text
+            assert r.json()["error"]["code"] == "replication_timeout"
+            assert "NOT rolled back" in r.json()["error"]["message"]
+            assert waited >= 0.3  # it did wait for the timeout (a lower bound, not a speed goal)
+            assert c.get("/v1/records/7").json() == {"key": 7, "value": 7.0}
+        replica = cluster.node("r", p)
+        caught_up(replica, p)
+        assert lookup(replica, [7]) == [7.0]
+        with api(p) as c:  # with the replica following, synchronous writes are acknowledged
+            r = c.post("/v1/records", json={"records": [{"key": 8, "value": 8.0}]})
+            assert r.status_code == 200, r.text
+        assert lookup(replica, [8]) == [8.0]  # acknowledged => already on the replica
+        assert info(replica)["lsn"] == info(p)["lsn"]
+    finally:
+        cluster.stop_all()
+
+
+def test_replication_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="needs primary_url"):
+        Config.from_dict({"replication": {"role": "replica"}})
+    with pytest.raises(ConfigError, match="must start with http"):
+        Config.from_dict({"replication": {"role": "replica", "primary_url": "omendb-0:3000"}})
+    with pytest.raises(ConfigError, match="role"):
+        Config.from_dict({"replication": {"role": "leader"}})
+    with pytest.raises(ConfigError, match="synchronus_replicas"):
+        Config.from_dict({"replication": {"synchronus_replicas": 1}})
+    config = Config.from_dict({"replication": {"role": "replica", "primary_url": "https://p:3000",
+                                               "synchronous_replicas": 2}})
+    assert config.replication.synchronous_replicas == 2 and config.replication.synchronous_timeout_ms == 5000
