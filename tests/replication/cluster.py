@@ -41,7 +41,14 @@ class Cluster:
         self.sections = sections or {}
         self.nodes: dict[str, Server] = {}
 
-    def node(self, name: str, primary: Server | None = None, **replication: Any) -> Server:
+    def replicas(self, primary: Server, *names: str) -> list[Server]:
+        """Start replicas of `primary` side by side (each start is mostly process and engine start-up)."""
+        servers = [self.node(name, primary, wait=False) for name in names]
+        for server in servers:
+            server.wait_ready()
+        return servers
+
+    def node(self, name: str, primary: Server | None = None, wait: bool = True, **replication: Any) -> Server:
         """Start (or restart, keeping its data) node `name`: a primary, or a replica of `primary`."""
         old = self.nodes.get(name)
         if old is not None and old.proc is not None and old.proc.poll() is None:
@@ -57,7 +64,7 @@ class Cluster:
                     "replication": settings}
         server = Server(self.root / name, sections)
         self.nodes[name] = server
-        return server.start()
+        return server.start(wait_ready=wait)
 
     def stop_all(self) -> None:
         for server in self.nodes.values():

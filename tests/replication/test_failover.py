@@ -31,7 +31,7 @@ def test_sync_failover_loses_no_acknowledged_write(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, replication={"synchronous_replicas": 1, "synchronous_timeout_ms": 10000})
     try:
         p = cluster.node("p")
-        r1, r2 = cluster.node("r1", p), cluster.node("r2", p)
+        r1, r2 = cluster.replicas(p, "r1", "r2")
         writer = _run_load(p.url, 1.5)
         p.stop(signal.SIGKILL)  # mid-load: some writes are in flight and never acknowledged
         writer.stop()
@@ -61,7 +61,7 @@ def test_async_failover_loss_window_is_measured(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)
     try:
         p = cluster.node("p")
-        r1, r2 = cluster.node("r1", p), cluster.node("r2", p)
+        r1, r2 = cluster.replicas(p, "r1", "r2")
         writer = _run_load(p.url, 1.5)
         p.stop(signal.SIGKILL)
         writer.stop()
@@ -86,7 +86,7 @@ def test_partitioned_old_primary_is_fenced_and_rewinds_when_it_rejoins(tmp_path:
     cluster = Cluster(tmp_path)
     try:
         p = cluster.node("p")
-        r1, r2 = cluster.node("r1", p), cluster.node("r2", p)
+        r1, r2 = cluster.replicas(p, "r1", "r2")
         writer = _run_load(p.url, 0.5).stop()
         caught_up(r1, p)
         # The partition: the replicas stop following p (promotion and repointing); p keeps running.

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import random
+import shutil
 import socket
 import threading
 import time
@@ -38,6 +39,7 @@ from omendb.wal import decode_frames, fsync_dir, list_segments, read_frames
 log = logging.getLogger("omendb.replication")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per long poll would drown the server log
 
+STAGING = "reseed-staging"  # in the data directory: the snapshot being installed
 MAX_POLL_BYTES = 8 << 20  # per WAL response: bounds a replica's memory while catching up
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 
@@ -229,22 +231,19 @@ class Follower:
     # ---- re-seeding -----------------------------------------------------------------------------------
 
     def _reseed(self, reason: str, diverged_at: int | None) -> None:
-        """Replace this node's data by the primary's snapshot (logging every discarded write), then reopen."""
-        from omendb import Database
+        """Replace this node's data by the primary's snapshot (logging every discarded write), then reopen.
 
-        state = self.state
+        The snapshot is downloaded and checked while the old data still serves reads; only the swap (delete
+        the old WAL, move the new checkpoint in, reopen) happens with the database closed. A crash during
+        the swap leaves either the old checkpoint (whose timeline check re-seeds again) or the new one."""
         db = self._db()
+        config = db.config
         log.warning("re-seeding from the primary's snapshot", extra={"primary": self.primary_url,
                                                                    "reason": reason, "local_lsn": db.lsn()})
-        state.set_phase(Phase.RECOVERING, f"re-seeding from the primary {self.primary_url}: {reason}")
-        config = db.config
-        if diverged_at is not None:
-            _log_rewound(db, diverged_at)
-        state.db = None
-        db.close(checkpoint=False)
         data_dir, wal_dir = Path(config.database.data_dir), config.wal_dir
-        staging = data_dir / "reseed.tmp"
-        staging.mkdir(exist_ok=True)
+        staging = data_dir / STAGING
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
         try:
             snapshot_path = staging / "snapshot"
             with self.client.stream("GET", "/admin/backup/snapshot") as response:
@@ -257,35 +256,53 @@ class Follower:
                         out.write(chunk)
             info = self._get("/admin/replication/info").json()
             lsn, keys, values, lsns, _ = read_base(snapshot_path)  # checks every block's checksum
+            # Terms that start after the snapshot arrive with their frames (apply_frames records them).
             history = [(int(t), int(first)) for t, first in info["term_history"] if int(first) <= max(lsn, 1)]
             history = history or [(1, 1)]
             term = term_at(history, lsn)
-            # The backup tool's restore code writes the checkpoint (base file + manifest) ...
+            # The backup tool's restore code writes the checkpoint (base file + manifest).
             write_checkpoint(State(keys, values, lsns, lsn, term), staging, config.database.name,
                              {"model_type": config.index.model_type, "max_error": config.index.max_error})
-            # ... and the old WAL goes: its frames are either in the snapshot or not on the primary's timeline.
-            for _, segment in list_segments(wal_dir):
-                segment.unlink()
-            (wal_dir / ARCHIVED_FILE).unlink(missing_ok=True)
-            fsync_dir(wal_dir)
             manifest = read_manifest(staging)
             assert manifest is not None and manifest.base_file is not None
-            os.replace(staging / manifest.base_file, data_dir / manifest.base_file)
-            fsync_dir(data_dir)
-            write_manifest(data_dir, dataclasses.replace(manifest, term=term,
-                                                         term_history=[list(e) for e in history]))
+            if diverged_at is not None:
+                _log_rewound(db, diverged_at)
+            self.state.set_phase(Phase.RECOVERING, f"re-seeding from the primary {self.primary_url}: {reason}")
+            self.state.db = None
+            db.close(checkpoint=False)
+            try:
+                # The old WAL goes: its frames are either in the snapshot or not on the primary's timeline.
+                for _, segment in list_segments(wal_dir):
+                    segment.unlink()
+                (wal_dir / ARCHIVED_FILE).unlink(missing_ok=True)
+                fsync_dir(wal_dir)
+                os.replace(staging / manifest.base_file, data_dir / manifest.base_file)
+                fsync_dir(data_dir)
+                write_manifest(data_dir, dataclasses.replace(manifest, term=term,
+                                                             term_history=[list(e) for e in history]))
+            finally:
+                self._reopen(config)  # the new data, or after a failure whatever the directory holds
         finally:
-            for leftover in staging.iterdir():
-                leftover.unlink()
-            staging.rmdir()
-        reopened = Database.open(config)
-        reopened.set_read_only(read_only_reason(self.primary_url))
-        state.db = reopened
+            shutil.rmtree(staging, ignore_errors=True)
         self.reseeds += 1
-        if state.phase is Phase.RECOVERING:
-            state.set_phase(Phase.READY, "ready")
         log.warning("re-seeded from the primary's snapshot", extra={"primary": self.primary_url, "lsn": lsn,
                                                                   "term": term, "records": len(keys)})
+
+    def _reopen(self, config: Any) -> None:
+        from omendb import Database
+
+        state = self.state
+        try:
+            reopened = Database.open(config)
+        except Exception as exc:
+            log.exception("cannot reopen the database after re-seeding")
+            state.set_phase(Phase.FAILED, f"cannot reopen the database after re-seeding: {exc}")
+            self._stop.set()
+            raise
+        reopened.set_read_only(read_only_reason(self.primary_url))
+        state.db = reopened
+        if state.phase is Phase.RECOVERING:
+            state.set_phase(Phase.READY, "ready")
 
 
 def _log_rewound(db: Any, diverged_at: int) -> None:
