@@ -270,7 +270,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for mode, sync in (("async", 0), ("sync", 1)):
             r = one_round(workdir / f"{mode}-{i}", auth, sync, args)
             print(f"round {i + 1} {mode}: RTO {r['rto']:.2f}s (detection {r['detection']:.2f}s), lost "
-                  f"{r['lost_records']} of {r['acked_records']} acknowledged records (window {r['loss_window'] * 1000:.0f} ms)",
+                  f"{r['lost_records']} of {r['acked_records']} acknowledged records "
+                  f"(window {r['loss_window'] * 1000:.0f} ms)",
                   flush=True)
             results[mode].append(r)
         restart = restart_round(workdir / f"restart-{i}", auth, args)
