@@ -14,7 +14,7 @@ import os
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class Manifest:
     max_error: int
     index_meta: dict[str, float]  # observed errors, depth and training time of the stored model
     format_version: int = FORMAT_VERSION
+    term_history: list[list[int]] = field(default_factory=lambda: [[1, 1]])  # [term, first LSN], ascending
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import gc
 import logging
@@ -48,7 +49,9 @@ from omendb.errors import (
     InvalidInput,
     MemoryLimitExceeded,
     OmenDBError,
+    ReadOnly,
 )
+from omendb.replication import Fenced, ReplicaTracker, TermHistory
 from omendb.runs import (
     EMPTY_RUN,
     RUN_RECORD_BYTES,
@@ -59,7 +62,7 @@ from omendb.runs import (
     run_from_batch,
     slice_range,
 )
-from omendb.wal import WalWriteError, WalWriter, encode_frame, read_frames
+from omendb.wal import Frame, WalWriteError, WalWriter, encode_frame, read_frames
 
 log = logging.getLogger("omendb.database")
 
@@ -203,7 +206,7 @@ class Database:
         self._write_lock = threading.Lock()  # orders LSN assignment and WAL appends
         self._apply_lock = threading.Lock()  # applies durable batches in LSN order
         self._merge_lock = threading.Lock()  # one merge at a time
-        self._pending: collections.deque[tuple[int, np.ndarray, np.ndarray | None]] = collections.deque()
+        self._pending: collections.deque[tuple[int, np.ndarray, np.ndarray | None, int]] = collections.deque()
         self._active = Delta()
         self._closed = False
         self._failed: OmenDBError | None = None
@@ -213,7 +216,12 @@ class Database:
         self.retrain_seconds_total = 0.0
         self.last_retrain_at: float | None = None
         self.last_retrain_seconds: float | None = None
-        self.wal_released_unarchived = False
+        self._released_through: int | None = None  # WAL released before any backup archived it, up to here
+        self.read_only: str | None = None  # why writes are refused (a replica names its primary), or None
+        self.replicas = ReplicaTracker()  # on a primary: what each replica holds
+        self.sync_replicas, self.sync_timeout_s = 0, 0.0  # synchronous replication: replicas to wait for
+        self.last_commit_us = 0  # commit time (on the primary that wrote it) of the newest visible batch
+        self._lsn_changed = threading.Condition()
         self._lock_fd = self._lock_data_dir()
         try:
             self._recover()
@@ -259,6 +267,8 @@ class Database:
         cfg = self.config
         manifest = read_manifest(self.data_dir)
         self.term = manifest.term if manifest else 1
+        self.term_history: TermHistory = [(int(t), int(first)) for t, first in manifest.term_history] \
+            if manifest else [(1, 1)]
         if manifest and manifest.base_file:
             lsn, keys, values, lsns, nodes = read_base(self.data_dir / manifest.base_file)
             if lsn != manifest.checkpoint_lsn:
@@ -291,7 +301,10 @@ class Database:
                 lsns_l.append(np.full(n, frame.lsn, dtype=np.int64))
                 live_l.append(np.full(n, frame.values is not None))
                 self._lsn = frame.lsn
-                self.term = max(self.term, frame.term)
+                self.last_commit_us = frame.commit_us
+                if frame.term > self.term:
+                    self.term = frame.term
+                    self.term_history.append((frame.term, frame.lsn))
                 replayed += 1
             if keys_l:
                 self._active.runs = (latest_per_key(np.concatenate(keys_l), np.concatenate(values_l),
@@ -333,21 +346,33 @@ class Database:
     def put(self, key: int, value: float) -> int:
         return self.put_many([key], [value])
 
-    def _write(self, keys: np.ndarray, values: np.ndarray | None) -> int:
+    def _write(self, keys: np.ndarray, values: np.ndarray | None, replicated: Frame | None = None) -> int:
         self._check_open()
-        if len(keys) == 0:
+        if replicated is None and self.read_only is not None:
+            raise ReadOnly(self.read_only)
+        if len(keys) == 0 and replicated is None:
             return self._lsn
         with self._write_lock:
             self._check_open()
             if values is not None:
                 self._check_memory(len(keys))
             lsn = self._lsn + 1
+            term, commit_us = self.term, time.time_ns() // 1000
+            if replicated is not None:
+                if replicated.term < self.term:
+                    raise Fenced(f"frame {replicated.lsn} comes from term {replicated.term}, older than this "
+                                 f"database's term {self.term}: its primary has been replaced")
+                if replicated.lsn != lsn:
+                    raise InvalidInput(f"replicated frame has LSN {replicated.lsn} but this database expects {lsn}; "
+                                       f"frames must be applied in order without gaps")
+                if replicated.term > self.term:
+                    self._start_term(replicated.term, lsn)
+                term, commit_us = replicated.term, replicated.commit_us
             ticket = 0
             if self._wal is not None:
-                frame = encode_frame(lsn, self.term, time.time_ns() // 1000, keys, values)
-                ticket = self._wal.append(frame, lsn)
+                ticket = self._wal.append(encode_frame(lsn, term, commit_us, keys, values), lsn)
             self._lsn = lsn
-            self._pending.append((lsn, keys, values))
+            self._pending.append((lsn, keys, values, commit_us))
         if self._wal is not None and self.config.wal.sync_on_write:
             try:
                 self._wal.sync(ticket)
@@ -355,6 +380,8 @@ class Database:
                 self._failed = exc
                 raise
         self._apply_through(lsn)
+        if self.sync_replicas and replicated is None:
+            self.replicas.wait(lsn, self.sync_replicas, self.sync_timeout_s)
         return lsn
 
     def _check_open(self) -> None:
@@ -376,9 +403,15 @@ class Database:
     def _apply_through(self, lsn: int) -> None:
         """Make every durable batch up to `lsn` visible, in LSN order (whoever comes first applies all)."""
         with self._apply_lock:
+            applied = False
             while self._pending and self._pending[0][0] <= lsn:
-                batch_lsn, keys, values = self._pending.popleft()
+                batch_lsn, keys, values, commit_us = self._pending.popleft()
                 self._apply(batch_lsn, keys, values)
+                self.last_commit_us = commit_us
+                applied = True
+        if applied:
+            with self._lsn_changed:
+                self._lsn_changed.notify_all()
         if len(self._active) >= self.config.index.retrain_threshold:
             self._start_merge()
 
@@ -584,7 +617,7 @@ class Database:
         write_manifest(self.data_dir, Manifest(
             database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
             records=len(base.keys), created_at=time.time(), model_type=index.model_type,
-            max_error=index.max_error,
+            max_error=index.max_error, term_history=[list(entry) for entry in self.term_history],
             index_meta={"observed_max_error": index.observed_max_error,
                         "observed_mean_error": index.observed_mean_error, "depth": index.depth,
                         "train_seconds": index.train_seconds}))
@@ -606,7 +639,7 @@ class Database:
             bound = self.config.wal.max_retained_mb * 1024 * 1024
             if self._wal.size_bytes() > bound:
                 self._wal.remove_through(self._checkpoint_lsn)
-                self.wal_released_unarchived = True
+                self._released_through = self._checkpoint_lsn
                 log.warning("WAL retained for backups exceeded [wal] max_retained_mb = %d: released segments "
                             "through LSN %d that no backup has archived; the next backup must be a full backup",
                             self.config.wal.max_retained_mb, self._checkpoint_lsn)
@@ -621,8 +654,16 @@ class Database:
     def mark_archived(self, lsn: int) -> None:
         """Record that backups hold the WAL through `lsn` (called by the backup tool)."""
         atomic_write(self.wal_dir / ARCHIVED_FILE, f"{lsn}\n".encode())
-        self.wal_released_unarchived = False
         self._release_wal()
+
+    @property
+    def wal_released_unarchived(self) -> bool:
+        """WAL was released before a backup archived it, and no backup has archived past that point since:
+        the next backup must be a full backup. Clears itself once a backup (online or offline) catches up."""
+        if self._released_through is None:
+            return False
+        archived = self.archived_lsn()
+        return archived is None or archived < self._released_through
 
     def _wait_for_merge(self) -> None:
         thread = self._merge_thread
@@ -675,6 +716,57 @@ class Database:
             "retrains_total": self.retrains_total, "efficiency": round(max(0.0, min(1.0, efficiency)), 4),
         }
 
+    # ---- replication ---------------------------------------------------------------------------------
+
+    def set_read_only(self, reason: str | None) -> None:
+        """Refuse (reason given) or accept (None) writes from clients; replicated frames are always applied."""
+        self.read_only = reason
+
+    def apply_frames(self, frames: Iterable[Frame]) -> int:
+        """Apply WAL frames streamed from the primary, each durably logged here with its own LSN, term and
+        commit time. They must continue this database's log without gaps; a frame from an older term is
+        refused (Fenced). Returns the LSN reached."""
+        for frame in frames:
+            self._write(frame.keys, frame.values, replicated=frame)
+        return self._lsn
+
+    def promote(self) -> int:
+        """Start a new term at the next LSN (a replica becoming the primary); recorded durably before any write
+        of the new term, so an old primary's later writes can always be told apart. Returns the new term."""
+        with self._write_lock:
+            self._check_open()
+            self._start_term(self.term + 1, self._lsn + 1)
+        self.read_only = None
+        return self.term
+
+    def _start_term(self, term: int, first_lsn: int) -> None:
+        """Record a new term in the history and the manifest (called with the write lock held)."""
+        self.term = term
+        self.term_history.append((term, first_lsn))
+        manifest = read_manifest(self.data_dir)
+        if manifest is not None:
+            manifest = dataclasses.replace(manifest, term=term,
+                                           term_history=[list(entry) for entry in self.term_history])
+        else:
+            manifest = Manifest(database=self.config.database.name, checkpoint_lsn=0, term=term, base_file=None,
+                                records=0, created_at=time.time(), model_type=self.config.index.model_type,
+                                max_error=self.config.index.max_error, index_meta={},
+                                term_history=[list(entry) for entry in self.term_history])
+        write_manifest(self.data_dir, manifest)
+        log.warning("term %d starts at LSN %d", term, first_lsn)
+
+    def wait_for_lsn(self, after: int, timeout_s: float) -> int:
+        """Block until a batch newer than `after` is visible (or the timeout passes); returns the visible LSN.
+        Lets a WAL stream long-poll instead of spinning."""
+        deadline = time.monotonic() + timeout_s
+        with self._lsn_changed:
+            while self._visible_lsn <= after and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lsn_changed.wait(remaining)
+        return self._visible_lsn
+
     # ---- introspection -------------------------------------------------------------------------------
 
     def memory_usage_bytes(self) -> int:
@@ -687,7 +779,8 @@ class Database:
     def stats(self) -> dict[str, Any]:
         return {
             "records": self.count(), "lsn": self.lsn(), "checkpoint_lsn": self._checkpoint_lsn,
-            "term": self.term, "memory_usage_bytes": self.memory_usage_bytes(),
+            "term": self.term, "term_history": self.term_history, "last_commit_us": self.last_commit_us,
+            "memory_usage_bytes": self.memory_usage_bytes(),
             "memory_limit_bytes": self.config.memory_limit_bytes,
             "wal_size_bytes": self._wal.size_bytes() if self._wal else 0,
             "index_size_bytes": self._view.base.index.model_bytes,
@@ -715,6 +808,8 @@ class Database:
                 self.checkpoint()
         finally:
             self._closed = True
+            with self._lsn_changed:
+                self._lsn_changed.notify_all()
             if self._wal is not None:
                 self._wal.close()
             os.close(self._lock_fd)

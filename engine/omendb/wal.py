@@ -114,33 +114,39 @@ def read_segment(path: Path, is_last: bool) -> tuple[list[Frame], int | None]:
     if version != SEGMENT_VERSION:
         raise CorruptionError(f"{path}: WAL format version {version} is not supported by this OmenDB "
                               f"(supports {SEGMENT_VERSION}); run the OmenDB version that wrote it")
+    frames, offset, problem = decode_frames(data, str(path), SEGMENT_HEADER.size)
+    if problem is None:
+        return frames, None
+    if is_last and _nothing_valid_after(data, offset):
+        log.warning("WAL %s: truncating torn tail at offset %d (%s, %d bytes): the write it held was never "
+                    "acknowledged", path, offset, problem, len(data) - offset)
+        return frames, offset
+    raise CorruptionError(f"WAL segment {path} is corrupt at offset {offset} ({problem}); {_REMEDY}")
+
+
+def decode_frames(data: bytes | memoryview, where: str, start: int = 0) -> tuple[list[Frame], int, str | None]:
+    """Decode concatenated frames from `start` until the end or the first damaged/incomplete frame.
+
+    Returns (frames, offset reached, problem or None). Callers decide what a problem means: a torn tail in
+    the last WAL segment, damage in a backup, or simply the part of a network stream not received yet."""
     frames: list[Frame] = []
-    offset = SEGMENT_HEADER.size
-    while offset < len(data):
-        problem = None
-        if len(data) - offset < FRAME_HEADER.size:
-            problem = "incomplete frame header"
-        else:
-            magic, length, lsn, term, commit_us, crc = FRAME_HEADER.unpack_from(data, offset)
-            end = offset + FRAME_HEADER.size + length
-            if magic != FRAME_MAGIC:
-                problem = "bad frame magic"
-            elif end > len(data):
-                problem = "incomplete frame payload"
-            else:
-                payload = data[offset + FRAME_HEADER.size:end]
-                head = data[offset:offset + FRAME_HEADER.size - 4]
-                if zlib.crc32(payload, zlib.crc32(head)) != crc:
-                    problem = "checksum mismatch"
-        if problem is not None:
-            if is_last and _nothing_valid_after(data, offset):
-                log.warning("WAL %s: truncating torn tail at offset %d (%s, %d bytes): the write it held was "
-                            "never acknowledged", path, offset, problem, len(data) - offset)
-                return frames, offset
-            raise CorruptionError(f"WAL segment {path} is corrupt at offset {offset} ({problem}); {_REMEDY}")
-        frames.append(_decode_payload(path, offset, lsn, term, commit_us, payload))
+    offset = start
+    view = memoryview(data)
+    while offset < len(view):
+        if len(view) - offset < FRAME_HEADER.size:
+            return frames, offset, "incomplete frame header"
+        magic, length, lsn, term, commit_us, crc = FRAME_HEADER.unpack_from(view, offset)
+        end = offset + FRAME_HEADER.size + length
+        if magic != FRAME_MAGIC:
+            return frames, offset, "bad frame magic"
+        if end > len(view):
+            return frames, offset, "incomplete frame payload"
+        payload = view[offset + FRAME_HEADER.size:end]
+        if zlib.crc32(payload, zlib.crc32(view[offset:offset + FRAME_HEADER.size - 4])) != crc:
+            return frames, offset, "checksum mismatch"
+        frames.append(_decode_payload(where, offset, lsn, term, commit_us, bytes(payload)))
         offset = end
-    return frames, None
+    return frames, offset, None
 
 
 def _nothing_valid_after(data: bytes, offset: int) -> bool:
@@ -159,11 +165,11 @@ def _nothing_valid_after(data: bytes, offset: int) -> bool:
         search = found + 1
 
 
-def _decode_payload(path: Path, offset: int, lsn: int, term: int, commit_us: int, payload: bytes) -> Frame:
+def _decode_payload(where: str, offset: int, lsn: int, term: int, commit_us: int, payload: bytes) -> Frame:
     op, count = PAYLOAD_HEADER.unpack_from(payload, 0)
     expected = PAYLOAD_HEADER.size + count * (16 if op == OP_PUT else 8)
     if op not in (OP_PUT, OP_DELETE) or expected != len(payload):
-        raise CorruptionError(f"WAL segment {path} at offset {offset}: frame for LSN {lsn} has a valid checksum "
+        raise CorruptionError(f"WAL {where} at offset {offset}: frame for LSN {lsn} has a valid checksum "
                               f"but an impossible payload (op {op}, {count} records); {_REMEDY}")
     keys = np.frombuffer(payload, dtype=np.int64, count=count, offset=PAYLOAD_HEADER.size)
     values = None

@@ -13,7 +13,7 @@ import omendb
 from omendb.server import errors
 from omendb.server.middleware import RequestGuard
 from omendb.server.models import UpsertRequest
-from omendb.server.routes import admin, auth, health, records
+from omendb.server.routes import admin, auth, backup, health, records
 from omendb.server.state import ServerState
 
 DESCRIPTION = """OmenDB: int64 keys to float64 values, durable on write, with a learned index.
@@ -33,6 +33,7 @@ def build_app(state: ServerState,
     app.include_router(records.build_router(state), tags=["records"])
     app.include_router(auth.build_router(state), tags=["auth"])
     app.include_router(admin.build_router(state), tags=["admin"])
+    app.include_router(backup.build_router(state), tags=["backup"])
     app.add_middleware(RequestGuard, state=state)
     _document_bodies(app, [UpsertRequest])
     return app
