@@ -1,0 +1,68 @@
+"""What one running server holds: configuration, the database once open, users and sessions, metrics,
+the thread pool for blocking engine calls, and the lifecycle phase that /ready reports."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from omendb.config import Config
+from omendb.server.errors import APIError
+from omendb.server.htpasswd import UserFile
+from omendb.server.metrics import Metrics
+from omendb.server.sessions import SessionStore
+
+T = TypeVar("T")
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    RECOVERING = "recovering"
+    READY = "ready"
+    SHUTTING_DOWN = "shutting_down"
+    FAILED = "failed"
+
+
+class ServerState:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db: Any = None  # omendb.Database once recovery finished
+        self.phase = Phase.STARTING
+        self.reason = "the server is starting"
+        self.healthy = True
+        self.health_error = ""
+        self.executor = ThreadPoolExecutor(max_workers=config.performance.worker_threads,
+                                           thread_name_prefix="omendb-worker")
+        self.users: UserFile | None = None
+        if config.security.auth_enabled:
+            self.users = UserFile(config.security.htpasswd_file)
+        self.sessions = SessionStore(config.security.session_timeout_seconds)
+        self.admins = frozenset(config.security.admin_users)
+        self.metrics = Metrics()
+        self.connections: Callable[[], int] = lambda: 0
+
+    def set_phase(self, phase: Phase, reason: str) -> None:
+        self.phase, self.reason = phase, reason
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine call on the worker pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+
+    def ready_db(self) -> Any:
+        """The open database, or a 503 saying why the API cannot serve yet."""
+        if self.phase is Phase.READY and self.db is not None:
+            return self.db
+        raise APIError(503, "not_ready", f"the database is not serving: {self.phase.value} ({self.reason})",
+                       {"Retry-After": "1"})
+
+    def engine_stats(self) -> dict[str, Any] | None:
+        db = self.db
+        if db is None or self.phase is not Phase.READY:
+            return None
+        stats: dict[str, Any] = db.stats()
+        return stats
