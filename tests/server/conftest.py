@@ -10,7 +10,7 @@ from tests.server.harness import Server, htpasswd_apr1, htpasswd_bcrypt
 PASSWORDS = {"admin": "admin-secret-1", "alice": "alice-apr1-pw", "bob": "bob-bcrypt-pw"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with authentication on: admin (bcrypt, admin role), alice (apr1), bob (bcrypt)."""
     workdir: Path = tmp_path_factory.mktemp("auth-server")

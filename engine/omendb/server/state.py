@@ -54,8 +54,12 @@ class ServerState:
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
 
     def ready_db(self) -> Any:
-        """The open database, or a 503 saying why the API cannot serve yet."""
-        if self.phase is Phase.READY and self.db is not None:
+        """The open database, or a 503 saying why the API cannot serve yet.
+
+        During shutdown, requests that reached us on already-open connections are still served: the
+        database stays open until every connection is done (or the grace period ends).
+        """
+        if self.db is not None and self.phase in (Phase.READY, Phase.SHUTTING_DOWN):
             return self.db
         raise APIError(503, "not_ready", f"the database is not serving: {self.phase.value} ({self.reason})",
                        {"Retry-After": "1"})
