@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import omendb
-from omendb.client import AsyncClient, Client, Forbidden, InvalidInput, NotFound, Unauthorized, ops
+from omendb.client import AsyncClient, Client, ClientError, Forbidden, InvalidInput, NotFound, Unauthorized, ops
 from omendb.client.auth import SessionAuth, Token
 from tests.client.conftest import PASSWORDS, metric
 from tests.server.harness import Server
@@ -245,3 +245,12 @@ def test_read_url_serves_reads_and_falls_back_to_the_primary(auth_server: Server
                           read_url=f"http://127.0.0.1:{free_port()}")
     assert dead.get(9_000_000) == 4.0
     assert dead.get_many([9_000_000])[1].tolist() == [True]
+
+
+def test_a_closed_client_says_so(auth_server: Server) -> None:
+    db = Client(auth_server.url, username="alice", password=PASSWORDS["alice"])
+    db.get(1)
+    db.close()
+    with pytest.raises(ClientError) as caught:
+        db.get(1)
+    assert caught.value.code == "closed"

@@ -7,6 +7,7 @@ the primary); what each method sends and returns is in ``ops.py``, shared with `
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ class Client:
         self._endpoints: dict[str, httpx.Client] = {}
         self._rng = random.Random()
         self._closed = False
+        self._lock = threading.Lock()  # guards _endpoints
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Client:
@@ -55,10 +57,13 @@ class Client:
     def _endpoint(self, base_url: str) -> httpx.Client:
         http = self._endpoints.get(base_url)
         if http is None:
-            if self._closed:
-                raise ClientError("the client is closed", code="closed")
-            http = httpx.Client(**client_options(self.settings, base_url, self._verify))
-            self._endpoints[base_url] = http
+            with self._lock:
+                if self._closed:
+                    raise ClientError("the client is closed", code="closed")
+                http = self._endpoints.get(base_url)
+                if http is None:
+                    http = httpx.Client(**client_options(self.settings, base_url, self._verify))
+                    self._endpoints[base_url] = http
         return http
 
     def _once(self, base_url: str, call: ops.Call, request_id: str) -> Any:
@@ -157,10 +162,11 @@ class Client:
         return self._run(ops.ready())
 
     def close(self) -> None:
-        self._closed = True
-        for http in self._endpoints.values():
+        with self._lock:
+            self._closed = True
+            endpoints, self._endpoints = list(self._endpoints.values()), {}
+        for http in endpoints:
             http.close()
-        self._endpoints.clear()
 
     def __enter__(self) -> Client:
         return self
