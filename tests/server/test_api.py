@@ -196,8 +196,9 @@ def test_metrics_have_the_guides_names(alice: httpx.Client, auth_server: Server)
     alice.get("/v1/records", params={"limit": 1})
     text = httpx.get(auth_server.metrics_url).text
     samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
-    for name in ("omendb_query_duration_seconds_bucket", "omendb_searches_total", "omendb_search_failures_total",
-                 "omendb_insert_duration_seconds_bucket", "omendb_inserts_total", "omendb_insert_failures_total",
+    for name in ("omendb_query_duration_seconds_bucket", "omendb_searches_total",
+                 "omendb_search_failures_total", "omendb_insert_duration_seconds_bucket",
+                 "omendb_inserts_total", "omendb_insert_failures_total",
                  "omendb_memory_usage_bytes", "omendb_memory_limit_bytes", "omendb_active_connections",
                  "omendb_wal_size_bytes", "omendb_index_size_bytes", "omendb_build_info", "omendb_records",
                  "omendb_lsn", "omendb_index_retrains_total", "omendb_index_retrain_seconds_total",

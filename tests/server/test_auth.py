@@ -9,7 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from omendb.config import Config
+from omendb.errors import ConfigError
+from omendb.server.lifecycle import build_server
 from tests.server.conftest import PASSWORDS
 from tests.server.harness import Server, htpasswd_apr1, htpasswd_bcrypt
 
@@ -54,8 +58,9 @@ def test_auth_failures_are_logged_without_secrets(auth_server: Server) -> None:
                                     and r.get("path") == "/v1/records/1")
     assert line["remote"] == "127.0.0.1" and line["status"] == 401 and line["reason"] == "bad_credentials"
     httpx.post(f"{auth_server.url}/admin/checkpoint", auth=("bob", PASSWORDS["bob"]))
-    line = auth_server.wait_for_log(lambda r: r.get("msg") == "auth failure" and r.get("status") == 403)
-    assert line["user"] == "bob" and line["path"] == "/admin/checkpoint"
+    line = auth_server.wait_for_log(lambda r: r.get("msg") == "auth failure" and r.get("status") == 403
+                                    and r.get("user") == "bob")
+    assert line["path"] == "/admin/checkpoint" and line["reason"] == "not_admin"
     log = auth_server.log_text()
     assert secret not in log and PASSWORDS["bob"] not in log
     assert base64.b64encode(f"alice:{secret}".encode()).decode() not in log
@@ -113,20 +118,6 @@ def test_unsupported_hash_scheme_is_refused_at_startup(tmp_path: Path) -> None:
 
 
 def test_missing_password_file_is_refused_at_startup(tmp_path: Path) -> None:
-    server = Server(tmp_path, {"security": {"auth_enabled": True,
-                                            "htpasswd_file": str(tmp_path / "absent")}})
-    with server:
-        server.start(wait_ready=False)
-        assert server.proc is not None and server.proc.wait(30) == 2
-    assert "htpasswd_file" in server.log_text() and "auth_enabled = false" in server.log_text()
-
-
-def test_auth_disabled_by_environment(tmp_path: Path) -> None:
-    server = Server(tmp_path, {"security": {"auth_enabled": True, "htpasswd_file": str(tmp_path / "absent")}},
-                    env={"OMENDB_AUTH_DISABLED": "true"})
-    with server:
-        server.start()
-        assert httpx.post(f"{server.url}/admin/checkpoint").status_code == 200
-        assert httpx.post(f"{server.url}/auth/login",
-                          json={"username": "a", "password": "b"}).json()["error"]["code"] == "auth_disabled"
-        assert server.stop() == 0
+    config = Config().replace("security", auth_enabled=True, htpasswd_file=str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match="htpasswd_file .* cannot be read.*auth_enabled = false"):
+        build_server(config)

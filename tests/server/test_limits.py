@@ -68,7 +68,9 @@ def test_excess_concurrent_requests_get_503_at_once(limited: Server) -> None:
     assert time.monotonic() - started < 5  # refused, not queued behind the slow request
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert "max_concurrent_requests = 1" in r.json()["error"]["message"]
-    assert slow.finish().status_code == 200
+    # The slow request itself was admitted (answered, or timed out by request_timeout_ms on a busy machine).
+    admitted = slow.finish()
+    assert admitted.status_code == 200 or admitted.json()["error"]["code"] == "request_timeout"
     with httpx.Client(timeout=10) as client:
         assert client.get(f"{limited.url}/v1/records/1").status_code == 404
 

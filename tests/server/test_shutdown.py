@@ -4,9 +4,11 @@ another server stops startup with a clear error."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -88,15 +90,13 @@ def test_second_signal_exits_at_once_without_losing_acknowledged_writes(tmp_path
         release = threading.Event()
 
         def stuck_request() -> None:  # keeps graceful shutdown waiting for the whole grace period
-            def body():  # type: ignore[no-untyped-def]
+            def body() -> Iterator[bytes]:
                 yield b'{"keys": [1'
                 release.wait(60)
                 yield b"]}"
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 httpx.post(f"{server.url}/v1/records/lookup", content=body(), timeout=70,
                            headers={"content-type": "application/json"})
-            except httpx.HTTPError:
-                pass
 
         stuck = threading.Thread(target=stuck_request, daemon=True)
         stuck.start()

@@ -8,8 +8,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
 
+from omendb.config import Config
+from omendb.errors import ConfigError
+from omendb.server.lifecycle import build_server
 from tests.server.certs import CertificateAuthority
 from tests.server.harness import HOST, Server
 
@@ -71,9 +75,7 @@ def test_https_with_a_test_ca_and_hot_reload(tmp_path: Path) -> None:
 
 
 def test_unreadable_certificate_is_refused_at_startup(tmp_path: Path) -> None:
-    server = Server(tmp_path, {"security": {"tls_enabled": True, "tls_cert_file": str(tmp_path / "no.crt"),
-                                            "tls_key_file": str(tmp_path / "no.key")}})
-    with server:
-        server.start(wait_ready=False)
-        assert server.proc is not None and server.proc.wait(30) == 2
-    assert "tls_cert_file" in server.log_text()
+    config = Config().replace("security", auth_enabled=False, tls_enabled=True, tls_cert_file=str(tmp_path / "no.crt"),
+                              tls_key_file=str(tmp_path / "no.key"))
+    with pytest.raises(ConfigError, match="tls_cert_file"):
+        build_server(config)

@@ -61,7 +61,7 @@ class OmenServer(uvicorn.Server):
 
 
 def _open_database(state: ServerState, server: OmenServer) -> None:
-    from omendb.database import Database
+    from omendb import Database
 
     started = time.monotonic()
     state.set_phase(Phase.RECOVERING, "recovering: loading the checkpoint and replaying the WAL")
