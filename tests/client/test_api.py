@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 import omendb
-from omendb.client import AsyncClient, Client, ClientError, Forbidden, InvalidInput, NotFound, Unauthorized, ops
+from omendb.client import (
+    AsyncClient,
+    Client,
+    ClientError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    ops,
+)
 from omendb.client.auth import SessionAuth, Token
 from tests.client.conftest import PASSWORDS, metric
 from tests.server.harness import Server
@@ -79,9 +88,10 @@ def make_client(server: Server, kind: str, auth: str, user: str = "alice") -> An
     return Blocking(AsyncClient(server.url, **options))
 
 
-@pytest.mark.parametrize(("kind", "auth", "base"), [("sync", "basic", 1_000_000), ("sync", "session", 2_000_000),
-                                                    ("async", "basic", 3_000_000),
-                                                    ("async", "session", 4_000_000)])
+@pytest.mark.parametrize(("kind", "auth", "base"), [
+    ("sync", "basic", 1_000_000), ("sync", "session", 2_000_000),
+    ("async", "basic", 3_000_000), ("async", "session", 4_000_000),
+])
 def test_same_results_as_the_embedded_database(auth_server: Server, embedded_result: list[Any], kind: str,
                                                auth: str, base: int) -> None:
     db = make_client(auth_server, kind, auth)

@@ -38,7 +38,8 @@ def test_https_verified_against_the_ca_from_the_environment(tls_server: tuple[Se
         assert db.checkpoint() >= lsn
 
 
-def test_an_unverifiable_certificate_fails_at_once_and_says_what_to_set(tls_server: tuple[Server, Path]) -> None:
+def test_an_unverifiable_certificate_fails_at_once_and_says_what_to_set(
+        tls_server: tuple[Server, Path]) -> None:
     server, _ = tls_server
     # The system's CAs do not know the test CA: no retries, a TLSError naming the fix.
     with Client(server.url, username="alice", password=PASSWORDS["alice"]) as db, \
@@ -104,6 +105,7 @@ def test_a_server_that_starts_late_is_waited_for(tmp_path: Path) -> None:
     with server:
         threading.Timer(0.5, server.start, kwargs={"wait_ready": False}).start()
         # Connection refused (and 503 not_ready + Retry-After while recovering) until it serves.
-        with Client(server.url, retry=RetryPolicy(attempts=500, backoff=0.1, max_backoff=0.3, deadline=90)) as db:
+        policy = RetryPolicy(attempts=500, backoff=0.1, max_backoff=0.3, deadline=90)
+        with Client(server.url, retry=policy) as db:
             assert db.put_many([5], [0.5]) >= 1
             assert db.get(5) == 0.5

@@ -53,8 +53,8 @@ class LocalServer:
         self.config_path = workdir / "omendb.toml"
         self.config_path.write_text(render_toml(config))
         self.log = (workdir / "server.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "omendb.cli", "serve", "--config", str(self.config_path)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "omendb.cli", "serve", "--config", str(self.config_path)]
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://{HOST}:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -152,13 +152,15 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 wvalues = rng.random(batch)
                 results = [
                     compare("get (one record)", "call", calls,
-                            lambda: [db.get(int(k)) for k in probe], lambda: [_raw_get(http, int(k)) for k in probe],
-                            rounds),
+                            lambda: [db.get(int(k)) for k in probe],
+                            lambda: [_raw_get(http, int(k)) for k in probe], rounds),
                     compare("put_many (1 record)", "call", calls // 4,
                             lambda: [db.put_many(probe[i:i + 1], [1.0]) for i in range(calls // 4)],
-                            lambda: [_raw_put(http, probe[i:i + 1], np.ones(1)) for i in range(calls // 4)], rounds),
+                            lambda: [_raw_put(http, probe[i:i + 1], np.ones(1)) for i in range(calls // 4)],
+                            rounds),
                     compare(f"put_many ({batch} records)", "record", batch,
-                            lambda: db.put_many(wkeys, wvalues), lambda: _raw_put(http, wkeys, wvalues), rounds),
+                            lambda: db.put_many(wkeys, wvalues), lambda: _raw_put(http, wkeys, wvalues),
+                            rounds),
                     compare(f"get_many ({batch} keys)", "record", batch,
                             lambda: db.get_many(lookup), lambda: _raw_get_many(http, lookup), rounds),
                     compare(f"range ({scan} records, pages of 10000)", "record", scan,
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| operation | per | client µs | raw httpx µs | ratio |")
     print("|---|---|---:|---:|---:|")
     for r in results:
-        print(f"| {r['operation']} | {r['per']} | {r['client_us']:.1f} | {r['raw_us']:.1f} | {r['ratio']:.2f} |")
+        print(f"| {r['operation']} | {r['per']} | {r['client_us']:.1f} | {r['raw_us']:.1f} "
+              f"| {r['ratio']:.2f} |")
     return 0
 
 

@@ -104,7 +104,8 @@ class AsyncClient:
         """(values, found) for each key; values are 0.0 where not found."""
         return await self._run(ops.get_many(self._limits, keys))
 
-    async def range(self, start: Any, end: Any = None, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    async def range(self, start: Any, end: Any = None, limit: int | None = None) \
+            -> tuple[np.ndarray, np.ndarray]:
         """Records with start <= key < end (end None = no upper bound), ascending, at most ``limit``, as
         (keys, values) arrays — following the server's cursor page by page until done."""
         return await self._run(ops.range_all(start, end, limit, self.settings.page_size))

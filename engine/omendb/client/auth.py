@@ -55,7 +55,8 @@ class SessionAuth(httpx.Auth):
 
     def _login_request(self) -> httpx.Request:
         user, password = self._credentials()
-        return httpx.Request("POST", self.login_url, content=orjson.dumps({"username": user, "password": password}),
+        body = orjson.dumps({"username": user, "password": password})
+        return httpx.Request("POST", self.login_url, content=body,
                              headers={"content-type": "application/json"})
 
     def _accept(self, response: httpx.Response, asked_at: float) -> None:

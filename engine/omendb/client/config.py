@@ -61,11 +61,12 @@ class Credentials:
             else:
                 user, sep, password = path.read_text().strip("\r\n").partition(":")
                 if not sep:
-                    raise SettingsError(f"credentials file {path} must hold one 'user:password' line, or be the "
-                                        "mounted NAME-users Secret directory (files 'username' and 'password')")
+                    raise SettingsError(f"credentials file {path} must hold one 'user:password' line, or be "
+                                        "the mounted NAME-users Secret directory (files 'username' and "
+                                        "'password')")
         except OSError as exc:
-            raise SettingsError(f"cannot read credentials from {path}: {exc.strerror or exc}; mount the NAME-users "
-                                "Secret there or set OMENDB_USER and OMENDB_PASSWORD") from None
+            raise SettingsError(f"cannot read credentials from {path}: {exc.strerror or exc}; mount the "
+                                "NAME-users Secret there or set OMENDB_USER and OMENDB_PASSWORD") from None
         if not user:
             raise SettingsError(f"credentials at {path} have an empty user name")
         return user, password
@@ -92,8 +93,8 @@ class Settings:
         for name in ("url", "read_url"):
             value = getattr(self, name)
             if value is not None and not value.startswith(("http://", "https://")):
-                raise SettingsError(f"{name} must start with http:// or https://, got {value!r} (for the Service "
-                                    "of OmenDB 'prod': https://prod.<namespace>.svc:3000)")
+                raise SettingsError(f"{name} must start with http:// or https://, got {value!r} (for the "
+                                    "Service of OmenDB 'prod': https://prod.<namespace>.svc:3000)")
         if self.auth not in ("session", "basic", "none"):
             raise SettingsError(f"auth must be 'session', 'basic' or 'none', got {self.auth!r}")
         if self.auth != "none" and not self.credentials.given:
@@ -129,7 +130,8 @@ def _number(environ: Mapping[str, str], name: str, kind: type[float] | type[int]
     try:
         return kind(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a {'number' if kind is float else 'whole number'}") from None
+        what = "number" if kind is float else "whole number"
+        raise SettingsError(f"{name}={raw!r} is not a {what}") from None
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -138,17 +140,19 @@ def settings_from_env(environ: Mapping[str, str] | None = None, **overrides: obj
     url = env.get("OMENDB_URL")
     if not url and "url" not in overrides:
         raise SettingsError("OMENDB_URL is not set: set it to the OmenDB primary Service, e.g. "
-                            "https://prod.<namespace>.svc:3000 (writes go there; OMENDB_READ_URL may name the "
-                            "prod-ro Service for reads)")
+                            "https://prod.<namespace>.svc:3000 (writes go there; OMENDB_READ_URL may name "
+                            "the prod-ro Service for reads)")
     credentials = Credentials(username=env.get("OMENDB_USER") or None, password=env.get("OMENDB_PASSWORD"),
                               file=env.get("OMENDB_CREDENTIALS_FILE") or None)
     if credentials.file is None and credentials.username is not None and credentials.password is None:
-        raise SettingsError("OMENDB_USER is set but OMENDB_PASSWORD is not; set both, or OMENDB_CREDENTIALS_FILE")
+        raise SettingsError("OMENDB_USER is set but OMENDB_PASSWORD is not; set both, or "
+                            "OMENDB_CREDENTIALS_FILE")
     read_url = env.get("OMENDB_READ_URL") or None
     values: dict[str, object] = {"url": url.rstrip("/") if url else url,
                                  "read_url": read_url.rstrip("/") if read_url else None,
                                  "credentials": credentials,
-                                 "auth": env.get("OMENDB_AUTH") or ("session" if credentials.given else "none")}
+                                 "auth": env.get("OMENDB_AUTH")
+                                 or ("session" if credentials.given else "none")}
     if env.get("OMENDB_CA_FILE"):
         values["ca_file"] = _ca_path(env["OMENDB_CA_FILE"])
     timeout = _number(env, "OMENDB_TIMEOUT", float)

@@ -160,8 +160,8 @@ def get_many(limits: Limits, keys: Any) -> Op[tuple[np.ndarray, np.ndarray]]:
     while done < len(q):
         size = min(limits.max_batch_size, len(q) - done)
         try:
-            answer = yield Call("POST", "/v1/records/lookup", Kind.READ, body=encode_keys(q[done:done + size]),
-                                read=True)
+            body = encode_keys(q[done:done + size])
+            answer = yield Call("POST", "/v1/records/lookup", Kind.READ, body=body, read=True)
         except TooLarge as exc:
             if limits.learn(exc, size) is None:
                 raise
@@ -189,11 +189,13 @@ def range_page(start: int | None, end: int | None, page: int, cursor: str | None
     return keys, values, answer.get("next_cursor")
 
 
-def check_range(start: Any, end: Any, limit: Any, page_size: Any) -> tuple[int | None, int | None, int | None, int]:
+def check_range(start: Any, end: Any, limit: Any, page_size: Any) \
+        -> tuple[int | None, int | None, int | None, int]:
     lo = None if start is None else _checked(_as_key, start)
     hi = None if end is None else _checked(_as_key, end)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise as_client_error(engine_errors.InvalidInput(f"limit must be a non-negative integer, got {limit!r}"))
+        raise as_client_error(engine_errors.InvalidInput(
+            f"limit must be a non-negative integer, got {limit!r}"))
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE:
         raise as_client_error(engine_errors.InvalidInput(
             f"page_size must be an integer in 1..{MAX_PAGE}, got {page_size!r}"))

@@ -117,7 +117,8 @@ class Client:
         """(values, found) for each key; values are 0.0 where not found."""
         return self._run(ops.get_many(self._limits, keys))
 
-    def range(self, start: Any, end: Any = None, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def range(self, start: Any, end: Any = None, limit: int | None = None) \
+            -> tuple[np.ndarray, np.ndarray]:
         """Records with start <= key < end (end None = no upper bound), ascending, at most ``limit``, as
         (keys, values) arrays — following the server's cursor page by page until done."""
         return self._run(ops.range_all(start, end, limit, self.settings.page_size))

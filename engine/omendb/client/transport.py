@@ -76,14 +76,14 @@ def _is_tls_failure(exc: BaseException) -> bool:
 def transport_error(exc: httpx.TransportError, url: str) -> ClientError:
     """The typed error for a failure below HTTP. ``connect_failed`` means the request never left."""
     if _is_tls_failure(exc):
-        return TLSError(f"the certificate of {url} could not be verified ({exc}); set ca_file / OMENDB_CA_FILE "
-                        "to the ca.crt of the NAME-ca Secret that signed it", code="tls_error")
+        return TLSError(f"the certificate of {url} could not be verified ({exc}); set ca_file / "
+                        "OMENDB_CA_FILE to the ca.crt of the NAME-ca Secret that signed it", code="tls_error")
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
         return ConnectionFailed(f"could not connect to {url} in time ({type(exc).__name__})",
                                 code="connect_failed")
     if isinstance(exc, httpx.TimeoutException):
-        return Timeout(f"no answer from {url} within the timeout ({type(exc).__name__}); the request may have "
-                       "run on the server", code="timeout")
+        return Timeout(f"no answer from {url} within the timeout ({type(exc).__name__}); the request may "
+                       "have run on the server", code="timeout")
     if isinstance(exc, httpx.ConnectError):
         return ConnectionFailed(f"could not connect to {url}: {exc}", code="connect_failed")
     return ConnectionFailed(f"the connection to {url} failed: {type(exc).__name__}: {exc}",
@@ -111,8 +111,8 @@ class Attempts:
             if target is not None and target != self.base:
                 self.base, self.redirected = target, True
                 return 0.0
-        if (isinstance(error, ConnectionFailed) and error.code == "connect_failed" and self.call.kind is Kind.READ
-                and self.base != self.primary):
+        if (isinstance(error, ConnectionFailed) and error.code == "connect_failed"
+                and self.call.kind is Kind.READ and self.base != self.primary):
             self.base = self.primary  # no replica reachable (the -ro Service has no ready endpoint)
             return 0.0
         delay = retry_delay(self.settings.retry, self.call.kind, error, self.retries,
