@@ -130,6 +130,8 @@ def test_cursor_iteration_over_a_large_range(auth_server: Server) -> None:
         limited, _ = Client(auth_server.url, username="bob", password=PASSWORDS["bob"], page_size=700) \
             .range(int(keys[0]), None, limit=2500)
         assert np.array_equal(limited, keys[:2500])
+        with pytest.raises(InvalidInput, match="page_size"):
+            db.iter_range(0, page_size=0)  # checked when called, not at the first page
         # Without start, the scan begins at the smallest key.
         first_page, _ = next(iter(db.iter_range(end=int(keys[0]) + 1)))
         assert first_page[0] == db.range(-(2**63), None, limit=1)[0][0]

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omendb.client import Client, ConnectionFailed, RetryPolicy, TLSError, Unavailable
+from omendb.client import (
+    Client,
+    ConnectionFailed,
+    InsufficientStorage,
+    PartialWrite,
+    RetryPolicy,
+    TLSError,
+    Unavailable,
+)
 from tests.client.conftest import PASSWORDS, metric
 from tests.server.harness import Server, free_port
 from tests.server.test_limits import SlowUpload
@@ -109,3 +117,26 @@ def test_a_server_that_starts_late_is_waited_for(tmp_path: Path) -> None:
         with Client(server.url, retry=policy) as db:
             assert db.put_many([5], [0.5]) >= 1
             assert db.get(5) == 0.5
+
+
+def test_a_split_batch_that_fails_midway_says_how_much_was_written(tmp_path: Path) -> None:
+    # 1000 records per request and a 1 MiB memory limit: a large batch fills the server part-way.
+    server = Server(tmp_path / "small", {"limits": {"max_insert_batch_size": 1000, "memory_limit_mb": 1}})
+    keys = np.arange(100_000, 120_000, dtype=np.int64)
+    with server:
+        server.start()
+        with Client(server.url) as db:
+            with pytest.raises(PartialWrite) as caught:
+                db.put_many(keys, keys * 2.0)
+            partial = caught.value
+            assert 0 < partial.applied < len(keys) and partial.applied % 1000 == 0
+            assert isinstance(partial.cause, InsufficientStorage) and partial.cause.status == 507
+            assert partial.lsn == db.lsn()
+            values, found = db.get_many(keys)
+            # Exactly the leading `applied` records are durable; nothing after them was half-applied.
+            assert found[:partial.applied].all() and not found[partial.applied:].any()
+            assert np.array_equal(values[:partial.applied], keys[:partial.applied] * 2.0)
+            # When the very first part is refused, the error is the server's own.
+            with pytest.raises(InsufficientStorage) as full:
+                db.put_many(keys[partial.applied:], keys[partial.applied:] * 2.0)
+            assert full.value.code == "memory_limit_exceeded"

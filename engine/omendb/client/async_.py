@@ -110,10 +110,15 @@ class AsyncClient:
         (keys, values) arrays — following the server's cursor page by page until done."""
         return await self._run(ops.range_all(start, end, limit, self.settings.page_size))
 
-    async def iter_range(self, start: Any = None, end: Any = None, page_size: int | None = None) \
+    def iter_range(self, start: Any = None, end: Any = None, page_size: int | None = None) \
             -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
-        """Pages of (keys, values) arrays over [start, end), fetched lazily one request at a time."""
+        """Pages of (keys, values) arrays over [start, end), fetched lazily one request at a time
+        (``async for``). Arguments are checked now, not at the first page."""
         lo, hi, _, page = ops.check_range(start, end, None, page_size or self.settings.page_size)
+        return self._pages(lo, hi, page)
+
+    async def _pages(self, lo: int | None, hi: int | None, page: int) \
+            -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
         if ops.empty_range(lo, hi, None):
             return
         cursor: str | None = None

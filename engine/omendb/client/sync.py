@@ -125,8 +125,12 @@ class Client:
 
     def iter_range(self, start: Any = None, end: Any = None, page_size: int | None = None) \
             -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Pages of (keys, values) arrays over [start, end), fetched lazily one request at a time."""
+        """Pages of (keys, values) arrays over [start, end), fetched lazily one request at a time.
+        Arguments are checked now, not at the first page."""
         lo, hi, _, page = ops.check_range(start, end, None, page_size or self.settings.page_size)
+        return self._pages(lo, hi, page)
+
+    def _pages(self, lo: int | None, hi: int | None, page: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if ops.empty_range(lo, hi, None):
             return
         cursor: str | None = None
