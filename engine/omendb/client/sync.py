@@ -127,7 +127,8 @@ class Client:
             -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Pages of (keys, values) arrays over [start, end), fetched lazily one request at a time.
         Arguments are checked now, not at the first page."""
-        lo, hi, _, page = ops.check_range(start, end, None, page_size or self.settings.page_size)
+        size = self.settings.page_size if page_size is None else page_size
+        lo, hi, _, page = ops.check_range(start, end, None, size)
         return self._pages(lo, hi, page)
 
     def _pages(self, lo: int | None, hi: int | None, page: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
