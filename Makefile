@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := engine/omendb operator/omendb_operator
 
-.PHONY: venv lint test test-unit bench bench-engine bench-client lock clean
+.PHONY: venv lint test test-unit bench bench-engine bench-http bench-client lock clean
 
 # The virtualenv is rebuilt when the lock file changes, so every machine runs the same versions.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -23,10 +23,14 @@ lint: venv
 test: lint
 	$(BIN)/pytest tests
 
-bench: bench-engine bench-client
+bench: bench-engine bench-http bench-client
 
 bench-engine: venv
 	$(PY) -m omendb.bench.engine
+
+# The HTTP server under wrk (apt-get install -y wrk) vs a bare ASGI app on the same uvicorn settings.
+bench-http: venv
+	$(PY) -m omendb.bench.http
 
 # omendb.client against raw httpx requests, per call and per record, against a local server.
 bench-client: venv

@@ -96,7 +96,10 @@ def test_stats_report_count_lsn_role_and_sizes(alice: httpx.Client) -> None:
 @pytest.mark.parametrize("body, fragment", [
     ({"records": [{"key": "one", "value": 1.0}]}, "records.0.key"),
     ({"records": [{"key": 2**63, "value": 1.0}]}, "less than or equal to 9223372036854775807"),
-    ({"records": [{"key": 1, "value": "NaN"}]}, "finite number"),
+    ({"records": [{"key": 1, "value": "NaN"}]}, "records.0.value: Input should be a valid number"),
+    ({"records": [{"key": "1", "value": 1.0}]}, "records.0.key: Input should be a valid integer"),
+    ({"records": [{"key": True, "value": 1.0}]}, "records.0.key: Input should be a valid integer"),
+    ({"records": [{"key": 1.5, "value": 1.0}]}, "records.0.key: Input should be a valid integer"),
     ({"records": [{"key": 1}]}, "records.0.value: Field required"),
     ({"records": [{"key": 1, "value": 1.0, "extra": 1}]}, "Extra inputs are not permitted"),
     ({"record": []}, "record"),
@@ -116,6 +119,9 @@ def test_non_json_and_nan_literals_are_refused(alice: httpx.Client) -> None:
     r = alice.post("/v1/records", content=b'{"records": [{"key": 1, "value": NaN}]}',
                    headers={"content-type": "application/json"})
     assert r.status_code == 422
+    r = alice.post("/v1/records", content=b'{"records": [{"key": 1, "value": 1e400}]}',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "infinity" in r.json()["error"]["message"]
     r = alice.post("/v1/records", content=b'{"records": [', headers={"content-type": "application/json"})
     assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"]
     assert alice.get("/v1/records/abc").status_code == 422

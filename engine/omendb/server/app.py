@@ -7,10 +7,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 import omendb
 from omendb.server import errors
 from omendb.server.middleware import RequestGuard
+from omendb.server.models import UpsertRequest
 from omendb.server.routes import admin, auth, health, records
 from omendb.server.state import ServerState
 
@@ -32,6 +34,26 @@ def build_app(state: ServerState,
     app.include_router(auth.build_router(state), tags=["auth"])
     app.include_router(admin.build_router(state), tags=["admin"])
     app.add_middleware(RequestGuard, state=state)
+    _document_bodies(app, [UpsertRequest])
     return app
+
+
+def _document_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """Add the schemas of bodies that routes parse themselves (see bodies.py) to the OpenAPI components."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = default()
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, sub)
+                schemas[model.__name__] = schema
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 

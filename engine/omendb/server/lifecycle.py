@@ -77,6 +77,9 @@ def _open_database(state: ServerState, server: OmenServer) -> None:
         state.set_phase(Phase.FAILED, f"cannot open the database: {exc}")
         server.fail(str(exc))
         return
+    # Compile the lookup kernels now, in this thread: point reads run on the event loop.
+    db.get(0)
+    db.get_many([0])
     state.db = db
     if state.phase is Phase.SHUTTING_DOWN:
         return

@@ -14,8 +14,9 @@ Value = Annotated[float, Field(allow_inf_nan=False, description="A finite 64-bit
 
 
 class _Strict(BaseModel):
-    # Unknown fields are refused so a typo ("record", "val") is an error, not silently dropped data.
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are refused so a typo ("record", "val") is an error, not silently dropped data; strict
+    # types so "1" or true is not taken for a key (the fast body parser applies the same rules).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Record(_Strict):
