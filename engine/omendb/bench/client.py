@@ -4,14 +4,16 @@ figures show the HTTP and client cost rather than the disk's).
 
     python -m omendb.bench.client [--quick]
 
-Each operation is timed alternately with the client and with the raw-httpx baseline (the code an
+Each operation is timed in turn with the client and with two raw-httpx baselines (the code an
 application would otherwise write: build the JSON from numpy arrays, post it, decode the answer into
-arrays), and the ratio of medians is reported: 1.00 means the client adds nothing.
+arrays; once with httpx's own JSON handling, once with orjson as the client uses), and the ratios of
+the medians are reported: 1.00 means the client adds nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import socket
 import statistics
@@ -20,11 +22,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 
 from omendb.cli import render_toml
 from omendb.client import Client
@@ -78,42 +82,65 @@ class LocalServer:
         self.log.close()
 
 
-def _raw_put(http: httpx.Client, keys: np.ndarray, values: np.ndarray) -> int:
-    body = {"records": [{"key": k, "value": v} for k, v in zip(keys.tolist(), values.tolist(), strict=True)]}
-    r = http.post("/v1/records", json=body)
-    r.raise_for_status()
-    return int(r.json()["lsn"])
+class RawAdapter:
+    """A Raw baseline under the client's method names, so one scenario times both."""
+
+    def __init__(self, raw: Raw) -> None:
+        self.raw = raw
+
+    def get(self, key: int) -> float | None:
+        return self.raw.get(key)
+
+    def put_many(self, keys: np.ndarray, values: np.ndarray) -> int:
+        return self.raw.put(keys, values)
+
+    def get_many(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.raw.get_many(keys)
 
 
-def _raw_get(http: httpx.Client, key: int) -> float | None:
-    r = http.get(f"/v1/records/{key}")
-    if r.status_code == 404:
-        return None
-    r.raise_for_status()
-    return float(r.json()["value"])
+class Raw:
+    """What an application would write without the client, with httpx's own JSON handling (the standard
+    library's json) or, as a second baseline, with orjson as the client uses."""
 
+    def __init__(self, http: httpx.Client, fast_json: bool) -> None:
+        self.http = http
+        self.dumps: Callable[[Any], bytes] = orjson.dumps if fast_json else (lambda o: json.dumps(o).encode())
+        self.loads: Callable[[bytes], Any] = orjson.loads if fast_json else json.loads
 
-def _raw_get_many(http: httpx.Client, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r = http.post("/v1/records/lookup", json={"keys": keys.tolist()})
-    r.raise_for_status()
-    got = [rec["value"] for rec in r.json()["records"]]
-    found = np.array([v is not None for v in got], dtype=bool)
-    return np.array([0.0 if v is None else v for v in got], dtype=np.float64), found
-
-
-def _raw_range(http: httpx.Client, start: int, end: int, page: int) -> tuple[np.ndarray, np.ndarray]:
-    keys: list[int] = []
-    values: list[float] = []
-    params: dict[str, Any] = {"start": start, "end": end, "limit": page}
-    while True:
-        r = http.get("/v1/records", params=params)
+    def _post(self, path: str, body: Any) -> Any:
+        r = self.http.post(path, content=self.dumps(body), headers={"content-type": "application/json"})
         r.raise_for_status()
-        data = r.json()
-        keys += [rec["key"] for rec in data["records"]]
-        values += [rec["value"] for rec in data["records"]]
-        if not data["next_cursor"]:
-            return np.array(keys, dtype=np.int64), np.array(values, dtype=np.float64)
-        params = {"end": end, "limit": page, "cursor": data["next_cursor"]}
+        return self.loads(r.content)
+
+    def put(self, keys: np.ndarray, values: np.ndarray) -> int:
+        records = [{"key": k, "value": v} for k, v in zip(keys.tolist(), values.tolist(), strict=True)]
+        return int(self._post("/v1/records", {"records": records})["lsn"])
+
+    def get(self, key: int) -> float | None:
+        r = self.http.get(f"/v1/records/{key}")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return float(self.loads(r.content)["value"])
+
+    def get_many(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        got = [rec["value"] for rec in self._post("/v1/records/lookup", {"keys": keys.tolist()})["records"]]
+        found = np.array([v is not None for v in got], dtype=bool)
+        return np.array([0.0 if v is None else v for v in got], dtype=np.float64), found
+
+    def range(self, start: int, end: int, page: int) -> tuple[np.ndarray, np.ndarray]:
+        keys: list[int] = []
+        values: list[float] = []
+        params: dict[str, Any] = {"start": start, "end": end, "limit": page}
+        while True:
+            r = self.http.get("/v1/records", params=params)
+            r.raise_for_status()
+            data = self.loads(r.content)
+            keys += [rec["key"] for rec in data["records"]]
+            values += [rec["value"] for rec in data["records"]]
+            if not data["next_cursor"]:
+                return np.array(keys, dtype=np.int64), np.array(values, dtype=np.float64)
+            params = {"end": end, "limit": page, "cursor": data["next_cursor"]}
 
 
 def _time(fn: Callable[[], Any]) -> float:
@@ -122,16 +149,18 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def compare(name: str, per: str, units: int, client_fn: Callable[[], Any], raw_fn: Callable[[], Any],
+def compare(name: str, per: str, units: int, contenders: dict[str, Callable[[], Any]],
             rounds: int) -> dict[str, Any]:
-    client_fn(), raw_fn()  # warm up connections and code paths
-    client_t, raw_t = [], []
-    for _ in range(rounds):  # alternate, so drift on a shared machine hits both sides alike
-        client_t.append(_time(client_fn))
-        raw_t.append(_time(raw_fn))
-    c, r = statistics.median(client_t), statistics.median(raw_t)
-    return {"operation": name, "per": per, "client_us": c / units * 1e6, "raw_us": r / units * 1e6,
-            "ratio": c / r}
+    """Median seconds per unit of each contender, timed in turn each round so that drift on a shared
+    machine hits all alike."""
+    for fn in contenders.values():
+        fn()  # warm up connections and code paths
+    times: dict[str, list[float]] = {label: [] for label in contenders}
+    for _ in range(rounds):
+        for label, fn in contenders.items():
+            times[label].append(_time(fn))
+    medians = {label: statistics.median(t) / units * 1e6 for label, t in times.items()}
+    return {"operation": name, "per": per, **medians}
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -150,23 +179,23 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 lookup = rng.choice(keys, size=batch)
                 wkeys = np.arange(10**9, 10**9 + batch, dtype=np.int64)
                 wvalues = rng.random(batch)
-                results = [
-                    compare("get (one record)", "call", calls,
-                            lambda: [db.get(int(k)) for k in probe],
-                            lambda: [_raw_get(http, int(k)) for k in probe], rounds),
-                    compare("put_many (1 record)", "call", calls // 4,
-                            lambda: [db.put_many(probe[i:i + 1], [1.0]) for i in range(calls // 4)],
-                            lambda: [_raw_put(http, probe[i:i + 1], np.ones(1)) for i in range(calls // 4)],
-                            rounds),
-                    compare(f"put_many ({batch} records)", "record", batch,
-                            lambda: db.put_many(wkeys, wvalues), lambda: _raw_put(http, wkeys, wvalues),
-                            rounds),
-                    compare(f"get_many ({batch} keys)", "record", batch,
-                            lambda: db.get_many(lookup), lambda: _raw_get_many(http, lookup), rounds),
-                    compare(f"range ({scan} records, pages of 10000)", "record", scan,
-                            lambda: db.range(0, int(keys[-1]) + 1),
-                            lambda: _raw_range(http, 0, int(keys[-1]) + 1, 10_000), rounds),
+                raw, fast = Raw(http, fast_json=False), Raw(http, fast_json=True)
+                single = probe[: calls // 4]
+                ops: list[tuple[str, str, int, Callable[[Any], Any]]] = [
+                    ("get (one record)", "call", calls, lambda c: [c.get(int(k)) for k in probe]),
+                    ("put_many (1 record)", "call", len(single),
+                     lambda c: [c.put_many(single[i:i + 1], np.ones(1)) for i in range(len(single))]),
+                    (f"put_many ({batch} records)", "record", batch, lambda c: c.put_many(wkeys, wvalues)),
+                    (f"get_many ({batch} keys)", "record", batch, lambda c: c.get_many(lookup)),
                 ]
+                results = [compare(name, per, units, {"client": partial(fn, db),
+                                                      "raw": partial(fn, RawAdapter(raw)),
+                                                      "raw_orjson": partial(fn, RawAdapter(fast))}, rounds)
+                           for name, per, units, fn in ops]
+                end = int(keys[-1]) + 1
+                results.append(compare(f"range ({scan} records, pages of 10000)", "record", scan, {
+                    "client": lambda: db.range(0, end), "raw": lambda: raw.range(0, end, 10_000),
+                    "raw_orjson": lambda: fast.range(0, end, 10_000)}, rounds))
         finally:
             server.stop()
     return results
@@ -179,11 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.quick)
     print(f"# omendb.client vs raw httpx ({platform.machine()}, {platform.python_version()}, "
           f"{'quick' if args.quick else 'full'} run)")
-    print("| operation | per | client µs | raw httpx µs | ratio |")
-    print("|---|---|---:|---:|---:|")
+    print("| operation | per | client µs | raw httpx µs | raw httpx + orjson µs | ratio to raw | "
+          "ratio to raw + orjson |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['operation']} | {r['per']} | {r['client_us']:.1f} | {r['raw_us']:.1f} "
-              f"| {r['ratio']:.2f} |")
+        print(f"| {r['operation']} | {r['per']} | {r['client']:.1f} | {r['raw']:.1f} | {r['raw_orjson']:.1f} "
+              f"| {r['client'] / r['raw']:.2f} | {r['client'] / r['raw_orjson']:.2f} |")
     return 0
 
 
