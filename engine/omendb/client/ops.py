@@ -86,9 +86,8 @@ def encode_keys(keys: np.ndarray) -> bytes:
 
 
 def decode_page(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    n = len(records)
-    keys = np.fromiter((r["key"] for r in records), dtype=np.int64, count=n)
-    values = np.fromiter((r["value"] for r in records), dtype=np.float64, count=n)
+    keys = np.array([r["key"] for r in records], dtype=np.int64)
+    values = np.array([r["value"] for r in records], dtype=np.float64)
     return keys, values
 
 
@@ -166,11 +165,11 @@ def get_many(limits: Limits, keys: Any) -> Op[tuple[np.ndarray, np.ndarray]]:
             if limits.learn(exc, size) is None:
                 raise
             continue
-        got = [r["value"] for r in answer["records"]]
-        hit = np.fromiter((v is not None for v in got), dtype=bool, count=size)
+        # numpy turns null into NaN; stored values are always finite, so NaN marks an absent key.
+        got = np.array([r["value"] for r in answer["records"]], dtype=np.float64)
+        hit = ~np.isnan(got)
         found[done:done + size] = hit
-        values[done:done + size] = np.fromiter((0.0 if v is None else v for v in got), dtype=np.float64,
-                                               count=size)
+        values[done:done + size] = np.where(hit, got, 0.0)
         done += size
     return values, found
 
