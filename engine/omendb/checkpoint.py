@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import zstandard
 
 from omendb.errors import CorruptionError
-from omendb.rmi import LearnedIndex
+from omendb.rmi import NODE_DTYPE, LearnedIndex
 from omendb.wal import fsync_dir
 
 MANIFEST = "MANIFEST"
@@ -103,8 +104,7 @@ def write_base(path: Path, lsn: int, keys: np.ndarray, values: np.ndarray, lsns:
             raw = b"".join((encoded.tobytes(), values[start:start + block_size].tobytes(),
                             lsns[start:start + block_size].tobytes()))
             _write_block(f, len(k), raw, compressor)
-        model = index.nodes_i.tobytes() + index.nodes_f.tobytes()
-        _write_block(f, len(index.nodes_i), model, compressor)
+        _write_block(f, len(index.nodes), index.nodes.tobytes(), compressor)
         f.write(BASE_END)
         f.flush()
         os.fsync(f.fileno())
@@ -120,8 +120,8 @@ def _write_block(f, count: int, raw: bytes, compressor) -> None:
     f.write(stored)
 
 
-def read_base(path: Path) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """(lsn, keys, values, lsns, (index nodes_i, nodes_f)) of a base file, checking every block."""
+def read_base(path: Path) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lsn, keys, values, lsns, index nodes) of a base file, checking every block."""
     try:
         data = memoryview(path.read_bytes())
     except FileNotFoundError:
@@ -135,20 +135,34 @@ def read_base(path: Path) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, tupl
     keys = np.empty(count, dtype=np.int64)
     values = np.empty(count, dtype=np.float64)
     lsns = np.empty(count, dtype=np.int64)
+    # Find every block first, then check and decode them in parallel: zstd and crc32 release the GIL.
+    blocks: list[tuple[int, int]] = []  # (header offset, first record)
     offset, filled = BASE_HEADER.size, 0
     while filled < count:
-        n, raw, offset = _read_block(path, data, offset, decompressor, 24)
-        encoded = np.frombuffer(raw, dtype=np.uint64, count=n)
-        keys[filled:filled + n] = np.cumsum(encoded, dtype=np.uint64).view(np.int64)
-        values[filled:filled + n] = np.frombuffer(raw, dtype=np.float64, count=n, offset=8 * n)
-        lsns[filled:filled + n] = np.frombuffer(raw, dtype=np.int64, count=n, offset=16 * n)
+        if offset + BLOCK_HEADER.size > len(data):
+            raise CorruptionError(f"{path} at offset {offset}: truncated block header; {_REMEDY}")
+        n, stored_len, _ = BLOCK_HEADER.unpack_from(data, offset)
+        blocks.append((offset, filled))
+        offset += BLOCK_HEADER.size + stored_len
         filled += n
-    n_nodes, raw, offset = _read_block(path, data, offset, decompressor, 56)
-    nodes_i = np.frombuffer(raw, dtype=np.int64, count=5 * n_nodes).reshape(n_nodes, 5).copy()
-    nodes_f = np.frombuffer(raw, dtype=np.float64, count=2 * n_nodes, offset=40 * n_nodes).reshape(n_nodes, 2).copy()
+
+    def decode(block: tuple[int, int]) -> None:
+        at, first = block
+        n, raw, _ = _read_block(path, data, at, zstandard.ZstdDecompressor() if decompressor else None, 24)
+        if first + n > count:
+            raise CorruptionError(f"{path} at offset {at}: block overruns the record count; {_REMEDY}")
+        encoded = np.frombuffer(raw, dtype=np.uint64, count=n)
+        keys[first:first + n] = np.cumsum(encoded, dtype=np.uint64).view(np.int64)
+        values[first:first + n] = np.frombuffer(raw, dtype=np.float64, count=n, offset=8 * n)
+        lsns[first:first + n] = np.frombuffer(raw, dtype=np.int64, count=n, offset=16 * n)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(decode, blocks))
+    n_nodes, raw, offset = _read_block(path, data, offset, decompressor, NODE_DTYPE.itemsize)
+    nodes = np.frombuffer(raw, dtype=NODE_DTYPE, count=n_nodes).copy()
     if offset != len(data) - len(BASE_END):
         raise CorruptionError(f"{path} at offset {offset}: unexpected bytes before the end marker; {_REMEDY}")
-    return lsn, keys, values, lsns, (nodes_i, nodes_f)
+    return lsn, keys, values, lsns, nodes
 
 
 def _read_block(path: Path, data: memoryview, offset: int, decompressor, record_bytes: int

@@ -260,15 +260,15 @@ class Database:
         manifest = read_manifest(self.data_dir)
         self.term = manifest.term if manifest else 1
         if manifest and manifest.base_file:
-            lsn, keys, values, lsns, (nodes_i, nodes_f) = read_base(self.data_dir / manifest.base_file)
+            lsn, keys, values, lsns, nodes = read_base(self.data_dir / manifest.base_file)
             if lsn != manifest.checkpoint_lsn:
                 raise CorruptionError(f"{manifest.base_file} holds LSN {lsn} but the manifest says "
                                       f"{manifest.checkpoint_lsn}; restore from a backup")
             meta = manifest.index_meta
             if manifest.model_type == cfg.index.model_type and manifest.max_error == cfg.index.max_error:
-                index = rmi.LearnedIndex(nodes_i, nodes_f, manifest.model_type, manifest.max_error,
+                index = rmi.LearnedIndex(nodes, manifest.model_type, manifest.max_error,
                                          int(meta["observed_max_error"]), float(meta["observed_mean_error"]),
-                                         int(np.count_nonzero(nodes_i[:, 0] == rmi.LEAF)), int(meta["depth"]),
+                                         int(np.count_nonzero(nodes["kind"] == rmi.LEAF)), int(meta["depth"]),
                                          float(meta["train_seconds"]))
             else:
                 log.info("index settings changed since the checkpoint; retraining the model")
@@ -420,8 +420,11 @@ class Database:
         return view, [r for r in layers if len(r)], lsn
 
     def get(self, key: Any) -> float | None:
-        k = _as_key(key)
-        self._check_open()
+        # The hot path of single-key reads: plain ints skip validation helpers, and with no delta the lookup
+        # goes straight to the compiled kernel.
+        k = key if type(key) is int and INT64_MIN <= key <= INT64_MAX else _as_key(key)
+        if self._closed or self._failed is not None:
+            self._check_open()
         with self._state_lock:
             view = self._view
             delta = self._active
@@ -429,14 +432,17 @@ class Database:
             runs = delta.runs
         if entry is not None:
             return entry[0]
-        deltas = [runs] if view.frozen is None else [runs, (*view.frozen.runs, view.frozen.mem_run())]
-        for layer_runs in deltas:
-            for run in reversed(layer_runs):
+        if runs or view.frozen is not None:
+            layers = [*reversed(runs)]
+            if view.frozen is not None:
+                layers += view.frozen.layers()
+            for run in layers:
                 i = int(run.keys.searchsorted(k))
                 if i < len(run.keys) and run.keys[i] == k:
                     return float(run.values[i]) if run.live[i] else None
         base = view.base
-        pos = rmi.lookup_one(base.index, base.keys, k)
+        index = base.index
+        pos = rmi._lookup_one(index.nodes, base.keys, k)
         return float(base.values[pos]) if pos >= 0 else None
 
     def get_many(self, keys: Any) -> tuple[np.ndarray, np.ndarray]:

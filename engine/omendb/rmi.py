@@ -13,9 +13,9 @@ for, and the window is derived from errors measured on the very keys in the arra
 Keys are mapped to float offsets relative to each node's smallest key, computed in uint64 arithmetic,
 so offsets inside small nodes are exact even for extreme int64 values.
 
-The tree is two arrays so a compiled kernel can take it in one argument each:
-``nodes_i[n] = [kind, kmin, a, b, err]`` and ``nodes_f[n] = [slope_or_scale, intercept]``; for an
-internal node a/b are (first child, child count), for a leaf (start, end) in the base array.
+The tree is one structured array, a 64-byte record (one cache line) per node, so a lookup costs one cache
+miss per level: ``kind, kmin, a, b, err, slope, intercept``; for an internal node a/b are (first child,
+child count) and ``slope`` is the routing scale, for a leaf a/b are (start, end) in the base array.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ import numpy as np
 LEAF = 0
 INTERNAL = 1
 MAX_FANOUT = 1 << 16
+NODE_DTYPE = np.dtype([("kind", np.int64), ("kmin", np.int64), ("a", np.int64), ("b", np.int64),
+                       ("err", np.int64), ("slope", np.float64), ("intercept", np.float64), ("pad", np.int64)])
 GUARD = 1  # extra slots searched on each side of a leaf's measured error
 
 
 @dataclass(frozen=True)
 class LearnedIndex:
-    nodes_i: np.ndarray  # int64 (n_nodes, 5)
-    nodes_f: np.ndarray  # float64 (n_nodes, 2)
+    nodes: np.ndarray  # NODE_DTYPE records
     model_type: str
     max_error: int  # the configured bound
     observed_max_error: int
@@ -46,7 +47,7 @@ class LearnedIndex:
 
     @property
     def model_bytes(self) -> int:
-        return int(self.nodes_i.nbytes + self.nodes_f.nbytes)
+        return int(self.nodes.nbytes)
 
 
 def _offsets(keys: np.ndarray, kmin: np.ndarray | int) -> np.ndarray:
@@ -65,136 +66,174 @@ def train(keys: np.ndarray, model_type: str = "recursive", max_error: int = 50) 
     """Train an index over sorted unique int64 keys."""
     started = time.perf_counter()
     n = len(keys)
-    nodes_i: list[list[int]] = [[LEAF, 0, 0, 0, 0]]
-    nodes_f: list[list[float]] = [[0.0, 0.0]]
-    leaf_errors: list[np.ndarray] = []
-    depth = 1
-    if n:
-        bound = max_error if model_type == "recursive" else None
-        # Work stack of (node id, lo, hi, depth): nodes whose model is still to be decided.
-        stack = [(0, 0, n, 1)]
-        while stack:
-            node, lo, hi, level = stack.pop()
-            depth = max(depth, level)
-            err = _fit_leaf(keys, lo, hi, nodes_i, nodes_f, node)
-            if bound is None or err[1] <= bound or hi - lo <= 1:
-                leaf_errors.append(err[0])
+    nodes = _NodeBuffer()
+    nodes.alloc(1)
+    depth, err_sum, err_max = 1, 0.0, 0
+    bound = max_error if model_type == "recursive" else None
+    target = _leaf_targets(max_error)
+    stack = [(0, 0, n, 1)] if n else []  # nodes whose model is still to be decided: (id, lo, hi, depth)
+    while stack:
+        node, lo, hi, level = stack.pop()
+        depth = max(depth, level)
+        # A node far larger than a leaf's target is split without first being tried as a leaf: its error
+        # would almost surely exceed the bound, and the fit costs a pass over its keys.
+        if bound is None or hi - lo <= 64 * target:
+            starts, kmins, slopes, intercepts, errs, err_sums, _ = _fit_children(keys, lo, hi, 1, 0.0)
+            if bound is None or errs[0] <= bound or hi - lo <= 1:
+                nodes.arr[node] = (LEAF, kmins[0], lo, hi, errs[0], slopes[0], intercepts[0], 0)
+                err_sum, err_max = err_sum + err_sums[0], max(err_max, int(errs[0]))
                 continue
-            fanout = int(min(MAX_FANOUT, max(2, -(-(hi - lo) // _leaf_targets(max_error)))))
-            children = _split(keys, lo, hi, fanout, nodes_i, nodes_f, node, bound, leaf_errors)
-            stack.extend((child, clo, chi, level + 1) for child, clo, chi in children)
-    errors = np.concatenate(leaf_errors) if leaf_errors else np.zeros(0, dtype=np.int64)
-    ni = np.asarray(nodes_i, dtype=np.int64).reshape(-1, 5)
-    nf = np.asarray(nodes_f, dtype=np.float64).reshape(-1, 2)
+        fanout = int(min(MAX_FANOUT, max(2, -(-(hi - lo) // target))))
+        span = float(np.uint64(int(keys[hi - 1]) - int(keys[lo])))
+        scale = fanout / (span + 1.0)
+        starts, kmins, slopes, intercepts, errs, err_sums, counts = _fit_children(keys, lo, hi, fanout, scale)
+        first = nodes.alloc(fanout)
+        arr = nodes.arr
+        arr[node] = (INTERNAL, keys[lo], first, fanout, 0, scale, 0.0, 0)
+        children = arr[first:first + fanout]
+        children["kind"], children["kmin"], children["a"], children["b"] = LEAF, kmins, starts[:-1], starts[1:]
+        children["err"], children["slope"], children["intercept"] = errs, slopes, intercepts
+        done = (errs <= bound) | (counts <= 1)
+        err_sum += float(err_sums[done].sum())
+        err_max = max(err_max, int(errs[done].max(initial=0)))
+        stack.extend((first + int(c), int(starts[c]), int(starts[c + 1]), level + 1) for c in np.nonzero(~done)[0])
+    arr = nodes.arr[:nodes.n].copy()
     return LearnedIndex(
-        nodes_i=ni, nodes_f=nf, model_type=model_type, max_error=max_error,
-        observed_max_error=int(errors.max()) if len(errors) else 0,
-        observed_mean_error=float(errors.mean()) if len(errors) else 0.0,
-        leaves=int(np.count_nonzero(ni[:, 0] == LEAF)), depth=depth,
-        train_seconds=time.perf_counter() - started,
+        nodes=arr, model_type=model_type, max_error=max_error, observed_max_error=err_max,
+        observed_mean_error=err_sum / n if n else 0.0, leaves=int(np.count_nonzero(arr["kind"] == LEAF)),
+        depth=depth, train_seconds=time.perf_counter() - started,
     )
 
 
-def _fit_leaf(keys, lo, hi, nodes_i, nodes_f, node) -> tuple[np.ndarray, int]:
-    """Fit one least-squares line to keys[lo:hi]; returns (per-key errors, max error)."""
-    k = keys[lo:hi]
-    kmin = int(k[0])
-    x = _offsets(k, kmin)
-    y = np.arange(hi - lo, dtype=np.float64)
-    if hi - lo > 1 and x[-1] > 0:
-        mx, my = x.mean(), y.mean()
-        dx = x - mx
-        slope = float((dx * (y - my)).sum() / (dx * dx).sum())
-        intercept = float(my - slope * mx)
-    else:
-        slope, intercept = 0.0, float((hi - lo - 1) / 2)
-    pred = np.clip(np.floor(intercept + slope * x + 0.5), 0, hi - lo - 1)
-    errors = np.abs(pred - y).astype(np.int64)
-    err = int(errors.max())
-    nodes_i[node] = [LEAF, kmin, lo, hi, err]
-    nodes_f[node] = [slope, intercept]
-    return errors, err
+class _NodeBuffer:
+    """A growable array of node records; children of one node get consecutive ids."""
+
+    def __init__(self) -> None:
+        self.arr = np.zeros(1024, dtype=NODE_DTYPE)
+        self.n = 0
+
+    def alloc(self, count: int) -> int:
+        while self.n + count > len(self.arr):
+            self.arr = np.concatenate([self.arr, np.zeros(len(self.arr), dtype=NODE_DTYPE)])
+        first = self.n
+        self.n += count
+        return first
 
 
-def _split(keys, lo, hi, fanout, nodes_i, nodes_f, node, bound, leaf_errors):
-    """Make `node` internal with `fanout` children; fit all children as leaves in one vectorized pass and
-    return the (child, lo, hi) of those whose error exceeds the bound, to be split further."""
-    k = keys[lo:hi]
-    kmin = int(k[0])
-    span = float(np.uint64(int(k[-1]) - kmin)) if int(k[-1]) >= kmin else 0.0
-    scale = fanout / (span + 1.0)
-    child_of = np.clip(np.floor(_offsets(k, kmin) * scale), 0, fanout - 1).astype(np.int64)
-    starts = np.searchsorted(child_of, np.arange(fanout), side="left")
-    ends = np.append(starts[1:], hi - lo)
-    first_child = len(nodes_i)
-    nodes_i[node] = [INTERNAL, kmin, first_child, fanout, 0]
-    nodes_f[node] = [scale, 0.0]
-
-    sizes = ends - starts
-    nonempty = sizes > 0
-    # Per-child least squares on offsets relative to each child's own smallest key.
-    child_kmin = np.where(nonempty, k[np.minimum(starts, len(k) - 1)], 0)
-    x = _offsets(k, child_kmin[child_of])
-    y = np.arange(hi - lo, dtype=np.float64) - starts[child_of]
-    counts = np.maximum(sizes, 1).astype(np.float64)
-    mean_x = np.bincount(child_of, weights=x, minlength=fanout) / counts
-    mean_y = (sizes - 1) / 2.0
-    dx = x - mean_x[child_of]
-    sxx = np.bincount(child_of, weights=dx * dx, minlength=fanout)
-    sxy = np.bincount(child_of, weights=dx * (y - mean_y[child_of]), minlength=fanout)
-    slope = np.divide(sxy, sxx, out=np.zeros(fanout), where=sxx > 0)
-    intercept = mean_y - slope * mean_x
-    pred = np.clip(np.floor(intercept[child_of] + slope[child_of] * x + 0.5), 0,
-                   np.maximum(sizes - 1, 0)[child_of])
-    errors = np.abs(pred - y).astype(np.int64)
-    child_err = np.zeros(fanout, dtype=np.int64)
-    np.maximum.at(child_err, child_of, errors)
-
-    retry = []
-    for c in range(fanout):
-        clo, chi = lo + int(starts[c]), lo + int(ends[c])
-        nodes_i.append([LEAF, int(child_kmin[c]), clo, chi, int(child_err[c])])
-        nodes_f.append([float(slope[c]), float(intercept[c])])
-        if child_err[c] > bound and chi - clo > 1:
-            retry.append((first_child + c, clo, chi))
-    ok = child_err[child_of] <= bound
-    leaf_errors.append(errors[ok])
-    return retry
+@numba.njit(cache=True, nogil=True)
+def _fit_children(keys, lo, hi, fanout, scale):  # pragma: no cover - compiled
+    """Route keys[lo:hi] to `fanout` children as an internal node with this scale would (fanout 1 = fit the
+    node itself as a leaf) and fit each child's least-squares line on offsets from its own smallest key.
+    Returns per child: starts (fanout + 1), smallest key, slope, intercept, max error, error sum, count."""
+    kmin0 = keys[lo]
+    counts = np.zeros(fanout, np.int64)
+    child_of = np.empty(hi - lo, np.int64)
+    for i in range(lo, hi):
+        c = np.int64(0)
+        if keys[i] > kmin0:
+            c = np.int64(np.floor(np.float64(np.uint64(keys[i]) - np.uint64(kmin0)) * scale))
+            if c > fanout - 1:
+                c = fanout - 1
+        child_of[i - lo] = c
+        counts[c] += 1
+    starts = np.empty(fanout + 1, np.int64)
+    starts[0] = lo
+    kmins = np.zeros(fanout, np.int64)
+    for j in range(fanout):  # routing is monotone in the key, so children are contiguous ranges
+        starts[j + 1] = starts[j] + counts[j]
+        if counts[j] > 0:
+            kmins[j] = keys[starts[j]]
+    mean_x = np.zeros(fanout)
+    for i in range(lo, hi):
+        c = child_of[i - lo]
+        mean_x[c] += np.float64(np.uint64(keys[i]) - np.uint64(kmins[c]))
+    for j in range(fanout):
+        if counts[j] > 0:
+            mean_x[j] /= counts[j]
+    sxx = np.zeros(fanout)
+    sxy = np.zeros(fanout)
+    for i in range(lo, hi):  # centred sums: stable for the huge offsets extreme keys produce
+        c = child_of[i - lo]
+        dx = np.float64(np.uint64(keys[i]) - np.uint64(kmins[c])) - mean_x[c]
+        sxx[c] += dx * dx
+        sxy[c] += dx * (np.float64(i - starts[c]) - (counts[c] - 1) / 2.0)
+    slopes = np.zeros(fanout)
+    intercepts = np.zeros(fanout)
+    for j in range(fanout):
+        if sxx[j] > 0:
+            slopes[j] = sxy[j] / sxx[j]
+        intercepts[j] = (counts[j] - 1) / 2.0 - slopes[j] * mean_x[j]
+    errs = np.zeros(fanout, np.int64)
+    err_sums = np.zeros(fanout)
+    for i in range(lo, hi):  # the same prediction the lookup kernel makes
+        c = child_of[i - lo]
+        x = np.float64(np.uint64(keys[i]) - np.uint64(kmins[c]))
+        p = np.floor(intercepts[c] + slopes[c] * x + 0.5)
+        if p < 0:
+            p = 0.0
+        elif p > counts[c] - 1:
+            p = np.float64(counts[c] - 1)
+        e = abs(np.int64(p) - (i - starts[c]))
+        err_sums[c] += e
+        if e > errs[c]:
+            errs[c] = e
+    return starts, kmins, slopes, intercepts, errs, err_sums, counts
 
 
 # ---- lookups -------------------------------------------------------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
-def _lookup_one(nodes_i, nodes_f, keys, key):  # pragma: no cover - compiled
-    node = 0
-    while nodes_i[node, 0] == INTERNAL:
-        kmin = nodes_i[node, 1]
+def _lookup_one(nodes, keys, key):  # pragma: no cover - compiled
+    node = nodes[0]
+    while node.kind == INTERNAL:
         child = np.int64(0)
-        if key > kmin:
-            x = np.float64(np.uint64(key) - np.uint64(kmin))
-            child = np.int64(np.floor(x * nodes_f[node, 0]))
-            if child > nodes_i[node, 3] - 1:
-                child = nodes_i[node, 3] - 1
-        node = nodes_i[node, 2] + child
-    kmin = nodes_i[node, 1]
-    start = nodes_i[node, 2]
-    end = nodes_i[node, 3]
+        if key > node.kmin:
+            x = np.float64(np.uint64(key) - np.uint64(node.kmin))
+            child = np.int64(np.floor(x * node.slope))
+            if child > node.b - 1:
+                child = node.b - 1
+        node = nodes[node.a + child]
+    kmin = node.kmin
+    start = node.a
+    end = node.b
     if end <= start or key < kmin:
         return -1
     x = np.float64(np.uint64(key) - np.uint64(kmin))
-    p = np.floor(nodes_f[node, 1] + nodes_f[node, 0] * x + 0.5)
+    p = np.floor(node.intercept + node.slope * x + 0.5)
     size = end - start
     if p < 0:
         p = 0.0
     elif p > size - 1:
         p = np.float64(size - 1)
-    err = nodes_i[node, 4] + 1
-    lo = start + np.int64(p) - err
-    hi = start + np.int64(p) + err + 1
-    if lo < start:
-        lo = start
-    if hi > end:
-        hi = end
+    err = node.err + GUARD
+    pos = start + np.int64(p)
+    wlo = pos - err  # the window the measured error guarantees: [pos - err, pos + err]
+    whi = pos + err + 1
+    if wlo < start:
+        wlo = start
+    if whi > end:
+        whi = end
+    # Exponential search outward from the prediction: most keys sit within a few slots of it (the mean error
+    # is far below the bound), so this touches one or two cache lines where a binary search over the whole
+    # window would touch several.
+    if keys[pos] < key:
+        lo = pos + 1
+        bound = 1
+        while lo + bound - 1 < whi and keys[lo + bound - 1] < key:
+            lo += bound
+            bound *= 2
+        hi = lo + bound - 1
+        if hi > whi:
+            hi = whi
+    else:
+        hi = pos
+        bound = 1
+        while hi - bound >= wlo and keys[hi - bound] >= key:
+            hi -= bound
+            bound *= 2
+        lo = hi - bound + 1
+        if lo < wlo:
+            lo = wlo
     while lo < hi:
         mid = (lo + hi) >> 1
         if keys[mid] < key:
@@ -207,9 +246,9 @@ def _lookup_one(nodes_i, nodes_f, keys, key):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _lookup_many(nodes_i, nodes_f, keys, queries, out):  # pragma: no cover - compiled
+def _lookup_many(nodes, keys, queries, out):  # pragma: no cover - compiled
     for i in range(len(queries)):
-        out[i] = _lookup_one(nodes_i, nodes_f, keys, queries[i])
+        out[i] = _lookup_one(nodes, keys, queries[i])
 
 
 def lookup_many(index: LearnedIndex, keys: np.ndarray, queries: np.ndarray, compiled: bool = True
@@ -219,33 +258,35 @@ def lookup_many(index: LearnedIndex, keys: np.ndarray, queries: np.ndarray, comp
     if len(queries) == 0:
         return out
     if compiled:
-        _lookup_many(index.nodes_i, index.nodes_f, keys, queries, out)
+        _lookup_many(index.nodes, keys, queries, out)
         return out
     return _lookup_many_numpy(index, keys, queries)
 
 
 def lookup_one(index: LearnedIndex, keys: np.ndarray, key: int) -> int:
-    return int(_lookup_one(index.nodes_i, index.nodes_f, keys, key))
+    return int(_lookup_one(index.nodes, keys, key))
 
 
 def _lookup_many_numpy(index: LearnedIndex, keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """The same lookup as the compiled kernel, level by level in plain numpy (`enable_simd = false`)."""
-    ni, nf = index.nodes_i, index.nodes_f
+    nodes = index.nodes
+    kind, kmins, a, b = nodes["kind"], nodes["kmin"], nodes["a"], nodes["b"]
+    slopes, intercepts = nodes["slope"], nodes["intercept"]
     node = np.zeros(len(queries), dtype=np.int64)
     while True:
-        internal = ni[node, 0] == INTERNAL
+        internal = kind[node] == INTERNAL
         if not internal.any():
             break
         idx = np.nonzero(internal)[0]
         n, q = node[idx], queries[idx]
-        child = np.floor(_offsets(q, ni[n, 1]) * nf[n, 0])
-        child = np.minimum(child, ni[n, 3] - 1).astype(np.int64)
-        node[idx] = ni[n, 2] + child
-    kmin, start, end = ni[node, 1], ni[node, 2], ni[node, 3]
+        child = np.floor(_offsets(q, kmins[n]) * slopes[n])
+        child = np.minimum(child, b[n] - 1).astype(np.int64)
+        node[idx] = a[n] + child
+    kmin, start, end = kmins[node], a[node], b[node]
     size = end - start
-    p = np.floor(nf[node, 1] + nf[node, 0] * _offsets(queries, kmin) + 0.5)
+    p = np.floor(intercepts[node] + slopes[node] * _offsets(queries, kmin) + 0.5)
     p = np.clip(p, 0, np.maximum(size - 1, 0)).astype(np.int64)
-    err = ni[node, 4] + GUARD
+    err = nodes["err"][node] + GUARD
     lo = np.maximum(start + p - err, start)
     hi = np.minimum(start + p + err + 1, end)
     steps = int(np.ceil(np.log2(max(2, 2 * int(err.max()) + 2)))) + 1

@@ -35,8 +35,8 @@ def test_every_key_is_found_and_absent_keys_are_not(keys, max_error, model_type)
 @given(keys=key_sets(), max_error=st.sampled_from([1, 4, 10, 50]))
 def test_max_error_is_a_hard_bound_for_the_recursive_model(keys, max_error):
     index = rmi.train(keys, "recursive", max_error)
-    leaves = index.nodes_i[index.nodes_i[:, 0] == rmi.LEAF]
-    assert (leaves[:, 4] <= max_error).all()
+    leaves = index.nodes[index.nodes["kind"] == rmi.LEAF]
+    assert (leaves["err"] <= max_error).all()
     assert index.observed_max_error <= max_error
 
 

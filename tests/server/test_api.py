@@ -54,6 +54,18 @@ def test_upsert_then_get_lookup_and_delete(alice: httpx.Client) -> None:
     assert alice.post("/v1/records/lookup", json={"keys": [11]}).json()["records"][0]["value"] is None
 
 
+def test_point_read_path_forms(alice: httpx.Client, auth_server: Server) -> None:
+    alice.post("/v1/records", json=records({-5: 0.5, 12: 1.25}))
+    assert alice.get("/v1/records/-5").json() == {"key": -5, "value": 0.5}
+    assert alice.get("/v1/records/00012").json() == {"key": 12, "value": 1.25}
+    assert alice.get("/v1/records/%31%32").json() == {"key": 12, "value": 1.25}
+    for bad in ("9223372036854775808", "-9223372036854775809", "1.5", "1e3", "١٢"):
+        r = alice.get(f"/v1/records/{bad}")
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", bad
+    assert httpx.get(f"{auth_server.url}/v1/records/12").status_code == 401
+    assert 'route="/v1/records/{key}",status="200"' in httpx.get(auth_server.metrics_url).text
+
+
 def test_range_scan_pages_with_a_cursor(alice: httpx.Client) -> None:
     keys = list(range(100_000, 100_000 + 3 * 347, 3))
     for start in range(0, len(keys), 1000):

@@ -94,6 +94,12 @@ def test_connections_beyond_max_connections_are_refused(limited: Server) -> None
         assert r.status_code == 503 and r.json()["error"]["code"] == "too_many_connections"
         assert "max_connections = 3" in r.json()["error"]["message"]
         assert "omendb_active_connections 3.0" in httpx.get(limited.metrics_url).text
+        # A refused client that sends nothing still gets the answer, and the socket is closed.
+        with socket.create_connection((HOST, limited.port), timeout=10) as silent:
+            reply = b""
+            while chunk := silent.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 503") and b"too_many_connections" in reply
     finally:
         for s in held:
             s.close()

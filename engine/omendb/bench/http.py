@@ -22,6 +22,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,80 +150,100 @@ def server_config(workdir: Path, port: int, metrics_port: int, auth_file: Path |
     return path
 
 
-def run(seconds: int, connections: int) -> dict[str, Any]:
+def load(base: str, auth: tuple[str, str] | None) -> None:
+    with httpx.Client(base_url=base, auth=auth, timeout=120) as client:
+        for start_key in range(0, RECORDS, 10_000):
+            batch = [{"key": 2 * k, "value": k / 2} for k in range(start_key, start_key + 10_000)]
+            client.post("/v1/records", json={"records": batch}).raise_for_status()
+        client.post("/admin/retrain-index").raise_for_status()
+
+
+def interleaved(bare_url: str, server_url: str, bare_script: Path, server_script: Path, seconds: int,
+                connections: int, rounds: int) -> tuple[dict[str, float], dict[str, float], float]:
+    """Alternate baseline and server runs and take medians: other load on the machine hits both alike."""
+    wrk(bare_url, bare_script, 2, connections)  # warm-up
+    wrk(server_url, server_script, 2, connections)
+    bare_runs, server_runs = [], []
+    for _ in range(rounds):
+        bare_runs.append(wrk(bare_url, bare_script, seconds, connections))
+        server_runs.append(wrk(server_url, server_script, seconds, connections))
+    ratio = statistics.median(s["rps"] / b["rps"] for s, b in zip(server_runs, bare_runs, strict=True))
+
+    def median(runs: list[dict[str, float]]) -> dict[str, float]:
+        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+    return median(bare_runs), median(server_runs), ratio
+
+
+def run(seconds: int, connections: int, rounds: int) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is required (apt-get install -y wrk)")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="omendb-bench-http-") as tmp:
         work = Path(tmp)
         rng = random.Random(7)
-
-        # Baseline: the bare ASGI app under the same uvicorn settings.
-        port = free_port()
+        get_script = work / "get.lua"
+        get_script.write_text(lua_get(RECORDS))
+        bare_port = free_port()
+        bare_url = f"http://{HOST}:{bare_port}"
+        # Baseline: the bare ASGI app under the same uvicorn settings, up for the whole run.
         bare = start([sys.executable, "-m", "uvicorn", "omendb.bench.http:bare_app", "--host", HOST, "--port",
-                      str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--ws", "none",
+                      str(bare_port), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--ws", "none",
                       "--lifespan", "off", "--log-level", "warning", "--no-server-header"], work / "bare.log")
         try:
-            wait_http(f"http://{HOST}:{port}/")
-            script = work / "get.lua"
-            script.write_text(lua_get(RECORDS))
-            wrk(f"http://{HOST}:{port}", script, 2, connections)  # warm-up
-            results["bare_get"] = wrk(f"http://{HOST}:{port}", script, seconds, connections)
+            wait_http(f"{bare_url}/")
+            import base64
+
+            import bcrypt
+
+            users = work / "users.htpasswd"
+            users.write_text("bench:" + bcrypt.hashpw(b"bench-pw", bcrypt.gensalt(rounds=10)).decode() + "\n")
+            for label, auth_file in (("server", None), ("server_auth", users)):
+                port, metrics_port = free_port(), free_port()
+                shutil.rmtree(work / "data", ignore_errors=True)
+                shutil.rmtree(work / "wal", ignore_errors=True)
+                cfg = server_config(work, port, metrics_port, auth_file)
+                proc = start([sys.executable, "-m", "omendb.cli", "serve", "--config", str(cfg)],
+                             work / f"{label}.log")
+                base = f"http://{HOST}:{port}"
+                auth = ("bench", "bench-pw") if auth_file else None
+                try:
+                    wait_http(f"{base}/ready")
+                    load(base, auth)
+                    header = "Basic " + base64.b64encode(b"bench:bench-pw").decode() if auth else None
+                    script = work / f"{label}-get.lua"
+                    script.write_text(lua_get(RECORDS, header))
+                    bare_get, server_get, ratio = interleaved(bare_url, base, get_script, script, seconds,
+                                                              connections, rounds)
+                    results[f"{label}_get"] = server_get
+                    results[f"{label}_bare_get"] = bare_get
+                    results[f"{label}_get_ratio"] = ratio
+                    if auth:
+                        continue
+                    lookups = [json.dumps({"keys": [2 * rng.randrange(RECORDS) for _ in range(1000)]})
+                               for _ in range(16)]
+                    script = work / "lookup.lua"
+                    script.write_text(lua_post("/v1/records/lookup", lookups))
+                    results["lookup_1000"] = wrk(base, script, seconds, 8)
+                    inserts = [json.dumps({"records": [{"key": 2 * k + 1, "value": float(k)}
+                                                       for k in range(n * 10_000, (n + 1) * 10_000)]})
+                               for n in range(4)]
+                    script = work / "insert.lua"
+                    script.write_text(lua_post("/v1/records", inserts))
+                    results["insert_10000"] = wrk(base, script, seconds, 4)
+                finally:
+                    stop(proc)
         finally:
             stop(bare)
-
-        # The server, without and with authentication.
-        import bcrypt
-
-        users = work / "users.htpasswd"
-        users.write_text("bench:" + bcrypt.hashpw(b"bench-pw", bcrypt.gensalt(rounds=10)).decode() + "\n")
-        for label, auth_file in (("server", None), ("server_auth", users)):
-            port, metrics_port = free_port(), free_port()
-            shutil.rmtree(work / "data", ignore_errors=True)
-            shutil.rmtree(work / "wal", ignore_errors=True)
-            cfg = server_config(work, port, metrics_port, auth_file)
-            proc = start([sys.executable, "-m", "omendb.cli", "serve", "--config", str(cfg)], work / f"{label}.log")
-            base = f"http://{HOST}:{port}"
-            auth = ("bench", "bench-pw") if auth_file else None
-            try:
-                wait_http(f"{base}/ready")
-                with httpx.Client(base_url=base, auth=auth, timeout=120) as client:
-                    for start_key in range(0, RECORDS, 10_000):
-                        batch = [{"key": 2 * k, "value": k / 2} for k in range(start_key, start_key + 10_000)]
-                        client.post("/v1/records", json={"records": batch}).raise_for_status()
-                    client.post("/admin/retrain-index").raise_for_status()
-                header = None
-                if auth:
-                    import base64
-
-                    header = "Basic " + base64.b64encode(b"bench:bench-pw").decode()
-                script = work / f"{label}-get.lua"
-                script.write_text(lua_get(RECORDS, header))
-                wrk(base, script, 2, connections)  # warm-up (JIT, caches)
-                results[f"{label}_get"] = wrk(base, script, seconds, connections)
-                if auth:
-                    continue
-                lookups = [json.dumps({"keys": [2 * rng.randrange(RECORDS) for _ in range(1000)]})
-                           for _ in range(16)]
-                script = work / "lookup.lua"
-                script.write_text(lua_post("/v1/records/lookup", lookups))
-                results["lookup_1000"] = wrk(base, script, seconds, 8)
-                inserts = [json.dumps({"records": [{"key": 2 * k + 1, "value": float(k)}
-                                                   for k in range(n * 10_000, (n + 1) * 10_000)]})
-                           for n in range(4)]
-                script = work / "insert.lua"
-                script.write_text(lua_post("/v1/records", inserts))
-                results["insert_10000"] = wrk(base, script, seconds, 4)
-            finally:
-                stop(proc)
-    results["get_ratio"] = results["server_get"]["rps"] / results["bare_get"]["rps"]
-    results["get_auth_ratio"] = results["server_auth_get"]["rps"] / results["bare_get"]["rps"]
+    results["bare_get"] = results["server_bare_get"]
+    results["get_ratio"] = results["server_get_ratio"]
+    results["get_auth_ratio"] = results["server_auth_get_ratio"]
     results["lookup_keys_per_s"] = results["lookup_1000"]["rps"] * 1000
     results["insert_records_per_s"] = results["insert_10000"]["rps"] * 10_000
     return results
 
 
-def render(results: dict[str, Any], seconds: int, connections: int) -> str:
+def render(results: dict[str, Any], seconds: int, connections: int, rounds: int) -> str:
     def row(name: str, key: str, throughput: str) -> str:
         r = results[key]
         return f"| {name} | {throughput} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
@@ -234,7 +255,9 @@ def render(results: dict[str, Any], seconds: int, connections: int) -> str:
         f"`make bench-http` ({time.strftime('%Y-%m-%d', time.gmtime())}, {machine}; wrk on loopback, "
         f"{seconds} s per run, {connections} connections for single GETs; the load generator shares the "
         "machine). The server runs `omendb serve` as configured by the benchmark (one uvicorn process, "
-        "4 worker threads, JSON access log on, `sync_on_write = true`) over 200,000 records.",
+        "4 worker threads, JSON access log on, `sync_on_write = true`) over 200,000 records. GET ratios are "
+        f"the median of {rounds} alternating baseline/server runs; throughputs and latencies are medians "
+        "too (single runs for the batch workloads).",
         "",
         "| workload | throughput | p50 ms | p99 ms |",
         "|---|---|---|---|",
@@ -266,11 +289,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/server runs per ratio")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
-    results = run(args.seconds, args.connections)
+    results = run(args.seconds, args.connections, args.rounds)
     print(json.dumps(results, indent=2))
-    section = render(results, args.seconds, args.connections)
+    section = render(results, args.seconds, args.connections, args.rounds)
     print(section)
     write_section(args.output, section)
 

@@ -11,6 +11,7 @@ import binascii
 import logging
 
 from fastapi import Request
+from starlette.types import Scope
 
 from omendb.server.errors import APIError
 from omendb.server.state import ServerState
@@ -83,17 +84,23 @@ async def authenticate(state: ServerState, request: Request) -> str:
                  f"unsupported Authorization scheme '{scheme}'; use Basic or Bearer")
 
 
-async def require_user(request: Request) -> str:
-    state: ServerState = request.app.state.omendb
+# Paths that need a user; everything else (/health, /ready, /docs, /openapi.json, /auth/login) is open.
+PROTECTED_PREFIXES = ("/v1/", "/admin/")
+ADMIN_PREFIX = "/admin/"
+
+
+async def gate(state: ServerState, scope: Scope) -> None:
+    """Authenticate (and for /admin authorize) a request before routing; raises APIError with 401/403.
+
+    Done in the ASGI layer rather than as a FastAPI dependency: it is the same check for every protected
+    route, and dependency resolution on each request costs more than the point read it guards.
+    """
+    path: str = scope["path"]
+    if state.users is None or not path.startswith(PROTECTED_PREFIXES):
+        return
+    request = Request(scope)
     user = await authenticate(state, request)
-    request.scope[USER_KEY] = user
-    return user
-
-
-async def require_admin(request: Request) -> str:
-    state: ServerState = request.app.state.omendb
-    user = await require_user(request)
-    if state.users is not None and user not in state.admins:
+    scope[USER_KEY] = user
+    if path.startswith(ADMIN_PREFIX) and user not in state.admins:
         raise refuse(state, request, 403, "not_admin", user,
                      f"user '{user}' may not call admin endpoints (admins: [security] admin_users)")
-    return user

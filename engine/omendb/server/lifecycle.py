@@ -27,7 +27,7 @@ from omendb.config import Config
 from omendb.errors import OmenDBError
 from omendb.server.app import build_app
 from omendb.server.limits import limited_protocol
-from omendb.server.logs import setup_logging
+from omendb.server.logs import AccessLog, setup_logging
 from omendb.server.state import Phase, ServerState
 from omendb.server.tls import ReloadingTLS
 
@@ -89,6 +89,13 @@ def _open_database(state: ServerState, server: OmenServer) -> None:
                                      "recovery_seconds": round(time.monotonic() - started, 3)})
 
 
+async def _flush_access_log(state: ServerState) -> None:
+    """Access lines are buffered (see logs.AccessLog); push them out even when traffic stops."""
+    while True:
+        await asyncio.sleep(AccessLog.FLUSH_SECONDS)
+        state.access_log.flush()
+
+
 async def _health_loop(state: ServerState) -> None:
     interval = state.config.monitoring.health_check_interval_ms / 1000
     while True:
@@ -115,10 +122,13 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
                                   daemon=True)
         opener.start()
         health = asyncio.create_task(_health_loop(state))
+        flusher = asyncio.create_task(_flush_access_log(state))
         try:
             yield
         finally:
             health.cancel()
+            flusher.cancel()
+            state.access_log.flush()
             state.set_phase(Phase.SHUTTING_DOWN, "the server is shutting down")
             # Recovery cannot be interrupted half-way; wait for it so the data directory is closed cleanly.
             await asyncio.get_running_loop().run_in_executor(None, opener.join)
@@ -129,6 +139,7 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
                          extra={"seconds": round(time.monotonic() - started, 3)})
             state.metrics.stop()
             state.executor.shutdown(wait=False)
+            state.io_executor.shutdown(wait=False)
 
     return lifespan
 
@@ -160,7 +171,13 @@ def serve(config: Config) -> int:
     setup_logging(config.monitoring.log_level, config.monitoring.log_format)
     server, state = build_server(config)
     if config.monitoring.prometheus_enabled:
-        state.metrics.serve(config.http.host, config.monitoring.prometheus_port)
+        try:
+            state.metrics.serve(config.http.host, config.monitoring.prometheus_port)
+        except OSError as exc:
+            log.error("cannot listen for metrics", extra={
+                "host": config.http.host, "port": config.monitoring.prometheus_port, "error": exc.strerror,
+                "hint": "set [monitoring] prometheus_port (or OMENDB_PROMETHEUS_PORT) to a free port"})
+            return 1
     log.info("starting omendb", extra={
         "version": omendb.__version__, "database": config.database.name, "host": config.http.host,
         "port": config.http.port, "tls": config.security.tls_enabled, "auth": config.security.auth_enabled,

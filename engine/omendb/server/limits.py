@@ -10,6 +10,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from omendb.server.errors import error_body
 
+REFUSED_GRACE_SECONDS = 2.0
+
 
 def _refusal(limit: int) -> bytes:
     body = error_body("too_many_connections", f"the server has [limits] max_connections = {limit} open "
@@ -33,6 +35,8 @@ def limited_protocol(max_connections: int, on_refuse: Any = None) -> type[asynci
                 self.transport = transport
                 if on_refuse is not None:
                     on_refuse()
+                # A client that never sends a request must not hold the socket: answer it anyway, soon.
+                asyncio.get_running_loop().call_later(REFUSED_GRACE_SECONDS, self.data_received, b"")
                 return
             super().connection_made(transport)
 

@@ -8,11 +8,14 @@ the same reason. Levels print as DEBUG/INFO/WARNING/ERROR so ``grep -E "(ERROR|W
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
 from typing import Any
+
+import orjson
 
 ACCESS_LOGGER = "omendb.access"
 
@@ -43,9 +46,14 @@ class JsonFormatter(logging.Formatter):
         out.update(fields)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        if duration is not None:
-            out["duration_ms"] = duration
-        return json.dumps(out, default=str)
+        try:
+            line = orjson.dumps(out, default=str).decode()
+        except TypeError:  # e.g. an integer beyond 64 bits in a field
+            line = json.dumps(out, default=str, separators=(",", ":"))
+        if duration is None:
+            return line
+        # The duration goes last, after a space, for the guide's awk '{print $NF}'.
+        return f'{line[:-1]}, "duration_ms": {duration}}}'
 
 
 class TextFormatter(logging.Formatter):
@@ -75,3 +83,46 @@ def setup_logging(level: str, fmt: str) -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class AccessLog:
+    """The per-request access line, written straight to the log stream in the configured format.
+
+    It is the one log line on every request's path, so it skips the logging module's record, lock and
+    per-line flush (a third of a point read's cost): lines are formatted exactly as the formatters above
+    would, appended to the same stdout buffer (so ordering with other log lines holds), and flushed at
+    least every ``FLUSH_SECONDS`` and at shutdown. The ``omendb.access`` logger's level still decides
+    whether lines are written.
+    """
+
+    FLUSH_SECONDS = 0.25
+
+    def __init__(self, fmt: str, stream: Any = None) -> None:
+        self.json = fmt == "json"
+        self.stream = stream if stream is not None else sys.stdout
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self._last_flush = time.monotonic()
+
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def write(self, method: str, path: str, status: int, user: str, remote: str, request_id: str,
+              duration_ms: float) -> None:
+        now = time.time()
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+        if self.json:
+            head = orjson.dumps({"ts": ts, "level": "INFO", "logger": ACCESS_LOGGER, "msg": "request",
+                                 "method": method, "path": path, "status": status, "user": user, "remote": remote,
+                                 "request_id": request_id}).decode()
+            line = f'{head[:-1]}, "duration_ms": {duration_ms}}}\n'
+        else:
+            line = (f"{ts} INFO {ACCESS_LOGGER} request method={method} path={path} status={status} user={user} "
+                    f"remote={remote} request_id={request_id} duration_ms {duration_ms}\n")
+        self.stream.write(line)
+        if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()

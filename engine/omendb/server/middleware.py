@@ -1,5 +1,6 @@
 """The ASGI layer every API request passes through, in one class because it is on the hot path:
 
+- authentication for /v1 and /admin (see ``auth.gate``);
 - a request id (the client's X-Request-ID if sane, else a fresh one), echoed in the response;
 - ``[http] max_concurrent_requests``: excess requests get 503 with Retry-After at once, never a queue;
 - the body size limit ``[http] max_body_mb`` (413), checked on Content-Length and while streaming;
@@ -14,21 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from omendb.server.auth import ANONYMOUS, USER_KEY
-from omendb.server.errors import error_body
-from omendb.server.logs import ACCESS_LOGGER
+from omendb.errors import OmenDBError
+from omendb.server.auth import ANONYMOUS, USER_KEY, gate
+from omendb.server.errors import APIError, error_body, from_engine
 from omendb.server.state import ServerState
 
-access_log = logging.getLogger(ACCESS_LOGGER)
 log = logging.getLogger("omendb.server")
 _PROBES = frozenset({"/health", "/ready"})
+_POINT_PREFIX = "/v1/records/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -58,6 +59,11 @@ class RequestGuard:
         self.max_body = http.max_body_mb * 1024 * 1024
         self.timeout = http.request_timeout_ms / 1000
         self.in_flight = 0
+        self.access = state.access_log
+        # Request ids: a random per-process prefix and a counter, unique across restarts and cheap to make.
+        self.id_prefix = secrets.token_hex(4)
+        self.counter = 0
+        self.request_counts: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +78,9 @@ class RequestGuard:
                 if _REQUEST_ID.match(candidate):
                     request_id = candidate
                 break
-        request_id = request_id or uuid.uuid4().hex[:16]
+        if not request_id:
+            self.counter += 1
+            request_id = f"{self.id_prefix}{self.counter:08x}"
         rid_header = (b"x-request-id", request_id.encode())
         status_box = [0]
 
@@ -99,7 +107,14 @@ class RequestGuard:
                 return
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self.app(scope, receive, send_with_id)
+                    await gate(self.state, scope)
+                    if not await self._point_read(scope, send_with_id):
+                        await self.app(scope, receive, send_with_id)
+            except (APIError, OmenDBError) as exc:  # refused by authentication, or from the point-read path
+                err = exc if isinstance(exc, APIError) else from_engine(exc)
+                headers = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+                if status_box[0] == 0:
+                    await _send_error(send_with_id, err.status, err.code, err.message, headers)
             except TimeoutError:
                 self.state.metrics.rejected.labels("request_timeout_ms").inc()
                 if status_box[0] == 0:
@@ -122,6 +137,28 @@ class RequestGuard:
             if counted:
                 self.in_flight -= 1
             self._log(scope, status_box[0], started, request_id)
+
+    async def _point_read(self, scope: Scope, send: Send) -> bool:
+        """Answer ``GET /v1/records/<key>`` without FastAPI's routing and parameter machinery.
+
+        The hottest request is a single-key read, and routing plus dependency resolution cost several
+        times the lookup. The route stays registered (OpenAPI, and malformed keys, which fall through to
+        it for FastAPI's error message); both paths answer through the same PointReader.
+        """
+        path: str = scope["path"]
+        if scope["method"] != "GET" or not path.startswith(_POINT_PREFIX):
+            return False
+        reader = self.state.point_reader
+        key = reader.parse_key(path) if reader is not None else None
+        if key is None:
+            return False
+        scope["omendb.route"] = reader.ROUTE
+        status, body = reader.read(key)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return True
 
     def _limit_body(self, scope: Scope, receive: Receive) -> Any:
         """``receive`` wrapped to enforce the size limit, or None if Content-Length already exceeds it."""
@@ -155,11 +192,13 @@ class RequestGuard:
     def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         route = scope.get("route")
-        route_path = getattr(route, "path", "unmatched")
-        self.state.metrics.requests.labels(scope["method"], route_path, str(status)).inc()
-        if access_log.isEnabledFor(logging.INFO):
+        route_path = getattr(route, "path", None) or scope.get("omendb.route", "unmatched")
+        key = (scope["method"], route_path, status)
+        counter = self.request_counts.get(key)
+        if counter is None:
+            counter = self.request_counts[key] = self.state.metrics.requests.labels(key[0], key[1], str(status))
+        counter.inc()
+        if self.access.enabled():
             client = scope.get("client")
-            access_log.info("request", extra={
-                "method": scope["method"], "path": scope["path"], "status": status,
-                "user": scope.get(USER_KEY, ANONYMOUS), "remote": client[0] if client else "-",
-                "request_id": request_id, "duration_ms": duration_ms})
+            self.access.write(scope["method"], scope["path"], status, scope.get(USER_KEY, ANONYMOUS),
+                              client[0] if client else "-", request_id, duration_ms)

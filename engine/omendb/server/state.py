@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from omendb.config import Config
 from omendb.server.errors import APIError
 from omendb.server.htpasswd import UserFile
+from omendb.server.logs import AccessLog
 from omendb.server.metrics import Metrics
 from omendb.server.sessions import SessionStore
 
@@ -37,13 +38,19 @@ class ServerState:
         self.health_error = ""
         self.executor = ThreadPoolExecutor(max_workers=config.performance.worker_threads,
                                            thread_name_prefix="omendb-worker")
+        # [performance] io_threads: maintenance calls (retrain, rebuild, checkpoint) run here, so a long
+        # rebuild never takes a worker thread from requests.
+        self.io_executor = ThreadPoolExecutor(max_workers=config.performance.io_threads,
+                                              thread_name_prefix="omendb-io")
         self.users: UserFile | None = None
         if config.security.auth_enabled:
             self.users = UserFile(config.security.htpasswd_file)
         self.sessions = SessionStore(config.security.session_timeout_seconds)
         self.admins = frozenset(config.security.admin_users)
         self.metrics = Metrics()
+        self.access_log = AccessLog(config.monitoring.log_format)
         self.connections: Callable[[], int] = lambda: 0
+        self.point_reader: Any = None  # routes.records.PointReader, set when the routes are built
 
     def set_phase(self, phase: Phase, reason: str) -> None:
         self.phase, self.reason = phase, reason
@@ -52,6 +59,11 @@ class ServerState:
         """Run a blocking engine call on the worker pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a long maintenance call on the io pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.io_executor, functools.partial(fn, *args))
 
     def ready_db(self) -> Any:
         """The open database, or a 503 saying why the API cannot serve yet.

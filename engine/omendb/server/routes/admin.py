@@ -5,23 +5,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from omendb.server.auth import require_admin
 from omendb.server.models import error_responses
 from omendb.server.routes.records import _json
 from omendb.server.state import ServerState
 
 
 def build_router(state: ServerState) -> APIRouter:
-    router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)],
-                       responses=error_responses(401, 403, 503))
+    # Authentication and the admin check happen before routing (auth.gate).
+    router = APIRouter(prefix="/admin", responses=error_responses(401, 403, 503))
 
     async def timed(fn_name: str) -> Response:
         db = state.ready_db()
         started = time.perf_counter()
-        result: Any = await state.run(getattr(db, fn_name))
+        result: Any = await state.run_io(getattr(db, fn_name))
         body: dict[str, Any] = {"status": "ok", "seconds": round(time.perf_counter() - started, 6)}
         if isinstance(result, dict):
             body.update(result)
