@@ -24,6 +24,7 @@ from omendb.client import (
     ops,
 )
 from omendb.client.auth import SessionAuth, Token
+from omendb.client.retry import Kind
 from tests.client.conftest import PASSWORDS, metric
 from tests.server.harness import Server
 
@@ -202,6 +203,11 @@ def test_wrong_password_is_unauthorized_with_the_servers_message(auth_server: Se
     assert "wrong user name or password" in caught.value.message
 
 
+def get_path(path: str) -> ops.Op[Any]:
+    answer = yield ops.Call("GET", path, Kind.READ)
+    return answer
+
+
 def test_typed_errors_carry_code_message_and_request_id(auth_server: Server) -> None:
     with Client(auth_server.url, username="alice", password=PASSWORDS["alice"]) as db:
         with pytest.raises(Forbidden) as forbidden:
@@ -213,7 +219,7 @@ def test_typed_errors_carry_code_message_and_request_id(auth_server: Server) -> 
         assert invalid.value.status == 400 and invalid.value.code == "invalid_cursor"
         assert isinstance(invalid.value, omendb.InvalidInput)  # catchable as the embedded error
         with pytest.raises(NotFound) as missing:
-            db._run(ops.admin("no-such-action"))
+            db._run(get_path("/v2/records"))
         assert missing.value.status == 404 and "no such endpoint" in missing.value.message
     with Client(auth_server.url) as anonymous, pytest.raises(Unauthorized) as caught:
         anonymous.count()
