@@ -18,7 +18,9 @@ import orjson
 from omendb import errors as engine_errors
 from omendb.client.errors import ClientError, NotFound, PartialWrite, TooLarge, as_client_error
 from omendb.client.retry import Kind
-from omendb.database import _as_key, _as_keys, _as_values
+from omendb.validation import as_key as _as_key
+from omendb.validation import as_keys as _as_keys
+from omendb.validation import as_values as _as_values
 
 T = TypeVar("T")
 
