@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := engine/omendb operator/omendb_operator
 
-.PHONY: venv lint test test-unit bench bench-engine bench-http bench-backup bench-failover lock clean
+.PHONY: venv lint test test-unit bench bench-engine bench-http bench-backup bench-client bench-failover lock clean
 
 # The virtualenv is rebuilt when the lock file changes, so every machine runs the same versions.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -23,7 +23,7 @@ lint: venv
 test: lint
 	$(BIN)/pytest tests
 
-bench: bench-engine bench-http bench-backup bench-failover
+bench: bench-engine bench-http bench-backup bench-client bench-failover
 
 bench-engine: venv
 	$(PY) -m omendb.bench.engine
@@ -35,6 +35,10 @@ bench-http: venv
 # backup_tool backup/restore MB/s vs tar | zstd of the same data directory (needs zstd; 10M records).
 bench-backup: venv
 	$(PY) -m omendb.bench.backup
+
+# omendb.client against raw httpx requests, per call and per record, against a local server.
+bench-client: venv
+	$(PY) -m omendb.bench.client
 
 # Primary SIGKILLed under load, failover to a replica: measured RTO and RPO vs a restart in place.
 bench-failover: venv

@@ -80,7 +80,15 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, script: Path, seconds: int, connections: int, threads: int = 1) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, script: Path, seconds: int, connections: int, threads: int = 1,
+        pid: int | None = None) -> dict[str, float]:
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
                           "-s", str(script), url], capture_output=True, text=True, check=True).stdout
     print(f"wrk {url} {script.name} -c {connections}", file=sys.stderr)
@@ -91,8 +99,12 @@ def wrk(url: str, script: Path, seconds: int, connections: int, threads: int = 1
     errors = re.search(r"Socket errors:.*", out)
     if non2xx or errors:
         raise RuntimeError(f"wrk saw failures against {url}:\n{out}")
-    print(f"  {rps:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms", file=sys.stderr)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99}
+    result = {"rps": rps, "p50_ms": p50, "p99_ms": p99}
+    if pid:
+        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        result["cpu_us_per_request"] = (cpu_seconds(pid) - cpu_before) / requests * 1e6
+    print(f"  {result}", file=sys.stderr)
+    return result
 
 
 def lua_get(records: int, auth: str | None = None) -> str:
@@ -159,14 +171,15 @@ def load(base: str, auth: tuple[str, str] | None) -> None:
 
 
 def interleaved(bare_url: str, server_url: str, bare_script: Path, server_script: Path, seconds: int,
-                connections: int, rounds: int) -> tuple[dict[str, float], dict[str, float], float]:
+                connections: int, rounds: int, bare_pid: int,
+                server_pid: int) -> tuple[dict[str, float], dict[str, float], float]:
     """Alternate baseline and server runs and take medians: other load on the machine hits both alike."""
     wrk(bare_url, bare_script, 2, connections)  # warm-up
     wrk(server_url, server_script, 2, connections)
     bare_runs, server_runs = [], []
     for _ in range(rounds):
-        bare_runs.append(wrk(bare_url, bare_script, seconds, connections))
-        server_runs.append(wrk(server_url, server_script, seconds, connections))
+        bare_runs.append(wrk(bare_url, bare_script, seconds, connections, pid=bare_pid))
+        server_runs.append(wrk(server_url, server_script, seconds, connections, pid=server_pid))
     ratio = statistics.median(s["rps"] / b["rps"] for s, b in zip(server_runs, bare_runs, strict=True))
 
     def median(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -214,7 +227,7 @@ def run(seconds: int, connections: int, rounds: int) -> dict[str, Any]:
                     script = work / f"{label}-get.lua"
                     script.write_text(lua_get(RECORDS, header))
                     bare_get, server_get, ratio = interleaved(bare_url, base, get_script, script, seconds,
-                                                              connections, rounds)
+                                                              connections, rounds, bare.pid, proc.pid)
                     results[f"{label}_get"] = server_get
                     results[f"{label}_bare_get"] = bare_get
                     results[f"{label}_get_ratio"] = ratio
@@ -235,6 +248,7 @@ def run(seconds: int, connections: int, rounds: int) -> dict[str, Any]:
                     stop(proc)
         finally:
             stop(bare)
+    results["load_average"] = os.getloadavg()
     results["bare_get"] = results["server_bare_get"]
     results["get_ratio"] = results["server_get_ratio"]
     results["get_auth_ratio"] = results["server_auth_get_ratio"]
@@ -249,6 +263,8 @@ def render(results: dict[str, Any], seconds: int, connections: int, rounds: int)
         return f"| {name} | {throughput} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    bare_cpu = results["bare_get"]["cpu_us_per_request"]
+    cpu = {k: results[k]["cpu_us_per_request"] for k in ("server_get", "server_auth_get")}
     return "\n".join([
         "## HTTP server",
         "",
@@ -257,7 +273,9 @@ def render(results: dict[str, Any], seconds: int, connections: int, rounds: int)
         "machine). The server runs `omendb serve` as configured by the benchmark (one uvicorn process, "
         "4 worker threads, JSON access log on, `sync_on_write = true`) over 200,000 records. GET ratios are "
         f"the median of {rounds} alternating baseline/server runs; throughputs and latencies are medians "
-        "too (single runs for the batch workloads).",
+        "too (single runs for the batch workloads). The machine is shared: load average "
+        f"{results['load_average'][0]:.1f} at the end of the run, so wall-clock figures move from run to run; "
+        "the CPU time each process spends per request (from /proc) is the steadier comparison.",
         "",
         "| workload | throughput | p50 ms | p99 ms |",
         "|---|---|---|---|",
@@ -267,6 +285,15 @@ def render(results: dict[str, Any], seconds: int, connections: int, rounds: int)
                                             f"(**{results['get_ratio']:.2f}x** baseline; target ≥ 0.4)"),
         row("single-key GET, HTTP Basic auth", "server_auth_get",
             f"{results['server_auth_get']['rps']:,.0f} req/s ({results['get_auth_ratio']:.2f}x baseline)"),
+        "",
+        "| CPU per single-key GET | µs/request | baseline ÷ this |",
+        "|---|---|---|",
+        f"| bare ASGI app | {bare_cpu:.0f} | 1.00 |",
+        f"| `omendb serve` | {cpu['server_get']:.0f} | {bare_cpu / cpu['server_get']:.2f} |",
+        f"| `omendb serve`, HTTP Basic auth | {cpu['server_auth_get']:.0f} | {bare_cpu / cpu['server_auth_get']:.2f} |",
+        "",
+        "| workload | throughput | p50 ms | p99 ms |",
+        "|---|---|---|---|",
         row("batch GET, 1,000 keys/request", "lookup_1000", f"{results['lookup_keys_per_s']:,.0f} keys/s"),
         row("durable batch insert, 10,000 records/request", "insert_10000",
             f"{results['insert_records_per_s']:,.0f} records/s (target ≥ 300,000)"),

@@ -47,6 +47,9 @@ def parse_basic(header_value: str) -> tuple[str, str] | None:
 
 async def check_password(state: ServerState, request: Request, user: str, password: str) -> None:
     assert state.users is not None
+    # A password verified before is checked on the loop (an HMAC); only a new one pays bcrypt, in a thread.
+    if state.users.verify_remembered(user, password):
+        return
     if not await state.run(state.users.verify, user, password):
         raise refuse(state, request, 401, "bad_credentials", user,
                      "wrong user name or password (users come from [security] htpasswd_file)")

@@ -140,15 +140,22 @@ class UserFile:
         self._maybe_reload()
         return user in self._users
 
-    def verify(self, user: str, password: str) -> bool:
-        """True if the password is right. Blocking (bcrypt): call it off the event loop."""
+    def verify_remembered(self, user: str, password: str) -> bool:
+        """True if this password was verified before for the user's current hash (cheap: no bcrypt)."""
         self._maybe_reload()
         hash_ = self._users.get(user)
+        if hash_ is None:
+            return False
+        remembered = self._memo.get((user, hash_))
         digest = hmac.new(self._memo_key, password.encode(), hashlib.sha256).digest()
-        if hash_ is not None:
-            remembered = self._memo.get((user, hash_))
-            if remembered is not None and hmac.compare_digest(remembered, digest):
-                return True
+        return remembered is not None and hmac.compare_digest(remembered, digest)
+
+    def verify(self, user: str, password: str) -> bool:
+        """True if the password is right. Blocking (bcrypt): call it off the event loop."""
+        if self.verify_remembered(user, password):
+            return True
+        hash_ = self._users.get(user)
+        digest = hmac.new(self._memo_key, password.encode(), hashlib.sha256).digest()
         ok = verify_hash(password, hash_ if hash_ is not None else _DUMMY_HASH) and hash_ is not None
         if ok and hash_ is not None:
             self._memo[(user, hash_)] = digest

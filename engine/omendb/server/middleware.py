@@ -3,7 +3,8 @@
 - authentication for /v1 and /admin (see ``auth.gate``);
 - a request id (the client's X-Request-ID if sane, else a fresh one), echoed in the response;
 - ``[http] max_concurrent_requests``: excess requests get 503 with Retry-After at once, never a queue;
-- the body size limit ``[http] max_body_mb`` (413), checked on Content-Length and while streaming;
+- the body size limit ``[http] max_body_mb`` (413), checked on Content-Length and while streaming
+  (FastAPI's own ``max_body_size`` answers a too-long Content-Length in its own format, not the API's);
 - ``[http] request_timeout_ms``: a request still unanswered by then gets 503;
 - the access log line (method, path, status, user, request_id, duration_ms) and request metrics.
 
