@@ -143,7 +143,7 @@ class ReplicationSection:
     max_lag_seconds: float = _key(30.0, "A replica further behind its primary than this is not ready.",
                                   minimum=0.0)
     poll_wait_ms: int = _key(2000, "How long a replica's request for new WAL waits on the primary before "
-                                   "returning empty (long poll).", minimum=10, maximum=60000)
+                                   "returning empty (long poll).", minimum=10, maximum=25000)
 
 
 SECTIONS: dict[str, type] = {

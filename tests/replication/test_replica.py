@@ -13,7 +13,7 @@ import pytest
 
 from omendb.config import Config
 from omendb.errors import ConfigError
-from tests.replication.cluster import Cluster, api, caught_up, info, lookup, wait_until
+from tests.replication.cluster import ADMIN, Cluster, api, caught_up, info, lookup, wait_until
 
 
 def test_replica_serves_reads_refuses_writes_and_reports_lag(tmp_path: Path) -> None:
@@ -136,3 +136,50 @@ def test_replication_config_is_validated() -> None:
     config = Config.from_dict({"replication": {"role": "replica", "primary_url": "https://p:3000",
                                                "synchronous_replicas": 2}})
     assert config.replication.synchronous_replicas == 2 and config.replication.synchronous_timeout_ms == 5000
+
+
+def test_client_pointed_at_a_replica_writes_to_the_primary(tmp_path: Path) -> None:
+    """The refusal's shape is what omendb.client redirects on: a write sent to a replica lands on the
+    primary named in the error, reads through read_url are served by the replica."""
+    from omendb.client import Client
+
+    cluster = Cluster(tmp_path)
+    try:
+        p = cluster.node("p")
+        (r,) = cluster.replicas(p, "r")
+        with Client(r.url, username=ADMIN[0], password=ADMIN[1]) as client:
+            lsn = client.put_many([1, 2, 3], [1.0, 2.0, 3.0])
+        assert info(p)["lsn"] == lsn
+        caught_up(r, p)
+        with Client(p.url, read_url=r.url, username=ADMIN[0], password=ADMIN[1]) as client:
+            assert client.get(2) == 2.0
+            assert client.stats()["role"] in ("primary", "replica")
+    finally:
+        cluster.stop_all()
+
+
+def test_follow_and_wal_requests_are_validated(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        p = cluster.node("p")
+        with api(p) as c:
+            for bad in ('"omendb-0:3000"', '"ftp://host"', '"https://"', '"http://h/?x=1"',
+                        '"https://\\uda01\\udcb0k"'):  # the last: lone surrogates, as schemathesis sends
+                r = c.post("/admin/follow", content=f'{{"primary_url": {bad}}}',
+                           headers={"content-type": "application/json"})
+                assert r.status_code == 422, (bad, r.text)
+                assert "primary_url" in r.json()["error"]["message"]
+            c.post("/v1/records", json={"records": [{"key": 1, "value": 1.0}]}).raise_for_status()
+            assert c.get("/admin/replication/wal", params={"after_lsn": 5}).status_code == 409
+            r = c.get("/admin/replication/wal", params={"after_lsn": 1, "last_term": 3})
+            assert r.status_code == 409 and r.json()["error"]["code"] == "diverged"
+            r = c.get("/admin/replication/wal", params={"after_lsn": 0, "replica_id": "x"})
+            assert r.status_code == 200 and r.headers["x-omendb-last-lsn"] == "1"
+            assert c.get("/v1/stats").json()["replicas"]["x"]["lsn"] == 0
+            assert c.post("/admin/promote").json() == {"role": "primary", "term": 1, "lsn": 1, "promoted": False}
+            r = c.post("/v1/records", json={"records": [{"key": 2, "value": 2.0}]})
+            assert r.status_code == 200  # still the primary
+        with httpx.Client(base_url=p.url, timeout=5) as anonymous:
+            assert anonymous.post("/admin/promote").status_code == 401
+    finally:
+        cluster.stop_all()

@@ -28,7 +28,10 @@ def api_schema(api_server: Server) -> schemathesis.BaseSchema:
 
 def test_no_input_causes_a_server_error(api_schema: schemathesis.BaseSchema, api_server: Server) -> None:
     # Driven through hypothesis directly: schemathesis' pytest plugin does not support this pytest.
-    operations = [result.ok() for result in api_schema.get_all_operations()]
+    # POST /admin/follow turns the server into a replica of whatever URL it is given (fuzzed host names
+    # would be looked up off loopback); tests/replication covers it, including its input validation.
+    operations = [op for op in (result.ok() for result in api_schema.get_all_operations())
+                  if op.path != "/admin/follow"]
     before = len(api_server.log_records())  # startup lines and readiness polls
     assert len(operations) >= 14
     for operation in operations:

@@ -208,9 +208,13 @@ class Follower:
                              max_bytes=MAX_POLL_BYTES)
         if response.status_code == 410:
             raise Resync(f"the primary no longer has the WAL after LSN {after}: {_message(response)}", None)
-        if response.status_code == 409:
-            raise Resync(f"the primary refused LSN {after}: {_message(response)}", after + 1 if
-                         response.json().get("error", {}).get("code") == "lsn_ahead" else None)
+        if response.status_code == 409:  # lsn_ahead / diverged: find where, so the rewound writes are logged
+            primary = self._get("/admin/replication/info").json()
+            history = [(int(t), int(first)) for t, first in primary["term_history"]]
+            diverged = divergence_lsn(db.term_history, after, history)
+            if diverged is None and after > primary["lsn"]:
+                diverged = primary["lsn"] + 1
+            raise Resync(f"the primary refused LSN {after}: {_message(response)}", diverged)
         if response.status_code != 200:
             raise FollowError(f"{self.primary_url}/admin/replication/wal answered {response.status_code}: "
                               f"{_message(response)}")

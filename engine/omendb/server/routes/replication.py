@@ -19,10 +19,11 @@ import asyncio
 from collections.abc import Iterable
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Query
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
 from omendb.replication import term_at
@@ -37,7 +38,19 @@ DISK_FRAMES = 2000  # frames per answer when a replica is far behind and is serv
 
 
 class FollowRequest(BaseModel):
-    primary_url: str = Field(pattern=r"^https?://", description="The primary's API URL.")
+    primary_url: str = Field(max_length=2000, description="The primary's API URL, e.g. "
+                                                          "https://omendb-0.omendb-headless:3000.")
+
+    @field_validator("primary_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
+            raise ValueError("must be http:// or https:// with a host, e.g. https://omendb-0.omendb-headless:3000")
+        return value.rstrip("/")
 
 
 def _frames(db: Any, after_lsn: int, max_bytes: int) -> tuple[bytes, int]:
@@ -70,7 +83,7 @@ def build_router(state: ServerState, replication: Replication) -> APIRouter:
                   last_term: Annotated[int | None, Query(ge=1, description="the caller's term at after_lsn; "
                                                                            "checked against this timeline")]
                   = None,
-                  wait_ms: Annotated[int, Query(ge=0, le=60000, description="wait this long for a new "
+                  wait_ms: Annotated[int, Query(ge=0, le=25000, description="wait this long for a new "
                                                                             "write")] = 0,
                   max_bytes: Annotated[int, Query(ge=1, le=64 << 20)] = 8 << 20) -> Response:
         db = state.ready_db()
