@@ -71,6 +71,7 @@ MEM_LIMIT = 8192  # entries in the delta's dict before it is flushed into a sort
 RUN_MIN = 1024  # batches at least this large go straight into a sorted run
 MEM_ENTRY_BYTES = 160  # measured cost of one dict entry (key, tuple, float, int objects)
 ARCHIVED_FILE = "ARCHIVED"  # in the WAL dir: LSN up to which backups have archived the WAL
+REPLICA_WAL_RETENTION_S = 600  # WAL is kept for replicas heard from within this many seconds
 FRAME_RING_BYTES = 16 << 20  # newest WAL frames kept in memory for replicas (see replication.FrameRing)
 
 
@@ -587,6 +588,17 @@ class Database:
             return
         archived = self.archived_lsn()
         through = self._checkpoint_lsn if archived is None else min(self._checkpoint_lsn, archived)
+        # Replicas that were streaming recently still need the WAL after their position: keep it (within
+        # max_retained_mb), so a replica that was briefly away resumes instead of re-seeding from a snapshot.
+        replica_floor = self.replicas.floor(REPLICA_WAL_RETENTION_S)
+        if replica_floor is not None and replica_floor < through:
+            self._wal.remove_through(replica_floor)
+            if self._wal.size_bytes() > self.config.wal.max_retained_mb * 1024 * 1024:
+                log.warning("WAL kept for replicas exceeded [wal] max_retained_mb = %d: released segments "
+                            "through LSN %d; a replica behind LSN %d will re-seed from a snapshot",
+                            self.config.wal.max_retained_mb, through, through)
+            else:
+                through = replica_floor
         self._wal.remove_through(through)
         if archived is not None and archived < self._checkpoint_lsn:
             bound = self.config.wal.max_retained_mb * 1024 * 1024

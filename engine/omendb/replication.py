@@ -90,6 +90,14 @@ class ReplicaTracker:
         with self._changed:
             return {name: (r.lsn, now - r.seen_at) for name, r in self._replicas.items()}
 
+    def floor(self, max_age_s: float) -> int | None:
+        """The lowest LSN held by a replica that reported within `max_age_s` (None if there is none): the
+        primary keeps the WAL after it."""
+        now = time.monotonic()
+        with self._changed:
+            recent = [r.lsn for r in self._replicas.values() if now - r.seen_at <= max_age_s]
+        return min(recent) if recent else None
+
     def confirmed(self, lsn: int) -> int:
         with self._changed:
             return sum(1 for r in self._replicas.values() if r.lsn >= lsn)

@@ -49,3 +49,35 @@ def test_database_ring_matches_its_wal(tmp_path):
                 for f in from_ring] == \
                [(f.lsn, f.term, f.commit_us, f.keys.tolist(), None if f.values is None else f.values.tolist())
                 for f in from_wal]
+
+
+def _big_batch(db: Database, seed: int) -> None:
+    keys = np.arange(seed * 40_000, (seed + 1) * 40_000, dtype=np.int64)
+    db.put_many(keys, keys * 0.5)  # ~640 KB per frame: with 1 MB segments the WAL rotates every 2 frames
+
+
+def test_primary_keeps_the_wal_a_recent_replica_still_needs(tmp_path):
+    config = make_config(tmp_path, wal={"max_file_size_mb": 1})
+    with Database.open(config) as db:
+        _big_batch(db, 0)
+        db.replicas.report("r1", db.lsn())  # a replica holds LSN 1
+        for i in range(1, 7):
+            _big_batch(db, i)
+        db.checkpoint()
+        assert [f.lsn for f in read_frames(db.wal_dir, after_lsn=1)] == list(range(2, 8))  # kept for r1
+        db.replicas.report("r1", 7)
+        _big_batch(db, 7)
+        db.checkpoint()
+        frames = [f.lsn for f in read_frames(db.wal_dir, after_lsn=0)]
+        assert frames[0] > 2 and frames[-1] == 8  # r1 caught up: released as usual
+
+
+def test_wal_kept_for_replicas_is_bounded(tmp_path):
+    config = make_config(tmp_path, wal={"max_file_size_mb": 1, "max_retained_mb": 2})
+    with Database.open(config) as db:
+        _big_batch(db, 0)
+        db.replicas.report("r1", 1)  # a replica stuck at LSN 1 ...
+        for i in range(1, 9):
+            _big_batch(db, i)
+        db.checkpoint()  # ... does not keep more than max_retained_mb: it will re-seed
+        assert [f.lsn for f in read_frames(db.wal_dir, after_lsn=0)][0] > 2
