@@ -94,7 +94,8 @@ def go_env() -> dict[str, str]:
 def _go_version() -> str:
     go = shutil.which("go")
     if go is None:
-        raise SystemExit("`go` is not on PATH: the e2e harness builds Kubernetes from Go modules (Go >= 1.24)")
+        raise SystemExit("`go` is not on PATH: the e2e harness builds Kubernetes from Go modules "
+                         "(Go >= 1.24)")
     return subprocess.run([go, "version"], capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -106,7 +107,6 @@ def cache_key() -> str:
         h.update(repr(comp).encode())
         for name in ("go.mod", "go.sum"):
             h.update((GO_DIR / comp.module_dir / name).read_bytes())
-    h.update((E2E_DIR / "native" / "pause.c").read_bytes() if (E2E_DIR / "native" / "pause.c").exists() else b"")
     return h.hexdigest()[:16]
 
 
@@ -136,15 +136,14 @@ def _build_component(comp: Component, out: Path) -> None:
         cmd, cwd=GO_DIR / comp.module_dir, env=go_env(), stderr=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
-    count = 0
     tail: list[str] = []
     last = start
-    for line in proc.stderr:
-        count += 1
+    for count, line in enumerate(proc.stderr, 1):
         tail = (tail + [line.rstrip()])[-40:]
         now = time.monotonic()
         if now - last > 30:
-            print(f"e2e.binaries:   {comp.module_dir}: {count} packages compiled, {now - start:.0f}s", flush=True)
+            print(f"e2e.binaries:   {comp.module_dir}: {count} packages compiled, {now - start:.0f}s",
+                  flush=True)
             last = now
     if proc.wait() != 0:
         raise SystemExit(
@@ -161,10 +160,12 @@ def _build_pause(out: Path) -> None:
     """The pause binary from the pinned Kubernetes module's own C source, linked statically."""
     if (out / "pause").exists():
         return
-    src = module_dir("k8s.io/kubernetes", KUBERNETES_VERSION, GO_DIR / "kubernetes") / "build/pause/linux/pause.c"
+    k8s = module_dir("k8s.io/kubernetes", KUBERNETES_VERSION, GO_DIR / "kubernetes")
+    src = k8s / "build/pause/linux/pause.c"
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
-        raise SystemExit("e2e.binaries: no C compiler to build the pause binary (apt-get install gcc libc6-dev)")
+        raise SystemExit("e2e.binaries: no C compiler to build the pause binary "
+                         "(apt-get install gcc libc6-dev)")
     tmp = out / "pause.tmp"
     subprocess.run(
         [cc, "-Os", "-static", "-o", str(tmp), f"-DVERSION={KUBERNETES_VERSION}", str(src)], check=True

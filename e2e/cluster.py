@@ -170,7 +170,8 @@ def up(lay: Layout, timeout: float = 180.0, with_images: bool = True) -> None:
 
     host.require_root()
     if is_up(lay):
-        raise ClusterError(f"a cluster is already running from {lay.root}: run `python -m e2e.cluster down` first")
+        raise ClusterError(f"a cluster is already running from {lay.root}: "
+                           "run `python -m e2e.cluster down` first")
     # A previous run that died half-way may have left pieces: remove them first.
     down(lay, quiet=True)
     host.ensure_packages()

@@ -152,6 +152,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{L.SANDBOX_IMAGE}"
   enable_selinux = false
+  # The kubelet asks for negative oom_score_adj values (-998 for every pod sandbox), which need
+  # CAP_SYS_RESOURCE; machines that withhold it (this one does) make runc fail with "can't get
+  # final child's PID from pipe: EOF". Clamp to containerd's own value instead.
+  restrict_oom_score_adj = true
   # Images come only from `ctr images import`; there is no registry to pull from.
   max_concurrent_downloads = 1
 
@@ -272,6 +276,8 @@ def kube_proxy_config(lay: Layout) -> str:
         "metricsBindAddress": "127.0.0.1:10249",
         # Leave the machine-wide conntrack table size alone (it is not namespaced).
         "conntrack": {"maxPerCore": 0, "min": 0},
+        # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which this kind of machine withholds.
+        "oomScoreAdj": 0,
         "iptables": {"masqueradeAll": False, "syncPeriod": "5s", "minSyncPeriod": "0s"},
     }
     return yaml.safe_dump(doc, sort_keys=False)

@@ -15,7 +15,14 @@ PACKAGES = (
     "containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "ethtool",
     "socat", "iproute2", "util-linux", "kmod", "debootstrap", "gcc", "libc6-dev",
 )
-KERNEL_MODULES = ("overlay", "br_netfilter", "nf_conntrack", "veth", "bridge")
+# Kernel features the node needs, each with a path that exists once the feature is there (built in
+# or loaded); a missing one is loaded with modprobe. Kernels without module support are common in VMs.
+KERNEL_FEATURES = {
+    "overlay": "/sys/module/overlay",
+    "br_netfilter": "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "nf_conntrack": "/sys/module/nf_conntrack",
+    "bridge": "/sys/module/bridge",
+}
 
 
 def require_root() -> None:
@@ -51,14 +58,16 @@ def ensure_packages(packages: tuple[str, ...] = PACKAGES) -> None:
         env=env, capture_output=True, text=True,
     )
     if res.returncode != 0:
-        raise SystemExit(f"apt-get install {' '.join(missing)} failed:\n{res.stdout[-3000:]}{res.stderr[-3000:]}")
+        raise SystemExit(f"apt-get install {' '.join(missing)} failed:\n"
+                         f"{res.stdout[-3000:]}{res.stderr[-3000:]}")
 
 
 def load_kernel_modules() -> None:
-    """Load the modules the node needs; a module built into the kernel is fine too."""
-    for mod in KERNEL_MODULES:
-        if os.path.isdir(f"/sys/module/{mod}"):
+    """Make sure each kernel feature is there: built in, already loaded, or loaded now."""
+    for mod, probe in KERNEL_FEATURES.items():
+        if os.path.exists(probe):
             continue
         res = subprocess.run(["modprobe", mod], capture_output=True, text=True)
-        if res.returncode != 0 and not os.path.isdir(f"/sys/module/{mod}"):
-            raise SystemExit(f"kernel module {mod} is not available: {res.stderr.strip()}")
+        if not os.path.exists(probe):
+            raise SystemExit(f"kernel feature {mod} is missing ({probe} does not exist) and "
+                             f"`modprobe {mod}` failed: {res.stderr.strip()}")

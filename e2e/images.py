@@ -109,11 +109,13 @@ class Overlay:
 
 
 def _chroot(root: Path, *argv: str) -> None:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    res = subprocess.run(["chroot", str(root), *argv], env=env, capture_output=True, text=True)
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    res = subprocess.run([shutil.which("chroot") or "/usr/sbin/chroot", str(root), *argv], env=env,
+                         capture_output=True, text=True)
     if res.returncode != 0:
-        raise SystemExit(f"e2e.images: `{' '.join(argv)}` in the image failed:\n{res.stdout[-3000:]}{res.stderr[-3000:]}")
+        raise SystemExit(f"e2e.images: `{' '.join(argv)}` in the image failed:\n"
+                         f"{res.stdout[-3000:]}{res.stderr[-3000:]}")
 
 
 # ---------------------------------------------------------------- layers
@@ -312,7 +314,8 @@ def project_images() -> list[Path]:
     operator = _out(OPERATOR_IMAGE)
     oci.write_image(operator, OPERATOR_IMAGE, layers, oci.ImageConfig(
         entrypoint=[f"{VENV}/bin/omendb-operator"], env=_venv_env(), user=f"{UID}:{UID}",
-        labels={"org.opencontainers.image.title": "omendb-operator", "org.opencontainers.image.version": "0.1.0"},
+        labels={"org.opencontainers.image.title": "omendb-operator",
+                "org.opencontainers.image.version": "0.1.0"},
     ))
     return [engine, operator]
 

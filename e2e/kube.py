@@ -104,6 +104,7 @@ class Kube:
             for pod in json.loads(pods.stdout)["items"]:
                 for c in pod["spec"].get("containers", []):
                     name = pod["metadata"]["name"]
-                    res = self.kubectl("-n", namespace, "logs", name, "-c", c["name"], "--tail=100", check=False)
+                    res = self.kubectl("-n", namespace, "logs", name, "-c", c["name"], "--tail=100",
+                                       check=False)
                     parts.append(f"$ kubectl logs {name} -c {c['name']}\n{res.stdout}{res.stderr}")
         return "\n".join(parts)

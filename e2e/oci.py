@@ -86,7 +86,8 @@ class ImageConfig:
     labels: dict[str, str] = field(default_factory=dict)
 
     def to_json(self, layers: list[Layer]) -> bytes:
-        cfg: dict[str, object] = {"Env": self.env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
+        default_path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        cfg: dict[str, object] = {"Env": self.env or [default_path]}
         if self.entrypoint is not None:
             cfg["Entrypoint"] = self.entrypoint
         if self.cmd is not None:
@@ -131,7 +132,8 @@ def write_image(out: Path, ref: str, layers: list[Layer], config: ImageConfig) -
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA,
         "config": {"mediaType": CONFIG_MEDIA, "digest": cfg_digest, "size": len(cfg)},
-        "layers": [{"mediaType": LAYER_MEDIA, "digest": layer.digest, "size": layer.size} for layer in layers],
+        "layers": [{"mediaType": LAYER_MEDIA, "digest": layer.digest, "size": layer.size}
+                   for layer in layers],
     }, sort_keys=True, separators=(",", ":")).encode()
     man_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     full = normalize_ref(ref)
@@ -148,6 +150,10 @@ def write_image(out: Path, ref: str, layers: list[Layer], config: ImageConfig) -
             },
         }],
     }, sort_keys=True, separators=(",", ":")).encode()
+    # The tarball is rewritten only when its content (named by the manifest digest) changed.
+    stamp = out.with_suffix(".digest")
+    if out.exists() and stamp.exists() and stamp.read_text() == f"{full} {man_digest}":
+        return man_digest
     tmp = out.with_suffix(".partial")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         def add_bytes(name: str, data: bytes) -> None:
@@ -167,4 +173,5 @@ def write_image(out: Path, ref: str, layers: list[Layer], config: ImageConfig) -
             seen.add(layer.digest)
             tar.add(str(layer.path), arcname=f"blobs/sha256/{layer.digest.split(':')[1]}")
     tmp.replace(out)
+    stamp.write_text(f"{full} {man_digest}")
     return man_digest

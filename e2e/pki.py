@@ -134,7 +134,8 @@ def cluster_specs(node_name: str, node_ip: str, service_ip: str) -> list[CertSpe
     return [
         CertSpec("apiserver", "kube-apiserver", dns_names=apiserver_dns,
                  ip_addresses=("127.0.0.1", node_ip, service_ip), server=True),
-        CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",), client=True),
+        CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",),
+                 client=True),
         CertSpec("admin", "kubernetes-admin", ("system:masters",), client=True),
         CertSpec("controller-manager", "system:kube-controller-manager", client=True),
         CertSpec("scheduler", "system:kube-scheduler", client=True),

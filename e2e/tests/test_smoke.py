@@ -100,11 +100,18 @@ def test_pvc_data_survives_pod_deletion(kube: Kube, namespace: str, engine_image
         }}
 
     kube.apply(namespace, pod("writer", "open('/var/lib/omendb/data/marker', 'w').write('kept')"))
-    kube.wait_until("writer done", lambda: kube.get(namespace, "pod", "writer")["status"]["phase"] == "Succeeded")
+    kube.wait_until("writer done", lambda: _phase(kube, namespace, "writer") == "Succeeded")
     kube.kubectl("-n", namespace, "delete", "pod", "writer")
     kube.apply(namespace, pod("reader", "print(open('/var/lib/omendb/data/marker').read())"))
-    kube.wait_until("reader done", lambda: kube.get(namespace, "pod", "reader")["status"]["phase"] == "Succeeded")
+    kube.wait_until("reader done", lambda: _phase(kube, namespace, "reader") == "Succeeded")
     assert kube.kubectl("-n", namespace, "logs", "reader").stdout.strip() == "kept"
+
+
+def _phase(kube: Kube, namespace: str, pod: str) -> str:
+    phase: str = kube.get(namespace, "pod", pod)["status"].get("phase", "")
+    if phase == "Failed":
+        raise AssertionError(f"pod {pod} failed: {kube.kubectl('-n', namespace, 'logs', pod).stdout}")
+    return phase
 
 
 def test_service_account_without_permission_gets_403(kube: Kube, namespace: str, engine_image: str) -> None:
@@ -178,8 +185,8 @@ def test_helm_install_of_a_trivial_chart(kube: Kube, namespace: str, tmp_path: P
         "data:\n  greeting: {{ .Values.greeting | quote }}\n"
     )
     res = subprocess.run(
-        [str(kube.bin_dir / "helm"), "install", "demo", str(chart), "-n", namespace, "--set", "greeting=hello",
-         "--wait", "--timeout", "60s"],
+        [str(kube.bin_dir / "helm"), "install", "demo", str(chart), "-n", namespace,
+         "--set", "greeting=hello", "--wait", "--timeout", "60s"],
         env=kube.env, capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0, res.stderr
