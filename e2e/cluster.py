@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -75,11 +76,11 @@ def log_tail(lay: Layout, name: str, lines: int = 40) -> str:
 
 
 def admin_client(lay: Layout, timeout: float = 5.0) -> httpx.Client:
+    """An HTTP client authenticated as the cluster admin (client certificate in system:masters)."""
     p = lay.pki
-    return httpx.Client(
-        base_url=lay.apiserver_url, verify=str(p / "ca.crt"),
-        cert=(str(p / "admin.crt"), str(p / "admin.key")), timeout=timeout,
-    )
+    ctx = ssl.create_default_context(cafile=str(p / "ca.crt"))
+    ctx.load_cert_chain(str(p / "admin.crt"), str(p / "admin.key"))
+    return httpx.Client(base_url=lay.apiserver_url, verify=ctx, timeout=timeout)
 
 
 def _https_ok(url: str, lay: Layout) -> bool:
