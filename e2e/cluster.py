@@ -83,6 +83,11 @@ def admin_client(lay: Layout, timeout: float = 5.0) -> httpx.Client:
     return httpx.Client(base_url=lay.apiserver_url, verify=ctx, timeout=timeout)
 
 
+def _healthz(url: str) -> bool:
+    """controller-manager and scheduler serve /healthz anonymously, with a self-signed certificate."""
+    return httpx.get(url, verify=False, timeout=3).status_code == 200  # noqa: S501 - health probe only
+
+
 def _https_ok(url: str, lay: Layout) -> bool:
     with admin_client(lay, timeout=3) as api:
         return api.get(url).status_code == 200
@@ -216,9 +221,10 @@ def _up(lay: Layout, bin_dir: Path, timeout: float, project_images: list[Path]) 
     _step("kube-controller-manager, kube-scheduler")
     procs.start("kube-controller-manager", configs.controller_manager_argv(lay, bin_dir), lay.pids, lay.logs)
     procs.start("kube-scheduler", configs.scheduler_argv(lay, bin_dir), lay.pids, lay.logs)
-    wait_for("kube-controller-manager /healthz",
-             lambda: _https_ok(f"https://{L.NODE_IP}:10257/healthz", lay), timeout, lay,
-             "kube-controller-manager")
+    wait_for("kube-controller-manager /healthz", lambda: _healthz(f"https://{L.NODE_IP}:10257/healthz"),
+             timeout, lay, "kube-controller-manager")
+    wait_for("kube-scheduler /healthz", lambda: _healthz(f"https://{L.NODE_IP}:10259/healthz"),
+             timeout, lay, "kube-scheduler")
 
     _step("containerd")
     procs.start("containerd", ["containerd", f"--config={lay.containerd / 'config.toml'}"],
