@@ -87,7 +87,7 @@ RENAMES = {"server": "etcd"}
 
 def go_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
+    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
     return env
 
 

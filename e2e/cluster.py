@@ -96,7 +96,22 @@ def _https_ok(url: str, lay: Layout) -> bool:
 # ---------------------------------------------------------------- namespaces and mounts
 
 
-def _create_netns() -> None:
+def _is_mountpoint(path: str) -> bool:
+    return any(line.split()[4] == path for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def _record_host_change(lay: Layout, what: str) -> None:
+    """Remember a change outside the state directory, so `down` undoes exactly that."""
+    with open(lay.root / "host-changes", "a") as f:
+        f.write(what + "\n")
+
+
+def _create_netns(lay: Layout) -> None:
+    # `ip netns add` turns /run/netns into a bind mount the first time; undo that on `down`.
+    if not Path("/run/netns").exists():
+        _record_host_change(lay, "dir /run/netns")
+    if not _is_mountpoint("/run/netns"):
+        _record_host_change(lay, "mount /run/netns")
     _run(["ip", "netns", "add", L.NETNS])
     _run(["ip", "link", "add", L.VETH_HOST, "type", "veth", "peer", "name", L.VETH_NODE,
           "netns", L.NETNS])
@@ -122,7 +137,9 @@ def _create_mount_ns(lay: Layout) -> None:
     _run(["unshare", f"--mount={lay.mount_ns}", "--propagation", "private", "true"])
     for target, source in lay.bind_targets.items():
         source.mkdir(parents=True, exist_ok=True)
-        Path(target).mkdir(parents=True, exist_ok=True)
+        if not Path(target).exists():
+            _record_host_change(lay, f"dir {target}")
+            Path(target).mkdir(parents=True)
         _run(["nsenter", f"--mount={lay.mount_ns}", "--", "mount", "--bind", str(source), target])
 
 
@@ -207,7 +224,7 @@ def _up(lay: Layout, bin_dir: Path, timeout: float, project_images: list[Path]) 
     (lay.root / "bin-dir").write_text(str(bin_dir))
     host.load_kernel_modules()
     _step("network and mount namespaces, cgroups")
-    _create_netns()
+    _create_netns(lay)
     _create_mount_ns(lay)
     procs.create_cgroups(L.CGROUP_ROOT)
     _write_files(lay)
@@ -307,6 +324,7 @@ def down(lay: Layout, quiet: bool = False, keep_logs: bool = True) -> list[str]:
     if Path(f"/sys/class/net/{L.VETH_HOST}").exists():
         _run(["ip", "link", "del", L.VETH_HOST], check=False)
     problems += [f"cgroup not removed: {d}" for d in procs.remove_cgroups(L.CGROUP_ROOT)]
+    problems += _undo_host_changes(lay)
     _check_state_dir(lay)
     if lay.root.exists() and not _mounts_under(lay.root):
         for child in lay.root.iterdir():
@@ -319,6 +337,30 @@ def down(lay: Layout, quiet: bool = False, keep_logs: bool = True) -> list[str]:
     if problems and not quiet:
         for p in problems:
             print(f"e2e.cluster down: {p}", file=sys.stderr)
+    return problems
+
+
+def _undo_host_changes(lay: Layout) -> list[str]:
+    record = lay.root / "host-changes"
+    if not record.exists():
+        return []
+    problems = []
+    changes = record.read_text().split("\n")
+    for change in [c for c in changes if c.startswith("mount ")]:
+        path = change.split(" ", 1)[1]
+        if _is_mountpoint(path) and not any(Path(path).iterdir()):
+            res = _run(["umount", path], check=False)
+            if res.returncode != 0:
+                problems.append(f"cannot unmount {path}: {res.stderr.strip()}")
+    for change in [c for c in changes if c.startswith("dir ")]:
+        directory = Path(change.split(" ", 1)[1])
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problems.append(f"cannot remove {directory} (created by the harness): {exc}")
+    record.unlink()
     return problems
 
 

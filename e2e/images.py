@@ -354,7 +354,14 @@ def load(tarballs: list[Path], state_dir: Path) -> None:
     if not lay.containerd_socket.exists():
         raise SystemExit(f"e2e.images: the cluster is not up (no {lay.containerd_socket}); "
                          "run `python -m e2e.cluster up` first, or build without --load")
+    from e2e.cluster import ctr
+
+    listed = subprocess.run(ctr(lay, "images", "ls"), capture_output=True, text=True, check=True).stdout
+    present = {tuple(line.split()[:3:2]) for line in listed.splitlines()[1:] if line.strip()}
     for t in tarballs:
+        stamp = t.with_suffix(".digest")
+        if stamp.exists() and tuple(stamp.read_text().split()) in present:
+            continue  # containerd already has this exact image under this name
         t0 = time.monotonic()
         import_image(lay, t)
         _log(f"loaded {t.name} into containerd in {time.monotonic() - t0:.1f}s")

@@ -222,3 +222,18 @@ def test_token_request_api_gives_a_bound_token(kube: Kube, namespace: str) -> No
     payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
     assert payload["sub"] == f"system:serviceaccount:{namespace}:bound"
     assert payload["exp"] > time.time()
+
+
+def test_cluster_networking_stays_inside_its_namespace(kube: Kube) -> None:
+    """kube-proxy's rules and the pod bridge live in the cluster's network namespace, not the host's."""
+    from e2e import layout as L
+
+    host_rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert "KUBE-SERVICES" not in host_rules
+    assert not Path(f"/sys/class/net/{L.POD_BRIDGE}").exists()
+    inside = subprocess.run(["nsenter", f"--net=/run/netns/{L.NETNS}", "--", "iptables-save"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "KUBE-SERVICES" in inside
+    routes = subprocess.run(["ip", "-n", L.NETNS, "route", "show", "default"], capture_output=True,
+                            text=True, check=True).stdout
+    assert routes.strip() == ""  # no default route: nothing in the cluster reaches off the machine
