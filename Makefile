@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := engine/omendb operator/omendb_operator
 
-.PHONY: venv lint test test-unit bench bench-engine lock clean
+.PHONY: venv lint test test-unit bench bench-engine bench-http bench-backup bench-client lock clean
 
 # The virtualenv is rebuilt when the lock file changes, so every machine runs the same versions.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -23,10 +23,22 @@ lint: venv
 test: lint
 	$(BIN)/pytest tests
 
-bench: bench-engine
+bench: bench-engine bench-http bench-backup bench-client
 
 bench-engine: venv
 	$(PY) -m omendb.bench.engine
+
+# The HTTP server under wrk (apt-get install -y wrk) vs a bare ASGI app on the same uvicorn settings.
+bench-http: venv
+	$(PY) -m omendb.bench.http
+
+# backup_tool backup/restore MB/s vs tar | zstd of the same data directory (needs zstd; 10M records).
+bench-backup: venv
+	$(PY) -m omendb.bench.backup
+
+# omendb.client against raw httpx requests, per call and per record, against a local server.
+bench-client: venv
+	$(PY) -m omendb.bench.client
 
 # Regenerate the full pinned tree from pyproject's direct pins (run after changing a dependency).
 lock:

@@ -77,6 +77,9 @@ class HttpSection:
     max_concurrent_requests: int = _key(1000, "Requests handled at once; excess ones get 503 with "
                                               "Retry-After.", minimum=1)
     max_body_mb: int = _key(64, "Largest request body accepted (413 beyond).", minimum=1)
+    shutdown_grace_seconds: float = _key(25, "On SIGTERM, how long in-flight requests may run before they "
+                                             "are cancelled; keep it below the pod's "
+                                             "terminationGracePeriodSeconds.", minimum=0, maximum=3600)
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,20 @@ class Config:
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: [{name}] must be a table of keys")
             sections[name] = _build_section(name, SECTIONS[name], values, source)
-        return cls(**sections)
+        config = cls(**sections)
+        config.check_consistency(source)
+        return config
+
+    def check_consistency(self, source: str = "configuration") -> None:
+        """Rules that involve more than one key."""
+        if self.monitoring.prometheus_enabled and self.monitoring.prometheus_port == self.http.port:
+            raise ConfigError(f"{source}: [monitoring] prometheus_port = {self.monitoring.prometheus_port} "
+                              "is the same as [http] port; the metrics listener needs its own port")
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some keys of one section changed (validated like a file)."""
         merged = {**dataclasses.asdict(getattr(self, section)), **changes}
+        # Cross-key rules are checked by the caller once all changes are in (see apply_env).
         return dataclasses.replace(self, **{section: _build_section(section, SECTIONS[section], merged,
                                                                     "override")})
 
@@ -253,6 +265,14 @@ def apply_env(config: Config, environ: dict[str, str] | None = None) -> Config:
             raise ConfigError(f"OMENDB_HTTP_PORT must be a port number, got {env['OMENDB_HTTP_PORT']!r}") \
                 from None
         config = config.replace("http", port=port)
+    if "OMENDB_PROMETHEUS_PORT" in env:
+        # Not in the guide's table: lets tests and side-by-side instances move the metrics port too.
+        try:
+            port = int(env["OMENDB_PROMETHEUS_PORT"])
+        except ValueError:
+            raise ConfigError("OMENDB_PROMETHEUS_PORT must be a port number, got "
+                              f"{env['OMENDB_PROMETHEUS_PORT']!r}") from None
+        config = config.replace("monitoring", prometheus_port=port)
     if "OMENDB_AUTH_DISABLED" in env:
         flag = env["OMENDB_AUTH_DISABLED"].strip().lower()
         if flag not in _TRUE | _FALSE:
@@ -264,4 +284,5 @@ def apply_env(config: Config, environ: dict[str, str] | None = None) -> Config:
         # ("info", or the last "target=level" directive's level). OMENDB_LOG_LEVEL wins over it.
         level = level.split(",")[-1].split("=")[-1].strip().lower()
         config = config.replace("monitoring", log_level=level)
+    config.check_consistency("configuration after environment overrides")
     return config

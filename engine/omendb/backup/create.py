@@ -1,0 +1,181 @@
+"""Taking a backup: full (snapshot + the WAL after it) or incremental (the WAL since the parent's end).
+
+An incremental continues the newest backup of the database when that backup's chain is intact, the
+source's history contains it (not restored to an earlier point since, not another database) and the
+source still holds every WAL frame since its end; otherwise a full backup is taken with a notice saying
+why. Every backup records the record count and a content digest of the state at its end, computed by
+rebuilding that state (for incrementals from the chain, which also proves the chain restorable).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from omendb.backup.errors import BackupError, Corrupt, WalGone
+from omendb.backup.manifest import (
+    FULL,
+    INCREMENTAL,
+    SNAPSHOT_FILE,
+    SNAPSHOT_ZST,
+    WAL_FILE,
+    BackupManifest,
+    FileEntry,
+    check_database_name,
+    new_id,
+)
+from omendb.backup.payload import PayloadWriter, State, frame_bytes
+from omendb.backup.restore import check_against_manifest, materialize
+from omendb.backup.source import Snapshot, SourceInfo
+from omendb.backup.store import BackupStore
+from omendb.checkpoint import BASE_HEADER, FLAG_COMPRESSED, read_base
+from omendb.errors import CorruptionError
+from omendb.wal import Frame
+
+log = logging.getLogger("omendb.backup")
+Progress = Callable[[int], None]
+
+
+class Source(Protocol):
+    description: dict[str, Any]
+
+    def info(self) -> SourceInfo: ...
+    def snapshot(self, sink: Callable[[bytes], None]) -> Snapshot: ...
+    def frames_after(self, lsn: int) -> list[Frame]: ...
+    def mark_archived(self, lsn: int) -> None: ...
+
+
+def _parent_chain(store: BackupStore, database: str, info: SourceInfo
+                  ) -> tuple[list[BackupManifest] | None, str | None]:
+    existing = store.backups(database)
+    if not existing:
+        return None, f"no earlier backup of database {database!r} in {store.root}"
+    parent = existing[-1]
+    try:
+        chain = store.chain(parent)
+    except Corrupt as exc:
+        return None, f"the latest backup {parent.id} cannot be continued ({exc.message})"
+    if info.engine_database and parent.engine_database and info.engine_database != parent.engine_database:
+        return None, (f"the source is database {info.engine_database!r} but {parent.id} was taken from "
+                      f"{parent.engine_database!r}")
+    restored = info.restored_from
+    if restored and float(restored.get("restored_at", 0)) > parent.created_at_epoch \
+            and int(restored.get("lsn", 0)) < parent.end_lsn:
+        return None, (f"the source was restored to LSN {restored.get('lsn')} after {parent.id} (which ends "
+                      f"at LSN {parent.end_lsn}) was taken, so its history diverged from that backup")
+    if info.lsn < parent.end_lsn:
+        return None, (f"the source is at LSN {info.lsn}, before the end of {parent.id} (LSN "
+                      f"{parent.end_lsn}): it is not the database that backup continues")
+    return chain, None
+
+
+def take_backup(store: BackupStore, source: Source, database: str, kind: str, *, lock_timeout: float = 0.0,
+                progress: Progress | None = None, level: int = 3) -> BackupManifest:
+    check_database_name(database)
+    with store.locked(True, lock_timeout):
+        store.remove_leftovers()
+        info = source.info()
+        chain: list[BackupManifest] | None = None
+        frames: list[Frame] = []
+        state: State | None = None
+        if kind == INCREMENTAL:
+            chain, why = _parent_chain(store, database, info)
+            if chain is not None:
+                try:
+                    frames = source.frames_after(chain[-1].end_lsn)
+                    state = materialize(store, chain)
+                    check_against_manifest(state, chain[-1])
+                except WalGone as exc:
+                    chain, why = None, (f"{exc.message} (released before a backup archived it, after [wal] "
+                                        f"max_retained_mb was exceeded or by another backup series)")
+                except Corrupt as exc:
+                    chain, why = None, f"the chain of the latest backup is damaged ({exc.message})"
+            if chain is None:
+                log.warning("NOTICE: taking a full backup instead of an incremental one: %s", why)
+        notice = None if kind == FULL or chain is not None else f"full backup instead of incremental: {why}"
+        when = datetime.now(UTC)
+        backup_id = new_id(database, FULL if chain is None else INCREMENTAL, when)
+        while store.path(backup_id).exists():
+            time.sleep(0.002)
+            when = datetime.now(UTC)
+            backup_id = new_id(database, FULL if chain is None else INCREMENTAL, when)
+        staging = store.staging(backup_id)
+        try:
+            files: list[FileEntry] = []
+            if chain is None:
+                snapshot, state, frames, entry = _take_snapshot(store, staging, source, progress, level)
+                files.append(entry)
+                start_lsn, start_term, earliest = snapshot.lsn, snapshot.term, snapshot.created_us
+            else:
+                assert state is not None
+                start_lsn, start_term, earliest = state.lsn, state.term, chain[0].earliest_restore_us
+            writer = PayloadWriter(staging / WAL_FILE, level)
+            writer.on_progress = progress
+            for frame in frames:
+                writer.write(frame_bytes(frame))
+            files.append(writer.close())
+            state.apply(frames)
+            manifest = BackupManifest(
+                id=backup_id, type=FULL if chain is None else INCREMENTAL,
+                parent=None if chain is None else chain[-1].id, database=database, start_lsn=start_lsn,
+                end_lsn=state.lsn, start_term=start_term, term=state.term,
+                created_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                created_at_epoch=when.timestamp(),
+                first_commit_us=frames[0].commit_us if frames else None,
+                last_commit_us=frames[-1].commit_us if frames else None,
+                earliest_restore_us=earliest, records=len(state.keys), content_sha256=state.digest(),
+                files=files, source=source.description, engine_database=info.engine_database,
+                index={"model_type": info.model_type, "max_error": info.max_error}, notice=notice)
+            store.publish(staging, manifest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            source.mark_archived(manifest.end_lsn)
+        except (BackupError, OSError) as exc:  # the backup is complete; only WAL retention is affected
+            log.warning("backup %s is complete, but recording that backups hold the WAL through LSN %d "
+                        "failed (%s): the engine may release WAL the next incremental needs, which then "
+                        "becomes a full backup", manifest.id, manifest.end_lsn, exc)
+        return manifest.sealed()
+
+
+def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: Progress | None, level: int
+                   ) -> tuple[Snapshot, State, list[Frame], FileEntry]:
+    raw_path = staging / SNAPSHOT_FILE
+    for _ in range(5):
+        for leftover in (raw_path, staging / SNAPSHOT_ZST):
+            leftover.unlink(missing_ok=True)
+        writer = PayloadWriter(raw_path, compress=False)
+        writer.on_progress = progress
+        snapshot = source.snapshot(writer.write)
+        entry = writer.close()
+        try:
+            frames = source.frames_after(snapshot.lsn)
+        except WalGone:
+            log.info("a checkpoint released the WAL right after the snapshot at LSN %d; taking it again",
+                     snapshot.lsn)
+            continue
+        try:
+            lsn, keys, values, lsns, _ = read_base(raw_path)
+        except CorruptionError as exc:
+            raise Corrupt(f"the source's checkpoint is damaged, refusing to back it up: "
+                          f"{exc.message}") from None
+        if lsn != snapshot.lsn:
+            raise Corrupt(f"the source's checkpoint holds LSN {lsn} but was announced as LSN {snapshot.lsn}")
+        with open(raw_path, "rb") as f:
+            flags = BASE_HEADER.unpack(f.read(BASE_HEADER.size))[2]
+        if not flags & FLAG_COMPRESSED:  # an uncompressed checkpoint ([storage] enable_compression = false)
+            packed = PayloadWriter(staging / SNAPSHOT_ZST, level)
+            with open(raw_path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    packed.write(chunk)
+            entry = packed.close()
+            raw_path.unlink()
+        return snapshot, State(keys, values, lsns, lsn, snapshot.term), frames, entry
+    raise BackupError("the WAL after the snapshot kept being released by checkpoints; retry the backup when "
+                      "the database is less busy, or raise [wal] max_retained_mb")

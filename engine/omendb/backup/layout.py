@@ -1,0 +1,40 @@
+"""Where a database's files are, given ``--data-dir``.
+
+The guide passes the parent of ``data/`` and ``wal/`` (``/var/lib/omendb``) and sometimes the data directory
+itself; both are accepted. A directory holding ``MANIFEST`` or ``base-*`` files (or an OmenDB ``LOCK``) is
+the data directory and its WAL is ``../wal``, as the engine's default ``[wal] dir``; otherwise it is the
+parent and the database lives in ``D/data`` and ``D/wal``. A missing or empty directory therefore means the
+guide's layout, which is what a restore onto a fresh volume creates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omendb.checkpoint import MANIFEST
+
+
+@dataclass(frozen=True)
+class Layout:
+    data_dir: Path
+    wal_dir: Path
+
+    def holds_database(self) -> bool:
+        """True when there is anything a restore would overwrite (a checkpoint or WAL segments)."""
+        if (self.data_dir / MANIFEST).exists() or any(self.data_dir.glob("base-*")):
+            return True
+        return self.wal_dir.is_dir() and any(self.wal_dir.glob("*.wal"))
+
+
+def _looks_like_data_dir(path: Path) -> bool:
+    return (path / MANIFEST).exists() or any(path.glob("base-*")) or (path / "LOCK").exists()
+
+
+def resolve(data_dir: str | Path, wal_dir: str | Path | None = None) -> Layout:
+    d = Path(data_dir).absolute()
+    is_data = d.is_dir() and _looks_like_data_dir(d)
+    layout = Layout(d, d.parent / "wal") if is_data else Layout(d / "data", d / "wal")
+    if wal_dir:
+        layout = Layout(layout.data_dir, Path(wal_dir).absolute())
+    return layout

@@ -1,0 +1,389 @@
+"""Restore: rebuild the state at a backup, LSN or time from a chain, and swap it into a data directory.
+
+The state is rebuilt in memory (the full backup's snapshot plus the chain's WAL frames up to the target)
+and written as a fresh checkpoint at the target LSN with an empty WAL, so the server replays nothing and
+continues the LSN and term sequence.
+
+The swap into the data directory happens under the engine's ``LOCK`` (a running server refuses it) and
+is crash-safe: ``MANIFEST`` is first replaced by a marker that no engine opens, the previous files are
+moved into ``restore-previous/`` (in the data and WAL directories, so no copy crosses volumes), the new
+checkpoint is moved in, and renaming the new ``MANIFEST`` over the marker commits. Until that rename the
+previous data is intact; an interrupted restore is rolled back by the next ``restore`` or by
+``rollback-restore``. After the commit the previous files are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from omendb import rmi
+from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
+from omendb.backup.layout import Layout
+from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
+from omendb.backup.payload import State, check_contiguous, check_file, decode_frames, read_checked
+from omendb.backup.source import RESTORE_POISON, RESTORED_FROM
+from omendb.backup.store import BackupStore
+from omendb.checkpoint import MANIFEST, Manifest, base_name, read_base, write_base
+from omendb.errors import CorruptionError
+from omendb.wal import Frame, fsync_dir
+
+log = logging.getLogger("omendb.backup")
+
+STAGING = "restore-staging"
+PREVIOUS = "restore-previous"
+MOVED_OUT = ".moved-out"  # in restore-previous/: every previous file is out; names what moves in
+LOCK = "LOCK"
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    lsn: int | None = None
+    time_us: int | None = None
+
+    def describe(self) -> str:
+        if self.lsn is not None:
+            return f"LSN {self.lsn}"
+        if self.time_us is not None:
+            return f"time {format_us(self.time_us)}"
+        return "the end of the backup"
+
+
+# ---- choosing and reading a chain ---------------------------------------------------------------------
+
+
+def covers(chain: list[BackupManifest], target: Target) -> bool:
+    if target.lsn is not None:
+        return chain[0].start_lsn <= target.lsn <= chain[-1].end_lsn
+    if target.time_us is not None:
+        return chain[0].earliest_restore_us <= target.time_us
+    return True
+
+
+def choose_chain(store: BackupStore, backup_id: str, database: str | None, target: Target
+                 ) -> list[BackupManifest]:
+    """The chain to restore. With ``latest`` and a target, the newest backup whose chain covers it."""
+    if backup_id != "latest" or (target.lsn is None and target.time_us is None):
+        chain = store.chain(store.get(backup_id, database))
+        if not covers(chain, target):
+            raise Refused(f"backup {chain[-1].id} cannot restore to {target.describe()}: its chain covers "
+                          f"LSN {chain[0].start_lsn}..{chain[-1].end_lsn}, times from "
+                          f"{format_us(chain[0].earliest_restore_us)} to "
+                          f"{format_us(chain[-1].last_commit_us)}; pick another backup (backup_tool list)")
+        return chain
+    candidates = store.backups(database)
+    if not candidates:
+        raise NotFound(f"no backups{' for database ' + repr(database) if database else ''} in {store.root}")
+    problems = []
+    for manifest in reversed(candidates):
+        try:
+            chain = store.chain(manifest)
+        except Corrupt as exc:
+            problems.append(exc.message)
+            continue
+        if covers(chain, target):
+            newer = candidates[-1] is not manifest
+            last = manifest.last_commit_us or int(manifest.created_at_epoch * 1_000_000)
+            if target.time_us is not None and newer and target.time_us > last:
+                log.warning("no backup holds the writes between %s (the end of %s) and %s; restoring to the "
+                            "end of %s, the latest point before the requested time that backups hold",
+                            format_us(last), manifest.id, format_us(target.time_us), manifest.id)
+            return chain
+    detail = f" (skipped broken chains: {'; '.join(problems)})" if problems else ""
+    raise Refused(f"no backup in {store.root} covers {target.describe()}{detail}; `backup_tool list` shows "
+                  f"each backup's LSN range and times")
+
+
+def load_snapshot(store: BackupStore, manifest: BackupManifest, progress: Progress | None = None) -> State:
+    entry = manifest.snapshot
+    if entry is None:
+        raise Corrupt(f"full backup {manifest.id} lists no snapshot file; this backup is damaged")
+    path = store.path(manifest.id) / entry.name
+    with tempfile.TemporaryDirectory(prefix="omendb-restore-") as tmp:
+        if entry.codec == "none":  # the checkpoint file as is: check its sha256, then the engine reads it
+            check_file(path, entry)
+            raw_path = path
+            if progress:
+                progress(entry.size)
+        else:
+            raw_path = Path(tmp) / "base.odb"
+            with open(raw_path, "wb") as out:
+                for chunk in read_checked(path, entry):
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+        try:
+            lsn, keys, values, lsns, _ = read_base(raw_path)
+        except CorruptionError as exc:
+            raise Corrupt(f"{path}: the snapshot inside is damaged ({exc.message})") from None
+    if lsn != manifest.start_lsn:
+        raise Corrupt(f"{path} holds LSN {lsn}, the manifest says {manifest.start_lsn}; this backup is "
+                      "damaged")
+    return State(keys, values, lsns, lsn, manifest.start_term)
+
+
+def load_frames(store: BackupStore, manifest: BackupManifest,
+                progress: Progress | None = None) -> list[Frame]:
+    entry = manifest.file(WAL_FILE)
+    if entry is None:
+        raise Corrupt(f"backup {manifest.id} lists no {WAL_FILE}; this backup is damaged")
+    path = store.path(manifest.id) / WAL_FILE
+    parts = []
+    for chunk in read_checked(path, entry):
+        parts.append(chunk)
+        if progress:
+            progress(len(chunk))
+    frames = decode_frames(b"".join(parts), str(path))
+    check_contiguous(frames, manifest.start_lsn, str(path))
+    last = frames[-1].lsn if frames else manifest.start_lsn
+    if last != manifest.end_lsn:
+        raise Corrupt(f"{path} ends at LSN {last}, the manifest says {manifest.end_lsn}; this backup is "
+                      "damaged")
+    return frames
+
+
+def materialize(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
+                progress: Progress | None = None) -> State:
+    """The database state at the target, from the chain's snapshot and WAL; every checksum is checked."""
+    full = chain[0]
+    if full.type != FULL:
+        raise Corrupt(f"the chain of {chain[-1].id} does not start with a full backup")
+    state = load_snapshot(store, full, progress)
+    for manifest in chain:
+        frames = load_frames(store, manifest, progress)
+        if target.lsn is not None:
+            frames = [f for f in frames if f.lsn <= target.lsn]
+        if target.time_us is not None:
+            keep = 0
+            while keep < len(frames) and frames[keep].commit_us <= target.time_us:
+                keep += 1
+            frames = frames[:keep]
+        state.apply(frames)
+        if target.lsn is not None and state.lsn >= target.lsn:
+            break
+        if target.time_us is not None and manifest.last_commit_us is not None and \
+                manifest.last_commit_us > target.time_us:
+            break
+    return state
+
+
+def check_against_manifest(state: State, manifest: BackupManifest) -> None:
+    if state.lsn != manifest.end_lsn:
+        return
+    if len(state.keys) != manifest.records or state.digest() != manifest.content_sha256:
+        raise Corrupt(f"the state rebuilt from backup {manifest.id} ({len(state.keys)} records) does not "
+                      f"match what was backed up ({manifest.records} records, content sha256 "
+                      f"{manifest.content_sha256[:12]}...); this backup chain is damaged")
+
+
+# ---- writing a data directory ------------------------------------------------------------------------
+
+
+def write_checkpoint(state: State, directory: Path, database: str, index: dict[str, object]) -> list[Path]:
+    """A checkpoint of `state` (base file + MANIFEST) in `directory`; returns the files written."""
+    model_type = str(index.get("model_type", "recursive"))
+    max_error = int(str(index.get("max_error", 50)))
+    learned = rmi.train(state.keys, model_type, max_error)
+    name = base_name(state.lsn)
+    write_base(directory / name, state.lsn, state.keys, state.values, state.lsns, learned, compress=True,
+               block_size=100_000)
+    manifest = Manifest(database=database, checkpoint_lsn=state.lsn, term=state.term, base_file=name,
+                        records=len(state.keys), created_at=time.time(), model_type=learned.model_type,
+                        max_error=learned.max_error,
+                        index_meta={"observed_max_error": learned.observed_max_error,
+                                    "observed_mean_error": learned.observed_mean_error,
+                                    "depth": learned.depth,
+                                    "train_seconds": learned.train_seconds})
+    _write_synced(directory / MANIFEST, manifest.to_json().encode())
+    return [directory / name, directory / MANIFEST]
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def data_dir_lock(layout: Layout) -> Iterator[None]:
+    """The engine's own lock: a running server (or another restore) holds it."""
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise Busy(f"data directory {layout.data_dir} is in use by process {holder} (an `omendb serve` "
+                       "or another restore); stop it first — in Kubernetes scale the database to 0 "
+                       "replicas (kubectl scale ... --replicas=0), on a host stop the omendb service — "
+                       "then run the restore again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _move_all(src: Path, dst: Path, keep: set[str]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in list(src.iterdir()):
+        if path.name not in keep:
+            os.replace(path, dst / path.name)
+    fsync_dir(dst)
+    fsync_dir(src)
+
+
+def _poisoned(layout: Layout) -> bool:
+    try:
+        with open(layout.data_dir / MANIFEST, "rb") as f:
+            return f.read(len(RESTORE_POISON)) == RESTORE_POISON
+    except FileNotFoundError:
+        return False
+
+
+def recover_interrupted(layout: Layout) -> str | None:
+    """Finish the bookkeeping of an interrupted restore (call with the data directory lock held): roll it
+    back if it had not committed, else delete what it left. Returns what was done, or None."""
+    data_prev, wal_prev = layout.data_dir / PREVIOUS, layout.wal_dir / PREVIOUS
+    staging = layout.data_dir / STAGING
+    if _poisoned(layout):
+        # Not committed. Files the restore moved in are deleted only if every previous file had been moved
+        # out first (the marker says so and names them); then the previous files go back, MANIFEST last.
+        marker = data_prev / MOVED_OUT
+        if marker.exists():
+            for name in json.loads(marker.read_text()):
+                (layout.data_dir / name).unlink(missing_ok=True)
+            marker.unlink()
+        if wal_prev.is_dir():
+            _move_all(wal_prev, layout.wal_dir, set())
+        if data_prev.is_dir():
+            _move_all(data_prev, layout.data_dir, {MANIFEST})
+            if (data_prev / MANIFEST).exists():
+                os.replace(data_prev / MANIFEST, layout.data_dir / MANIFEST)
+            else:
+                (layout.data_dir / MANIFEST).unlink()
+        else:
+            (layout.data_dir / MANIFEST).unlink()
+        fsync_dir(layout.data_dir)
+        done = "rolled back an interrupted restore: the previous data is back in place"
+    elif data_prev.exists() or wal_prev.exists() or staging.exists():
+        done = "removed the leftovers of an earlier restore (it had completed or not yet started)"
+    else:
+        return None
+    for path in (data_prev, wal_prev, staging):
+        if path.exists():
+            shutil.rmtree(path)
+    fsync_dir(layout.data_dir)
+    if layout.wal_dir.is_dir():
+        fsync_dir(layout.wal_dir)
+    return done
+
+
+def swap_in(layout: Layout, staged: Path, poison_text: str) -> None:
+    """Replace the database in `layout` by the checkpoint files in `staged` (see the module docstring)."""
+    data_prev, wal_prev = layout.data_dir / PREVIOUS, layout.wal_dir / PREVIOUS
+    layout.wal_dir.mkdir(parents=True, exist_ok=True)
+    data_prev.mkdir()
+    wal_prev.mkdir()
+    manifest = layout.data_dir / MANIFEST
+    if manifest.exists():
+        os.link(manifest, data_prev / MANIFEST)
+    marker = layout.data_dir / (MANIFEST + ".restore")
+    _write_synced(marker, RESTORE_POISON + b"\n" + poison_text.encode() + b"\n")
+    os.replace(marker, manifest)  # from here no engine opens this directory
+    fsync_dir(layout.data_dir)
+    try:
+        _move_all(layout.data_dir, data_prev, {LOCK, MANIFEST, PREVIOUS, STAGING})
+        _move_all(layout.wal_dir, wal_prev, {PREVIOUS})
+        incoming = sorted(p.name for p in staged.iterdir() if p.name != MANIFEST)
+        _write_synced(data_prev / MOVED_OUT, json.dumps(incoming).encode())
+        fsync_dir(data_prev)
+        for path in list(staged.iterdir()):
+            if path.name != MANIFEST:
+                os.replace(path, layout.data_dir / path.name)
+        fsync_dir(layout.data_dir)
+        os.replace(staged / MANIFEST, manifest)  # the commit point
+        fsync_dir(layout.data_dir)
+    except BaseException:
+        recover_interrupted(layout)
+        raise
+    for path in (data_prev, wal_prev, staged):
+        shutil.rmtree(path)
+    fsync_dir(layout.data_dir)
+    fsync_dir(layout.wal_dir)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    backup_id: str
+    lsn: int
+    term: int
+    records: int
+    recovered: str | None
+
+
+def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | None, target: Target,
+            force: bool, progress: Progress | None = None, command_hint: str = "") -> RestoreResult:
+    chain = choose_chain(store, backup_id, database, target)
+    last = chain[-1]
+    with data_dir_lock(layout):
+        recovered = recover_interrupted(layout)
+        if layout.holds_database() and not force:
+            raise Refused(f"{layout.data_dir} already holds a database; pass --force to replace it (the "
+                          f"current data is kept aside until the restore succeeds)")
+        state = materialize(store, chain, target, progress)
+        check_against_manifest(state, last)
+        staged = layout.data_dir / STAGING
+        if staged.exists():
+            shutil.rmtree(staged)
+        staged.mkdir()
+        write_checkpoint(state, staged, last.engine_database or last.database, last.index)
+        _write_synced(staged / RESTORED_FROM, json.dumps({
+            "backup_id": last.id, "database": last.database, "lsn": state.lsn, "term": state.term,
+            "restored_at": time.time()}).encode())
+        fsync_dir(staged)
+        hint = (f"A backup_tool restore of backup {last.id} into this directory was interrupted. Run "
+                f"`{command_hint}` again to finish it, or `backup_tool --data-dir {layout.data_dir} "
+                f"rollback-restore` to put the previous data back.")
+        swap_in(layout, staged, hint)
+    return RestoreResult(last.id, state.lsn, state.term, len(state.keys), recovered)
+
+
+def rollback(layout: Layout) -> str:
+    with data_dir_lock(layout):
+        done = recover_interrupted(layout)
+    if done is None:
+        raise NotFound(f"no interrupted restore in {layout.data_dir}; nothing to roll back")
+    return done
+
+
+def keys_digest_of_directory(layout: Layout) -> tuple[int, str, int]:
+    """(records, content sha256, LSN) of a data directory, by opening it with the engine."""
+    from omendb.backup.payload import state_digest
+    from omendb.config import Config
+    from omendb.database import Database
+
+    config = Config().replace("database", data_dir=str(layout.data_dir)).replace("wal",
+                                                                                 dir=str(layout.wal_dir))
+    try:
+        with Database.open(config) as db:
+            keys, values = db.range(-(2**63))
+            return len(keys), state_digest(np.asarray(keys), np.asarray(values)), db.lsn()
+    except CorruptionError as exc:
+        raise Corrupt(f"the restored directory does not open: {exc.message}") from None
+    except BackupError:
+        raise

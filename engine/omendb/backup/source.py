@@ -1,0 +1,293 @@
+"""Where a backup's data comes from: a data directory on disk (offline) or a running server (online).
+
+Both give the same three things: a snapshot (the bytes of a checkpoint file, consistent at its LSN), the
+WAL frames after an LSN (``WalGone`` when they are no longer all retained), and a way to tell the engine
+that backups now hold the WAL up to an LSN so it may release it.
+
+Offline needs no lock on the data directory: checkpoint files are immutable once renamed into place (a
+newer checkpoint unlinks an older one, which an open descriptor survives) and the WAL is append-only, so
+the current checkpoint plus the complete WAL frames after it are a consistent state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omendb import rmi
+from omendb.backup.errors import BackupError, Corrupt, SourceError, WalGone
+from omendb.backup.layout import Layout
+from omendb.backup.payload import decode_frames
+from omendb.checkpoint import MANIFEST, atomic_write, read_manifest, write_base
+from omendb.database import ARCHIVED_FILE
+from omendb.errors import CorruptionError
+from omendb.wal import Frame, read_frames
+
+RESTORED_FROM = "RESTORED_FROM"  # in a data directory: which backup and LSN it was restored from
+RESTORE_POISON = b"RESTORE IN PROGRESS"
+CHUNK = 1 << 20
+Sink = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    engine_database: str
+    lsn: int  # newest LSN the source holds (offline: checkpoint or last complete WAL frame)
+    term: int
+    model_type: str
+    max_error: int
+    restored_from: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    lsn: int
+    term: int
+    created_us: int  # when the checkpoint was written: its LSN committed no later than this
+
+
+def empty_base_bytes(model_type: str = "recursive", max_error: int = 50) -> bytes:
+    """A checkpoint file holding no records (a database that never checkpointed, at LSN 0)."""
+    with tempfile.TemporaryDirectory(prefix="omendb-empty-") as tmp:
+        path = Path(tmp) / "base.odb"
+        empty = np.zeros(0, np.int64)
+        write_base(path, 0, empty, np.zeros(0), empty, rmi.train(empty, model_type, max_error), compress=True,
+                   block_size=100_000)
+        return path.read_bytes()
+
+
+class LocalSource:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.description: dict[str, Any] = {"kind": "offline", "data_dir": str(layout.data_dir),
+                                            "wal_dir": str(layout.wal_dir)}
+
+    def _manifest(self) -> Any:
+        path = self.layout.data_dir / MANIFEST
+        try:
+            if path.read_bytes().startswith(RESTORE_POISON):
+                raise BackupError(f"{self.layout.data_dir} is in the middle of an interrupted restore; "
+                                  "finish it (backup_tool restore ... --force) or undo it (backup_tool "
+                                  f"--data-dir {self.layout.data_dir} rollback-restore) first")
+        except FileNotFoundError:
+            pass
+        try:
+            return read_manifest(self.layout.data_dir)
+        except CorruptionError as exc:
+            raise Corrupt(f"cannot back up {self.layout.data_dir}: {exc.message}") from None
+
+    def info(self) -> SourceInfo:
+        if not self.layout.data_dir.is_dir():
+            raise BackupError(f"{self.layout.data_dir} does not exist; pass the directory holding the "
+                              "database's data/ and wal/ (the guide's /var/lib/omendb) or the data "
+                              "directory itself as --data-dir")
+        manifest = self._manifest()
+        if manifest is None and not any(self.layout.wal_dir.glob("*.wal")):
+            raise BackupError(f"{self.layout.data_dir} holds no OmenDB database (no MANIFEST and no WAL in "
+                              f"{self.layout.wal_dir}); check --data-dir (and --wal-dir if [wal] dir is set)")
+        lsn = manifest.checkpoint_lsn if manifest else 0
+        term = manifest.term if manifest else 1
+        try:
+            for frame in read_frames(self.layout.wal_dir, after_lsn=lsn):
+                lsn, term = frame.lsn, max(term, frame.term)
+        except (CorruptionError, FileNotFoundError):
+            pass  # reported precisely by frames_after; info is only a summary
+        return SourceInfo(manifest.database if manifest else "", lsn, term,
+                          manifest.model_type if manifest else "recursive",
+                          manifest.max_error if manifest else 50, read_restored_from(self.layout.data_dir))
+
+    def snapshot(self, sink: Sink) -> Snapshot:
+        for _ in range(50):
+            manifest = self._manifest()
+            if manifest is None or manifest.base_file is None:
+                lsn = manifest.checkpoint_lsn if manifest else 0
+                if lsn != 0:
+                    raise Corrupt(f"{self.layout.data_dir}/MANIFEST names no checkpoint file at LSN {lsn}")
+                sink(empty_base_bytes())
+                return Snapshot(0, manifest.term if manifest else 1, 0)
+            try:
+                f = open(self.layout.data_dir / manifest.base_file, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                time.sleep(0.05)  # a checkpoint replaced it between reading MANIFEST and opening it
+                continue
+            with f:
+                while chunk := f.read(CHUNK):
+                    sink(chunk)
+            return Snapshot(manifest.checkpoint_lsn, manifest.term, int(manifest.created_at * 1_000_000))
+        raise BackupError(f"the checkpoint of {self.layout.data_dir} kept changing while it was being read; "
+                          f"retry the backup")
+
+    def frames_after(self, lsn: int) -> list[Frame]:
+        for _ in range(20):
+            # The checkpoint is read first: frames up to it existed before we looked, so if they are not
+            # there now they were released.
+            manifest = self._manifest()
+            checkpoint = manifest.checkpoint_lsn if manifest else 0
+            try:
+                frames = list(read_frames(self.layout.wal_dir, after_lsn=lsn))
+            except FileNotFoundError:
+                time.sleep(0.05)  # a checkpoint released a segment while we read: look again
+                continue
+            except CorruptionError as exc:
+                raise Corrupt(f"cannot back up the WAL of {self.layout.data_dir}: {exc.message}") from None
+            if frames and frames[0].lsn != lsn + 1 or not frames and checkpoint > lsn:
+                raise WalGone(f"the WAL in {self.layout.wal_dir} no longer holds every write after LSN {lsn}")
+            return frames
+        raise BackupError(f"WAL segments in {self.layout.wal_dir} kept disappearing while being read; retry")
+
+    def mark_archived(self, lsn: int) -> None:
+        if self.layout.wal_dir.is_dir():
+            atomic_write(self.layout.wal_dir / ARCHIVED_FILE, f"{lsn}\n".encode())
+
+
+def read_restored_from(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        raw: dict[str, Any] = json.loads((data_dir / RESTORED_FROM).read_text())
+        return raw
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+# ---- online --------------------------------------------------------------------------------------------
+
+
+def load_credentials(path: str | None) -> tuple[str, str] | None:
+    """``user:password`` (one line) or JSON ``{"username": ..., "password": ...}`` from a file, else the
+    OMENDB_USER / OMENDB_PASSWORD environment variables, else None (a server without authentication)."""
+    if path:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError as exc:
+            raise BackupError(f"cannot read --credentials-file {path}: {exc.strerror}") from None
+        if text.startswith("{"):
+            try:
+                body = json.loads(text)
+            except ValueError as exc:
+                raise BackupError(f"--credentials-file {path} is not valid JSON ({exc})") from None
+            user = body.get("username", body.get("user")) if isinstance(body, dict) else None
+            password = body.get("password") if isinstance(body, dict) else None
+            if isinstance(body, dict) and user is None and len(body) == 1:
+                user, password = next(iter(body.items()))
+            if not isinstance(user, str) or not isinstance(password, str):
+                raise BackupError(f"--credentials-file {path}: expected "
+                                  f"{{\"username\": ..., \"password\": ...}}")
+            return user, password
+        user, sep, password = text.partition(":")
+        if not sep or not user:
+            raise BackupError(f"--credentials-file {path}: expected one line 'user:password' or JSON "
+                              f"{{\"username\": ..., \"password\": ...}}")
+        return user, password
+    user, password = os.environ.get("OMENDB_USER"), os.environ.get("OMENDB_PASSWORD")
+    if user:
+        if password is None:
+            raise BackupError("OMENDB_USER is set but OMENDB_PASSWORD is not; set both, or use "
+                              "--credentials-file")
+        return user, password
+    return None
+
+
+class RemoteSource:
+    """A running server's admin backup endpoints (engine/omendb/server/routes/backup.py), over httpx."""
+
+    def __init__(self, url: str, credentials: tuple[str, str] | None, ca_file: str | None,
+                 timeout: float = 60.0) -> None:
+        import httpx
+
+        self._httpx = httpx
+        if ca_file and not Path(ca_file).is_file():
+            raise BackupError(f"--ca-file {ca_file} does not exist")
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(base_url=self.url, auth=credentials, verify=ca_file or True,
+                                   timeout=httpx.Timeout(timeout, connect=10.0))
+        self.description = {"kind": "online", "url": self.url}
+
+    def _fail(self, exc: Exception) -> SourceError:
+        httpx = self._httpx
+        if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
+            return SourceError(f"TLS verification of {self.url} failed ({exc}); pass --ca-file with the CA "
+                               f"certificate that signed the server's certificate")
+        return SourceError(f"cannot reach {self.url} ({exc.__class__.__name__}: {exc}); check --source and "
+                           f"that the server is running")
+
+    def _check(self, response: Any) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            message = response.json()["error"]["message"]
+        except Exception:
+            message = response.text[:300]
+        if response.status_code == 401:
+            raise SourceError(f"{self.url} refused the credentials ({message}); pass --credentials-file or "
+                              "set OMENDB_USER and OMENDB_PASSWORD to an admin user")
+        if response.status_code == 403:
+            raise SourceError(f"{self.url}: {message}; backups need a user listed in [security] admin_users")
+        if response.status_code == 404:
+            raise SourceError(f"{self.url} has no backup endpoints ({response.request.url.path}: 404); it "
+                              "runs an OmenDB version without online backup — take an offline backup "
+                              "instead")
+        raise SourceError(f"{self.url} answered {response.status_code} to {response.request.url.path}: "
+                          f"{message}")
+
+    def _get(self, path: str, **params: Any) -> Any:
+        try:
+            response = self.client.get(path, params=params)
+        except self._httpx.HTTPError as exc:
+            raise self._fail(exc) from None
+        return response
+
+    def info(self) -> SourceInfo:
+        response = self._get("/admin/backup/info")
+        self._check(response)
+        body = response.json()
+        return SourceInfo(body["database"], body["lsn"], body["term"], body["model_type"], body["max_error"],
+                          body.get("restored_from"))
+
+    def snapshot(self, sink: Sink) -> Snapshot:
+        try:
+            with self.client.stream("GET", "/admin/backup/snapshot") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                headers = response.headers
+                expected = int(headers.get("content-length", "-1"))
+                received = 0
+                for chunk in response.iter_bytes(CHUNK):
+                    received += len(chunk)
+                    sink(chunk)
+        except self._httpx.HTTPError as exc:
+            raise self._fail(exc) from None
+        if expected >= 0 and received != expected:
+            raise SourceError(f"{self.url}: the snapshot stream ended after {received} of {expected} bytes; "
+                              f"retry the backup")
+        return Snapshot(int(headers["x-omendb-lsn"]), int(headers["x-omendb-term"]),
+                        int(headers["x-omendb-checkpoint-created-us"]))
+
+    def frames_after(self, lsn: int) -> list[Frame]:
+        response = self._get("/admin/wal", after_lsn=lsn)
+        if response.status_code == 410:
+            raise WalGone(f"{self.url} no longer retains the WAL after LSN {lsn}")
+        self._check(response)
+        frames = decode_frames(response.content, f"{self.url}/admin/wal?after_lsn={lsn}")
+        last = int(response.headers["x-omendb-last-lsn"])
+        if frames and (frames[0].lsn != lsn + 1 or frames[-1].lsn != last) or not frames and last != lsn:
+            raise SourceError(f"{self.url}: the WAL stream after LSN {lsn} was incomplete (ended at "
+                              f"{frames[-1].lsn if frames else lsn}, server said {last}); retry the backup")
+        return frames
+
+    def mark_archived(self, lsn: int) -> None:
+        try:
+            response = self.client.post("/admin/wal/archived", json={"lsn": lsn})
+        except self._httpx.HTTPError as exc:
+            raise self._fail(exc) from None
+        self._check(response)
+
+    def close(self) -> None:
+        self.client.close()

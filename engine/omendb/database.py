@@ -1,0 +1,770 @@
+"""The embedded database: ``Database.open(config_or_path)``.
+
+In memory a database is a *base* (sorted arrays of every record as of the last merge, with its learned
+index) and a *delta* of later writes: a small dict (``mem``) for the newest small batches and sorted
+runs for larger ones, newest last, at most about log2(delta) of them. Reads consult the delta, newest
+first, then the base. When the delta reaches ``retrain_threshold`` records it is frozen (a new empty delta
+takes the writes) and merged into a new base in the background; the new model is trained there and the
+new base swapped in atomically, then written as a checkpoint.
+
+Writes: one batch = one LSN = one WAL frame. LSNs are assigned and frames appended under a short lock;
+the fsync is shared among concurrent writers (group commit); a batch becomes visible to readers only after
+it is durable, and batches become visible in LSN order.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import fcntl
+import gc
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omendb import rmi
+from omendb.checkpoint import (
+    Manifest,
+    atomic_write,
+    base_name,
+    read_base,
+    read_manifest,
+    write_base,
+    write_manifest,
+)
+from omendb.config import Config, load_config
+from omendb.errors import (
+    CorruptionError,
+    DatabaseClosed,
+    DatabaseLocked,
+    InvalidInput,
+    MemoryLimitExceeded,
+    OmenDBError,
+    ReadOnly,
+)
+from omendb.replication import Fenced, ReplicaTracker, TermHistory
+from omendb.runs import (
+    EMPTY_RUN,
+    RUN_RECORD_BYTES,
+    Run,
+    apply_to_base,
+    combine,
+    latest_per_key,
+    run_from_batch,
+    slice_range,
+)
+from omendb.validation import INT64_MAX, INT64_MIN, as_key, as_keys, as_values
+from omendb.wal import Frame, WalWriteError, WalWriter, encode_frame, read_frames
+
+log = logging.getLogger("omendb.database")
+
+MEM_LIMIT = 8192  # entries in the delta's dict before it is flushed into a sorted run
+RUN_MIN = 1024  # batches at least this large go straight into a sorted run
+MEM_ENTRY_BYTES = 160  # measured cost of one dict entry (key, tuple, float, int objects)
+ARCHIVED_FILE = "ARCHIVED"  # in the WAL dir: LSN up to which backups have archived the WAL
+
+
+@dataclass(frozen=True)
+class Base:
+    keys: np.ndarray
+    values: np.ndarray
+    lsns: np.ndarray
+    index: rmi.LearnedIndex
+    lsn: int  # every write up to this LSN is in here
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes + self.lsns.nbytes + self.index.model_bytes
+
+
+class Delta:
+    """Writes not yet merged into the base. Mutated only under the database's state lock."""
+
+    def __init__(self) -> None:
+        self.mem: dict[int, tuple[float | None, int]] = {}
+        self.runs: tuple[Run, ...] = ()
+        self._mem_run: Run | None = None
+
+    def __len__(self) -> int:
+        return len(self.mem) + sum(len(r) for r in self.runs)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.mem) * MEM_ENTRY_BYTES + sum(r.nbytes for r in self.runs)
+
+    def mem_run(self) -> Run:
+        """The dict as a sorted run (cached until the next write)."""
+        if self._mem_run is None:
+            if not self.mem:
+                self._mem_run = EMPTY_RUN
+            else:
+                keys = np.fromiter(self.mem.keys(), dtype=np.int64, count=len(self.mem))
+                entries = list(self.mem.values())
+                values = np.array([v if v is not None else 0.0 for v, _ in entries], dtype=np.float64)
+                lsns = np.array([lsn for _, lsn in entries], dtype=np.int64)
+                live = np.array([v is not None for v, _ in entries], dtype=bool)
+                order = np.argsort(keys)
+                self._mem_run = Run(keys[order], values[order], lsns[order], live[order])
+        return self._mem_run
+
+    def layers(self) -> list[Run]:
+        """Sorted runs, newest first (the dict is always newer than every run)."""
+        return [self.mem_run(), *reversed(self.runs)]
+
+    def combined(self) -> Run:
+        return combine([*self.runs, self.mem_run()])
+
+
+@dataclass(frozen=True)
+class View:
+    """What a reader needs besides the active delta: swapped atomically by merges."""
+
+    base: Base
+    frozen: Delta | None  # a delta being merged into the next base
+    frozen_lsn: int
+
+
+def _push_run(runs: tuple[Run, ...], run: Run) -> tuple[Run, ...]:
+    """`runs` with `run` appended as the newest, merging neighbours of similar size so that at most about
+    log2(delta) runs exist (each run is more than twice the size of the next newer one)."""
+    out = [*runs, run]
+    while len(out) >= 2 and len(out[-2]) <= 2 * len(out[-1]):
+        newest = out.pop()
+        out[-1] = combine([out[-1], newest])
+    return tuple(out)
+
+
+class Database:
+    """A durable int64 -> float64 store. Thread-safe; use ``Database.open``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = Path(config.database.data_dir)
+        self.wal_dir = config.wal_dir
+        self._compiled = config.performance.enable_simd
+        self._state_lock = threading.Lock()  # guards _view, _active
+        self._write_lock = threading.Lock()  # orders LSN assignment and WAL appends
+        self._apply_lock = threading.Lock()  # applies durable batches in LSN order
+        self._merge_lock = threading.Lock()  # one merge at a time
+        self._pending: collections.deque[tuple[int, np.ndarray, np.ndarray | None, int]] = collections.deque()
+        self._active = Delta()
+        self._closed = False
+        self._failed: OmenDBError | None = None
+        self._merge_thread: threading.Thread | None = None
+        self._count_cache: tuple[int, int] | None = None
+        self.retrains_total = 0
+        self.retrain_seconds_total = 0.0
+        self.last_retrain_at: float | None = None
+        self.last_retrain_seconds: float | None = None
+        self._released_through: int | None = None  # WAL released before any backup archived it, up to here
+        self.read_only: str | None = None  # why writes are refused (a replica names its primary), or None
+        self.replicas = ReplicaTracker()  # on a primary: what each replica holds
+        self.sync_replicas, self.sync_timeout_s = 0, 0.0  # synchronous replication: replicas to wait for
+        self.last_commit_us = 0  # commit time (on the primary that wrote it) of the newest visible batch
+        self._lsn_changed = threading.Condition()
+        self._lock_fd = self._lock_data_dir()
+        try:
+            self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    # ---- opening -------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, config_or_path: Config | str | os.PathLike[str] | None = None) -> Database:
+        """Open (creating if needed) a database from a Config, an omendb.toml path, or a data directory."""
+        if isinstance(config_or_path, Config):
+            config = config_or_path
+        elif config_or_path is None:
+            config = Config()
+        else:
+            path = Path(config_or_path)
+            if path.is_dir() or not path.suffix:
+                config = Config().replace("database", data_dir=str(path))
+            else:
+                config = load_config(path)
+        return cls(config)
+
+    def _lock_data_dir(self) -> int:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "LOCK"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DatabaseLocked(f"data directory {self.data_dir} is in use by process {holder} (an `omendb "
+                                 f"serve` or a backup_tool run); stop it before opening the database here") \
+                from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _recover(self) -> None:
+        started = time.perf_counter()
+        cfg = self.config
+        manifest = read_manifest(self.data_dir)
+        self.term = manifest.term if manifest else 1
+        self.term_history: TermHistory = [(int(t), int(first)) for t, first in manifest.term_history] \
+            if manifest else [(1, 1)]
+        if manifest and manifest.base_file:
+            lsn, keys, values, lsns, nodes = read_base(self.data_dir / manifest.base_file)
+            if lsn != manifest.checkpoint_lsn:
+                raise CorruptionError(f"{manifest.base_file} holds LSN {lsn} but the manifest says "
+                                      f"{manifest.checkpoint_lsn}; restore from a backup")
+            meta = manifest.index_meta
+            if manifest.model_type == cfg.index.model_type and manifest.max_error == cfg.index.max_error:
+                index = rmi.LearnedIndex(nodes, manifest.model_type, manifest.max_error,
+                                         int(meta["observed_max_error"]), float(meta["observed_mean_error"]),
+                                         int(np.count_nonzero(nodes["kind"] == rmi.LEAF)), int(meta["depth"]),
+                                         float(meta["train_seconds"]))
+            else:
+                log.info("index settings changed since the checkpoint; retraining the model")
+                index = rmi.train(keys, cfg.index.model_type, cfg.index.max_error)
+            base = Base(keys, values, lsns, index, manifest.checkpoint_lsn)
+        else:
+            empty = np.zeros(0, np.int64)
+            base = Base(empty, np.zeros(0), empty, rmi.train(empty, cfg.index.model_type, cfg.index.max_error),
+                        manifest.checkpoint_lsn if manifest else 0)
+        self._checkpoint_lsn = base.lsn
+        self._view = View(base, None, base.lsn)
+        self._lsn = base.lsn
+        replayed = 0
+        if cfg.wal.enabled:
+            keys_l, values_l, lsns_l, live_l = [], [], [], []
+            for frame in read_frames(self.wal_dir, after_lsn=base.lsn, repair=True):
+                n = len(frame.keys)
+                keys_l.append(frame.keys)
+                values_l.append(frame.values if frame.values is not None else np.zeros(n))
+                lsns_l.append(np.full(n, frame.lsn, dtype=np.int64))
+                live_l.append(np.full(n, frame.values is not None))
+                self._lsn = frame.lsn
+                self.last_commit_us = frame.commit_us
+                if frame.term > self.term:
+                    self.term = frame.term
+                    self.term_history.append((frame.term, frame.lsn))
+                replayed += 1
+            if keys_l:
+                self._active.runs = (latest_per_key(np.concatenate(keys_l), np.concatenate(values_l),
+                                                    np.concatenate(lsns_l), np.concatenate(live_l)),)
+            self._wal: WalWriter | None = WalWriter(
+                self.wal_dir, self._lsn + 1, max_file_bytes=cfg.wal.max_file_size_mb * 1024 * 1024,
+                rotation_seconds=cfg.wal.rotation_interval_hours * 3600,
+                sync_interval_s=None if cfg.wal.sync_on_write else cfg.storage.sync_interval_ms / 1000)
+        else:
+            self._wal = None
+        self._visible_lsn = self._lsn
+        self._remove_stale_files(manifest)
+        log.info("opened %s at LSN %d: %d records in the checkpoint, %d WAL frames replayed in %.2fs",
+                 self.data_dir, self._lsn, len(base.keys), replayed, time.perf_counter() - started)
+        if cfg.database.expected_size * RUN_RECORD_BYTES > cfg.memory_limit_bytes:
+            log.warning("[database] expected_size = %d records needs about %d MiB, more than the memory limit "
+                        "of %d MiB", cfg.database.expected_size,
+                        cfg.database.expected_size * RUN_RECORD_BYTES >> 20, cfg.memory_limit_bytes >> 20)
+        if len(self._active) >= cfg.index.retrain_threshold:
+            self._start_merge()
+
+    def _remove_stale_files(self, manifest: Manifest | None) -> None:
+        current = manifest.base_file if manifest else None
+        for path in self.data_dir.iterdir():
+            if path.name.endswith(".tmp") or (path.name.startswith("base-") and path.name != current):
+                path.unlink()
+
+    # ---- writes --------------------------------------------------------------------------------------
+
+    def put_many(self, keys: Any, values: Any) -> int:
+        """Upsert a batch atomically and durably; returns its LSN."""
+        k = as_keys(keys)
+        return self._write(k, as_values(values, len(k)))
+
+    def delete_many(self, keys: Any) -> int:
+        """Delete keys (absent keys are ignored) atomically and durably; returns the batch's LSN."""
+        return self._write(as_keys(keys), None)
+
+    def put(self, key: int, value: float) -> int:
+        return self.put_many([key], [value])
+
+    def _write(self, keys: np.ndarray, values: np.ndarray | None, replicated: Frame | None = None) -> int:
+        self._check_open()
+        if replicated is None and self.read_only is not None:
+            raise ReadOnly(self.read_only)
+        if len(keys) == 0 and replicated is None:
+            return self._lsn
+        with self._write_lock:
+            self._check_open()
+            if values is not None:
+                self._check_memory(len(keys))
+            lsn = self._lsn + 1
+            term, commit_us = self.term, time.time_ns() // 1000
+            if replicated is not None:
+                if replicated.term < self.term:
+                    raise Fenced(f"frame {replicated.lsn} comes from term {replicated.term}, older than this "
+                                 f"database's term {self.term}: its primary has been replaced")
+                if replicated.lsn != lsn:
+                    raise InvalidInput(f"replicated frame has LSN {replicated.lsn} but this database expects {lsn}; "
+                                       f"frames must be applied in order without gaps")
+                if replicated.term > self.term:
+                    self._start_term(replicated.term, lsn)
+                term, commit_us = replicated.term, replicated.commit_us
+            ticket = 0
+            if self._wal is not None:
+                ticket = self._wal.append(encode_frame(lsn, term, commit_us, keys, values), lsn)
+            self._lsn = lsn
+            self._pending.append((lsn, keys, values, commit_us))
+        if self._wal is not None and self.config.wal.sync_on_write:
+            try:
+                self._wal.sync(ticket)
+            except WalWriteError as exc:
+                self._failed = exc
+                raise
+        self._apply_through(lsn)
+        if self.sync_replicas and replicated is None:
+            self.replicas.wait(lsn, self.sync_replicas, self.sync_timeout_s)
+        return lsn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseClosed("the database is closed")
+        if self._failed is not None:
+            raise self._failed
+
+    def _check_memory(self, incoming: int) -> None:
+        per_record = MEM_ENTRY_BYTES if incoming < RUN_MIN else RUN_RECORD_BYTES
+        projected = self.memory_usage_bytes() + incoming * per_record
+        limit = self.config.memory_limit_bytes
+        if projected > limit:
+            raise MemoryLimitExceeded(
+                f"writing {incoming} records would bring memory to {projected >> 20} MiB, over the limit of "
+                f"{limit >> 20} MiB ([database] max_memory_mb / [limits] memory_limit_mb); nothing was applied. "
+                f"Delete records, run POST /admin/rebuild-index to compact, or raise the limit")
+
+    def _apply_through(self, lsn: int) -> None:
+        """Make every durable batch up to `lsn` visible, in LSN order (whoever comes first applies all)."""
+        with self._apply_lock:
+            applied = False
+            while self._pending and self._pending[0][0] <= lsn:
+                batch_lsn, keys, values, commit_us = self._pending.popleft()
+                self._apply(batch_lsn, keys, values)
+                self.last_commit_us = commit_us
+                applied = True
+        if applied:
+            with self._lsn_changed:
+                self._lsn_changed.notify_all()
+        if len(self._active) >= self.config.index.retrain_threshold:
+            self._start_merge()
+
+    def _apply(self, lsn: int, keys: np.ndarray, values: np.ndarray | None) -> None:
+        """Make one durable batch visible. Called with the apply lock held, so only this thread changes the
+        delta's runs; expensive run merges happen before taking the state lock that readers wait on."""
+        delta = self._active
+        if len(keys) >= RUN_MIN:
+            runs = delta.runs
+            if delta.mem:  # the dict must stay newer than every run
+                runs = _push_run(runs, delta.mem_run())
+            runs = _push_run(runs, run_from_batch(keys, values, lsn))
+            with self._state_lock:
+                delta.runs, delta.mem, delta._mem_run = runs, {}, None
+                self._visible_lsn = lsn
+            return
+        items = zip(keys.tolist(), values.tolist() if values is not None else [None] * len(keys), strict=True)
+        with self._state_lock:
+            mem = delta.mem
+            for key, value in items:
+                mem[key] = (value, lsn)
+            delta._mem_run = None
+            self._visible_lsn = lsn
+        if len(mem) >= MEM_LIMIT:
+            runs = _push_run(delta.runs, delta.mem_run())
+            with self._state_lock:
+                delta.runs, delta.mem, delta._mem_run = runs, {}, None
+
+    # ---- reads ---------------------------------------------------------------------------------------
+
+    def _snapshot(self) -> tuple[View, list[Run], int]:
+        """A consistent view: the base, the delta layers newest first, and the LSN they reflect."""
+        with self._state_lock:
+            view = self._view
+            layers = self._active.layers()
+            lsn = self._visible_lsn
+        if view.frozen is not None:
+            layers += view.frozen.layers()
+        return view, [r for r in layers if len(r)], lsn
+
+    def get(self, key: Any) -> float | None:
+        # The hot path of single-key reads: plain ints skip validation helpers, and with no delta the lookup
+        # goes straight to the compiled kernel.
+        k = key if type(key) is int and INT64_MIN <= key <= INT64_MAX else as_key(key)
+        if self._closed or self._failed is not None:
+            self._check_open()
+        with self._state_lock:
+            view = self._view
+            delta = self._active
+            entry = delta.mem.get(k)
+            runs = delta.runs
+        if entry is not None:
+            return entry[0]
+        if runs or view.frozen is not None:
+            layers = [*reversed(runs)]
+            if view.frozen is not None:
+                layers += view.frozen.layers()
+            for run in layers:
+                i = int(run.keys.searchsorted(k))
+                if i < len(run.keys) and run.keys[i] == k:
+                    return float(run.values[i]) if run.live[i] else None
+        base = view.base
+        index = base.index
+        pos = rmi._lookup_one(index.nodes, base.keys, k)
+        return float(base.values[pos]) if pos >= 0 else None
+
+    def get_many(self, keys: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(values, found) for each key; values are 0.0 where not found."""
+        q = as_keys(keys)
+        self._check_open()
+        view, layers, _ = self._snapshot()
+        values = np.zeros(len(q), dtype=np.float64)
+        found = np.zeros(len(q), dtype=bool)
+        todo = np.arange(len(q))
+        for run in layers:
+            if not len(todo):
+                break
+            sub = q[todo]
+            i = np.minimum(run.keys.searchsorted(sub), len(run) - 1)
+            hit = run.keys[i] == sub
+            hit_idx, hit_pos = todo[hit], i[hit]
+            found[hit_idx] = run.live[hit_pos]
+            values[hit_idx] = np.where(run.live[hit_pos], run.values[hit_pos], 0.0)
+            todo = todo[~hit]
+        if len(todo):
+            base = view.base
+            pos = rmi.lookup_many(base.index, base.keys, q[todo], self._compiled)
+            ok = pos >= 0
+            found[todo[ok]] = True
+            values[todo[ok]] = base.values[pos[ok]]
+        return values, found
+
+    def range(self, start: Any, end: Any = None, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Records with start <= key < end (end None = no upper bound), ascending, at most `limit`."""
+        lo = as_key(start)
+        hi = None if end is None else as_key(end)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
+        self._check_open()
+        view, layers, _ = self._snapshot()
+        if hi is not None and hi <= lo or limit == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        delta = combine([slice_range(r, lo, hi) for r in reversed(layers)])
+        base = view.base
+        b_lo = int(base.keys.searchsorted(lo))
+        b_hi = len(base.keys) if hi is None else int(base.keys.searchsorted(hi))
+        if limit is not None and b_hi - b_lo > limit + len(delta):
+            # At most len(delta) of these base records can be deleted or replaced by the delta, so this many
+            # are enough; delta entries beyond the last base key taken must wait for the next page.
+            b_hi = b_lo + limit + len(delta)
+            cut = int(delta.keys.searchsorted(base.keys[b_hi - 1], side="right"))
+            delta = Run(delta.keys[:cut], delta.values[:cut], delta.lsns[:cut], delta.live[:cut])
+        keys, values, _ = apply_to_base(base.keys[b_lo:b_hi], base.values[b_lo:b_hi], base.lsns[b_lo:b_hi],
+                                        delta)
+        if limit is not None:
+            keys, values = keys[:limit], values[:limit]
+        return keys, values
+
+    def count(self) -> int:
+        """Live records."""
+        self._check_open()
+        view, layers, lsn = self._snapshot()
+        cached = self._count_cache
+        if cached is not None and cached[0] == lsn:
+            return cached[1]
+        n = len(view.base.keys)
+        if layers:
+            delta = combine(list(reversed(layers)))
+            pos = np.minimum(view.base.keys.searchsorted(delta.keys), max(n - 1, 0))
+            in_base = view.base.keys[pos] == delta.keys if n else np.zeros(len(delta), bool)
+            n += int(np.count_nonzero(delta.live & ~in_base)) - int(np.count_nonzero(~delta.live & in_base))
+        self._count_cache = (lsn, n)
+        return n
+
+    def lsn(self) -> int:
+        """LSN of the newest write visible to readers."""
+        return self._visible_lsn
+
+    # ---- merges, checkpoints, admin ------------------------------------------------------------------
+
+    def _start_merge(self) -> None:
+        """Freeze the delta and merge it into a new base in the background (if no merge is running)."""
+        if not self._merge_lock.acquire(blocking=False):
+            return
+        try:
+            frozen = self._freeze()
+        except BaseException:
+            self._merge_lock.release()
+            raise
+        self._merge_thread = threading.Thread(target=self._merge_in_background, args=(frozen,),
+                                              name="omendb-merge", daemon=True)
+        self._merge_thread.start()
+
+    def _freeze(self) -> Delta | None:
+        """Under the state lock: hand the active delta to the merge and start a fresh one."""
+        with self._apply_lock, self._state_lock:
+            frozen = self._active
+            if not len(frozen):
+                return None
+            self._active = Delta()
+            self._view = View(self._view.base, frozen, self._visible_lsn)
+            return frozen
+
+    def _merge_in_background(self, frozen: Delta | None) -> None:
+        try:
+            self._merge(frozen)
+        except Exception as exc:  # a failed merge leaves the delta in place; reads stay correct
+            log.exception("background merge failed; the delta stays in memory and the WAL keeps every write")
+            if isinstance(exc, OSError):
+                self._failed = OmenDBError(f"checkpoint failed: {exc}")
+        finally:
+            self._merge_lock.release()
+
+    def _merge(self, frozen: Delta | None, rebuild: bool = False) -> None:
+        """Merge `frozen` (may be None: retrain only) into a new base, swap it in, write the checkpoint."""
+        started = time.perf_counter()
+        view = self._view
+        base = view.base
+        keys, values, lsns = base.keys, base.values, base.lsns
+        if frozen is not None:
+            keys, values, lsns = apply_to_base(keys, values, lsns, frozen.combined())
+        if rebuild:
+            keys, values, lsns = keys.copy(), values.copy(), lsns.copy()
+        index = rmi.train(keys, self.config.index.model_type, self.config.index.max_error)
+        new_base = Base(keys, values, lsns, index, view.frozen_lsn if frozen is not None else base.lsn)
+        with self._state_lock:
+            self._view = View(new_base, None, new_base.lsn)
+        elapsed = time.perf_counter() - started
+        self.retrains_total += 1
+        self.retrain_seconds_total += elapsed
+        self.last_retrain_at, self.last_retrain_seconds = time.time(), elapsed
+        log.info("merged %d delta records into a base of %d and retrained the %s index (%d leaves, max error "
+                 "%d) in %.2fs", len(frozen) if frozen else 0, len(keys), index.model_type, index.leaves,
+                 index.observed_max_error, elapsed)
+        self._write_checkpoint(new_base)
+
+    def _write_checkpoint(self, base: Base) -> None:
+        name = base_name(base.lsn)
+        cfg = self.config
+        write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
+                   compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
+        index = base.index
+        write_manifest(self.data_dir, Manifest(
+            database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
+            records=len(base.keys), created_at=time.time(), model_type=index.model_type,
+            max_error=index.max_error, term_history=[list(entry) for entry in self.term_history],
+            index_meta={"observed_max_error": index.observed_max_error,
+                        "observed_mean_error": index.observed_mean_error, "depth": index.depth,
+                        "train_seconds": index.train_seconds}))
+        old = self._checkpoint_lsn
+        self._checkpoint_lsn = base.lsn
+        if old != base.lsn:
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / base_name(old)).unlink()
+        self._release_wal()
+
+    def _release_wal(self) -> None:
+        """Drop WAL segments covered by the checkpoint and, once backups track the WAL, archived by them."""
+        if self._wal is None:
+            return
+        archived = self.archived_lsn()
+        through = self._checkpoint_lsn if archived is None else min(self._checkpoint_lsn, archived)
+        self._wal.remove_through(through)
+        if archived is not None and archived < self._checkpoint_lsn:
+            bound = self.config.wal.max_retained_mb * 1024 * 1024
+            if self._wal.size_bytes() > bound:
+                self._wal.remove_through(self._checkpoint_lsn)
+                self._released_through = self._checkpoint_lsn
+                log.warning("WAL retained for backups exceeded [wal] max_retained_mb = %d: released segments "
+                            "through LSN %d that no backup has archived; the next backup must be a full backup",
+                            self.config.wal.max_retained_mb, self._checkpoint_lsn)
+
+    def archived_lsn(self) -> int | None:
+        """LSN up to which backups have archived the WAL (None until the first backup)."""
+        try:
+            return int((self.wal_dir / ARCHIVED_FILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def mark_archived(self, lsn: int) -> None:
+        """Record that backups hold the WAL through `lsn` (called by the backup tool)."""
+        atomic_write(self.wal_dir / ARCHIVED_FILE, f"{lsn}\n".encode())
+        self._release_wal()
+
+    @property
+    def wal_released_unarchived(self) -> bool:
+        """WAL was released before a backup archived it, and no backup has archived past that point since:
+        the next backup must be a full backup. Clears itself once a backup (online or offline) catches up."""
+        if self._released_through is None:
+            return False
+        archived = self.archived_lsn()
+        return archived is None or archived < self._released_through
+
+    def _wait_for_merge(self) -> None:
+        thread = self._merge_thread
+        if thread is not None:
+            thread.join()
+
+    def checkpoint(self) -> int:
+        """Merge the delta into the base and write a checkpoint now; returns the checkpoint LSN."""
+        self._check_open()
+        with self._merge_lock:
+            frozen = self._freeze()
+            if frozen is not None or self._checkpoint_lsn != self._view.base.lsn or \
+                    not (self.data_dir / "MANIFEST").exists():
+                self._merge(frozen)
+        return self._checkpoint_lsn
+
+    def retrain_index(self) -> dict[str, Any]:
+        """Merge the delta and retrain the model now; returns index_stats()."""
+        self._check_open()
+        with self._merge_lock:
+            self._merge(self._freeze())
+        return self.index_stats()
+
+    def rebuild_index(self) -> dict[str, Any]:
+        """Rebuild the base and model from scratch into fresh compact arrays, releasing freed memory."""
+        self._check_open()
+        before = self.memory_usage_bytes()
+        with self._merge_lock:
+            self._merge(self._freeze(), rebuild=True)
+        gc.collect()
+        stats = self.index_stats()
+        stats["memory_before_bytes"], stats["memory_after_bytes"] = before, self.memory_usage_bytes()
+        return stats
+
+    def index_stats(self) -> dict[str, Any]:
+        base = self._view.base
+        index = base.index
+        n = len(base.keys)
+        # efficiency: share of a binary search's comparisons the model saves on an average lookup:
+        # 1 - log2(average search window) / log2(records). 1.0 = exact predictions, 0 = no better than
+        # binary search over the whole base.
+        window = 2 * index.observed_mean_error + 1
+        efficiency = 1.0 - math.log2(window + 1) / math.log2(n + 1) if n > 1 else 1.0
+        return {
+            "model_type": index.model_type, "keys": n, "leaves": index.leaves, "depth": index.depth,
+            "max_error": index.max_error, "observed_max_error": index.observed_max_error,
+            "observed_mean_error": round(index.observed_mean_error, 3), "model_bytes": index.model_bytes,
+            "delta_size": len(self._active) + (len(self._view.frozen) if self._view.frozen else 0),
+            "last_retrain_at": self.last_retrain_at, "last_retrain_seconds": self.last_retrain_seconds,
+            "retrains_total": self.retrains_total, "efficiency": round(max(0.0, min(1.0, efficiency)), 4),
+        }
+
+    # ---- replication ---------------------------------------------------------------------------------
+
+    def set_read_only(self, reason: str | None) -> None:
+        """Refuse (reason given) or accept (None) writes from clients; replicated frames are always applied."""
+        self.read_only = reason
+
+    def apply_frames(self, frames: Iterable[Frame]) -> int:
+        """Apply WAL frames streamed from the primary, each durably logged here with its own LSN, term and
+        commit time. They must continue this database's log without gaps; a frame from an older term is
+        refused (Fenced). Returns the LSN reached."""
+        for frame in frames:
+            self._write(frame.keys, frame.values, replicated=frame)
+        return self._lsn
+
+    def promote(self) -> int:
+        """Start a new term at the next LSN (a replica becoming the primary); recorded durably before any write
+        of the new term, so an old primary's later writes can always be told apart. Returns the new term."""
+        with self._write_lock:
+            self._check_open()
+            self._start_term(self.term + 1, self._lsn + 1)
+        self.read_only = None
+        return self.term
+
+    def _start_term(self, term: int, first_lsn: int) -> None:
+        """Record a new term in the history and the manifest (called with the write lock held)."""
+        self.term = term
+        self.term_history.append((term, first_lsn))
+        manifest = read_manifest(self.data_dir)
+        if manifest is not None:
+            manifest = dataclasses.replace(manifest, term=term,
+                                           term_history=[list(entry) for entry in self.term_history])
+        else:
+            manifest = Manifest(database=self.config.database.name, checkpoint_lsn=0, term=term, base_file=None,
+                                records=0, created_at=time.time(), model_type=self.config.index.model_type,
+                                max_error=self.config.index.max_error, index_meta={},
+                                term_history=[list(entry) for entry in self.term_history])
+        write_manifest(self.data_dir, manifest)
+        log.warning("term %d starts at LSN %d", term, first_lsn)
+
+    def wait_for_lsn(self, after: int, timeout_s: float) -> int:
+        """Block until a batch newer than `after` is visible (or the timeout passes); returns the visible LSN.
+        Lets a WAL stream long-poll instead of spinning."""
+        deadline = time.monotonic() + timeout_s
+        with self._lsn_changed:
+            while self._visible_lsn <= after and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lsn_changed.wait(remaining)
+        return self._visible_lsn
+
+    # ---- introspection -------------------------------------------------------------------------------
+
+    def memory_usage_bytes(self) -> int:
+        view = self._view
+        total = view.base.nbytes + self._active.nbytes
+        if view.frozen is not None:
+            total += view.frozen.nbytes
+        return total
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "records": self.count(), "lsn": self.lsn(), "checkpoint_lsn": self._checkpoint_lsn,
+            "term": self.term, "term_history": self.term_history, "last_commit_us": self.last_commit_us,
+            "memory_usage_bytes": self.memory_usage_bytes(),
+            "memory_limit_bytes": self.config.memory_limit_bytes,
+            "wal_size_bytes": self._wal.size_bytes() if self._wal else 0,
+            "index_size_bytes": self._view.base.index.model_bytes,
+            "delta_size": self.index_stats()["delta_size"], "retrains_total": self.retrains_total,
+            "retrain_seconds_total": self.retrain_seconds_total,
+            "archived_lsn": self.archived_lsn(), "wal_released_unarchived": self.wal_released_unarchived,
+        }
+
+    def check_health(self) -> None:
+        """Raise if the engine cannot accept writes: a failed fsync/checkpoint or an unwritable directory."""
+        self._check_open()
+        for directory in (self.data_dir, self.wal_dir):
+            if not os.access(directory, os.W_OK):
+                raise OmenDBError(f"directory {directory} is not writable")
+
+    # ---- closing -------------------------------------------------------------------------------------
+
+    def close(self, checkpoint: bool = True) -> None:
+        """Sync the WAL, write a checkpoint (so the next open replays nothing) and release the directory."""
+        if self._closed:
+            return
+        try:
+            self._wait_for_merge()
+            if checkpoint and self._failed is None:
+                self.checkpoint()
+        finally:
+            self._closed = True
+            with self._lsn_changed:
+                self._lsn_changed.notify_all()
+            if self._wal is not None:
+                self._wal.close()
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

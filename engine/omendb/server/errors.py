@@ -1,0 +1,110 @@
+"""The API's one error shape, ``{"error": {"code": ..., "message": ...}}``, and the mapping from engine
+and framework exceptions onto it. Bad input is always a 4xx that says what to fix; nothing reaches the
+client as a bare 500 traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from omendb import errors as engine_errors
+
+log = logging.getLogger("omendb.server")
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
+
+
+def error_body(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+def error_response(status: int, code: str, message: str,
+                   headers: Mapping[str, str] | None = None) -> Response:
+    return Response(error_body(code, message), status_code=status, media_type="application/json",
+                    headers=dict(headers or {}))
+
+
+# Engine errors: status and whether the client can fix it by changing the request.
+_ENGINE_STATUS: dict[type[Exception], int] = {
+    engine_errors.InvalidInput: 422,
+    engine_errors.MemoryLimitExceeded: 507,
+    engine_errors.ReadOnly: 409,
+    engine_errors.DatabaseClosed: 503,
+    engine_errors.CorruptionError: 500,
+}
+
+
+def from_engine(exc: engine_errors.OmenDBError) -> APIError:
+    for cls, status in _ENGINE_STATUS.items():
+        if isinstance(exc, cls):
+            return APIError(status, exc.code, exc.message)
+    return APIError(500, exc.code, exc.message)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def describe_validation(exc: RequestValidationError, content_type: str = "application/json") -> str:
+    problems = []
+    if "json" not in content_type and any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
+        return (f"the body must be JSON sent with 'Content-Type: application/json' (got "
+                f"'{content_type or 'no content type'}'); see /docs for the request schema")
+    for err in exc.errors()[:5]:
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            problems.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', msg)})")
+            continue
+        problems.append(f"{_location(tuple(err.get('loc', ())))}: {msg}")
+    more = len(exc.errors()) - 5
+    if more > 0:
+        problems.append(f"and {more} more")
+    return "; ".join(problems)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_request: Request, exc: APIError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        content_type = request.headers.get("content-type", "")
+        return error_response(422, "invalid_request", describe_validation(exc, content_type))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "body_too_large"}
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message,
+                              getattr(exc, "headers", None))
+
+    @app.exception_handler(engine_errors.OmenDBError)
+    async def _engine(_request: Request, exc: engine_errors.OmenDBError) -> Response:
+        err = from_engine(exc)
+        if err.status >= 500:
+            log.error("engine error", extra={"code": exc.code, "error": exc.message})
+        return error_response(err.status, err.code, err.message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error while handling a request")
+        return error_response(500, "internal", f"internal error ({type(exc).__name__}); see the server log")

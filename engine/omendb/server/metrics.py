@@ -1,0 +1,113 @@
+"""Prometheus metrics, with the operations guide's names exactly, served on their own port.
+
+Request-path metrics (durations, counts, failures) are updated by the handlers. Engine-level figures
+(memory, WAL and index sizes, records, LSN, retrains) are read from ``db.stats()`` at scrape time by a
+custom collector, so they are never stale and cost nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+import omendb
+
+log = logging.getLogger("omendb.metrics")
+
+# Sub-millisecond to tens of seconds: point reads are ~100 µs, large scans and batches seconds.
+_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            5.0, 10.0, 30.0)
+
+
+class _EngineCollector(Collector):
+    """Gauges and counters taken from the engine's own stats when Prometheus scrapes."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any] | None], connections: Callable[[], int]) -> None:
+        self._stats = stats
+        self._connections = connections
+
+    def collect(self) -> Iterable[Any]:
+        yield GaugeMetricFamily("omendb_active_connections", "Open client connections on the API port.",
+                                value=self._connections())
+        try:
+            stats = self._stats()
+        except Exception as exc:  # a scrape must never fail because the engine is busy or closing
+            log.warning("metrics: could not read engine stats", extra={"error": str(exc)})
+            stats = None
+        ready = stats is not None
+        yield GaugeMetricFamily("omendb_ready", "1 when the database is open and serving.", value=int(ready))
+        if stats is None:
+            return
+        gauges = [
+            ("omendb_memory_usage_bytes", "Memory held by the database.", "memory_usage_bytes"),
+            ("omendb_memory_limit_bytes", "Memory the database may hold (the lower of [database] "
+                                          "max_memory_mb and [limits] memory_limit_mb).",
+             "memory_limit_bytes"),
+            ("omendb_wal_size_bytes", "Bytes of write-ahead log on disk.", "wal_size_bytes"),
+            ("omendb_index_size_bytes", "Bytes held by the learned index models.", "index_size_bytes"),
+            ("omendb_records", "Records in the database.", "records"),
+            ("omendb_lsn", "Log sequence number of the last committed write.", "lsn"),
+            ("omendb_checkpoint_lsn", "Log sequence number covered by the last checkpoint.",
+             "checkpoint_lsn"),
+            ("omendb_delta_records", "Records written since the index was last trained.", "delta_size"),
+        ]
+        for name, doc, key in gauges:
+            if key in stats:
+                yield GaugeMetricFamily(name, doc, value=float(stats[key]))
+        if "retrains_total" in stats:
+            yield CounterMetricFamily("omendb_index_retrains", "Learned index retrains completed.",
+                                      value=float(stats["retrains_total"]))
+        if "retrain_seconds_total" in stats:
+            yield CounterMetricFamily("omendb_index_retrain_seconds", "Time spent retraining the index.",
+                                      value=float(stats["retrain_seconds_total"]))
+
+
+class Metrics:
+    """Every metric of one server, in its own registry (tests can run several servers in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.query_duration = Histogram("omendb_query_duration_seconds", "Time to answer a read "
+                                        "(get, batch lookup, range scan).", ["operation"], buckets=_BUCKETS,
+                                        registry=r)
+        self.searches = Counter("omendb_searches", "Read requests answered.", ["operation"], registry=r)
+        self.search_failures = Counter("omendb_search_failures", "Read requests that failed.", ["operation"],
+                                       registry=r)
+        self.insert_duration = Histogram("omendb_insert_duration_seconds", "Time to durably apply a write "
+                                         "batch (upsert or delete).", ["operation"], buckets=_BUCKETS,
+                                         registry=r)
+        self.inserts = Counter("omendb_inserts", "Records written (upserted or deleted).", ["operation"],
+                               registry=r)
+        self.insert_failures = Counter("omendb_insert_failures", "Write requests that failed.", ["operation"],
+                                       registry=r)
+        self.auth_failures = Counter("omendb_auth_failures", "Requests refused by authentication (401) or "
+                                     "authorization (403).", ["reason"], registry=r)
+        self.requests = Counter("omendb_http_requests", "HTTP requests by route and status.",
+                                ["method", "route", "status"], registry=r)
+        self.rejected = Counter("omendb_rejected_requests", "Requests refused by a limit.", ["limit"],
+                                registry=r)
+        self.build_info = Gauge("omendb_build_info", "Version of the running server.",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(omendb.__version__, platform.python_version()).set(1)
+        self._server: Any = None
+
+    def watch_engine(self, stats: Callable[[], dict[str, Any] | None],
+                     connections: Callable[[], int]) -> None:
+        self.registry.register(_EngineCollector(stats, connections))
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve /metrics from a background thread, apart from the API (no auth, no API limits)."""
+        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

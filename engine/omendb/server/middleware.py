@@ -1,0 +1,205 @@
+"""The ASGI layer every API request passes through, in one class because it is on the hot path:
+
+- authentication for /v1 and /admin (see ``auth.gate``);
+- a request id (the client's X-Request-ID if sane, else a fresh one), echoed in the response;
+- ``[http] max_concurrent_requests``: excess requests get 503 with Retry-After at once, never a queue;
+- the body size limit ``[http] max_body_mb`` (413), checked on Content-Length and while streaming
+  (FastAPI's own ``max_body_size`` answers a too-long Content-Length in its own format, not the API's);
+- ``[http] request_timeout_ms``: a request still unanswered by then gets 503;
+- the access log line (method, path, status, user, request_id, duration_ms) and request metrics.
+
+Probes (/health, /ready) skip the concurrency limit, so an overloaded server is not restarted for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from omendb.errors import OmenDBError
+from omendb.server.auth import ANONYMOUS, USER_KEY, gate
+from omendb.server.errors import APIError, error_body, from_engine
+from omendb.server.state import ServerState
+
+log = logging.getLogger("omendb.server")
+_PROBES = frozenset({"/health", "/ready"})
+_POINT_PREFIX = "/v1/records/"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from ``receive``; an HTTPException so FastAPI's body parsing passes it through as a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than [http] max_body_mb = {limit // 2**20} MiB; "
+                              "split it into smaller requests")
+
+
+async def _send_error(send: Send, status: int, code: str, message: str,
+                      headers: list[tuple[bytes, bytes]]) -> None:
+    body = error_body(code, message)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        http = state.config.http
+        self.max_concurrent = http.max_concurrent_requests
+        self.max_body = http.max_body_mb * 1024 * 1024
+        self.timeout = http.request_timeout_ms / 1000
+        self.in_flight = 0
+        self.access = state.access_log
+        # Request ids: a random per-process prefix and a counter, unique across restarts and cheap to make.
+        self.id_prefix = secrets.token_hex(4)
+        self.counter = 0
+        self.request_counts: dict[tuple[str, str, int], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID.match(candidate):
+                    request_id = candidate
+                break
+        if not request_id:
+            self.counter += 1
+            request_id = f"{self.id_prefix}{self.counter:08x}"
+        rid_header = (b"x-request-id", request_id.encode())
+        status_box = [0]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        probe = path in _PROBES
+        counted = False
+        try:
+            if not probe and self.in_flight >= self.max_concurrent:
+                self.state.metrics.rejected.labels("max_concurrent_requests").inc()
+                await _send_error(send_with_id, 503, "overloaded",
+                                  f"the server is at [http] max_concurrent_requests = {self.max_concurrent}; "
+                                  "retry after the Retry-After delay", [(b"retry-after", b"1")])
+                return
+            self.in_flight += 1
+            counted = True
+            receive = self._limit_body(scope, receive)
+            if receive is None:
+                await self._too_large(send_with_id)
+                return
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await gate(self.state, scope)
+                    if not await self._point_read(scope, send_with_id):
+                        await self.app(scope, receive, send_with_id)
+            except (APIError, OmenDBError) as exc:  # refused by authentication, or from the point-read path
+                err = exc if isinstance(exc, APIError) else from_engine(exc)
+                headers = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+                if status_box[0] == 0:
+                    await _send_error(send_with_id, err.status, err.code, err.message, headers)
+            except TimeoutError:
+                self.state.metrics.rejected.labels("request_timeout_ms").inc()
+                if status_box[0] == 0:
+                    await _send_error(send_with_id, 503, "request_timeout",
+                                      f"the request did not finish within [http] request_timeout_ms = "
+                                      f"{int(self.timeout * 1000)}; a write may or may not have been applied "
+                                      "(writes are idempotent upserts/deletes, so retrying is safe)",
+                                      [(b"retry-after", b"1")])
+            except _BodyTooLarge:
+                if status_box[0] == 0:
+                    await self._too_large(send_with_id)
+            except Exception:
+                # The exception handlers answer everything expected; this is a bug, so log it with its
+                # traceback and still answer in the API's error shape.
+                log.exception("unhandled error", extra={"request_id": request_id, "path": path})
+                if status_box[0] == 0:
+                    await _send_error(send_with_id, 500, "internal",
+                                      f"internal error; see the server log for request_id {request_id}", [])
+        finally:
+            if counted:
+                self.in_flight -= 1
+            self._log(scope, status_box[0], started, request_id)
+
+    async def _point_read(self, scope: Scope, send: Send) -> bool:
+        """Answer ``GET /v1/records/<key>`` without FastAPI's routing and parameter machinery.
+
+        The hottest request is a single-key read, and routing plus dependency resolution cost several
+        times the lookup. The route stays registered (OpenAPI, and malformed keys, which fall through to
+        it for FastAPI's error message); both paths answer through the same PointReader.
+        """
+        path: str = scope["path"]
+        if scope["method"] != "GET" or not path.startswith(_POINT_PREFIX):
+            return False
+        reader = self.state.point_reader
+        key = reader.parse_key(path) if reader is not None else None
+        if key is None:
+            return False
+        scope["omendb.route"] = reader.ROUTE
+        status, body = reader.read(key)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return True
+
+    def _limit_body(self, scope: Scope, receive: Receive) -> Any:
+        """``receive`` wrapped to enforce the size limit, or None if Content-Length already exceeds it."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body:
+                        return None
+                except ValueError:
+                    pass
+                break
+        seen = 0
+        limit = self.max_body
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        return limited
+
+    async def _too_large(self, send: Send) -> None:
+        self.state.metrics.rejected.labels("max_body_mb").inc()
+        await _send_error(send, 413, "body_too_large", str(_BodyTooLarge(self.max_body).detail),
+                          [(b"connection", b"close")])
+
+    def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        route = scope.get("route")
+        route_path = getattr(route, "path", None) or scope.get("omendb.route", "unmatched")
+        key = (scope["method"], route_path, status)
+        counter = self.request_counts.get(key)
+        if counter is None:
+            counter = self.request_counts[key] = self.state.metrics.requests.labels(key[0], key[1], str(status))
+        counter.inc()
+        if self.access.enabled():
+            client = scope.get("client")
+            self.access.write(scope["method"], scope["path"], status, scope.get(USER_KEY, ANONYMOUS),
+                              client[0] if client else "-", request_id, duration_ms)

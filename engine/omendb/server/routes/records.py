@@ -1,0 +1,242 @@
+"""``/v1/records``: upsert, get, batch lookup, range scan with a cursor, deletes; and ``/v1/stats``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import Response
+
+import omendb
+from omendb.server.bodies import body_schema, parse_records
+from omendb.server.errors import APIError, error_body
+from omendb.server.models import (
+    INT64_MAX,
+    INT64_MIN,
+    KeysRequest,
+    LookupResult,
+    RangePage,
+    Record,
+    UpsertRequest,
+    WriteResult,
+    error_responses,
+)
+from omendb.server.state import ServerState
+
+MAX_PAGE = 100_000
+# A range scan reads the engine in slices this big, checking [limits] max_query_duration_ms in between.
+SCAN_SLICE = 8192
+
+KeyPath = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer key.")]
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")
+
+
+def encode_cursor(next_key: int) -> str:
+    return base64.urlsafe_b64encode(struct.pack(">q", next_key)).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 8 or encode_cursor(struct.unpack(">q", raw)[0]) != cursor:
+        raise APIError(400, "invalid_cursor", "cursor is not one this server returned as next_cursor; start "
+                                              "again without it")
+    value: int = struct.unpack(">q", raw)[0]
+    return value
+
+
+class PointReader:
+    """``GET /v1/records/{key}``, shared by the route and the request guard's fast path (middleware.py).
+
+    A point read is an in-memory lookup of a few microseconds that never waits for I/O, so it runs on the
+    event loop: a hop to the worker pool would cost more than the lookup itself.
+    """
+
+    ROUTE = "/v1/records/{key}"
+    PREFIX = "/v1/records/"
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        m = state.metrics
+        self.duration = m.query_duration.labels("get")
+        self.searches = m.searches.labels("get")
+        self.failures = m.search_failures.labels("get")
+
+    @staticmethod
+    def parse_key(path: str) -> int | None:
+        """The key of a well-formed ``/v1/records/<int64>`` path, else None (FastAPI then explains)."""
+        text = path[len(PointReader.PREFIX):]
+        digits = text[1:] if text.startswith("-") else text
+        if not digits.isdigit() or not digits.isascii() or len(digits) > 19:
+            return None
+        key = int(text)
+        return key if INT64_MIN <= key <= INT64_MAX else None
+
+    def read(self, key: int) -> tuple[int, bytes]:
+        db = self.state.ready_db()
+        started = time.perf_counter()
+        try:
+            value = db.get(key)
+        except Exception:
+            self.failures.inc()
+            raise
+        self.duration.observe(time.perf_counter() - started)
+        self.searches.inc()
+        if value is None:
+            return 404, error_body("not_found", f"no record with key {key}")
+        return 200, orjson.dumps({"key": key, "value": value})
+
+
+def build_router(state: ServerState) -> APIRouter:
+    # Authentication happens before routing (auth.gate); the 401 is documented here.
+    router = APIRouter(prefix="/v1", responses=error_responses(401, 422, 503))
+    limits = state.config.limits
+    m = state.metrics
+    point_reader = state.point_reader = PointReader(state)
+    query_time = {op: m.query_duration.labels(op) for op in ("get", "lookup", "range")}
+    searches = {op: m.searches.labels(op) for op in ("get", "lookup", "range")}
+    search_failures = {op: m.search_failures.labels(op) for op in ("get", "lookup", "range")}
+    write_time = {op: m.insert_duration.labels(op) for op in ("upsert", "delete")}
+    writes = {op: m.inserts.labels(op) for op in ("upsert", "delete")}
+    write_failures = {op: m.insert_failures.labels(op) for op in ("upsert", "delete")}
+
+    def check_batch(n: int, what: str) -> None:
+        if n > limits.max_insert_batch_size:
+            raise APIError(413, "batch_too_large", f"{n} {what} in one request is more than [limits] "
+                                                   f"max_insert_batch_size = {limits.max_insert_batch_size}; "
+                                                   "split it into smaller batches")
+        if n == 0:
+            raise APIError(422, "invalid_request", f"no {what} given; send at least one")
+
+    async def read(op: str, fn: Callable[..., Any], *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await state.run(fn, *args)
+        except Exception:
+            search_failures[op].inc()
+            raise
+        query_time[op].observe(time.perf_counter() - started)
+        searches[op].inc()
+        return result
+
+    async def write(op: str, n: int, fn: Callable[..., int], *args: Any) -> int:
+        started = time.perf_counter()
+        try:
+            lsn = await state.run(fn, *args)
+        except Exception:
+            write_failures[op].inc()
+            raise
+        write_time[op].observe(time.perf_counter() - started)
+        writes[op].inc(n)
+        return lsn
+
+    @router.post("/records", response_model=WriteResult, responses=error_responses(413, 507),
+                 summary="Upsert a batch of records (one atomic, durable write)",
+                 openapi_extra=body_schema(UpsertRequest))
+    async def upsert(request: Request) -> Response:
+        db = state.ready_db()
+        keys, values = parse_records(await request.body(), request.headers.get("content-type", ""),
+                                     limits.max_insert_batch_size)
+        lsn = await write("upsert", len(keys), db.put_many, keys, values)
+        return _json({"lsn": lsn, "count": len(keys)})
+
+    @router.get("/records/{key}", response_model=Record, responses=error_responses(404),
+                summary="Get one record")
+    async def get_record(key: KeyPath) -> Response:
+        status, body = point_reader.read(key)
+        return Response(body, status_code=status, media_type="application/json")
+
+    @router.post("/records/lookup", response_model=LookupResult, responses=error_responses(413),
+                 summary="Get many records; value is null for absent keys")
+    async def lookup(body: KeysRequest) -> Response:
+        db = state.ready_db()
+        check_batch(len(body.keys), "keys")
+        keys = np.asarray(body.keys, dtype=np.int64)
+        values, found = await read("lookup", db.get_many, keys)
+        records = [{"key": k, "value": v if f else None}
+                   for k, v, f in zip(body.keys, values.tolist(), found.tolist(), strict=True)]
+        return _json({"records": records})
+
+    @router.get("/records", response_model=RangePage, responses=error_responses(400),
+                summary="Scan keys in [start, end) in ascending order, a page at a time")
+    async def scan(
+        start: Annotated[int | None, Query(ge=INT64_MIN, le=INT64_MAX,
+                                           description="First key (inclusive); default the smallest")] = None,
+        end: Annotated[int | None, Query(ge=INT64_MIN, le=INT64_MAX,
+                                         description="Last key (exclusive); default unbounded")] = None,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE, description="Records per page; default "
+                                           "[performance] prefetch_size")] = None,
+        cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of the previous "
+                                                                       "page")] = None,
+    ) -> Response:
+        db = state.ready_db()
+        position = decode_cursor(cursor) if cursor else (INT64_MIN if start is None else start)
+        page = limit or state.config.performance.prefetch_size
+        started = time.perf_counter()
+        try:
+            keys, values = await _scan(db, position, end, page + 1, started)
+        except Exception:
+            search_failures["range"].inc()
+            raise
+        query_time["range"].observe(time.perf_counter() - started)
+        searches["range"].inc()
+        next_cursor = encode_cursor(keys[page]) if len(keys) > page else None
+        records = [{"key": k, "value": v} for k, v in zip(keys[:page], values[:page], strict=True)]
+        return _json({"records": records, "next_cursor": next_cursor})
+
+    async def _scan(db: Any, position: int, end: int | None, want: int,
+                    started: float) -> tuple[list[int], list[float]]:
+        budget = limits.max_query_duration_ms / 1000
+        keys: list[int] = []
+        values: list[float] = []
+        while len(keys) < want and (end is None or position < end):
+            ask = min(SCAN_SLICE, want - len(keys))
+            k, v = await state.run(db.range, position, end, ask)
+            keys += k.tolist()
+            values += v.tolist()
+            if len(k) < ask or keys[-1] == INT64_MAX:
+                break
+            position = keys[-1] + 1
+            elapsed = time.perf_counter() - started
+            if elapsed > budget and len(keys) < want:
+                raise APIError(503, "query_timeout",
+                               f"the range scan ran past [limits] max_query_duration_ms = "
+                               f"{limits.max_query_duration_ms} after {len(keys)} records; ask for a smaller "
+                               "limit and follow next_cursor, or narrow start/end")
+        return keys, values
+
+    @router.delete("/records/{key}", response_model=WriteResult, summary="Delete one record (idempotent)")
+    async def delete_record(key: KeyPath) -> Response:
+        db = state.ready_db()
+        lsn = await write("delete", 1, db.delete_many, np.asarray([key], dtype=np.int64))
+        return _json({"lsn": lsn, "count": 1})
+
+    @router.post("/records/delete", response_model=WriteResult, responses=error_responses(413, 507),
+                 summary="Delete many records (one atomic, durable write; absent keys are ignored)")
+    async def delete_many(body: KeysRequest) -> Response:
+        db = state.ready_db()
+        check_batch(len(body.keys), "keys")
+        lsn = await write("delete", len(body.keys), db.delete_many, np.asarray(body.keys, dtype=np.int64))
+        return _json({"lsn": lsn, "count": len(body.keys)})
+
+    @router.get("/stats", summary="Record count, LSN, role, sizes")
+    async def stats() -> Response:
+        db = state.ready_db()
+        engine: dict[str, Any] = await state.run(db.stats)
+        return _json({**engine, "role": "primary", "database": state.config.database.name,
+                      "version": omendb.__version__})
+
+    return router

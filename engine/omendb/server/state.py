@@ -1,0 +1,84 @@
+"""What one running server holds: configuration, the database once open, users and sessions, metrics,
+the thread pool for blocking engine calls, and the lifecycle phase that /ready reports."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from omendb.config import Config
+from omendb.server.errors import APIError
+from omendb.server.htpasswd import UserFile
+from omendb.server.logs import AccessLog
+from omendb.server.metrics import Metrics
+from omendb.server.sessions import SessionStore
+
+T = TypeVar("T")
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    RECOVERING = "recovering"
+    READY = "ready"
+    SHUTTING_DOWN = "shutting_down"
+    FAILED = "failed"
+
+
+class ServerState:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db: Any = None  # omendb.Database once recovery finished
+        self.phase = Phase.STARTING
+        self.reason = "the server is starting"
+        self.healthy = True
+        self.health_error = ""
+        self.executor = ThreadPoolExecutor(max_workers=config.performance.worker_threads,
+                                           thread_name_prefix="omendb-worker")
+        # [performance] io_threads: maintenance calls (retrain, rebuild, checkpoint) run here, so a long
+        # rebuild never takes a worker thread from requests.
+        self.io_executor = ThreadPoolExecutor(max_workers=config.performance.io_threads,
+                                              thread_name_prefix="omendb-io")
+        self.users: UserFile | None = None
+        if config.security.auth_enabled:
+            self.users = UserFile(config.security.htpasswd_file)
+        self.sessions = SessionStore(config.security.session_timeout_seconds)
+        self.admins = frozenset(config.security.admin_users)
+        self.metrics = Metrics()
+        self.access_log = AccessLog(config.monitoring.log_format)
+        self.connections: Callable[[], int] = lambda: 0
+        self.point_reader: Any = None  # routes.records.PointReader, set when the routes are built
+
+    def set_phase(self, phase: Phase, reason: str) -> None:
+        self.phase, self.reason = phase, reason
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine call on the worker pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a long maintenance call on the io pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.io_executor, functools.partial(fn, *args))
+
+    def ready_db(self) -> Any:
+        """The open database, or a 503 saying why the API cannot serve yet.
+
+        During shutdown, requests that reached us on already-open connections are still served: the
+        database stays open until every connection is done (or the grace period ends).
+        """
+        if self.db is not None and self.phase in (Phase.READY, Phase.SHUTTING_DOWN):
+            return self.db
+        raise APIError(503, "not_ready", f"the database is not serving: {self.phase.value} ({self.reason})",
+                       {"Retry-After": "1"})
+
+    def engine_stats(self) -> dict[str, Any] | None:
+        db = self.db
+        if db is None or self.phase is not Phase.READY:
+            return None
+        stats: dict[str, Any] = db.stats()
+        return stats

@@ -1,0 +1,337 @@
+"""The write-ahead log: segment files of checksummed frames, one frame per committed batch.
+
+Segment ``<first-lsn>.wal`` = a 16-byte header (magic, format version) followed by frames. A frame is a
+36-byte header ``magic, payload length, LSN, term, commit time (µs), crc32`` and a payload ``op, count,
+keys[count] (int64), values[count] (float64, puts only)``. The crc covers the header fields and the
+payload. Segments rotate by size or age; a segment is fsynced before the next one is created, so only
+the last segment can end in a torn frame.
+
+Group commit: writers append under a short lock and then call ``sync(ticket)``; the first writer to take
+the sync lock fsyncs everything appended so far, and the writers queued behind it find their bytes
+already durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from omendb.errors import CorruptionError, OmenDBError
+
+log = logging.getLogger("omendb.wal")
+
+SEGMENT_MAGIC = b"OMWALSEG"
+SEGMENT_HEADER = struct.Struct("<8sII")  # magic, format version, reserved
+SEGMENT_VERSION = 1
+FRAME_MAGIC = b"OMF1"
+FRAME_HEADER = struct.Struct("<4sIqqqI")  # magic, payload length, lsn, term, commit µs, crc32
+PAYLOAD_HEADER = struct.Struct("<BxxxxxxxQ")  # op, count (8-byte aligned arrays follow)
+OP_PUT = 1
+OP_DELETE = 2
+SUFFIX = ".wal"
+
+
+class WalWriteError(OmenDBError):
+    code = "wal_write_failed"
+
+
+@dataclass(frozen=True)
+class Frame:
+    lsn: int
+    term: int
+    commit_us: int
+    op: int
+    keys: np.ndarray
+    values: np.ndarray | None  # None for deletes
+
+    @property
+    def payload_bytes(self) -> int:
+        return PAYLOAD_HEADER.size + self.keys.nbytes + (self.values.nbytes if self.values is not None else 0)
+
+
+def encode_frame(lsn: int, term: int, commit_us: int, keys: np.ndarray, values: np.ndarray | None) -> bytes:
+    op = OP_PUT if values is not None else OP_DELETE
+    parts = [PAYLOAD_HEADER.pack(op, len(keys)), keys.tobytes()]
+    if values is not None:
+        parts.append(values.tobytes())
+    payload = b"".join(parts)
+    head = FRAME_HEADER.pack(FRAME_MAGIC, len(payload), lsn, term, commit_us, 0)[:-4]
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + struct.pack("<I", crc) + payload
+
+
+def segment_name(first_lsn: int) -> str:
+    return f"{first_lsn:020d}{SUFFIX}"
+
+
+def list_segments(wal_dir: Path) -> list[tuple[int, Path]]:
+    """(first LSN, path) of every segment, oldest first."""
+    if not wal_dir.exists():
+        return []
+    out = []
+    for path in wal_dir.iterdir():
+        if path.suffix == SUFFIX and path.stem.isdigit():
+            out.append((int(path.stem), path))
+    return sorted(out)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_REMEDY = ("restore from the latest backup (backup_tool restore --backup-id latest --force), or move the "
+           "damaged segment and everything after it aside to start from the last good LSN, accepting the loss "
+           "of the writes it holds")
+
+
+def read_segment(path: Path, is_last: bool) -> tuple[list[Frame], int | None]:
+    """Frames of one segment, and the offset to truncate it to when its tail is torn (None if intact).
+
+    A torn tail (a partial or checksum-failing final frame of the last segment, with nothing valid after it)
+    is expected after a crash; any other damage raises CorruptionError naming the file and offset."""
+    data = path.read_bytes()
+    if len(data) < SEGMENT_HEADER.size:
+        if is_last:
+            return [], 0
+        raise CorruptionError(f"WAL segment {path} is shorter than its header; {_REMEDY}")
+    magic, version, _ = SEGMENT_HEADER.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        raise CorruptionError(f"{path} at offset 0: not an OmenDB WAL segment (bad magic); {_REMEDY}")
+    if version != SEGMENT_VERSION:
+        raise CorruptionError(f"{path}: WAL format version {version} is not supported by this OmenDB "
+                              f"(supports {SEGMENT_VERSION}); run the OmenDB version that wrote it")
+    frames, offset, problem = decode_frames(data, str(path), SEGMENT_HEADER.size)
+    if problem is None:
+        return frames, None
+    if is_last and _nothing_valid_after(data, offset):
+        log.warning("WAL %s: truncating torn tail at offset %d (%s, %d bytes): the write it held was never "
+                    "acknowledged", path, offset, problem, len(data) - offset)
+        return frames, offset
+    raise CorruptionError(f"WAL segment {path} is corrupt at offset {offset} ({problem}); {_REMEDY}")
+
+
+def decode_frames(data: bytes | memoryview, where: str, start: int = 0) -> tuple[list[Frame], int, str | None]:
+    """Decode concatenated frames from `start` until the end or the first damaged/incomplete frame.
+
+    Returns (frames, offset reached, problem or None). Callers decide what a problem means: a torn tail in
+    the last WAL segment, damage in a backup, or simply the part of a network stream not received yet."""
+    frames: list[Frame] = []
+    offset = start
+    view = memoryview(data)
+    while offset < len(view):
+        if len(view) - offset < FRAME_HEADER.size:
+            return frames, offset, "incomplete frame header"
+        magic, length, lsn, term, commit_us, crc = FRAME_HEADER.unpack_from(view, offset)
+        end = offset + FRAME_HEADER.size + length
+        if magic != FRAME_MAGIC:
+            return frames, offset, "bad frame magic"
+        if end > len(view):
+            return frames, offset, "incomplete frame payload"
+        payload = view[offset + FRAME_HEADER.size:end]
+        if zlib.crc32(payload, zlib.crc32(view[offset:offset + FRAME_HEADER.size - 4])) != crc:
+            return frames, offset, "checksum mismatch"
+        frames.append(_decode_payload(where, offset, lsn, term, commit_us, bytes(payload)))
+        offset = end
+    return frames, offset, None
+
+
+def _nothing_valid_after(data: bytes, offset: int) -> bool:
+    """True when no intact frame starts after `offset`: damage there is a torn tail, not corruption."""
+    search = offset + 1
+    while True:
+        found = data.find(FRAME_MAGIC, search)
+        if found < 0 or len(data) - found < FRAME_HEADER.size:
+            return True
+        _, length, _, _, _, crc = FRAME_HEADER.unpack_from(data, found)
+        end = found + FRAME_HEADER.size + length
+        if end <= len(data):
+            payload = data[found + FRAME_HEADER.size:end]
+            if zlib.crc32(payload, zlib.crc32(data[found:found + FRAME_HEADER.size - 4])) == crc:
+                return False
+        search = found + 1
+
+
+def _decode_payload(where: str, offset: int, lsn: int, term: int, commit_us: int, payload: bytes) -> Frame:
+    op, count = PAYLOAD_HEADER.unpack_from(payload, 0)
+    expected = PAYLOAD_HEADER.size + count * (16 if op == OP_PUT else 8)
+    if op not in (OP_PUT, OP_DELETE) or expected != len(payload):
+        raise CorruptionError(f"WAL {where} at offset {offset}: frame for LSN {lsn} has a valid checksum "
+                              f"but an impossible payload (op {op}, {count} records); {_REMEDY}")
+    keys = np.frombuffer(payload, dtype=np.int64, count=count, offset=PAYLOAD_HEADER.size)
+    values = None
+    if op == OP_PUT:
+        values = np.frombuffer(payload, dtype=np.float64, count=count, offset=PAYLOAD_HEADER.size + 8 * count)
+    return Frame(lsn, term, commit_us, op, keys, values)
+
+
+def read_frames(wal_dir: Path, after_lsn: int, repair: bool = False) -> Iterator[Frame]:
+    """Every frame with LSN > after_lsn, in order, checking that LSNs are contiguous. With repair=True a
+    torn tail of the last segment is truncated on disk (recovery); otherwise it is just not returned."""
+    segments = list_segments(wal_dir)
+    expected: int | None = None
+    for i, (_first_lsn, path) in enumerate(segments):
+        is_last = i == len(segments) - 1
+        if not is_last and segments[i + 1][0] <= after_lsn + 1:
+            continue  # wholly before the point we replay from
+        frames, truncate_at = read_segment(path, is_last)
+        if truncate_at is not None and repair:
+            with open(path, "r+b") as f:
+                f.truncate(truncate_at)
+                f.flush()
+                os.fsync(f.fileno())
+        for frame in frames:
+            if expected is not None and frame.lsn != expected:
+                raise CorruptionError(f"WAL segment {path}: LSN {frame.lsn} follows LSN {expected - 1}; "
+                                      f"frames are missing; {_REMEDY}")
+            expected = frame.lsn + 1
+            if frame.lsn > after_lsn:
+                yield frame
+
+
+class WalWriter:
+    """Appends frames to the newest segment, rotates segments and makes appended bytes durable."""
+
+    def __init__(self, wal_dir: Path, next_lsn: int, *, max_file_bytes: int, rotation_seconds: float,
+                 sync_interval_s: float | None) -> None:
+        self.dir = wal_dir
+        self.max_file_bytes = max_file_bytes
+        self.rotation_seconds = rotation_seconds
+        self._append_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = 0  # bytes appended since open, across segments: the group-commit ticket
+        self._synced = 0
+        self._fd = -1
+        self._size = 0
+        self._opened_at = 0.0
+        self._closed = False
+        self._sync_error: WalWriteError | None = None  # after a failed fsync, never trust a later one
+        self.dir.mkdir(parents=True, exist_ok=True)
+        segments = list_segments(self.dir)
+        if segments:
+            self._open_existing(segments[-1][1])
+        else:
+            self._start_segment(next_lsn)
+        self._syncer: threading.Thread | None = None
+        if sync_interval_s is not None:
+            self._stop = threading.Event()
+            self._syncer = threading.Thread(target=self._sync_loop, args=(sync_interval_s,),
+                                            name="omendb-wal-sync", daemon=True)
+            self._syncer.start()
+
+    def _open_existing(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._size = os.fstat(self._fd).st_size
+        if self._size < SEGMENT_HEADER.size:  # created but its header never made it to disk
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
+            os.fsync(self._fd)
+            self._size = SEGMENT_HEADER.size
+        self._opened_at = time.monotonic()
+
+    def _start_segment(self, first_lsn: int) -> None:
+        path = self.dir / segment_name(first_lsn)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        os.write(fd, SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
+        os.fsync(fd)
+        fsync_dir(self.dir)
+        self._fd, self._size, self._opened_at = fd, SEGMENT_HEADER.size, time.monotonic()
+
+    def append(self, frame: bytes, lsn: int) -> int:
+        """Write a frame (not yet durable); returns the ticket to pass to sync()."""
+        with self._append_lock:
+            if self._closed:
+                raise WalWriteError("the WAL is closed")
+            if self._size > SEGMENT_HEADER.size and (
+                    self._size + len(frame) > self.max_file_bytes
+                    or time.monotonic() - self._opened_at > self.rotation_seconds):
+                self._rotate(lsn)
+            try:
+                view = memoryview(frame)
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except OSError as exc:
+                # Take back the partial frame so the log stays well-formed, then report.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                raise WalWriteError(f"could not write to the WAL in {self.dir}: {exc.strerror}; free space on "
+                                    f"the WAL volume (or enlarge it) and retry — nothing was applied") from exc
+            self._size += len(frame)
+            self._written += len(frame)
+            return self._written
+
+    def _rotate(self, next_lsn: int) -> None:
+        os.fsync(self._fd)  # the old segment is complete and durable before the new one exists
+        os.close(self._fd)
+        self._start_segment(next_lsn)
+
+    def sync(self, ticket: int) -> None:
+        """Make every byte up to `ticket` durable, sharing one fsync among concurrent callers."""
+        if self._synced >= ticket:
+            return
+        with self._sync_lock:
+            if self._sync_error is not None:
+                raise self._sync_error
+            if self._synced >= ticket:
+                return
+            with self._append_lock:
+                target = self._written
+                fd = os.dup(self._fd)  # survives a concurrent rotation closing the original
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                # Linux may report a failed writeback once and then succeed on the next fsync with the data
+                # gone (PostgreSQL's "fsyncgate"), so the failure is permanent for this process.
+                self._sync_error = WalWriteError(f"fsync of the WAL in {self.dir} failed: {exc.strerror}; the "
+                                                 f"database stops accepting writes and must be restarted to "
+                                                 f"recover from the WAL")
+                raise self._sync_error from exc
+            finally:
+                os.close(fd)
+            self._synced = target
+
+    def _sync_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.sync(self._written)
+            except WalWriteError:
+                log.exception("background WAL sync failed")
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for _, p in list_segments(self.dir))
+
+    def remove_through(self, lsn: int) -> list[Path]:
+        """Delete segments whose frames all have LSN <= lsn (never the segment being written)."""
+        removed = []
+        with self._append_lock:
+            segments = list_segments(self.dir)
+            for (_first, path), (next_first, _) in zip(segments, segments[1:], strict=False):
+                if next_first - 1 <= lsn:
+                    path.unlink()
+                    removed.append(path)
+            if removed:
+                fsync_dir(self.dir)
+        return removed
+
+    def close(self) -> None:
+        if self._syncer is not None:
+            self._stop.set()
+            self._syncer.join()
+        with self._append_lock:
+            if not self._closed:
+                self._closed = True
+                os.fsync(self._fd)
+                os.close(self._fd)

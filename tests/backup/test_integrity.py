@@ -1,0 +1,74 @@
+"""A one-byte change anywhere in a backup is caught by verify and refused by restore, which leaves the
+target data directory as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omendb import Database
+from omendb.backup.layout import resolve
+from tests.backup.conftest import Model, engine_config, read_state, run, write_batches
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
+    rng = np.random.default_rng(7)
+    tmp = tmp_path_factory.mktemp("integrity")
+    root, backups = tmp / "omendb", tmp / "backups"
+    model = Model()
+    with Database.open(engine_config(root)) as db:
+        write_batches(db, model, rng, 10)
+        db.checkpoint()
+        write_batches(db, model, rng, 5)
+        run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
+        write_batches(db, model, rng, 5)
+        run("--data-dir", str(root), "--backup-dir", str(backups), "incremental-backup", "--database",
+            "production")
+    listed = json.loads(run("--backup-dir", str(backups), "list", "--output", "json").stdout)
+    return root, backups, listed
+
+
+def _files(backups: Path, listed: list[dict]) -> list[Path]:
+    return sorted(p for b in listed for p in (backups / b["id"]).iterdir())
+
+
+def test_clean_chain_verifies(chain):
+    _, backups, _ = chain
+    proc = run("--backup-dir", str(backups), "verify", "--backup-id", "latest", "--deep")
+    assert "FAIL" not in proc.stdout and "deep check" in proc.stdout
+
+
+@pytest.mark.parametrize("which", range(5))
+def test_one_byte_change_is_caught(chain, tmp_path, which):
+    root, backups, listed = chain
+    files = _files(backups, listed)
+    assert len(files) == 5  # full: manifest, snapshot, WAL; incremental: manifest, WAL
+    victim = files[which]
+    original = victim.read_bytes()
+    damaged = bytearray(original)
+    offset = len(damaged) // 2
+    damaged[offset] = (damaged[offset] + 1) % 256
+    victim.write_bytes(bytes(damaged))
+    # A target that already holds a database: a refused restore must leave it untouched.
+    target = tmp_path / "target"
+    with Database.open(engine_config(target)) as db:
+        db.put_many([1, 2, 3], [1.0, 2.0, 3.0])
+    before = read_state(resolve(target))
+    snapshot = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    try:
+        proc = run("--backup-dir", str(backups), "verify", "--backup-id", "latest", check=3)
+        assert "FAIL" in proc.stdout
+        proc = run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id",
+                   "latest",
+                   "--force", check=3)
+        assert "damaged" in proc.stderr or "mismatch" in proc.stderr, proc.stderr
+        after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+        assert after == snapshot
+        assert read_state(resolve(target)) == before
+    finally:
+        victim.write_bytes(original)
+    run("--backup-dir", str(backups), "verify", "--backup-id", "latest")

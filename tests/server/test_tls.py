@@ -1,0 +1,81 @@
+"""HTTPS with a test CA, and certificate rotation on disk picked up without a restart."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+
+from omendb.config import Config
+from omendb.errors import ConfigError
+from omendb.server.lifecycle import build_server
+from tests.server.certs import CertificateAuthority
+from tests.server.harness import HOST, Server
+
+
+def served_serial(port: int, context: ssl.SSLContext) -> int:
+    with socket.create_connection((HOST, port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_https_with_a_test_ca_and_hot_reload(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create()
+    ca_file = ca.write_ca(tmp_path / "ca.crt")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    first = ca.issue(cert, key)
+    server = Server(tmp_path / "srv", {"security": {"tls_enabled": True, "tls_cert_file": str(cert),
+                                                    "tls_key_file": str(key)}})
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with server:
+        server.start(verify=context)
+        assert server.url.startswith("https://")
+        with httpx.Client(base_url=server.url, verify=context) as client:
+            assert client.post("/v1/records", json={"records": [{"key": 1, "value": 2.0}]}).status_code == 200
+            assert client.get("/v1/records/1").json()["value"] == 2.0
+            # Plain HTTP on the TLS port does not get data.
+            try:
+                plain = httpx.get(f"http://{HOST}:{server.port}/v1/records/1", timeout=5)
+                assert plain.status_code != 200
+            except httpx.HTTPError:
+                pass
+            # An untrusted client refuses the server.
+            try:
+                httpx.get(f"{server.url}/health", timeout=5)
+                raise AssertionError("a client without the test CA must not trust the server")
+            except httpx.ConnectError:
+                pass
+            assert served_serial(server.port, context) == first
+
+            time.sleep(1.1)  # the files are looked at no more than once a second
+            second = ca.issue(cert, key, common_name="rotated")
+            deadline = time.monotonic() + 10
+            while served_serial(server.port, context) != second:
+                assert time.monotonic() < deadline, "the new certificate was not served"
+                time.sleep(0.2)
+            # The connection opened before the rotation keeps working.
+            assert client.get("/v1/records/1").status_code == 200
+        with httpx.Client(base_url=server.url, verify=context) as fresh:
+            assert fresh.get("/v1/records/1").json()["value"] == 2.0
+
+        # A broken rotation (garbage certificate) keeps the last good pair.
+        time.sleep(1.1)
+        cert.write_text("not a certificate")
+        time.sleep(1.2)
+        assert served_serial(server.port, context) == second
+        server.wait_for_log(lambda r: "could not be loaded" in r.get("msg", ""))
+        assert server.stop() == 0
+
+
+def test_unreadable_certificate_is_refused_at_startup(tmp_path: Path) -> None:
+    config = Config().replace("security", auth_enabled=False, tls_enabled=True, tls_cert_file=str(tmp_path / "no.crt"),
+                              tls_key_file=str(tmp_path / "no.key"))
+    with pytest.raises(ConfigError, match="tls_cert_file"):
+        build_server(config)
