@@ -49,3 +49,22 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# ---- e2e tier: a real one-node Kubernetes built from pinned upstream parts (see docs/e2e.md). Needs root.
+# test-e2e builds first, so the session fixture only starts the cluster (pytest-timeout covers fixtures).
+.PHONY: e2e-build e2e-up e2e-down test-e2e
+
+e2e-build: venv
+	$(PY) -m e2e.binaries build
+	$(PY) -m e2e.images build --no-load
+
+e2e-up: venv
+	$(PY) -m e2e.cluster up
+
+e2e-down: venv
+	$(PY) -m e2e.cluster down
+
+test-e2e: e2e-build
+	$(BIN)/ruff check e2e
+	$(BIN)/mypy e2e
+	$(BIN)/pytest e2e/tests
