@@ -22,7 +22,7 @@ DATA_DIR = "/var/lib/omendb/data"
 WAL_DIR = "/var/lib/omendb/wal"
 
 # The guide's memory tuning: give the database 75% of the memory the container may use.
-MEMORY_SHARE = 0.75
+MEMORY_SHARE_NUM, MEMORY_SHARE_DEN = 3, 4
 
 
 def memory_limit_mb(spec: OmenDBSpec) -> int | None:
@@ -30,7 +30,7 @@ def memory_limit_mb(spec: OmenDBSpec) -> int | None:
     limit = (spec.resources.get("limits") or {}).get("memory")
     if not limit:
         return None
-    return max(1, int(parse_quantity(str(limit)) * MEMORY_SHARE) // (1024 * 1024))
+    return max(1, int(parse_quantity(str(limit)) * MEMORY_SHARE_NUM / MEMORY_SHARE_DEN) // (1024 * 1024))
 
 
 def render_config_dict(spec: OmenDBSpec) -> dict[str, dict[str, Any]]:
