@@ -33,7 +33,13 @@ def load_api_client() -> k8s.ApiClient:
     try:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
-        k8s_config.load_kube_config()
+        try:
+            k8s_config.load_kube_config()
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise SystemExit(
+                "omendb-operator cannot find Kubernetes credentials: it is not running in a pod with a "
+                f"service account, and the kubeconfig could not be loaded ({exc}). Set KUBECONFIG to a "
+                "kubeconfig file, or run the operator in the cluster.") from None
     return k8s.ApiClient()
 
 
