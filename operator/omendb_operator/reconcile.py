@@ -23,7 +23,7 @@ from omendb_operator.children import Observed, build_children, stale_children
 from omendb_operator.kube import Kube
 from omendb_operator.secrets import HTPASSWD_KEY, decode_secret_data
 from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
-from omendb_operator.status import Observation, build_status, status_changed
+from omendb_operator.status import Observation, build_status, status_changed, status_patch
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Reconciler:
         except SpecError as exc:
             new = build_status(owner, None, Observation(spec_error=str(exc)), previous, now)
             if status_changed(previous, new):
-                self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, new)
+                self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, status_patch(previous, new))
                 self.kube.event(owner, "Warning", "InvalidSpec", str(exc))
             return "invalid"
 
@@ -172,7 +172,7 @@ class Reconciler:
             }
         new = build_status(owner, spec, obs, previous, now)
         if status_changed(previous, new):
-            self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, new)
+            self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, status_patch(previous, new))
             old_phase = previous.get("phase")
             if old_phase != new["phase"]:
                 kind = "Warning" if new["phase"] in ("Degraded", "Failed") else "Normal"

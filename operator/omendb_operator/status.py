@@ -214,8 +214,24 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
     return status
 
 
+# Status keys build_status writes; a key among these that the new status lacks is removed (set to null in
+# the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
+MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
+                "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls")
+
+
+def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch turning ``old`` into ``new`` for the keys we manage (others are left alone)."""
+    old = old or {}
+    patch: dict[str, Any] = dict(new)
+    for key in MANAGED_KEYS:
+        if key in old and key not in new:
+            patch[key] = None
+    return patch
+
+
 def status_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """True when writing ``new`` would change what the OmenDB's status says (keys we do not manage, such
     as an operation's state written by another handler, are compared only where we set them)."""
     old = old or {}
-    return any(old.get(k) != v for k, v in new.items())
+    return any(old.get(k) != v for k, v in status_patch(old, new).items())

@@ -36,3 +36,53 @@ def owner() -> dict[str, Any]:
 @pytest.fixture
 def spec() -> OmenDBSpec:
     return parse_spec({})
+
+
+@pytest.fixture(scope="session")
+def apiserver():
+    """A real kube-apiserver (with etcd) on loopback, with this project's CRDs and prometheus-operator's
+    PrometheusRule/ServiceMonitor CRDs installed and established."""
+    import time
+    from pathlib import Path
+
+    import yaml
+    from apiserver import monitoring_crd_files, running_apiserver
+
+    crd_dir = Path(__file__).resolve().parents[2] / "crds"
+    with running_apiserver() as server, server.client() as http:
+        names = []
+        for path in [*sorted(crd_dir.glob("*.yaml")), *monitoring_crd_files()]:
+            for doc in yaml.safe_load_all(path.read_text()):
+                if not doc:
+                    continue
+                r = http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=doc)
+                assert r.status_code == 201, f"{path.name}: {r.status_code} {r.text[:2000]}"
+                names.append(doc["metadata"]["name"])
+        deadline = time.monotonic() + 60
+        for name in names:
+            while True:
+                crd = http.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").json()
+                conds = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+                if conds.get("Established") == "True":
+                    break
+                assert time.monotonic() < deadline, f"CRD {name} not established: {crd.get('status')}"
+                time.sleep(0.2)
+        # Discovery of new CRDs takes a moment to reach the aggregated discovery document.
+        while http.get("/apis/omendb.io/v1alpha1").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        yield server
+
+
+@pytest.fixture
+def namespace(apiserver, request):
+    """A fresh namespace per test."""
+    import re
+
+    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    with apiserver.client() as http:
+        r = http.post(
+            "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        )
+        assert r.status_code == 201, r.text
+    return name

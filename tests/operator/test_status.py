@@ -167,3 +167,15 @@ def test_tls_and_monitoring_conditions():
     )
     assert _conds(broken)["TLSReady"]["status"] == "False"
     assert broken["tls"]["secretName"] == "mine"
+
+
+def test_keys_no_longer_reported_are_removed_by_the_patch():
+    from omendb_operator.status import status_patch
+
+    owner = make_owner()
+    with_tls = build_status(owner, parse_spec({}), Observation(tls_not_after=NOW), None, NOW)
+    without = build_status(owner, parse_spec({"tls": {"enabled": False}}), Observation(), with_tls, LATER)
+    patch = status_patch(with_tls, without)
+    assert patch["tls"] is None
+    assert status_changed(with_tls, without)
+    assert status_patch({"upgrade": {"step": 2}}, without).get("upgrade", "untouched") == "untouched"
