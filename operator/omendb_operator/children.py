@@ -31,7 +31,8 @@ class Observed:
 @dataclass
 class Desired:
     manifests: list[dict[str, Any]]
-    actions: list[str] = field(default_factory=list)  # significant changes, reported as events
+    # Significant changes, reported as events: (reason, message).
+    actions: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     cert_not_after: dt.datetime | None = None
     skipped_monitoring: bool = False  # PrometheusRule/ServiceMonitor wanted, CRDs absent
@@ -41,7 +42,7 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
                    cluster_domain: str = "cluster.local") -> Desired:
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     out: list[dict[str, Any]] = []
-    actions: list[str] = []
+    actions: list[tuple[str, str]] = []
     warnings: list[str] = []
 
     cm = configmap.build_configmap(owner, spec)
@@ -50,7 +51,7 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
     users = secrets.build_users_secret(owner, spec, observed.users_secret, observed.user_htpasswd)
     out.append(users.manifest)
     if users.generated:
-        actions.append(f"generated credentials for user {spec.auth.admin_user!r} in Secret {name}-users")
+        actions.append(("CredentialsGenerated", f"generated credentials for user {spec.auth.admin_user!r} in Secret {name}-users"))
     warnings += users.warnings
 
     cert_not_after = None
@@ -61,7 +62,7 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
             renew_before=dt.timedelta(days=spec.tls.renew_before_days), cluster_domain=cluster_domain)
         out.append(certificates.build_ca_secret(owner, plan.ca_data))
         out.append(certificates.build_tls_secret(owner, plan.tls_data))
-        actions += plan.actions
+        actions += [("CertificateIssued", a) for a in plan.actions]
         cert_not_after = plan.not_after
 
     out += services.build_services(owner, observed.primary_pod)

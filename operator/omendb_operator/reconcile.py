@@ -153,9 +153,8 @@ class Reconciler:
 
         if changed:
             self.kube.event(owner, "Normal", "Reconciled", "; ".join(changed)[:1000])
-        for action in desired.actions:
-            self.kube.event(owner, "Normal", "Certificates" if "certificate" in action or "CA" in action
-                            else "Credentials", action)
+        for reason, message in desired.actions:
+            self.kube.event(owner, "Normal", reason, message)
         if obs.monitoring_missing and changed:
             self.kube.event(owner, "Warning", "MonitoringCRDsMissing",
                             "PrometheusRule/ServiceMonitor CRDs are not installed; alerts and scraping "
