@@ -51,7 +51,8 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
     users = secrets.build_users_secret(owner, spec, observed.users_secret, observed.user_htpasswd)
     out.append(users.manifest)
     if users.generated:
-        actions.append(("CredentialsGenerated", f"generated credentials for user {spec.auth.admin_user!r} in Secret {name}-users"))
+        actions.append(("CredentialsGenerated",
+                        f"generated credentials for user {spec.auth.admin_user!r} in Secret {name}-users"))
     warnings += users.warnings
 
     cert_not_after = None

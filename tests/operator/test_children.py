@@ -44,7 +44,11 @@ def test_every_child_of_the_design(owner):
         owned = "ownerReferences" in m["metadata"]
         # Children are garbage-collected with the OmenDB, except the backups' volume.
         assert owned == (m["kind"] != "PersistentVolumeClaim"), m["metadata"]["name"]
-    assert [r for r, _ in desired.actions] == ["CredentialsGenerated", "CertificateIssued", "CertificateIssued"]
+    assert [r for r, _ in desired.actions] == [
+        "CredentialsGenerated",
+        "CertificateIssued",
+        "CertificateIssued",
+    ]
     assert any("generated credentials" in m for _, m in desired.actions)
     assert desired.cert_not_after is not None and not desired.skipped_monitoring
 
