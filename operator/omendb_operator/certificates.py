@@ -128,7 +128,7 @@ def issue_server_cert(ca_cert_pem: str, ca_key_pem: str, dns_names: list[str], n
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0][:64])]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -215,7 +215,8 @@ def plan_certificates(name: str, namespace: str, existing_ca: dict[str, str], ex
     actions: list[str] = []
     reason = ca_renewal_reason(ca, now)
     if reason:
-        cert_pem, key_pem = issue_ca(f"{name}.{namespace} OmenDB CA", now)
+        # X.509 limits a common name to 64 characters; names and namespaces may each have 63.
+        cert_pem, key_pem = issue_ca(f"OmenDB CA {name}.{namespace}"[:64], now)
         ca = {"tls.crt": cert_pem, "tls.key": key_pem,
               "ca.crt": ca_bundle(cert_pem, existing_ca.get("ca.crt"), now)}
         actions.append(f"issued a new CA ({reason})")

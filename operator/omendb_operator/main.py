@@ -101,7 +101,9 @@ class Operator:
 
     def _reconcile(self, key: tuple[str, str]) -> None:
         result = self.reconciler.reconcile(*key)
-        log.info("reconciled %s/%s: %s", key[0], key[1], result)
+        # A resync that changes nothing is the common case; keep it out of the info log.
+        log.log(logging.DEBUG if result == "unchanged" else logging.INFO, "reconciled %s/%s: %s",
+                key[0], key[1], result)
 
     def active(self) -> bool:
         """False while a live peer with a higher priority exists (then kopf is paused too)."""

@@ -62,7 +62,7 @@ def apiserver():
         for name in names:
             while True:
                 crd = http.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").json()
-                conds = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+                conds = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
                 if conds.get("Established") == "True":
                     break
                 assert time.monotonic() < deadline, f"CRD {name} not established: {crd.get('status')}"
@@ -77,9 +77,11 @@ def apiserver():
 @pytest.fixture
 def namespace(apiserver, request):
     """A fresh namespace per test."""
+    import hashlib
     import re
 
-    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + digest
     with apiserver.client() as http:
         r = http.post(
             "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}

@@ -158,3 +158,10 @@ def test_ca_rotation_keeps_the_old_ca_trusted_while_it_is_valid():
         )
         == 1
     )
+
+
+def test_longest_names_still_get_certificates():
+    name, namespace = "a" * 52, "n" * 63  # the longest an OmenDB and its namespace can be
+    plan = plan_certificates(name, namespace, {}, {}, NOW, 90 * DAY, 30 * DAY)
+    cert = load_cert(plan.tls_data["tls.crt"])
+    assert f"{name}.{namespace}.svc" in cert_dns_names(cert)
