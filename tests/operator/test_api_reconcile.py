@@ -362,3 +362,101 @@ def test_operator_process_reconciles_restores_and_stops_gracefully(apiserver, na
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _start_operator(apiserver, namespace, tmp_path, name, priority):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(apiserver.kubeconfig),
+        "OMENDB_OPERATOR_NAMESPACES": namespace,
+        "OMENDB_OPERATOR_PORT": str(port),
+        "OMENDB_OPERATOR_PEERING": "omendb-operator",
+        "OMENDB_OPERATOR_PRIORITY": str(priority),
+        "OMENDB_OPERATOR_RESYNC_SECONDS": "3",
+        "POD_NAME": name,
+    }
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omendb_operator.main"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    return proc, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+
+
+def _metric(probe, name):
+    total = 0.0
+    for line in probe.get("/metrics").text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_replicas_only_the_higher_priority_acts_and_the_other_takes_over(apiserver, namespace, tmp_path):
+    with apiserver.client() as http:
+        r = http.post(
+            f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings",
+            json={
+                "apiVersion": "kopf.dev/v1",
+                "kind": "KopfPeering",
+                "metadata": {"name": "omendb-operator"},
+            },
+        )
+        assert r.status_code == 201, r.text
+    high, high_probe = _start_operator(apiserver, namespace, tmp_path, "high", 200)
+    low, low_probe = _start_operator(apiserver, namespace, tmp_path, "low", 100)
+    procs = [(high, high_probe), (low, low_probe)]
+
+    def wait(what, check, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        logs = "\n".join((tmp_path / f).read_text()[-2000:] for f in ("high.log", "low.log"))
+        raise AssertionError(f"timed out waiting for {what}:\n{logs}")
+
+    try:
+        for _, probe in procs:
+            wait("readiness", lambda probe=probe: probe.get("/readyz").status_code == 200)
+        # Both see each other in the peering object before the OmenDB appears.
+        with apiserver.client() as http:
+            wait(
+                "peers",
+                lambda: (
+                    len(
+                        http.get(f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/omendb-operator")
+                        .json()
+                        .get("status")
+                        or {}
+                    )
+                    == 2
+                ),
+            )
+        _create_omendb(apiserver, namespace, _sample())
+        with apiserver.client() as http:
+            svc = f"/api/v1/namespaces/{namespace}/services/db-ro"
+            wait("children", lambda: http.get(svc).status_code == 200)
+            time.sleep(7)  # two resync rounds
+            assert _metric(high_probe, "omendb_operator_api_writes_total") > 0
+            assert _metric(low_probe, "omendb_operator_api_writes_total") == 0
+            assert _metric(low_probe, "omendb_operator_reconciles_total") == 0
+            assert _metric(low_probe, "omendb_operator_active") == 0
+            high.send_signal(signal.SIGTERM)
+            assert high.wait(timeout=60) == 0
+            # The survivor takes over: a deleted child comes back.
+            assert http.delete(svc).status_code == 200
+            wait("the standby to restore the Service", lambda: http.get(svc).status_code == 200, timeout=90)
+        assert _metric(low_probe, "omendb_operator_api_writes_total") > 0
+    finally:
+        for proc, probe in procs:
+            probe.close()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
