@@ -31,6 +31,7 @@ from omendb_operator.certificates import issue_ca, issue_server_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 NEEDED = ("etcd", "kube-apiserver")
+OPERATOR_USER = "system:serviceaccount:omendb-system:omendb-operator"
 
 
 def find_bin_dir(needed: tuple[str, ...] = NEEDED) -> Path:
@@ -78,6 +79,10 @@ class APIServer:
     kubeconfig: Path
     log: Path
     garbage_collector: bool = False
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        return self.kubeconfig.with_name("operator-kubeconfig")
 
     def client(self) -> httpx.Client:
         return httpx.Client(
@@ -133,7 +138,13 @@ def running_apiserver() -> Iterator[APIServer]:
             )
         )
         token = os.urandom(16).hex()
-        (tmp / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+        # A second identity, the operator's ServiceAccount name from manifests/rbac.yaml, with no rights but
+        # what RBAC grants it: the operator run under it proves the ClusterRole is enough.
+        operator_token = os.urandom(16).hex()
+        (tmp / "tokens.csv").write_text(
+            f'{token},admin,admin,"system:masters"\n'
+            f'{operator_token},{OPERATOR_USER},operator,"system:serviceaccounts,system:authenticated"\n'
+        )
         etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
         log = tmp / "apiserver.log"
         etcd_log = open(tmp / "etcd.log", "wb")  # noqa: SIM115 - closed with the process group below
@@ -184,6 +195,7 @@ def running_apiserver() -> Iterator[APIServer]:
             url=url, token=token, ca_file=tmp / "ca.crt", kubeconfig=tmp / "kubeconfig", log=log
         )
         _write_kubeconfig(server.kubeconfig, url, server.ca_file, token)
+        _write_kubeconfig(server.operator_kubeconfig, url, server.ca_file, operator_token)
         deadline = time.monotonic() + 120
         with server.client() as http:
             while True:

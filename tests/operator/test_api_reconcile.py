@@ -364,11 +364,11 @@ def test_operator_process_reconciles_restores_and_stops_gracefully(apiserver, na
             proc.wait()
 
 
-def _start_operator(apiserver, namespace, tmp_path, name, priority):
+def _start_operator(apiserver, namespace, tmp_path, name, priority, kubeconfig=None):
     port = _free_port()
     env = {
         **os.environ,
-        "KUBECONFIG": str(apiserver.kubeconfig),
+        "KUBECONFIG": str(kubeconfig or apiserver.kubeconfig),
         "OMENDB_OPERATOR_NAMESPACES": namespace,
         "OMENDB_OPERATOR_PORT": str(port),
         "OMENDB_OPERATOR_PEERING": "omendb-operator",
@@ -460,3 +460,67 @@ def test_two_replicas_only_the_higher_priority_acts_and_the_other_takes_over(api
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def test_the_operator_needs_no_more_than_its_cluster_role(apiserver, namespace, tmp_path):
+    """The operator, authenticated as the ServiceAccount of manifests/rbac.yaml and authorised only by that
+    ClusterRole, watches all namespaces, reconciles an OmenDB and writes its status without a single
+    'forbidden' answer."""
+    with apiserver.client() as http:
+        r = http.post(
+            "/api/v1/namespaces",
+            json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "omendb-system"}},
+        )
+        assert r.status_code in (201, 409), r.text
+        paths = {
+            "ServiceAccount": "/api/v1/namespaces/omendb-system/serviceaccounts",
+            "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            "ClusterKopfPeering": "/apis/kopf.dev/v1/clusterkopfpeerings",
+        }
+        for path in ("manifests/rbac.yaml", "manifests/peering.yaml"):
+            for doc in yaml.safe_load_all((ROOT / path).read_text()):
+                if doc:
+                    r = http.post(paths[doc["kind"]], json=doc)
+                    assert r.status_code == 201, r.text
+    proc, probe = _start_operator(
+        apiserver, "", tmp_path, "rbac", 10, kubeconfig=apiserver.operator_kubeconfig
+    )
+    log = tmp_path / "rbac.log"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if probe.get("/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        _create_omendb(apiserver, namespace, _sample())
+        with apiserver.client() as http:
+            url = f"{BASE}/namespaces/{namespace}/omendbs/db"
+            while (http.get(url).json().get("status") or {}).get("phase") != "Creating":
+                assert time.monotonic() < deadline + 60, log.read_text()[-3000:]
+                time.sleep(0.3)
+            for api_version, kind, name in CHILDREN:
+                group = api_version.rpartition("/")[0]
+                prefix = f"/apis/{api_version}" if group else f"/api/{api_version}"
+                plural = {
+                    "PodDisruptionBudget": "poddisruptionbudgets",
+                    "PrometheusRule": "prometheusrules",
+                    "ServiceMonitor": "servicemonitors",
+                    "PersistentVolumeClaim": "persistentvolumeclaims",
+                }.get(kind, kind.lower() + "s")
+                assert http.get(f"{prefix}/namespaces/{namespace}/{plural}/{name}").status_code == 200, kind
+        assert _metric(probe, 'omendb_operator_reconciles_total{result="error"}') == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        text = log.read_text().lower()
+        assert "forbidden" not in text, [line for line in text.splitlines() if "forbidden" in line][:5]
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
