@@ -23,6 +23,8 @@ HTPASSWD_KEY = "users.htpasswd"
 USERNAME_KEY = "username"
 PASSWORD_KEY = "password"
 BCRYPT_ROUNDS = 12
+# The schemes the engine accepts in its htpasswd file (it refuses the whole file over any other line).
+ACCEPTED_HASH_PREFIXES = ("$2y$", "$2b$", "$2a$", "$apr1$")
 
 
 def generate_password() -> str:
@@ -72,9 +74,13 @@ def merge_user_entries(user_htpasswd: str | None, admin_user: str) -> tuple[list
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
-        name, sep, _ = line.partition(":")
-        if not sep:
-            warnings.append(f"ignored a line without ':' in the htpasswd Secret (user {name!r})")
+        name, sep, hashed = line.partition(":")
+        if not sep or not name or not hashed:
+            warnings.append(f"ignored a line that is not 'user:hash' in the htpasswd Secret ({name!r})")
+            continue
+        if not hashed.startswith(ACCEPTED_HASH_PREFIXES):
+            warnings.append(f"ignored user {name!r} in the htpasswd Secret: its hash is neither bcrypt nor "
+                            "apr1, which the engine refuses; re-create it with `htpasswd -B`")
             continue
         if name == admin_user:
             warnings.append(f"user {admin_user!r} in the htpasswd Secret is replaced by the operator's "

@@ -41,10 +41,14 @@ def test_a_hash_that_no_longer_matches_regenerates(owner, spec):
 
 def test_users_from_the_referenced_htpasswd_are_added_and_the_admin_name_is_reserved(owner):
     spec = parse_spec({"auth": {"htpasswdSecretName": "team-users"}})
-    user_file = "alice:$apr1$abc$def\n# comment\n\nadmin:$2y$05$shadow\nbob:$2y$05$xyz\nbroken-line\n"
+    user_file = (
+        "alice:$apr1$abc$def\n# comment\n\nadmin:$2y$05$shadow\nbob:$2y$05$xyz\nbroken-line\n"
+        "carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n"
+    )
     result = build_users_secret(owner, spec, existing={}, user_htpasswd=user_file)
     lines = _data(result.manifest)["users.htpasswd"].splitlines()
     assert [line.split(":")[0] for line in lines] == ["admin", "alice", "bob"]
     assert "$2y$05$shadow" not in "\n".join(lines)
     assert any("replaced by the operator's generated admin user" in w for w in result.warnings)
-    assert any("without ':'" in w for w in result.warnings)
+    assert any("not 'user:hash'" in w for w in result.warnings)
+    assert any("'carol'" in w and "htpasswd -B" in w for w in result.warnings)
