@@ -13,7 +13,7 @@ from typing import Any
 
 from omendb_operator import labels as L
 from omendb_operator.secrets import PASSWORD_KEY, USERNAME_KEY
-from omendb_operator.security import container_security_context, pod_security_context
+from omendb_operator.security import container_security_context, pod_security_context, writable_env
 from omendb_operator.spec import OmenDBSpec
 
 BACKUP_DIR = "/var/backups/omendb"
@@ -56,6 +56,7 @@ def _job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str,
          "valueFrom": {"secretKeyRef": {"name": names.users, "key": USERNAME_KEY}}},
         {"name": "OMENDB_PASSWORD",
          "valueFrom": {"secretKeyRef": {"name": names.users, "key": PASSWORD_KEY}}},
+        *writable_env(),
     ]
     mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": BACKUP_DIR},
                                     {"name": "tmp", "mountPath": "/tmp"}]

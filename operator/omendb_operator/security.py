@@ -31,3 +31,13 @@ def container_security_context() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def writable_env() -> list[dict[str, str]]:
+    """Environment for Python processes on a read-only root filesystem: numba's JIT cache and anything
+    that writes under $HOME go to the /tmp emptyDir, and no bytecode is written next to the code."""
+    return [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "NUMBA_CACHE_DIR", "value": "/tmp/numba-cache"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+    ]

@@ -7,7 +7,7 @@ from typing import Any
 from omendb_operator import labels as L
 from omendb_operator.configmap import CONFIG_DIR, CONFIG_FILE, DATA_DIR, WAL_DIR
 from omendb_operator.secrets import HTPASSWD_KEY
-from omendb_operator.security import container_security_context, pod_security_context
+from omendb_operator.security import container_security_context, pod_security_context, writable_env
 from omendb_operator.spec import OmenDBSpec
 
 CONTAINER_NAME = "omendb"  # the guide's `kubectl set image ... omendb=omendb:$VERSION` names it
@@ -96,6 +96,7 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            *writable_env(),
         ],
         "resources": spec.resources,
         "startupProbe": _probe("/health", spec, period=5, failures=120),  # up to 10 min of WAL replay

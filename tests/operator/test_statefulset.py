@@ -164,3 +164,18 @@ def test_user_scheduling_replaces_defaults(owner):
 
 def test_replicas_override_holds_the_count(owner):
     assert _sts(owner, {"replicas": 3}, replicas=0)["spec"]["replicas"] == 0
+
+
+def test_python_writes_only_to_tmp_on_the_read_only_root(owner):
+    from omendb_operator.cronjobs import build_cronjobs
+    from omendb_operator.spec import parse_spec as p
+
+    sts_env = {
+        e["name"]: e.get("value") for e in _sts(owner)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    job = build_cronjobs(owner, p({}))[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    job_env = {e["name"]: e.get("value") for e in job["env"]}
+    for env in (sts_env, job_env):
+        assert env["NUMBA_CACHE_DIR"].startswith("/tmp/") and env["HOME"] == "/tmp"
+        assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert "/tmp" in {m["mountPath"] for m in job["volumeMounts"]}
