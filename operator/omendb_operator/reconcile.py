@@ -23,6 +23,7 @@ from omendb_operator.children import Observed, build_children, stale_children
 from omendb_operator.kube import Kube
 from omendb_operator.secrets import HTPASSWD_KEY, decode_secret_data
 from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
+from omendb_operator.statefulset import claim_template_drift
 from omendb_operator.status import Observation, build_status, status_changed, status_patch
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,10 @@ class Reconciler:
         obs.tls_not_after = desired.cert_not_after
         if spec.tls.enabled and not spec.tls.generate:
             self._check_user_tls(spec, namespace, now, obs)
+
+        live_sts = self.kube.get("apps/v1", "StatefulSet", names.statefulset, namespace)
+        sts_manifest = next(m for m in desired.manifests if m["kind"] == "StatefulSet")
+        obs.warnings += claim_template_drift(sts_manifest, live_sts)
 
         changed: list[str] = []
         for manifest in desired.manifests:

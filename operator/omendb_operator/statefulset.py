@@ -156,3 +156,24 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
             ],
         },
     }
+
+
+def claim_template_drift(desired: dict[str, Any], live: dict[str, Any] | None) -> list[str]:
+    """Warnings for claim templates the spec changed but the API server will not (they are immutable):
+    existing volumes keep their size and class until they are expanded (issue 7)."""
+    if not live:
+        return []
+    templates = live.get("spec", {}).get("volumeClaimTemplates", [])
+    have = {t["metadata"]["name"]: t.get("spec", {}) for t in templates}
+    out = []
+    for template in desired["spec"]["volumeClaimTemplates"]:
+        name, want = template["metadata"]["name"], template["spec"]
+        old = have.get(name, {})
+        old_size = old.get("resources", {}).get("requests", {}).get("storage")
+        new_size = want["resources"]["requests"]["storage"]
+        if old_size and old_size != new_size:
+            out.append(f"spec.storage.{name}.size is {new_size} but the {name} volumes were made with "
+                       f"{old_size}; existing volumes are not resized yet")
+        if want.get("storageClassName") and want.get("storageClassName") != old.get("storageClassName"):
+            out.append(f"spec.storage.{name}.storageClassName cannot change for existing volumes")
+    return out

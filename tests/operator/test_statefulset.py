@@ -179,3 +179,17 @@ def test_python_writes_only_to_tmp_on_the_read_only_root(owner):
         assert env["NUMBA_CACHE_DIR"].startswith("/tmp/") and env["HOME"] == "/tmp"
         assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert "/tmp" in {m["mountPath"] for m in job["volumeMounts"]}
+
+
+def test_claim_template_changes_are_reported_not_applied(owner):
+    from omendb_operator.statefulset import claim_template_drift
+
+    live = _sts(owner, {"storage": {"data": {"size": "10Gi"}}})
+    grown = _sts(owner, {"storage": {"data": {"size": "20Gi", "storageClassName": "fast"}}})
+    warnings = claim_template_drift(grown, live)
+    assert any(
+        "spec.storage.data.size is 20Gi but the data volumes were made with 10Gi" in w for w in warnings
+    )
+    assert any("storageClassName cannot change" in w for w in warnings)
+    assert claim_template_drift(live, live) == []
+    assert claim_template_drift(live, None) == []
