@@ -524,3 +524,53 @@ def test_the_operator_needs_no_more_than_its_cluster_role(apiserver, namespace, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_without_monitoring_crds_a_condition_and_a_warning_not_a_crash(apiserver, namespace):
+    """PrometheusRule's CRD removed: the reconcile makes everything else, sets MonitoringReady=False and
+    records a Warning event; once the CRD is back, the next reconcile creates the rule."""
+    crd_url = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/prometheusrules.monitoring.coreos.com"
+    with apiserver.client() as http:
+        saved = http.get(crd_url).json()
+        assert http.delete(crd_url).status_code == 200
+        deadline = time.monotonic() + 60
+        while http.get(crd_url).status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        try:
+            kube = Kube(new_client_from_config(config_file=str(apiserver.kubeconfig)))  # fresh discovery
+            _create_omendb(apiserver, namespace, _sample())
+            assert Reconciler(kube).reconcile(namespace, "db") == "changed"
+            status = kube.get("omendb.io/v1alpha1", "OmenDB", "db", namespace)["status"]
+            conds = {c["type"]: c for c in status["conditions"]}
+            assert conds["MonitoringReady"]["status"] == "False"
+            assert "not installed" in conds["MonitoringReady"]["message"]
+            assert kube.get("apps/v1", "StatefulSet", "db", namespace) is not None
+            assert kube.get("monitoring.coreos.com/v1", "ServiceMonitor", "db", namespace) is None
+            events = http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
+            assert any(e["reason"] == "MonitoringCRDsMissing" and e["type"] == "Warning" for e in events)
+        finally:
+            for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+                saved["metadata"].pop(key, None)
+            saved.pop("status", None)
+            assert (
+                http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=saved).status_code
+                == 201
+            )
+            while True:
+                crd = http.get(crd_url).json()
+                conds = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
+                if conds.get("Established") == "True":
+                    break
+                assert time.monotonic() < deadline + 60
+                time.sleep(0.3)
+        kube = Kube(new_client_from_config(config_file=str(apiserver.kubeconfig)))
+        deadline = time.monotonic() + 60
+        while not kube.has_kind("monitoring.coreos.com/v1", "PrometheusRule"):
+            assert time.monotonic() < deadline, "PrometheusRule did not reappear in discovery"
+            time.sleep(0.5)
+            kube = Kube(new_client_from_config(config_file=str(apiserver.kubeconfig)))
+        Reconciler(kube).reconcile(namespace, "db")
+        assert kube.get("monitoring.coreos.com/v1", "PrometheusRule", "db", namespace) is not None
+        status = kube.get("omendb.io/v1alpha1", "OmenDB", "db", namespace)["status"]
+        assert {c["type"]: c for c in status["conditions"]}["MonitoringReady"]["status"] == "True"
