@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # How long "this API group does not exist" is believed before discovery is asked again (a CRD such
 # as PrometheusRule may be installed while the operator runs).
 DISCOVERY_RETRY_SECONDS = 120.0
+KIND_CACHE_SECONDS = 60.0
 
 
 def load_api_client() -> k8s.ApiClient:
@@ -47,31 +48,41 @@ class Kube:
     def __init__(self, api_client: k8s.ApiClient | None = None) -> None:
         self.api_client = api_client or load_api_client()
         self.dynamic = DynamicClient(self.api_client)
-        self._missing: dict[tuple[str, str], float] = {}
+        self._refreshed: dict[tuple[str, str], float] = {}
+        self._kinds: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
 
     def resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
         with self._lock:
-            missing_since = self._missing.get(key)
-            if missing_since is not None and time.monotonic() - missing_since < DISCOVERY_RETRY_SECONDS:
-                raise ResourceNotFoundError(f"{kind} ({api_version}) is not served by this cluster")
             try:
-                if missing_since is not None:
-                    self.dynamic.resources.invalidate_cache()
-                res = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                return self.dynamic.resources.get(api_version=api_version, kind=kind)
             except ResourceNotFoundError:
-                self._missing[key] = time.monotonic()
-                raise
-            self._missing.pop(key, None)
-            return res
+                # Perhaps a CRD installed since discovery was cached: refresh, at most once in a while.
+                last = self._refreshed.get(key)
+                if last is not None and time.monotonic() - last < DISCOVERY_RETRY_SECONDS:
+                    raise
+                self._refreshed[key] = time.monotonic()
+                self.dynamic.resources.invalidate_cache()
+                return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
     def has_kind(self, api_version: str, kind: str) -> bool:
-        try:
-            self.resource(api_version, kind)
-        except ResourceNotFoundError:
-            return False
-        return True
+        """Whether the API server serves ``kind`` now (asked directly, remembered for a minute: the
+        dynamic client's discovery cache would not notice a CRD being removed)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._kinds.get(api_version)
+        if cached is None or now - cached[0] > KIND_CACHE_SECONDS:
+            path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+            try:
+                listing = self.dynamic.request("get", path).to_dict()
+                kinds = frozenset(r.get("kind", "") for r in listing.get("resources", []))
+            except NotFoundError:
+                kinds = frozenset()
+            cached = (now, kinds)
+            with self._lock:
+                self._kinds[api_version] = cached
+        return kind in cached[1]
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         try:
