@@ -55,7 +55,7 @@ def find_bin_dir(needed: tuple[str, ...] = NEEDED) -> Path:
     raise RuntimeError(
         f"{' and '.join(needed)} not found (looked in $OMENDB_KUBE_BIN_DIR and the e2e harness's cache"
         f": {[str(c) for c in candidates]}). Build them with `python -m e2e.binaries build`, or point "
-        "OMENDB_KUBE_BIN_DIR at a directory holding both."
+        "OMENDB_KUBE_BIN_DIR at a directory holding them."
     )
 
 
