@@ -46,7 +46,7 @@ def apiserver():
     from pathlib import Path
 
     import yaml
-    from apiserver import monitoring_crd_files, running_apiserver
+    from operator_apiserver import monitoring_crd_files, running_apiserver
 
     crd_dir = Path(__file__).resolve().parents[2] / "crds"
     with running_apiserver() as server, server.client() as http:

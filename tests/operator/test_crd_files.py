@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from crd_helpers import CRDS, load_crd, omendb_crd_spec_schema
+from operator_crd_helpers import CRDS, load_crd, omendb_crd_spec_schema
 
 from omendb_operator.configschema import config_schema
 from omendb_operator.spec import OPERATOR_OWNED_KEYS

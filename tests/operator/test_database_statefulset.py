@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from pss import restricted_violations
+from operator_pss import restricted_violations
 
 from omendb_operator.spec import parse_spec
 from omendb_operator.statefulset import build_statefulset

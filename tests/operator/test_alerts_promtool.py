@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from apiserver import find_bin_dir
+from operator_apiserver import find_bin_dir
 
 from omendb_operator.monitoring import alert_rules
 from omendb_operator.spec import parse_spec

@@ -3,8 +3,8 @@ from __future__ import annotations
 import re
 
 import yaml
-from crd_helpers import omendb_crd_spec_schema
-from pss import restricted_violations
+from operator_crd_helpers import omendb_crd_spec_schema
+from operator_pss import restricted_violations
 
 from omendb_operator.cronjobs import build_backup_volume, build_cronjobs
 from omendb_operator.spec import parse_spec
