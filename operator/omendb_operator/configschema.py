@@ -2,8 +2,9 @@
 
 crds/omendb.io_omendbs.yaml is the source of truth the API server enforces; a test checks that its
 ``spec.config`` part equals what this module derives from ``omendb.config.SECTIONS``, so the engine and
-the CRD cannot drift apart. After changing engine/omendb/config.py, print the new fragment with
-``python -m omendb_operator.configschema`` and paste it into the CRD.
+the CRD cannot drift apart. After changing engine/omendb/config.py, rewrite that part of the CRD with
+``python -m omendb_operator.configschema --write crds/omendb.io_omendbs.yaml`` (or print the fragment
+without ``--write``).
 """
 
 from __future__ import annotations
@@ -67,5 +68,32 @@ def config_schema() -> dict[str, Any]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """The layout crds/ is written in: keys in schema order, 120 columns."""
+
+
+def render_crd(text: str) -> str:
+    """The CRD file ``text`` with its spec.config schema replaced by :func:`config_schema` (the comment
+    header and the layout of everything else kept)."""
+    header, sep, body = text.partition("---\n")
+    if not sep:
+        header, body = "", text
+    crd = yaml.safe_load(body)
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["config"] = config_schema()
+    return header + "---\n" + yaml.dump(crd, Dumper=_Dumper, sort_keys=False, width=120)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--write":
+        with open(argv[1]) as f:
+            text = f.read()
+        with open(argv[1], "w") as f:
+            f.write(render_crd(text))
+        return 0
+    yaml.dump(config_schema(), sys.stdout, Dumper=_Dumper, sort_keys=False, width=120)
+    return 0
+
+
 if __name__ == "__main__":
-    yaml.safe_dump(config_schema(), sys.stdout, sort_keys=False, width=120)
+    sys.exit(main(sys.argv[1:]))

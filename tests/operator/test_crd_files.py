@@ -84,3 +84,11 @@ def test_every_documented_rejection_has_a_rule():
     assert "oldSelf" in json.dumps(props["storage"]["properties"]["wal"]["properties"]["size"])
     assert "spec.tls.secretName is required" in rules
     assert "is not a valid cron schedule" in rules
+
+
+def test_the_config_rewriter_reproduces_the_committed_crd():
+    """`python -m omendb_operator.configschema --write` (for engine config changes) touches nothing else."""
+    from omendb_operator.configschema import render_crd
+
+    text = (CRDS / "omendb.io_omendbs.yaml").read_text()
+    assert render_crd(text) == text
