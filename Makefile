@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := engine/omendb operator/omendb_operator
 
-.PHONY: venv lint test test-unit bench bench-engine bench-http bench-backup lock clean
+.PHONY: venv lint test test-unit bench bench-engine bench-http bench-backup bench-client lock clean
 
 # The virtualenv is rebuilt when the lock file changes, so every machine runs the same versions.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -23,7 +23,7 @@ lint: venv
 test: lint
 	$(BIN)/pytest tests
 
-bench: bench-engine bench-http bench-backup
+bench: bench-engine bench-http bench-backup bench-client
 
 bench-engine: venv
 	$(PY) -m omendb.bench.engine
@@ -35,6 +35,10 @@ bench-http: venv
 # backup_tool backup/restore MB/s vs tar | zstd of the same data directory (needs zstd; 10M records).
 bench-backup: venv
 	$(PY) -m omendb.bench.backup
+
+# omendb.client against raw httpx requests, per call and per record, against a local server.
+bench-client: venv
+	$(PY) -m omendb.bench.client
 
 # Regenerate the full pinned tree from pyproject's direct pins (run after changing a dependency).
 lock:

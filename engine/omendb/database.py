@@ -62,6 +62,7 @@ from omendb.runs import (
     run_from_batch,
     slice_range,
 )
+from omendb.validation import INT64_MAX, INT64_MIN, as_key, as_keys, as_values
 from omendb.wal import Frame, WalWriteError, WalWriter, encode_frame, read_frames
 
 log = logging.getLogger("omendb.database")
@@ -70,7 +71,6 @@ MEM_LIMIT = 8192  # entries in the delta's dict before it is flushed into a sort
 RUN_MIN = 1024  # batches at least this large go straight into a sorted run
 MEM_ENTRY_BYTES = 160  # measured cost of one dict entry (key, tuple, float, int objects)
 ARCHIVED_FILE = "ARCHIVED"  # in the WAL dir: LSN up to which backups have archived the WAL
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -141,57 +141,6 @@ def _push_run(runs: tuple[Run, ...], run: Run) -> tuple[Run, ...]:
         newest = out.pop()
         out[-1] = combine([out[-1], newest])
     return tuple(out)
-
-
-def _as_keys(keys: Any, what: str = "keys") -> np.ndarray:
-    if isinstance(keys, np.ndarray):
-        if keys.dtype.kind == "i" or keys.dtype.kind == "u":
-            if keys.dtype.kind == "u" and keys.size and int(keys.max()) > INT64_MAX:
-                raise InvalidInput(f"{what} must fit in int64 (max {INT64_MAX}); got {int(keys.max())}")
-            return np.ascontiguousarray(keys, dtype=np.int64).reshape(-1)
-        raise InvalidInput(f"{what} must be an integer array (int64); got dtype {keys.dtype}. Convert with "
-                           f"numpy.asarray(keys, dtype=numpy.int64) if the values are whole numbers")
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
-        raise InvalidInput(f"{what} must be a sequence or array of int64 integers; got {type(keys).__name__}")
-    out = []
-    for i, k in enumerate(keys):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise InvalidInput(f"{what}[{i}] = {k!r} is not an integer; keys are int64")
-        if not INT64_MIN <= int(k) <= INT64_MAX:
-            raise InvalidInput(f"{what}[{i}] = {k} is outside int64 [{INT64_MIN}, {INT64_MAX}]")
-        out.append(int(k))
-    return np.array(out, dtype=np.int64)
-
-
-def _as_values(values: Any, count: int) -> np.ndarray:
-    if isinstance(values, np.ndarray):
-        if values.dtype.kind not in "fiu":
-            raise InvalidInput(f"values must be a float64 array; got dtype {values.dtype}")
-        arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
-    else:
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise InvalidInput(f"values must be a sequence or array of numbers; got {type(values).__name__}")
-        items = list(values)
-        for i, v in enumerate(items):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise InvalidInput(f"values[{i}] = {v!r} is not a number")
-        arr = np.array(items, dtype=np.float64)
-    if len(arr) != count:
-        raise InvalidInput(f"got {count} keys but {len(arr)} values; pass one value per key")
-    if not np.isfinite(arr).all():
-        bad = int(np.nonzero(~np.isfinite(arr))[0][0])
-        raise InvalidInput(f"values[{bad}] = {arr[bad]!r}: NaN and infinite values are not stored (the JSON API "
-                           f"cannot represent them); store a finite sentinel or delete the key instead")
-    return arr
-
-
-def _as_key(key: Any) -> int:
-    if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
-        raise InvalidInput(f"key {key!r} is not an integer; keys are int64")
-    key = int(key)
-    if not INT64_MIN <= key <= INT64_MAX:
-        raise InvalidInput(f"key {key} is outside int64 [{INT64_MIN}, {INT64_MAX}]")
-    return key
 
 
 class Database:
@@ -336,12 +285,12 @@ class Database:
 
     def put_many(self, keys: Any, values: Any) -> int:
         """Upsert a batch atomically and durably; returns its LSN."""
-        k = _as_keys(keys)
-        return self._write(k, _as_values(values, len(k)))
+        k = as_keys(keys)
+        return self._write(k, as_values(values, len(k)))
 
     def delete_many(self, keys: Any) -> int:
         """Delete keys (absent keys are ignored) atomically and durably; returns the batch's LSN."""
-        return self._write(_as_keys(keys), None)
+        return self._write(as_keys(keys), None)
 
     def put(self, key: int, value: float) -> int:
         return self.put_many([key], [value])
@@ -455,7 +404,7 @@ class Database:
     def get(self, key: Any) -> float | None:
         # The hot path of single-key reads: plain ints skip validation helpers, and with no delta the lookup
         # goes straight to the compiled kernel.
-        k = key if type(key) is int and INT64_MIN <= key <= INT64_MAX else _as_key(key)
+        k = key if type(key) is int and INT64_MIN <= key <= INT64_MAX else as_key(key)
         if self._closed or self._failed is not None:
             self._check_open()
         with self._state_lock:
@@ -480,7 +429,7 @@ class Database:
 
     def get_many(self, keys: Any) -> tuple[np.ndarray, np.ndarray]:
         """(values, found) for each key; values are 0.0 where not found."""
-        q = _as_keys(keys)
+        q = as_keys(keys)
         self._check_open()
         view, layers, _ = self._snapshot()
         values = np.zeros(len(q), dtype=np.float64)
@@ -506,8 +455,8 @@ class Database:
 
     def range(self, start: Any, end: Any = None, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Records with start <= key < end (end None = no upper bound), ascending, at most `limit`."""
-        lo = _as_key(start)
-        hi = None if end is None else _as_key(end)
+        lo = as_key(start)
+        hi = None if end is None else as_key(end)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise InvalidInput(f"limit must be a non-negative integer, got {limit!r}")
         self._check_open()

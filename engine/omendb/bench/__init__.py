@@ -1,0 +1,1 @@
+"""Benchmarks: each module measures against a baseline in the same run (`make bench`)."""
