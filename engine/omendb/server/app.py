@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, error handlers and the request guard around them."""
+"""The FastAPI application (routes, error handlers) and the request guard in front of it."""
 
 from __future__ import annotations
 
@@ -34,9 +34,18 @@ def build_app(state: ServerState,
     app.include_router(auth.build_router(state), tags=["auth"])
     app.include_router(admin.build_router(state), tags=["admin"])
     app.include_router(backup.build_router(state), tags=["backup"])
-    app.add_middleware(RequestGuard, state=state)
     _document_bodies(app, [UpsertRequest])
     return app
+
+
+def build_asgi(state: ServerState,
+               lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None) -> RequestGuard:
+    """What uvicorn serves: the request guard in front of the FastAPI app.
+
+    The guard sits outside FastAPI (not in its middleware stack) so that what it answers by itself —
+    refusals by a limit or authentication, and single-key reads — skips the framework's layers entirely.
+    """
+    return RequestGuard(build_app(state, lifespan), state)
 
 
 def _document_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
