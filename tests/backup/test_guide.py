@@ -95,9 +95,10 @@ backup_tool --data-dir /var/lib/omendb --backup-dir /var/backups \
 
 
 def substitute(script: str, paths: dict[str, Path]) -> str:
-    script = script.replace("/usr/local/bin/backup_tool", str(BACKUP_TOOL))
+    paths = {"/usr/local/bin/backup_tool": BACKUP_TOOL, **paths}
     originals = sorted(paths, key=len, reverse=True)  # longest first: /var/backups/omendb before /var/backups
-    for i, original in enumerate(originals):  # via placeholders, so substituted paths are not rewritten
+    # Via placeholders, so substituted paths (which may themselves contain /tmp) are never rewritten.
+    for i, original in enumerate(originals):
         script = script.replace(original, f"@@{i}@@")
     for i, original in enumerate(originals):
         script = script.replace(f"@@{i}@@", str(paths[original]))

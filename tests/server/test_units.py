@@ -104,11 +104,11 @@ def test_phases_before_the_database_is_open() -> None:
     import httpx
 
     from omendb.config import Config
-    from omendb.server.app import build_app
+    from omendb.server.app import build_asgi
     from omendb.server.state import Phase, ServerState
 
     state = ServerState(Config().replace("security", auth_enabled=False))
-    app = build_app(state)
+    app = build_asgi(state)
 
     async def probe() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)

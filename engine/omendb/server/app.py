@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, error handlers and the request guard around them."""
+"""The FastAPI application (routes, error handlers) and the request guard in front of it."""
 
 from __future__ import annotations
 
@@ -38,9 +38,18 @@ def build_app(state: ServerState,
     state.replication = Replication(state)
     app.include_router(replication.build_router(state, state.replication), tags=["replication"])
     state.metrics.registry.register(replication.ReplicationCollector(state, state.replication))
-    app.add_middleware(RequestGuard, state=state)
     _document_bodies(app, [UpsertRequest])
     return app
+
+
+def build_asgi(state: ServerState,
+               lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None) -> RequestGuard:
+    """What uvicorn serves: the request guard in front of the FastAPI app.
+
+    The guard sits outside FastAPI (not in its middleware stack) so that what it answers by itself —
+    refusals by a limit or authentication, and single-key reads — skips the framework's layers entirely.
+    """
+    return RequestGuard(build_app(state, lifespan), state)
 
 
 def _document_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:

@@ -25,7 +25,7 @@ from fastapi import FastAPI
 import omendb
 from omendb.config import Config
 from omendb.errors import OmenDBError
-from omendb.server.app import build_app
+from omendb.server.app import build_asgi
 from omendb.server.limits import limited_protocol
 from omendb.server.logs import AccessLog, setup_logging
 from omendb.server.state import Phase, ServerState
@@ -158,7 +158,7 @@ def build_server(config: Config) -> tuple[OmenServer, ServerState]:
     tls = ReloadingTLS(config.security.tls_cert_file, config.security.tls_key_file) \
         if config.security.tls_enabled else None
     box: list[OmenServer] = []
-    app = build_app(state, lifespan=_lifespan(state, box))
+    app = build_asgi(state, lifespan=_lifespan(state, box))
     uv_config = uvicorn.Config(
         app, host=config.http.host, port=config.http.port, loop="uvloop",
         http=limited_protocol(config.limits.max_connections,

@@ -1,0 +1,103 @@
+"""Everything one OmenDB should own, as manifests: the pure ``spec -> list of manifests`` step.
+
+The reconcile shell reads what only the cluster knows (existing generated Secrets, the user's htpasswd
+Secret, whether the monitoring CRDs exist) and passes it in; nothing here talks to the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from omendb_operator import certificates, configmap, cronjobs, monitoring, pdb, secrets, services, statefulset
+from omendb_operator.spec import OmenDBSpec
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the reconcile shell read from the cluster before building."""
+
+    users_secret: dict[str, str] = field(default_factory=dict)
+    user_htpasswd: str | None = None
+    ca_secret: dict[str, str] = field(default_factory=dict)
+    tls_secret: dict[str, str] = field(default_factory=dict)
+    monitoring_api: bool = False
+    primary_pod: str | None = None
+    # Set while an operation (restore, hibernation: issue 7) must hold the pod count.
+    replicas_override: int | None = None
+
+
+@dataclass
+class Desired:
+    manifests: list[dict[str, Any]]
+    # Significant changes, reported as events: (reason, message).
+    actions: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cert_not_after: dt.datetime | None = None
+    skipped_monitoring: bool = False  # PrometheusRule/ServiceMonitor wanted, CRDs absent
+
+
+def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, now: dt.datetime,
+                   cluster_domain: str = "cluster.local") -> Desired:
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    out: list[dict[str, Any]] = []
+    actions: list[tuple[str, str]] = []
+    warnings: list[str] = []
+
+    cm = configmap.build_configmap(owner, spec)
+    out.append(cm)
+
+    users = secrets.build_users_secret(owner, spec, observed.users_secret, observed.user_htpasswd)
+    out.append(users.manifest)
+    if users.generated:
+        actions.append(("CredentialsGenerated",
+                        f"generated credentials for user {spec.auth.admin_user!r} in Secret {name}-users"))
+    warnings += users.warnings
+
+    cert_not_after = None
+    if spec.tls.enabled and spec.tls.generate:
+        plan = certificates.plan_certificates(
+            name, namespace, observed.ca_secret, observed.tls_secret, now,
+            duration=dt.timedelta(days=spec.tls.duration_days),
+            renew_before=dt.timedelta(days=spec.tls.renew_before_days), cluster_domain=cluster_domain)
+        out.append(certificates.build_ca_secret(owner, plan.ca_data))
+        out.append(certificates.build_tls_secret(owner, plan.tls_data))
+        actions += [("CertificateIssued", a) for a in plan.actions]
+        cert_not_after = plan.not_after
+
+    out += services.build_services(owner, observed.primary_pod)
+    out.append(statefulset.build_statefulset(owner, spec, configmap.config_hash(cm["data"]["omendb.toml"]),
+                                             observed.replicas_override))
+    out.append(pdb.build_pdb(owner))
+    if spec.backup.enabled:
+        out.append(cronjobs.build_backup_volume(owner, spec))
+        out += cronjobs.build_cronjobs(owner, spec)
+
+    skipped = False
+    wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
+    if wants_monitoring and not observed.monitoring_api:
+        skipped = True
+    elif observed.monitoring_api:
+        if spec.monitoring.prometheus_rule:
+            out.append(monitoring.build_prometheus_rule(owner, spec))
+        if spec.monitoring.service_monitor:
+            out.append(monitoring.build_service_monitor(owner, spec))
+    return Desired(manifests=out, actions=actions, warnings=warnings, cert_not_after=cert_not_after,
+                   skipped_monitoring=skipped)
+
+
+def stale_children(spec: OmenDBSpec, observed: Observed) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name suffix) of children a spec change made unwanted, to delete: backups switched
+    off, monitoring switched off, TLS no longer generated. The backup volume is never in this list."""
+    stale: list[tuple[str, str, str]] = []
+    if not spec.backup.enabled:
+        suffixes = ("-backup-full", "-backup-incremental", "-backup-cleanup")
+        stale += [("batch/v1", "CronJob", s) for s in suffixes]
+    if observed.monitoring_api and not spec.monitoring.prometheus_rule:
+        stale.append((monitoring.MONITORING_API, "PrometheusRule", ""))
+    if observed.monitoring_api and not spec.monitoring.service_monitor:
+        stale.append((monitoring.MONITORING_API, "ServiceMonitor", ""))
+    if not (spec.tls.enabled and spec.tls.generate):
+        stale += [("v1", "Secret", "-tls")]  # NAME-ca is kept: clients may still trust it
+    return stale

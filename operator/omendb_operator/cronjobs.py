@@ -1,0 +1,157 @@
+"""Scheduled backups: the guide's backup_schedule.sh as three CronJobs and the volume they write to.
+
+Each Job runs ``backup_tool --source https://NAME.NS.svc:3000 --backup-dir /var/backups/omendb ...``
+against the primary over the network (an online backup), authenticated as the generated admin user from
+NAME-users (env OMENDB_USERNAME / OMENDB_PASSWORD) and trusting the CA bundle from NAME-ca
+(env OMENDB_CA_FILE). Backups land on the PVC NAME-backups, which outlives the OmenDB unless
+spec.backup.volume.deleteOnDelete is set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omendb_operator import labels as L
+from omendb_operator.secrets import PASSWORD_KEY, USERNAME_KEY
+from omendb_operator.security import container_security_context, pod_security_context, writable_env
+from omendb_operator.spec import OmenDBSpec
+
+BACKUP_DIR = "/var/backups/omendb"
+CA_MOUNT = "/etc/omendb/ca"
+CA_FILE = f"{CA_MOUNT}/ca.crt"
+
+
+def source_url(name: str, namespace: str, spec: OmenDBSpec) -> str:
+    scheme = "https" if spec.tls.enabled else "http"
+    return f"{scheme}://{L.Names(name).primary_service}.{namespace}.svc:{L.API_PORT}"
+
+
+def backup_command(name: str, namespace: str, spec: OmenDBSpec, action: str) -> list[str]:
+    """The backup_tool argv for ``action`` (full-backup, incremental-backup or cleanup)."""
+    argv = ["backup_tool", "--source", source_url(name, namespace, spec), "--backup-dir", BACKUP_DIR, action]
+    if action == "cleanup":
+        argv += ["--retention-days", str(spec.backup.retention_days)]
+    else:
+        argv += ["--database", spec.database_name]
+    return argv
+
+
+def _ca_source(name: str, spec: OmenDBSpec) -> dict[str, Any] | None:
+    if not spec.tls.enabled:
+        return None
+    if spec.tls.generate:
+        # Only ca.crt: the CA's private key (also in NAME-ca) never reaches a Job.
+        return {"secretName": L.Names(name).ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    # A user-supplied certificate Secret may carry its CA as ca.crt; without one, the system trust applies.
+    return {"secretName": str(spec.tls.secret_name), "items": [{"key": "ca.crt", "path": "ca.crt"}],
+            "optional": True}
+
+
+def _job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str,
+                  command: list[str]) -> dict[str, Any]:
+    name = owner["metadata"]["name"]
+    names = L.Names(name)
+    env: list[dict[str, Any]] = [
+        {"name": "OMENDB_USERNAME",
+         "valueFrom": {"secretKeyRef": {"name": names.users, "key": USERNAME_KEY}}},
+        {"name": "OMENDB_PASSWORD",
+         "valueFrom": {"secretKeyRef": {"name": names.users, "key": PASSWORD_KEY}}},
+        *writable_env(),
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": BACKUP_DIR},
+                                    {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "backups", "persistentVolumeClaim": {"claimName": names.backup_volume}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    ca = _ca_source(name, spec)
+    if ca:
+        env.append({"name": "OMENDB_CA_FILE", "value": CA_FILE})
+        mounts.append({"name": "ca", "mountPath": CA_MOUNT, "readOnly": True})
+        volumes.append({"name": "ca", "secret": ca})
+    pod_labels = L.labels(name, component)
+    container: dict[str, Any] = {
+        "name": "backup",
+        "image": spec.container_image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": command,
+        "env": env,
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    if spec.backup.resources:
+        container["resources"] = spec.backup.resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.scheduling.node_selector:
+        pod_spec["nodeSelector"] = spec.scheduling.node_selector
+    if spec.scheduling.tolerations:
+        pod_spec["tolerations"] = spec.scheduling.tolerations
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
+    return {
+        "metadata": {"labels": pod_labels},
+        "spec": {
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": spec.backup.active_deadline_seconds,
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def _cronjob(owner: dict[str, Any], spec: OmenDBSpec, job_name: str, component: str, schedule: str,
+             command: list[str]) -> dict[str, Any]:
+    cron_spec: dict[str, Any] = {
+        "schedule": schedule,
+        # Never two backups of one kind at once: a slow full backup is not overlapped by the next.
+        "concurrencyPolicy": "Forbid",
+        "suspend": spec.backup.suspend,
+        "startingDeadlineSeconds": 3600,
+        "successfulJobsHistoryLimit": spec.backup.successful_jobs_history_limit,
+        "failedJobsHistoryLimit": spec.backup.failed_jobs_history_limit,
+        "jobTemplate": _job_template(owner, spec, component, command),
+    }
+    if spec.backup.time_zone:
+        cron_spec["timeZone"] = spec.backup.time_zone
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": L.metadata(owner, job_name, component),
+        "spec": cron_spec,
+    }
+
+
+def build_cronjobs(owner: dict[str, Any], spec: OmenDBSpec) -> list[dict[str, Any]]:
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    names = L.Names(name)
+    b = spec.backup
+    return [
+        _cronjob(owner, spec, names.backup_full, "backup-full", b.full_schedule,
+                 backup_command(name, namespace, spec, "full-backup")),
+        _cronjob(owner, spec, names.backup_incremental, "backup-incremental", b.incremental_schedule,
+                 backup_command(name, namespace, spec, "incremental-backup")),
+        _cronjob(owner, spec, names.backup_cleanup, "backup-cleanup", b.cleanup_schedule,
+                 backup_command(name, namespace, spec, "cleanup")),
+    ]
+
+
+def build_backup_volume(owner: dict[str, Any], spec: OmenDBSpec) -> dict[str, Any]:
+    """The backup PVC. Owned by the OmenDB (so deleted with it) only when deleteOnDelete is set."""
+    vol = spec.backup.volume
+    pvc_spec: dict[str, Any] = {"accessModes": list(vol.access_modes),
+                                "resources": {"requests": {"storage": vol.size}}}
+    if vol.storage_class_name:
+        pvc_spec["storageClassName"] = vol.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": L.metadata(owner, L.Names(owner["metadata"]["name"]).backup_volume, "backup",
+                               owned=vol.delete_on_delete),
+        "spec": pvc_spec,
+    }

@@ -1,0 +1,198 @@
+"""One reconcile of one OmenDB: read what the builders need, build, apply, update status, report events.
+
+This is the I/O shell around the pure builders (children.py, status.py); kopf handlers and the resync
+loop only enqueue keys, and a worker calls :meth:`Reconciler.reconcile`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+from omendb_operator import apply as applier
+from omendb_operator import certificates, metrics, monitoring
+from omendb_operator import labels as L
+from omendb_operator.children import Observed, build_children, stale_children
+from omendb_operator.kube import Kube
+from omendb_operator.secrets import HTPASSWD_KEY, decode_secret_data
+from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
+from omendb_operator.statefulset import claim_template_drift
+from omendb_operator.status import Observation, build_status, status_changed, status_patch
+
+log = logging.getLogger(__name__)
+
+
+def _api_message(exc: Exception) -> str:
+    """The API server's own message (it says which field is wrong), else the exception text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    if isinstance(body, str):
+        try:
+            return str(json.loads(body).get("message", body))
+        except (ValueError, AttributeError):
+            return body
+    return str(exc)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, cluster_domain: str = "cluster.local",
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.kube = kube
+        self.cluster_domain = cluster_domain
+        self.clock = clock
+
+    def reconcile(self, namespace: str, name: str) -> str:
+        started = time.monotonic()
+        try:
+            body = self.kube.get(L.API_VERSION, L.KIND, name, namespace)
+            if body is None:
+                result = "gone"
+            elif body["metadata"].get("deletionTimestamp"):
+                # Children go with the OmenDB by garbage collection; nothing to do, and no finalizer.
+                result = "deleting"
+            else:
+                result = self._reconcile(body)
+            metrics.RECONCILES.labels(result=result).inc()
+            return result
+        except Exception as exc:
+            metrics.RECONCILES.labels(result="error").inc()
+            metrics.RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
+            raise
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+
+    def _owner(self, body: dict[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        return {"apiVersion": L.API_VERSION, "kind": L.KIND,
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+                             "generation": meta.get("generation", 0)}}
+
+    def _secret(self, name: str, namespace: str) -> dict[str, Any] | None:
+        return self.kube.get("v1", "Secret", name, namespace)
+
+    def _reconcile(self, body: dict[str, Any]) -> str:
+        owner = self._owner(body)
+        name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+        names = L.Names(name)
+        now = self.clock()
+        previous = body.get("status") or {}
+        try:
+            spec = parse_spec(body.get("spec"))
+        except SpecError as exc:
+            new = build_status(owner, None, Observation(spec_error=str(exc)), previous, now)
+            if status_changed(previous, new):
+                self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, status_patch(previous, new))
+                self.kube.event(owner, "Warning", "InvalidSpec", str(exc))
+            return "invalid"
+
+        obs = Observation()
+        user_htpasswd = None
+        skip: set[tuple[str, str]] = set()
+        users_live = self._secret(names.users, namespace)
+        if spec.auth.htpasswd_secret_name:
+            ref = self._secret(spec.auth.htpasswd_secret_name, namespace)
+            data = decode_secret_data(ref)
+            if HTPASSWD_KEY not in data:
+                obs.apply_errors.append(
+                    f"Secret {spec.auth.htpasswd_secret_name} (spec.auth.htpasswdSecretName) "
+                    f"{'does not exist' if ref is None else 'has no key ' + HTPASSWD_KEY}; create it with "
+                    f"`kubectl create secret generic {spec.auth.htpasswd_secret_name} "
+                    f"--from-file={HTPASSWD_KEY}=PATH`")
+                if users_live is not None:
+                    skip.add(("Secret", names.users))  # keep today's users rather than drop them
+            else:
+                user_htpasswd = data[HTPASSWD_KEY]
+        generated_tls = spec.tls.enabled and spec.tls.generate
+        wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
+        observed = Observed(
+            users_secret=decode_secret_data(users_live),
+            user_htpasswd=user_htpasswd,
+            ca_secret=decode_secret_data(self._secret(names.ca, namespace)) if generated_tls else {},
+            tls_secret=decode_secret_data(self._secret(names.tls, namespace)) if generated_tls else {},
+            monitoring_api=(self.kube.has_kind(monitoring.MONITORING_API, "PrometheusRule")
+                            and self.kube.has_kind(monitoring.MONITORING_API, "ServiceMonitor")),
+            primary_pod=previous.get("primaryPod"),
+        )
+        desired = build_children(owner, spec, observed, now, self.cluster_domain)
+        obs.warnings += desired.warnings
+        obs.monitoring_missing = desired.skipped_monitoring and wants_monitoring
+        obs.tls_not_after = desired.cert_not_after
+        if spec.tls.enabled and not spec.tls.generate:
+            self._check_user_tls(spec, namespace, now, obs)
+
+        live_sts = self.kube.get("apps/v1", "StatefulSet", names.statefulset, namespace)
+        sts_manifest = next(m for m in desired.manifests if m["kind"] == "StatefulSet")
+        obs.warnings += claim_template_drift(sts_manifest, live_sts)
+
+        changed: list[str] = []
+        for manifest in desired.manifests:
+            kind, child = manifest["kind"], manifest["metadata"]["name"]
+            if (kind, child) in skip:
+                continue
+            try:
+                outcome = applier.apply(self.kube, manifest)
+            except (ApiException, DynamicApiError, ResourceNotFoundError) as exc:
+                message = f"{kind} {child}: {_api_message(exc)}"
+                obs.apply_errors.append(message)
+                self.kube.event(owner, "Warning", "ApplyFailed", message)
+                continue
+            if outcome is not applier.Outcome.UNCHANGED:
+                changed.append(f"{kind} {child} {outcome.value}")
+        for api_version, kind, suffix in stale_children(spec, observed):
+            child = f"{name}{suffix}"
+            live = self.kube.get(api_version, kind, child, namespace) if self.kube.has_kind(
+                api_version, kind) else None
+            live_labels = (live or {}).get("metadata", {}).get("labels") or {}
+            managed_by = live_labels.get("app.kubernetes.io/managed-by")
+            if live and managed_by == L.MANAGED_BY:
+                self.kube.delete(api_version, kind, child, namespace)
+                changed.append(f"{kind} {child} deleted")
+
+        if changed:
+            self.kube.event(owner, "Normal", "Reconciled", "; ".join(changed)[:1000])
+        for reason, message in desired.actions:
+            self.kube.event(owner, "Normal", reason, message)
+        if obs.monitoring_missing and changed:
+            self.kube.event(owner, "Warning", "MonitoringCRDsMissing",
+                            "PrometheusRule/ServiceMonitor CRDs are not installed; alerts and scraping "
+                            "are not configured")
+        for warning in desired.warnings:
+            if changed:
+                self.kube.event(owner, "Warning", "SpecWarning", warning)
+
+        obs.statefulset = self.kube.get("apps/v1", "StatefulSet", names.statefulset, namespace)
+        if spec.backup.enabled:
+            obs.cronjobs = {
+                "full": self.kube.get("batch/v1", "CronJob", names.backup_full, namespace),
+                "incremental": self.kube.get("batch/v1", "CronJob", names.backup_incremental, namespace),
+            }
+        new = build_status(owner, spec, obs, previous, now)
+        if status_changed(previous, new):
+            self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, status_patch(previous, new))
+            old_phase = previous.get("phase")
+            if old_phase != new["phase"]:
+                kind = "Warning" if new["phase"] in ("Degraded", "Failed") else "Normal"
+                self.kube.event(owner, kind, f"Phase{new['phase']}",
+                                f"phase {old_phase or '(none)'} -> {new['phase']}")
+        return "changed" if changed else "unchanged"
+
+    def _check_user_tls(self, spec: OmenDBSpec, namespace: str, now: dt.datetime, obs: Observation) -> None:
+        secret = self._secret(str(spec.tls.secret_name), namespace)
+        data = decode_secret_data(secret)
+        cert = certificates.load_cert(data.get("tls.crt"))
+        if secret is None:
+            obs.tls_error = f"Secret {spec.tls.secret_name} (spec.tls.secretName) does not exist"
+        elif cert is None or not data.get("tls.key"):
+            obs.tls_error = f"Secret {spec.tls.secret_name} has no readable tls.crt and tls.key"
+        elif cert.not_valid_after_utc <= now:
+            obs.tls_error = f"the certificate in {spec.tls.secret_name} expired at {cert.not_valid_after_utc}"
+        else:
+            obs.tls_not_after = cert.not_valid_after_utc

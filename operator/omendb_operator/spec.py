@@ -1,0 +1,307 @@
+"""The OmenDB spec, typed, with every default in one place.
+
+The CRD (crds/omendb.io_omendbs.yaml) already rejects malformed specs at ``kubectl apply``; this module
+turns the accepted mapping into dataclasses the builders read, and re-checks what only Python knows
+(``spec.config`` against the engine's own schema, which the operator and engine share in one
+distribution). A spec that fails here raises :class:`SpecError` whose message says what to change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from omendb.config import Config
+from omendb.errors import ConfigError
+
+DEFAULT_VERSION = "0.1.0"
+DEFAULT_IMAGE_REPOSITORY = "omendb/omendb"
+
+# The guide's backup_schedule.sh: a full backup on Sunday, an incremental on every other day, then
+# cleanup with RETENTION_DAYS=30. Times are in the cluster's (or spec.backup.timeZone's) zone.
+DEFAULT_FULL_SCHEDULE = "0 1 * * 0"
+DEFAULT_INCREMENTAL_SCHEDULE = "0 1 * * 1-6"
+DEFAULT_CLEANUP_SCHEDULE = "0 4 * * *"
+DEFAULT_RETENTION_DAYS = 30
+
+# Small enough for a development cluster; production sets its own (the guide: 16 cores, 32 GiB).
+DEFAULT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                     "limits": {"memory": "2Gi"}}
+
+# Config keys the operator sets from the rest of the spec (paths of mounted volumes, ports the
+# Services and probes point at, TLS and auth switches). The CRD rejects them in spec.config too.
+OPERATOR_OWNED_KEYS: dict[str, tuple[str, ...]] = {
+    "database": ("data_dir",),
+    "wal": ("dir",),
+    "http": ("host", "port"),
+    "security": ("auth_enabled", "tls_enabled", "tls_cert_file", "tls_key_file", "htpasswd_file"),
+    "monitoring": ("prometheus_enabled", "prometheus_port"),
+    # Per pod (which pod is the primary, whom the others follow, with which credentials): issue 6.
+    "replication": ("role", "primary_url", "credentials_file", "ca_file", "replica_id"),
+}
+
+SEMVER = re.compile(r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+
+
+class SpecError(ValueError):
+    """The OmenDB spec cannot be reconciled; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    size: str
+    storage_class_name: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    data: VolumeSpec = field(default_factory=lambda: VolumeSpec("10Gi"))
+    wal: VolumeSpec = field(default_factory=lambda: VolumeSpec("2Gi"))
+    # Data volumes outlive the OmenDB unless this is set (DESIGN §3).
+    delete_claims_on_delete: bool = False
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    enabled: bool = True
+    # A Secret with key ``users.htpasswd`` whose users are added to the generated admin user.
+    htpasswd_secret_name: str | None = None
+    admin_user: str = "admin"
+
+
+@dataclass(frozen=True)
+class TLSSpec:
+    enabled: bool = True
+    # True: the operator makes a CA (NAME-ca) and a server certificate (NAME-tls) and renews it.
+    # False: ``secret_name`` names a kubernetes.io/tls Secret the user keeps up to date.
+    generate: bool = True
+    secret_name: str | None = None
+    duration_days: int = 90
+    renew_before_days: int = 30
+
+
+@dataclass(frozen=True)
+class BackupVolumeSpec:
+    size: str = "20Gi"
+    storage_class_name: str | None = None
+    access_modes: tuple[str, ...] = ("ReadWriteOnce",)
+    # Backups outlive the OmenDB unless this is set.
+    delete_on_delete: bool = False
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    enabled: bool = True
+    full_schedule: str = DEFAULT_FULL_SCHEDULE
+    incremental_schedule: str = DEFAULT_INCREMENTAL_SCHEDULE
+    cleanup_schedule: str = DEFAULT_CLEANUP_SCHEDULE
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    time_zone: str | None = None
+    suspend: bool = False
+    volume: BackupVolumeSpec = field(default_factory=BackupVolumeSpec)
+    resources: dict[str, Any] = field(default_factory=dict)
+    successful_jobs_history_limit: int = 3
+    failed_jobs_history_limit: int = 3
+    active_deadline_seconds: int = 6 * 3600
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    # The guide's alerts.yml values.
+    query_latency_p95_seconds: float = 1.0
+    memory_usage_ratio: float = 0.9
+    wal_growth_bytes_per_hour: float = 1e9
+    down_for: str = "30s"
+    latency_for: str = "2m"
+    memory_for: str = "5m"
+    wal_growth_for: str = "15m"
+    # A scheduled backup whose last run has not succeeded for this long fires OmenDBBackupFailing.
+    backup_failing_for: str = "1h"
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    prometheus_rule: bool = True
+    service_monitor: bool = True
+    scrape_interval: str = "30s"
+    # Labels Prometheus selects rules and monitors by (e.g. release: kube-prometheus-stack).
+    labels: dict[str, str] = field(default_factory=dict)
+    alerts: AlertThresholds = field(default_factory=AlertThresholds)
+
+
+@dataclass(frozen=True)
+class SchedulingSpec:
+    # "preferred" (default: spread pods over nodes when possible), "required" (never two on a node)
+    # or "none". Ignored when ``affinity`` is given.
+    pod_anti_affinity: str = "preferred"
+    affinity: dict[str, Any] | None = None
+    topology_spread_constraints: list[dict[str, Any]] | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    priority_class_name: str | None = None
+
+
+@dataclass(frozen=True)
+class OmenDBSpec:
+    version: str = DEFAULT_VERSION
+    image: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    replicas: int = 1
+    storage: StorageSpec = field(default_factory=StorageSpec)
+    resources: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    auth: AuthSpec = field(default_factory=AuthSpec)
+    tls: TLSSpec = field(default_factory=TLSSpec)
+    backup: BackupSpec = field(default_factory=BackupSpec)
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    scheduling: SchedulingSpec = field(default_factory=SchedulingSpec)
+
+    @property
+    def container_image(self) -> str:
+        return self.image or f"{DEFAULT_IMAGE_REPOSITORY}:{self.version.removeprefix('v')}"
+
+    @property
+    def database_name(self) -> str:
+        return str(self.config.get("database", {}).get("name", "omendb"))
+
+
+def _get(raw: dict[str, Any] | None, key: str, default: Any) -> Any:
+    if not raw:
+        return default
+    value = raw.get(key)
+    return default if value is None else value
+
+
+def _volume(raw: dict[str, Any] | None, default_size: str) -> VolumeSpec:
+    return VolumeSpec(size=str(_get(raw, "size", default_size)),
+                      storage_class_name=_get(raw, "storageClassName", None))
+
+
+def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
+    """Turn ``OmenDB.spec`` (a mapping, camelCase) into an :class:`OmenDBSpec`, with defaults.
+
+    Raises :class:`SpecError` with a message naming the field when the spec cannot be used."""
+    raw = dict(raw or {})
+    storage_raw = raw.get("storage") or {}
+    auth_raw = raw.get("auth") or {}
+    tls_raw = raw.get("tls") or {}
+    backup_raw = raw.get("backup") or {}
+    volume_raw = backup_raw.get("volume") or {}
+    monitoring_raw = raw.get("monitoring") or {}
+    alerts_raw = monitoring_raw.get("alerts") or {}
+    sched_raw = raw.get("scheduling") or {}
+
+    alert_defaults = AlertThresholds()
+    spec = OmenDBSpec(
+        version=str(_get(raw, "version", DEFAULT_VERSION)),
+        image=_get(raw, "image", None),
+        image_pull_policy=_get(raw, "imagePullPolicy", "IfNotPresent"),
+        image_pull_secrets=tuple(_get(raw, "imagePullSecrets", [])),
+        replicas=int(_get(raw, "replicas", 1)),
+        storage=StorageSpec(
+            data=_volume(storage_raw.get("data"), "10Gi"),
+            wal=_volume(storage_raw.get("wal"), "2Gi"),
+            delete_claims_on_delete=bool(_get(storage_raw, "deleteClaimsOnDelete", False)),
+        ),
+        resources=dict(_get(raw, "resources", DEFAULT_RESOURCES)),
+        config={k: dict(v or {}) for k, v in (_get(raw, "config", {}) or {}).items()},
+        auth=AuthSpec(
+            enabled=bool(_get(auth_raw, "enabled", True)),
+            htpasswd_secret_name=_get(auth_raw, "htpasswdSecretName", None),
+            admin_user=str(_get(auth_raw, "adminUser", "admin")),
+        ),
+        tls=TLSSpec(
+            enabled=bool(_get(tls_raw, "enabled", True)),
+            generate=bool(_get(tls_raw, "generate", True)),
+            secret_name=_get(tls_raw, "secretName", None),
+            duration_days=int(_get(tls_raw, "durationDays", 90)),
+            renew_before_days=int(_get(tls_raw, "renewBeforeDays", 30)),
+        ),
+        backup=BackupSpec(
+            enabled=bool(_get(backup_raw, "enabled", True)),
+            full_schedule=str(_get(backup_raw, "fullSchedule", DEFAULT_FULL_SCHEDULE)),
+            incremental_schedule=str(_get(backup_raw, "incrementalSchedule", DEFAULT_INCREMENTAL_SCHEDULE)),
+            cleanup_schedule=str(_get(backup_raw, "cleanupSchedule", DEFAULT_CLEANUP_SCHEDULE)),
+            retention_days=int(_get(backup_raw, "retentionDays", DEFAULT_RETENTION_DAYS)),
+            time_zone=_get(backup_raw, "timeZone", None),
+            suspend=bool(_get(backup_raw, "suspend", False)),
+            volume=BackupVolumeSpec(
+                size=str(_get(volume_raw, "size", "20Gi")),
+                storage_class_name=_get(volume_raw, "storageClassName", None),
+                access_modes=tuple(_get(volume_raw, "accessModes", ["ReadWriteOnce"])),
+                delete_on_delete=bool(_get(volume_raw, "deleteOnDelete", False)),
+            ),
+            resources=dict(_get(backup_raw, "resources", {})),
+            successful_jobs_history_limit=int(_get(backup_raw, "successfulJobsHistoryLimit", 3)),
+            failed_jobs_history_limit=int(_get(backup_raw, "failedJobsHistoryLimit", 3)),
+            active_deadline_seconds=int(_get(backup_raw, "activeDeadlineSeconds", 6 * 3600)),
+        ),
+        monitoring=MonitoringSpec(
+            prometheus_rule=bool(_get(monitoring_raw, "prometheusRule", True)),
+            service_monitor=bool(_get(monitoring_raw, "serviceMonitor", True)),
+            scrape_interval=str(_get(monitoring_raw, "scrapeInterval", "30s")),
+            labels=dict(_get(monitoring_raw, "labels", {})),
+            alerts=AlertThresholds(
+                query_latency_p95_seconds=float(_get(alerts_raw, "queryLatencyP95Seconds",
+                                                     alert_defaults.query_latency_p95_seconds)),
+                memory_usage_ratio=float(_get(alerts_raw, "memoryUsageRatio",
+                                              alert_defaults.memory_usage_ratio)),
+                wal_growth_bytes_per_hour=float(_get(alerts_raw, "walGrowthBytesPerHour",
+                                                     alert_defaults.wal_growth_bytes_per_hour)),
+                down_for=str(_get(alerts_raw, "downFor", alert_defaults.down_for)),
+                latency_for=str(_get(alerts_raw, "latencyFor", alert_defaults.latency_for)),
+                memory_for=str(_get(alerts_raw, "memoryFor", alert_defaults.memory_for)),
+                wal_growth_for=str(_get(alerts_raw, "walGrowthFor", alert_defaults.wal_growth_for)),
+                backup_failing_for=str(_get(alerts_raw, "backupFailingFor",
+                                            alert_defaults.backup_failing_for)),
+            ),
+        ),
+        scheduling=SchedulingSpec(
+            pod_anti_affinity=str(_get(sched_raw, "podAntiAffinity", "preferred")),
+            affinity=_get(sched_raw, "affinity", None),
+            topology_spread_constraints=_get(sched_raw, "topologySpreadConstraints", None),
+            node_selector=dict(_get(sched_raw, "nodeSelector", {})),
+            tolerations=list(_get(sched_raw, "tolerations", [])),
+            priority_class_name=_get(sched_raw, "priorityClassName", None),
+        ),
+    )
+    validate(spec)
+    return spec
+
+
+def validate(spec: OmenDBSpec) -> None:
+    """Checks the API server cannot make (or that must hold even if the CRD was edited)."""
+    if spec.replicas < 1:
+        raise SpecError(f"spec.replicas is {spec.replicas}; it must be at least 1")
+    if not spec.image and not SEMVER.match(spec.version):
+        raise SpecError(f"spec.version {spec.version!r} is not a version like 0.1.0; "
+                        "set spec.version to a release or spec.image to a full image reference")
+    if spec.tls.enabled and not spec.tls.generate and not spec.tls.secret_name:
+        raise SpecError("spec.tls.secretName is required when spec.tls.enabled is true and spec.tls.generate "
+                        "is false: name a kubernetes.io/tls Secret, or set spec.tls.generate: true")
+    if spec.tls.renew_before_days >= spec.tls.duration_days:
+        raise SpecError(f"spec.tls.renewBeforeDays ({spec.tls.renew_before_days}) must be less than "
+                        f"spec.tls.durationDays ({spec.tls.duration_days})")
+    if spec.scheduling.pod_anti_affinity not in ("preferred", "required", "none"):
+        raise SpecError(f"spec.scheduling.podAntiAffinity {spec.scheduling.pod_anti_affinity!r} must be "
+                        "one of preferred, required, none")
+    for section, keys in OPERATOR_OWNED_KEYS.items():
+        for key in keys:
+            if key in spec.config.get(section, {}):
+                raise SpecError(f"spec.config.{section}.{key} is set by the operator; remove it "
+                                f"(see docs/operator.md, 'Keys the operator sets')")
+    engine_config(spec)
+
+
+def engine_config(spec: OmenDBSpec) -> Config:
+    """The engine configuration the pods run with: spec.config plus the keys the operator owns.
+
+    Validated by the engine's own loader, so a bad value is refused here with the engine's message."""
+    from omendb_operator.configmap import render_config_dict
+
+    try:
+        return Config.from_dict(render_config_dict(spec), source="spec.config")
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None

@@ -1,0 +1,179 @@
+"""The StatefulSet running ``omendb serve``: probes, volumes, the restricted security context, spreading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omendb_operator import labels as L
+from omendb_operator.configmap import CONFIG_DIR, CONFIG_FILE, DATA_DIR, WAL_DIR
+from omendb_operator.secrets import HTPASSWD_KEY
+from omendb_operator.security import container_security_context, pod_security_context, writable_env
+from omendb_operator.spec import OmenDBSpec
+
+CONTAINER_NAME = "omendb"  # the guide's `kubectl set image ... omendb=omendb:$VERSION` names it
+TERMINATION_GRACE_SECONDS = 60  # time for a final checkpoint on SIGTERM
+
+
+def tls_secret_name(name: str, spec: OmenDBSpec) -> str:
+    return L.Names(name).tls if spec.tls.generate else str(spec.tls.secret_name)
+
+
+def _config_volume(name: str, spec: OmenDBSpec) -> dict[str, Any]:
+    """One projected volume at /etc/omendb: omendb.toml, users.htpasswd and tls/. Projected (not subPath)
+    mounts are updated in place by the kubelet, so a renewed certificate or a changed user list reaches
+    the engine, which reloads them, without restarting the pod."""
+    names = L.Names(name)
+    sources: list[dict[str, Any]] = [
+        {"configMap": {"name": names.config, "items": [{"key": "omendb.toml", "path": "omendb.toml"}]}},
+    ]
+    if spec.auth.enabled:
+        sources.append({"secret": {"name": names.users,
+                                   "items": [{"key": HTPASSWD_KEY, "path": "users.htpasswd"}]}})
+    if spec.tls.enabled:
+        items = [{"key": "tls.crt", "path": "tls/tls.crt"}, {"key": "tls.key", "path": "tls/tls.key"}]
+        if spec.tls.generate:
+            items.append({"key": "ca.crt", "path": "tls/ca.crt"})
+        sources.append({"secret": {"name": tls_secret_name(name, spec), "items": items}})
+    return {"name": "config", "projected": {"sources": sources, "defaultMode": 0o440}}
+
+
+def _probe(path: str, spec: OmenDBSpec, *, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "api", "scheme": "HTTPS" if spec.tls.enabled else "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def _affinity(name: str, spec: OmenDBSpec) -> dict[str, Any] | None:
+    if spec.scheduling.affinity is not None:
+        return spec.scheduling.affinity
+    mode = spec.scheduling.pod_anti_affinity
+    term = {"labelSelector": {"matchLabels": L.selector_labels(name)},
+            "topologyKey": "kubernetes.io/hostname"}
+    if mode == "required":
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    if mode == "preferred":
+        return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": term}]}}
+    return None
+
+
+def _topology_spread(name: str, spec: OmenDBSpec) -> list[dict[str, Any]]:
+    if spec.scheduling.topology_spread_constraints is not None:
+        return spec.scheduling.topology_spread_constraints
+    # Soft by default (ScheduleAnyway): a one-node or one-zone cluster still runs every replica.
+    return [
+        {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": L.selector_labels(name)}}
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    ]
+
+
+def _claim(name: str, size: str, storage_class: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}, "spec": spec}
+
+
+def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
+                      replicas: int | None = None) -> dict[str, Any]:
+    """The database StatefulSet. ``replicas`` overrides spec.replicas for operations that must hold the
+    count (restore scales to zero, issue 7); ``config_hash`` in the pod template rolls the pods when
+    omendb.toml changes, because the engine reads it only at start."""
+    name = owner["metadata"]["name"]
+    names = L.Names(name)
+    pod_labels = L.labels(name, "database")
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.container_image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["omendb", "serve", "--config", CONFIG_FILE],
+        "ports": [{"name": "api", "containerPort": L.API_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": L.METRICS_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            *writable_env(),
+        ],
+        "resources": spec.resources,
+        "startupProbe": _probe("/health", spec, period=5, failures=120),  # up to 10 min of WAL replay
+        "livenessProbe": _probe("/health", spec, period=10, failures=3),
+        "readinessProbe": _probe("/ready", spec, period=5, failures=3),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "data", "mountPath": DATA_DIR},
+            {"name": "wal", "mountPath": WAL_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": "default",
+        # The engine never talks to the Kubernetes API; it gets no token to leak.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "containers": [container],
+        "volumes": [_config_volume(name, spec), {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        "topologySpreadConstraints": _topology_spread(name, spec),
+    }
+    affinity = _affinity(name, spec)
+    if affinity:
+        pod_spec["affinity"] = affinity
+    if spec.scheduling.node_selector:
+        pod_spec["nodeSelector"] = spec.scheduling.node_selector
+    if spec.scheduling.tolerations:
+        pod_spec["tolerations"] = spec.scheduling.tolerations
+    if spec.scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
+    keep = "Delete" if spec.storage.delete_claims_on_delete else "Retain"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": L.metadata(owner, names.statefulset, "database"),
+        "spec": {
+            "replicas": spec.replicas if replicas is None else replicas,
+            "serviceName": names.headless_service,
+            "selector": {"matchLabels": L.selector_labels(name)},
+            "podManagementPolicy": "OrderedReady",  # pod 0, the first primary, starts first
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+            # Data volumes outlive the OmenDB (and scale-downs) unless the spec says otherwise.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": keep, "whenScaled": "Retain"},
+            "template": {
+                "metadata": {"labels": pod_labels,
+                             "annotations": {L.CONFIG_HASH_ANNOTATION: config_hash}},
+                "spec": pod_spec,
+            },
+            "volumeClaimTemplates": [
+                _claim("data", spec.storage.data.size, spec.storage.data.storage_class_name),
+                _claim("wal", spec.storage.wal.size, spec.storage.wal.storage_class_name),
+            ],
+        },
+    }
+
+
+def claim_template_drift(desired: dict[str, Any], live: dict[str, Any] | None) -> list[str]:
+    """Warnings for claim templates the spec changed but the API server will not (they are immutable):
+    existing volumes keep their size and class until they are expanded (issue 7)."""
+    if not live:
+        return []
+    templates = live.get("spec", {}).get("volumeClaimTemplates", [])
+    have = {t["metadata"]["name"]: t.get("spec", {}) for t in templates}
+    out = []
+    for template in desired["spec"]["volumeClaimTemplates"]:
+        name, want = template["metadata"]["name"], template["spec"]
+        old = have.get(name, {})
+        old_size = old.get("resources", {}).get("requests", {}).get("storage")
+        new_size = want["resources"]["requests"]["storage"]
+        if old_size and old_size != new_size:
+            out.append(f"spec.storage.{name}.size is {new_size} but the {name} volumes were made with "
+                       f"{old_size}; existing volumes are not resized yet")
+        if want.get("storageClassName") and want.get("storageClassName") != old.get("storageClassName"):
+            out.append(f"spec.storage.{name}.storageClassName cannot change for existing volumes")
+    return out

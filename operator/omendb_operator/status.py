@@ -1,0 +1,237 @@
+"""OmenDB status: phase, conditions (Kubernetes conventions), endpoints, versions and last backups.
+
+Pure: the reconcile shell passes what it observed; ``build_status`` returns the new status, keeping each
+condition's lastTransitionTime when its status did not change, so an unchanged world yields an equal
+status and the shell writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from omendb_operator import labels as L
+from omendb_operator.spec import OmenDBSpec
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+BACKUP_HEALTHY = "BackupHealthy"
+TLS_READY = "TLSReady"
+MONITORING_READY = "MonitoringReady"
+
+PHASE_CREATING = "Creating"
+PHASE_READY = "Ready"
+PHASE_UPDATING = "Updating"
+PHASE_DEGRADED = "Degraded"
+PHASE_FAILED = "Failed"
+
+
+def timestamp(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def set_condition(previous: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+                  generation: int, now: dt.datetime) -> dict[str, Any]:
+    old = next((c for c in previous if c.get("type") == type_), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get(
+        "lastTransitionTime") else timestamp(now)
+    return {"type": type_, "status": status, "reason": reason, "message": message,
+            "observedGeneration": generation, "lastTransitionTime": since}
+
+
+@dataclass
+class Observation:
+    """What the reconcile saw, for the status."""
+
+    statefulset: dict[str, Any] | None = None
+    cronjobs: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # full/incremental/cleanup
+    spec_error: str | None = None
+    apply_errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tls_not_after: dt.datetime | None = None
+    tls_error: str | None = None
+    monitoring_missing: bool = False
+
+
+def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool) -> tuple[int, int, bool]:
+    """(replicas, ready replicas, rollout complete)."""
+    if not sts:
+        return 0, 0, False
+    st = sts.get("status") or {}
+    replicas = int(st.get("replicas") or 0)
+    ready = int(st.get("readyReplicas") or 0)
+    updated = int(st.get("updatedReplicas") or 0)
+    done = (generation_seen and st.get("observedGeneration") == sts["metadata"].get("generation")
+            and ready >= spec.replicas and updated >= spec.replicas and replicas == spec.replicas
+            and st.get("currentRevision") == st.get("updateRevision"))
+    return replicas, ready, done
+
+
+def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | None]) -> tuple[str, str, str]:
+    if not spec.backup.enabled:
+        return "Unknown", "BackupsDisabled", "spec.backup.enabled is false"
+    failing, never = [], []
+    for kind in ("full", "incremental"):
+        cj = cronjobs.get(kind)
+        st = (cj or {}).get("status") or {}
+        scheduled = parse_time(st.get("lastScheduleTime"))
+        succeeded = parse_time(st.get("lastSuccessfulTime"))
+        if scheduled is None:
+            never.append(kind)
+        elif not st.get("active") and (succeeded is None or succeeded < scheduled):
+            failing.append(f"the last {kind} backup (scheduled {timestamp(scheduled)}) did not succeed")
+    if failing:
+        return "False", "BackupFailed", "; ".join(failing) + "; see the backup Jobs' logs"
+    if len(never) == 2:
+        return "Unknown", "NoBackupYet", "no scheduled backup has run yet"
+    return "True", "BackupsSucceeding", "the last scheduled backups succeeded"
+
+
+def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observation,
+                 previous: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any]:
+    meta = owner["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    generation = int(meta.get("generation") or 0)
+    prev = dict(previous or {})
+    prev_conditions = list(prev.get("conditions") or [])
+    names = L.Names(name)
+
+    def cond(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
+        return set_condition(prev_conditions, type_, status, reason, message, generation, now)
+
+    status: dict[str, Any] = {"observedGeneration": generation, "selector": L.selector_string(name)}
+    if spec is None:
+        message = obs.spec_error or "the spec is invalid"
+        status.update({
+            "phase": PHASE_FAILED,
+            "replicas": prev.get("replicas", 0), "readyReplicas": prev.get("readyReplicas", 0),
+            "conditions": [
+                cond(READY, "False", "InvalidSpec", message),
+                cond(PROGRESSING, "False", "InvalidSpec", message),
+                cond(DEGRADED, "True", "InvalidSpec", message),
+            ],
+        })
+        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls"):
+            if key in prev:
+                status[key] = prev[key]
+        return status
+
+    replicas, ready, done = _rollout(spec, obs.statefulset, True)
+    was_ready = any(c.get("type") == READY and c.get("status") == "True" for c in prev_conditions) or \
+        bool(prev.get("currentVersion"))
+    version = spec.version if not spec.image else spec.image
+    current_version = prev.get("currentVersion")
+    if done:
+        current_version = version
+
+    conditions = []
+    if done:
+        conditions.append(cond(READY, "True", "AllReplicasReady", f"{ready}/{spec.replicas} pods are ready"))
+        conditions.append(cond(PROGRESSING, "False", "RolloutComplete", f"running {version}"))
+    else:
+        conditions.append(cond(READY, "False", "ReplicasNotReady", f"{ready}/{spec.replicas} pods are ready"))
+        conditions.append(cond(PROGRESSING, "True", "RollingOut" if was_ready else "Creating",
+                               f"rolling out {version}: {ready}/{spec.replicas} pods ready"))
+    problems = list(obs.apply_errors)
+    if was_ready and not done and ready < min(replicas, spec.replicas):
+        problems.append(f"{spec.replicas - ready} of {spec.replicas} pods are not ready")
+    if problems:
+        conditions.append(cond(DEGRADED, "True", "ReconcileError" if obs.apply_errors else "PodsNotReady",
+                               "; ".join(problems)))
+    elif obs.warnings:
+        conditions.append(cond(DEGRADED, "False", "AsExpectedWithWarnings", "; ".join(obs.warnings)))
+    else:
+        conditions.append(cond(DEGRADED, "False", "AsExpected", "no problems found"))
+    conditions.append(cond(BACKUP_HEALTHY, *_backup_condition(spec, obs.cronjobs)))
+    if not spec.tls.enabled:
+        conditions.append(cond(TLS_READY, "False", "TLSDisabled", "spec.tls.enabled is false"))
+    elif obs.tls_error:
+        conditions.append(cond(TLS_READY, "False", "CertificateProblem", obs.tls_error))
+    elif obs.tls_not_after is not None:
+        conditions.append(cond(TLS_READY, "True", "CertificateValid",
+                               f"the server certificate is valid until {timestamp(obs.tls_not_after)}"))
+    else:
+        conditions.append(cond(TLS_READY, "Unknown", "CertificatePending", "no certificate seen yet"))
+    if obs.monitoring_missing:
+        conditions.append(cond(MONITORING_READY, "False", "MonitoringCRDsMissing",
+                               "PrometheusRule/ServiceMonitor (monitoring.coreos.com/v1) are not "
+                               "installed in this cluster; install the Prometheus Operator CRDs or set "
+                               "spec.monitoring.prometheusRule and serviceMonitor to false"))
+    else:
+        conditions.append(cond(MONITORING_READY, "True", "MonitoringConfigured",
+                               "alerts and scraping are configured as the spec asks"))
+
+    if obs.apply_errors:
+        phase = PHASE_DEGRADED
+    elif done:
+        phase = PHASE_READY
+    elif was_ready:
+        phase = PHASE_UPDATING if ready >= 1 else PHASE_DEGRADED
+    else:
+        phase = PHASE_CREATING
+
+    scheme = "https" if spec.tls.enabled else "http"
+    status.update({
+        "phase": phase,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "primaryPod": prev.get("primaryPod") or names.pod(0),
+        "endpoints": {
+            "primary": f"{scheme}://{names.primary_service}.{namespace}.svc:{L.API_PORT}",
+            "readOnly": f"{scheme}://{names.read_service}.{namespace}.svc:{L.API_PORT}",
+            "metrics": f"http://{names.headless_service}.{namespace}.svc:{L.METRICS_PORT}/metrics",
+        },
+        "credentialsSecret": names.users,
+        "conditions": conditions,
+    })
+    if current_version:
+        status["currentVersion"] = current_version
+    last_backup = {}
+    for kind in ("full", "incremental"):
+        st = (obs.cronjobs.get(kind) or {}).get("status") or {}
+        when = parse_time(st.get("lastSuccessfulTime"))
+        if when:
+            last_backup[kind] = timestamp(when)
+    if last_backup:
+        status["lastBackup"] = last_backup
+    if spec.tls.enabled:
+        tls: dict[str, Any] = {"secretName": names.tls if spec.tls.generate else spec.tls.secret_name}
+        if spec.tls.generate:
+            tls["caSecretName"] = names.ca
+        if obs.tls_not_after:
+            tls["notAfter"] = timestamp(obs.tls_not_after)
+        status["tls"] = tls
+    return status
+
+
+# Status keys build_status writes; a key among these that the new status lacks is removed (set to null in
+# the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
+MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
+                "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls")
+
+
+def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch turning ``old`` into ``new`` for the keys we manage (others are left alone)."""
+    old = old or {}
+    patch: dict[str, Any] = dict(new)
+    for key in MANAGED_KEYS:
+        if key in old and key not in new:
+            patch[key] = None
+    return patch
+
+
+def status_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """True when writing ``new`` would change what the OmenDB's status says (keys we do not manage, such
+    as an operation's state written by another handler, are compared only where we set them)."""
+    old = old or {}
+    return any(old.get(k) != v for k, v in status_patch(old, new).items())

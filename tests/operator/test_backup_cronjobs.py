@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import re
+
+import yaml
+from operator_crd_helpers import omendb_crd_spec_schema
+from operator_pss import restricted_violations
+
+from omendb_operator.cronjobs import build_backup_volume, build_cronjobs
+from omendb_operator.spec import parse_spec
+
+
+def _by_name(owner, raw=None):
+    return {c["metadata"]["name"]: c for c in build_cronjobs(owner, parse_spec(raw or {}))}
+
+
+def test_three_cronjobs_run_backup_tool_against_the_primary(owner):
+    jobs = _by_name(owner, {"config": {"database": {"name": "production"}}})
+    assert set(jobs) == {"prod-backup-full", "prod-backup-incremental", "prod-backup-cleanup"}
+    cmd = {
+        n: j["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+        for n, j in jobs.items()
+    }
+    base = [
+        "backup_tool",
+        "--source",
+        "https://prod.omendb-prod.svc:3000",
+        "--backup-dir",
+        "/var/backups/omendb",
+    ]
+    assert cmd["prod-backup-full"] == base + ["full-backup", "--database", "production"]
+    assert cmd["prod-backup-incremental"] == base + ["incremental-backup", "--database", "production"]
+    assert cmd["prod-backup-cleanup"] == base + ["cleanup", "--retention-days", "30"]
+
+
+def test_schedules_default_to_the_guide(owner):
+    jobs = _by_name(owner)
+    assert jobs["prod-backup-full"]["spec"]["schedule"] == "0 1 * * 0"  # Sunday
+    assert jobs["prod-backup-incremental"]["spec"]["schedule"] == "0 1 * * 1-6"  # every other day
+    for job in jobs.values():
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"
+        assert job["spec"]["successfulJobsHistoryLimit"] == 3
+        assert job["spec"]["failedJobsHistoryLimit"] == 3
+        assert "timeZone" not in job["spec"]
+
+
+def test_jobs_get_credentials_and_only_the_ca_certificate(owner):
+    job = _by_name(owner)["prod-backup-full"]
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["OMENDB_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "prod-users", "key": "username"}
+    assert env["OMENDB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "prod-users", "key": "password"}
+    assert env["OMENDB_CA_FILE"]["value"] == "/etc/omendb/ca/ca.crt"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["ca"]["secret"] == {
+        "secretName": "prod-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    assert volumes["backups"]["persistentVolumeClaim"]["claimName"] == "prod-backups"
+    assert pod["restartPolicy"] == "Never"
+
+
+def test_without_tls_the_source_is_http_and_no_ca_is_mounted(owner):
+    job = _by_name(owner, {"tls": {"enabled": False}})["prod-backup-full"]
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"][2] == "http://prod.omendb-prod.svc:3000"
+    assert "ca" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_custom_schedule_time_zone_and_retention(owner):
+    jobs = _by_name(
+        owner,
+        {
+            "backup": {
+                "fullSchedule": "30 2 * * 6",
+                "timeZone": "Europe/Berlin",
+                "retentionDays": 7,
+                "suspend": True,
+            }
+        },
+    )
+    assert jobs["prod-backup-full"]["spec"]["schedule"] == "30 2 * * 6"
+    assert jobs["prod-backup-full"]["spec"]["timeZone"] == "Europe/Berlin"
+    assert jobs["prod-backup-full"]["spec"]["suspend"] is True
+    cleanup = jobs["prod-backup-cleanup"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert cleanup["command"][-2:] == ["--retention-days", "7"]
+
+
+def test_backup_volume_outlives_the_omendb_unless_asked(owner):
+    kept = build_backup_volume(owner, parse_spec({}))
+    assert kept["metadata"]["name"] == "prod-backups"
+    assert "ownerReferences" not in kept["metadata"]
+    assert kept["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    owned = build_backup_volume(owner, parse_spec({"backup": {"volume": {"deleteOnDelete": True}}}))
+    assert owned["metadata"]["ownerReferences"][0]["name"] == "prod"
+
+
+def test_default_schedules_pass_the_crd_rule():
+    rule = omendb_crd_spec_schema()["properties"]["backup"]["properties"]["fullSchedule"][
+        "x-kubernetes-validations"
+    ][0]["rule"]
+    pattern = re.search(r"self\.matches\('(.*)'\)$", rule).group(1)
+    for good in ("0 1 * * 0", "0 1 * * 1-6", "0 4 * * *", "*/15 * * * *", "0 0 1,15 * MON-FRI", "@daily"):
+        assert re.match(pattern, good), good
+    for bad in ("61 * * * *", "0 1 * *", "every day", "0 24 * * *", "0 1 * * 8", "0 1 * * 0 extra"):
+        assert not re.match(pattern, bad), bad
+    assert yaml  # the CRD file parsed

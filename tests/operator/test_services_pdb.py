@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from omendb_operator.pdb import build_pdb
+from omendb_operator.services import build_services
+
+
+def test_primary_read_and_headless_services(owner):
+    primary, read, headless = build_services(owner)
+    assert [s["metadata"]["name"] for s in (primary, read, headless)] == ["prod", "prod-ro", "prod-headless"]
+    assert primary["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "prod-0"
+    assert primary["spec"]["ports"] == [{"name": "api", "port": 3000, "targetPort": "api", "protocol": "TCP"}]
+    assert read["spec"]["selector"] == {
+        "app": "omendb",
+        "app.kubernetes.io/name": "omendb",
+        "app.kubernetes.io/instance": "prod",
+    }
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"api": 3000, "metrics": 9090}
+    for svc in (primary, read, headless):
+        assert svc["metadata"]["labels"]["app"] == "omendb"
+        assert svc["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
+
+
+def test_failover_moves_the_primary_selector(owner):
+    primary = build_services(owner, primary_pod="prod-2")[0]
+    assert primary["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "prod-2"
+
+
+def test_pdb_allows_one_disruption_at_a_time(owner):
+    pdb = build_pdb(owner)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "prod"
