@@ -272,3 +272,12 @@ def test_a_closed_client_says_so(auth_server: Server) -> None:
     with pytest.raises(ClientError) as caught:
         db.get(1)
     assert caught.value.code == "closed"
+
+
+def test_raw_stream_carries_auth_and_raises_typed_errors(auth_server) -> None:
+    with Client(auth_server.url, username="admin", password=PASSWORDS["admin"], auth="basic") as db:
+        db.put_many([1, 2], [1.0, 2.0])
+        with db.stream("GET", "/v1/records", params={"start": 0}) as response:
+            assert b'"key":1' in response.read().replace(b" ", b"")
+        with pytest.raises(NotFound), db.stream("GET", "/v1/records/99"):
+            pass

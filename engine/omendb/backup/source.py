@@ -11,11 +11,12 @@ the current checkpoint plus the complete WAL frames after it are a consistent st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,75 +196,63 @@ def load_credentials(path: str | None) -> tuple[str, str] | None:
 
 
 class RemoteSource:
-    """A running server's admin backup endpoints (engine/omendb/server/routes/backup.py), over httpx."""
+    """A running server's admin backup endpoints (engine/omendb/server/routes/backup.py), through the
+    project's HTTP client (omendb.client: HTTP Basic, TLS verification against --ca-file, typed errors)."""
 
     def __init__(self, url: str, credentials: tuple[str, str] | None, ca_file: str | None,
                  timeout: float = 60.0) -> None:
-        import httpx
+        from omendb.client import Client
 
-        self._httpx = httpx
         if ca_file and not Path(ca_file).is_file():
             raise BackupError(f"--ca-file {ca_file} does not exist")
         self.url = url.rstrip("/")
-        self.client = httpx.Client(base_url=self.url, auth=credentials, verify=ca_file or True,
-                                   timeout=httpx.Timeout(timeout, connect=10.0))
+        user, password = credentials if credentials else (None, None)
+        self.client = Client(self.url, username=user, password=password, ca_file=ca_file, timeout=timeout,
+                             auth="basic" if credentials else "none")
         self.description = {"kind": "online", "url": self.url}
 
-    def _fail(self, exc: Exception) -> SourceError:
-        httpx = self._httpx
-        if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
-            return SourceError(f"TLS verification of {self.url} failed ({exc}); pass --ca-file with the CA "
-                               f"certificate that signed the server's certificate")
-        return SourceError(f"cannot reach {self.url} ({exc.__class__.__name__}: {exc}); check --source and "
-                           f"that the server is running")
+    @contextlib.contextmanager
+    def _request(self, method: str, path: str, **kwargs: Any) -> Iterator[Any]:
+        """One call, with the client's typed errors turned into messages that say what to do."""
+        from omendb.client import errors
 
-    def _check(self, response: Any) -> None:
-        if response.status_code < 400:
-            return
         try:
-            message = response.json()["error"]["message"]
-        except Exception:
-            message = response.text[:300]
-        if response.status_code == 401:
-            raise SourceError(f"{self.url} refused the credentials ({message}); pass --credentials-file or "
-                              "set OMENDB_USER and OMENDB_PASSWORD to an admin user")
-        if response.status_code == 403:
-            raise SourceError(f"{self.url}: {message}; backups need a user listed in [security] admin_users")
-        if response.status_code == 404:
-            raise SourceError(f"{self.url} has no backup endpoints ({response.request.url.path}: 404); it "
-                              "runs an OmenDB version without online backup — take an offline backup "
-                              "instead")
-        raise SourceError(f"{self.url} answered {response.status_code} to {response.request.url.path}: "
-                          f"{message}")
-
-    def _get(self, path: str, **params: Any) -> Any:
-        try:
-            response = self.client.get(path, params=params)
-        except self._httpx.HTTPError as exc:
-            raise self._fail(exc) from None
-        return response
+            with self.client.stream(method, path, **kwargs) as response:
+                yield response
+        except errors.TLSError as exc:
+            raise SourceError(f"TLS verification of {self.url} failed ({exc.message}); pass --ca-file with the CA "
+                              f"certificate that signed the server's certificate") from None
+        except errors.Unauthorized as exc:
+            raise SourceError(f"{self.url} refused the credentials ({exc.message}); pass --credentials-file or "
+                              "set OMENDB_USER and OMENDB_PASSWORD to an admin user") from None
+        except errors.Forbidden as exc:
+            raise SourceError(f"{self.url}: {exc.message}; backups need a user listed in [security] "
+                              "admin_users") from None
+        except errors.ClientError as exc:
+            if exc.status == 410:
+                raise WalGone(f"{self.url} no longer retains the WAL requested ({exc.message})") from None
+            if exc.status == 404:
+                raise SourceError(f"{self.url} has no backup endpoints ({path}: 404); it runs an OmenDB version "
+                                  "without online backup — take an offline backup instead") from None
+            if exc.status is None:
+                raise SourceError(f"cannot reach {self.url} ({exc.message}); check --source and that the server "
+                                  "is running") from None
+            raise SourceError(f"{self.url} answered {exc.status} to {path}: {exc.message}") from None
 
     def info(self) -> SourceInfo:
-        response = self._get("/admin/backup/info")
-        self._check(response)
-        body = response.json()
+        with self._request("GET", "/admin/backup/info") as response:
+            body = json.loads(response.read())
         return SourceInfo(body["database"], body["lsn"], body["term"], body["model_type"], body["max_error"],
                           body.get("restored_from"))
 
     def snapshot(self, sink: Sink) -> Snapshot:
-        try:
-            with self.client.stream("GET", "/admin/backup/snapshot") as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._check(response)
-                headers = response.headers
-                expected = int(headers.get("content-length", "-1"))
-                received = 0
-                for chunk in response.iter_bytes(CHUNK):
-                    received += len(chunk)
-                    sink(chunk)
-        except self._httpx.HTTPError as exc:
-            raise self._fail(exc) from None
+        with self._request("GET", "/admin/backup/snapshot") as response:
+            headers = response.headers
+            expected = int(headers.get("content-length", "-1"))
+            received = 0
+            for chunk in response.iter_bytes(CHUNK):
+                received += len(chunk)
+                sink(chunk)
         if expected >= 0 and received != expected:
             raise SourceError(f"{self.url}: the snapshot stream ended after {received} of {expected} bytes; "
                               f"retry the backup")
@@ -271,23 +260,18 @@ class RemoteSource:
                         int(headers["x-omendb-checkpoint-created-us"]))
 
     def frames_after(self, lsn: int) -> list[Frame]:
-        response = self._get("/admin/wal", after_lsn=lsn)
-        if response.status_code == 410:
-            raise WalGone(f"{self.url} no longer retains the WAL after LSN {lsn}")
-        self._check(response)
-        frames = decode_frames(response.content, f"{self.url}/admin/wal?after_lsn={lsn}")
-        last = int(response.headers["x-omendb-last-lsn"])
+        with self._request("GET", "/admin/wal", params={"after_lsn": lsn}) as response:
+            content = response.read()
+            last = int(response.headers["x-omendb-last-lsn"])
+        frames = decode_frames(content, f"{self.url}/admin/wal?after_lsn={lsn}")
         if frames and (frames[0].lsn != lsn + 1 or frames[-1].lsn != last) or not frames and last != lsn:
             raise SourceError(f"{self.url}: the WAL stream after LSN {lsn} was incomplete (ended at "
                               f"{frames[-1].lsn if frames else lsn}, server said {last}); retry the backup")
         return frames
 
     def mark_archived(self, lsn: int) -> None:
-        try:
-            response = self.client.post("/admin/wal/archived", json={"lsn": lsn})
-        except self._httpx.HTTPError as exc:
-            raise self._fail(exc) from None
-        self._check(response)
+        with self._request("POST", "/admin/wal/archived", json={"lsn": lsn}) as response:
+            response.read()
 
     def close(self) -> None:
         self.client.close()

@@ -5,6 +5,7 @@ what each call sends and returns is in ``ops.py``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
@@ -14,8 +15,15 @@ import numpy as np
 
 from omendb.client import ops
 from omendb.client.config import Settings, settings_from_args, settings_from_env
-from omendb.client.errors import ClientError
-from omendb.client.transport import Attempts, build_request, client_options, decode, transport_error
+from omendb.client.errors import ClientError, error_from_response
+from omendb.client.transport import (
+    Attempts,
+    build_request,
+    client_options,
+    decode,
+    new_request_id,
+    transport_error,
+)
 
 T = TypeVar("T")
 
@@ -83,6 +91,21 @@ class AsyncClient:
                 call = op.send(answer) if error is None else op.throw(error)
         except StopIteration as stop:
             return stop.value
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                     json: Any = None) -> AsyncIterator[httpx.Response]:
+        """A raw, streaming request to the primary (see ``Client.stream``)."""
+        http = self._endpoint(self.settings.url)
+        try:
+            async with http.stream(method, path, params=params, json=json,
+                                   headers={"x-request-id": new_request_id()}) as response:
+                if response.status_code >= 300:
+                    await response.aread()
+                    raise error_from_response(response.status_code, response.content, response.headers)
+                yield response
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.settings.url) from exc
 
     # ---- the Database API ----------------------------------------------------------------------------
 

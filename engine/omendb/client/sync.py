@@ -6,6 +6,7 @@ the primary); what each method sends and returns is in ``ops.py``, shared with `
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -17,8 +18,15 @@ import numpy as np
 
 from omendb.client import ops
 from omendb.client.config import Settings, settings_from_args, settings_from_env
-from omendb.client.errors import ClientError
-from omendb.client.transport import Attempts, build_request, client_options, decode, transport_error
+from omendb.client.errors import ClientError, error_from_response
+from omendb.client.transport import (
+    Attempts,
+    build_request,
+    client_options,
+    decode,
+    new_request_id,
+    transport_error,
+)
 
 T = TypeVar("T")
 
@@ -96,6 +104,23 @@ class Client:
                 call = op.send(answer) if error is None else op.throw(error)
         except StopIteration as stop:
             return stop.value
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+               json: Any = None) -> Iterator[httpx.Response]:
+        """A raw, streaming request to the primary with this client's credentials and TLS settings, for tools
+        that move bulk binary data (backup_tool's online backups, WAL streams). A non-2xx answer raises the
+        typed error; the request is not retried (the caller knows whether its operation is restartable)."""
+        http = self._endpoint(self.settings.url)
+        try:
+            with http.stream(method, path, params=params, json=json,
+                             headers={"x-request-id": new_request_id()}) as response:
+                if response.status_code >= 300:
+                    response.read()
+                    raise error_from_response(response.status_code, response.content, response.headers)
+                yield response
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.settings.url) from exc
 
     # ---- the Database API ----------------------------------------------------------------------------
 
