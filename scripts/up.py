@@ -120,8 +120,8 @@ def up() -> int:
     host = f"{name}.{NAMESPACE_DB}.svc"  # a name in the certificate; --resolve sends it to the tunnel
     password_cmd = (f"kubectl -n {NAMESPACE_DB} get secret {name}-users "
                     "-o jsonpath='{.data.password}' | base64 -d")
-    curl = (f'curl -s --cacert {ca} --resolve {host}:{LOCAL_PORT}:127.0.0.1 -u "{user}:$({password_cmd})" '
-            f"https://{host}:{LOCAL_PORT}/stats")
+    curl = (f"curl -sS --fail-with-body --cacert {ca} --resolve {host}:{LOCAL_PORT}:127.0.0.1 "
+            f'-u "{user}:$({password_cmd})" https://{host}:{LOCAL_PORT}/v1/stats')
     for _ in range(30):
         check = subprocess.run(["bash", "-c", curl], env=env, capture_output=True, text=True)
         if check.returncode == 0 and check.stdout.startswith("{"):
@@ -130,7 +130,12 @@ def up() -> int:
     else:
         raise SystemExit(f"make up: the curl through the port-forward failed: {check.stdout}{check.stderr} "
                          f"(port-forward log: {STATE / 'port-forward.log'})")
-    print(f"    {check.stdout.strip()[:200]}")
+    print(f"    {check.stdout.strip()[:300]}")
+
+    step(f"the same database through the kubectl plugin (kubectl-omendb status/get {name})")
+    plugin = [str(Path(sys.executable).parent / "kubectl-omendb"), "-n", NAMESPACE_DB]
+    run([*plugin, "status", name], env, what="kubectl-omendb status")
+    run([*plugin, "get", name, "1"], env, what="kubectl-omendb get (through a port-forward)")
     print(f"""
 OmenDB {NAMESPACE_DB}/{name} is Ready.
 

@@ -92,7 +92,6 @@ def test_namespaced_mode_grants_only_per_namespace_plus_crd_reads():
     roles = by_kind(objs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     namespaced = {t for t in reference_rules() if (t[0], t[1]) not in CLUSTER_SCOPED}
-    namespaced.add(("kopf.dev", "kopfpeerings", "get"))  # already in the reference; keeps intent visible
     for role in roles:
         assert triples(role["rules"]) == namespaced
     [cluster_role] = by_kind(objs, "ClusterRole")
