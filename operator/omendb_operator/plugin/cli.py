@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import re
 import shutil
 import ssl
@@ -82,21 +81,24 @@ def _kube(args: argparse.Namespace) -> tuple[Any, str]:
 
     from omendb_operator.kube import Kube
 
+    # Explicit configurations, never the kubernetes package's global default (callers may hold their own).
     namespace = args.namespace
     try:
-        k8s_config.load_incluster_config()
+        cfg = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=cfg)
+        api = k8s.ApiClient(cfg)
         if namespace is None:
             ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
             namespace = ns_file.read_text().strip() if ns_file.exists() else None
     except k8s_config.ConfigException:
         try:
-            k8s_config.load_kube_config(config_file=args.kubeconfig)
+            api = k8s_config.new_client_from_config(config_file=args.kubeconfig)
         except (k8s_config.ConfigException, OSError) as exc:
             raise PluginError(f"cannot load a kubeconfig ({exc}); set KUBECONFIG or pass --kubeconfig") from None
         if namespace is None:
             _, context = k8s_config.list_kube_config_contexts(config_file=args.kubeconfig)
             namespace = (context or {}).get("context", {}).get("namespace")
-    return Kube(k8s.ApiClient()), namespace or "default"
+    return Kube(api), namespace or "default"
 
 
 def _omendb(kube: Any, name: str, namespace: str) -> dict[str, Any]:
@@ -247,8 +249,6 @@ COMMANDS = {"status": cmd_status, "backup": cmd_backup, "restore": cmd_restore, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     try:
         kube, namespace = _kube(args)
         sys.stdout.write(COMMANDS[args.command](kube, args, namespace))
