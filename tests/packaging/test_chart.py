@@ -185,6 +185,16 @@ def server_dry_run(apiserver, manifests: str) -> str:
     return out.stdout
 
 
+def test_the_dry_run_check_catches_a_pod_breaking_the_restricted_profile(apiserver):
+    """The PodSecurity check above is live: the same Deployment without its container security context
+    draws the API server's warning."""
+    ensure_namespace(apiserver, pkg.NAMESPACE)
+    [dep] = by_kind(docs(pkg.template()), "Deployment")
+    del dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    out = kubectl(apiserver, "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(dep))
+    assert "would violate PodSecurity" in out.stderr, out.stderr
+
+
 def test_cluster_mode_passes_server_side_dry_run(apiserver):
     ensure_namespace(apiserver, pkg.NAMESPACE)
     out = server_dry_run(apiserver, pkg.template("--include-crds", "--set", "serviceMonitor.enabled=true"))
