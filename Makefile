@@ -75,3 +75,24 @@ e2e-down: venv
 
 test-e2e: lint e2e-build
 	$(BIN)/pytest e2e/tests
+
+# ---- packaging (issue 8): the Helm chart, manifests/install.yaml, images, the first run.
+.PHONY: chart-crds manifests lint-images up down
+
+# crds/ is the source of truth; the chart carries a copy (tests/packaging fails when they differ).
+chart-crds:
+	$(PYTHON) scripts/chart_tools.py chart-crds
+
+# manifests/install.yaml, rendered from the chart with helm from the e2e harness's cache.
+manifests:
+	$(PYTHON) scripts/chart_tools.py manifests
+
+lint-images: venv
+	$(BIN)/pytest tests/packaging/test_dockerfiles.py
+
+# The first run: a local cluster, the operator from the chart, the development OmenDB, Ready. Needs root.
+up: venv
+	$(PY) scripts/up.py up
+
+down: venv
+	$(PY) scripts/up.py down

@@ -1,0 +1,58 @@
+"""Objects the plugin creates, built from what it read (pure functions, no client)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+from omendb_operator import labels as L
+
+RESTORE_KIND = "OmenDBRestore"
+# Kubernetes names are at most 63 characters when they end up in labels (Jobs label their pods).
+MAX_NAME = 63
+
+
+def job_name(cronjob_name: str, now: dt.datetime) -> str:
+    """``<cronjob>-manual-<unix time>``, like ``kubectl create job --from=cronjob/...`` names its Jobs."""
+    suffix = f"-manual-{int(now.timestamp())}"
+    return cronjob_name[: MAX_NAME - len(suffix)] + suffix
+
+
+def job_from_cronjob(cronjob: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """A Job running ``cronjob``'s job template now: its labels and annotations, the annotation
+    ``cronjob.kubernetes.io/instantiate: manual`` and an owner reference to the CronJob, as kubectl does,
+    so the CronJob's history limits and status see it."""
+    meta = cronjob["metadata"]
+    template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
+    tmeta = template.get("metadata") or {}
+    annotations = {**(tmeta.get("annotations") or {}), "cronjob.kubernetes.io/instantiate": "manual"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(meta["name"], now),
+            "namespace": meta["namespace"],
+            "labels": dict(tmeta.get("labels") or {}),
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": "batch/v1", "kind": "CronJob", "name": meta["name"], "uid": meta["uid"],
+                "controller": True,
+            }],
+        },
+        "spec": template["spec"],
+    }
+
+
+def restore_resource(name: str, namespace: str, backup_id: str, now: dt.datetime) -> dict[str, Any]:
+    """An OmenDBRestore of OmenDB ``name`` from ``backup_id`` (``latest`` for the newest)."""
+    if not backup_id.strip():
+        raise ValueError("--backup-id is empty: give a backup id (see the backup volume) or 'latest'")
+    suffix = f"-restore-{now.strftime('%Y%m%d%H%M%S')}"
+    return {
+        "apiVersion": L.API_VERSION,
+        "kind": RESTORE_KIND,
+        "metadata": {"name": name[: MAX_NAME - len(suffix)] + suffix, "namespace": namespace,
+                     "labels": L.selector_labels(name)},
+        "spec": {"cluster": {"name": name}, "backupId": backup_id},
+    }

@@ -1,0 +1,105 @@
+"""What ``kubectl omendb status`` prints, from the objects read (pure: tests feed it API objects)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from omendb_operator import labels as L
+
+RECENT_EVENTS = 10
+
+
+def _age(stamp: str | None, now: dt.datetime) -> str:
+    if not stamp:
+        return "-"
+    try:
+        then = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    seconds = max(0, int((now - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def table(rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart, like kubectl's."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def pod_row(pod: dict[str, Any], primary: str | None, replication: dict[str, Any]) -> list[str]:
+    meta, status = pod["metadata"], pod.get("status") or {}
+    name = meta["name"]
+    role = (meta.get("labels") or {}).get(L.ROLE_LABEL) or ("primary" if name == primary else "replica")
+    conds = {c["type"]: c["status"] for c in status.get("conditions") or []}
+    ready = "yes" if conds.get("Ready") == "True" else "no"
+    restarts = sum(int(c.get("restartCount", 0)) for c in status.get("containerStatuses") or [])
+    # LSN and lag come from the replication status when the operator publishes it (issue 6).
+    rep = replication.get(name) or {}
+    lsn = str(rep["lsn"]) if "lsn" in rep else "-"
+    lag = str(rep["lagBytes"]) if "lagBytes" in rep else "-"
+    return [name, role, ready, status.get("phase", "-"), str(restarts), lsn, lag]
+
+
+def status_text(omendb: dict[str, Any], pods: list[dict[str, Any]], events: list[dict[str, Any]],
+                now: dt.datetime) -> str:
+    meta, spec, status = omendb["metadata"], omendb.get("spec") or {}, omendb.get("status") or {}
+    out = [
+        f"OmenDB {meta['namespace']}/{meta['name']}",
+        f"  Phase:      {status.get('phase', 'Unknown (the operator has not reported yet)')}",
+        f"  Version:    {status.get('currentVersion', '-')} (wanted {spec.get('version', '-')})",
+        f"  Replicas:   {status.get('readyReplicas', 0)}/{spec.get('replicas', status.get('replicas', '-'))}"
+        " ready",
+        f"  Primary:    {status.get('primaryPod', '-')}",
+    ]
+    endpoints = status.get("endpoints") or {}
+    if endpoints:
+        out.append(f"  Endpoints:  primary {endpoints.get('primary', '-')}, "
+                   f"read-only {endpoints.get('readOnly', '-')}")
+    if status.get("credentialsSecret"):
+        out.append(f"  Credentials: Secret {status['credentialsSecret']} (keys username, password)")
+    last = status.get("lastBackup") or {}
+    out.append("  Last backup: " + (", ".join(f"{kind} {when} ({_age(when, now)} ago)"
+                                              for kind, when in sorted(last.items())) or "none yet"))
+    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
+        out.append(f"  Note: generation {meta.get('generation')} not yet processed "
+                   f"(observed {status.get('observedGeneration', 0)})")
+
+    out += ["", "Pods:"]
+    if pods:
+        replication = {str(r.get("pod")): r for r in status.get("replication") or [] if isinstance(r, dict)}
+        rows = [["NAME", "ROLE", "READY", "PHASE", "RESTARTS", "LSN", "LAG"]]
+        rows += [pod_row(p, status.get("primaryPod"), replication)
+                 for p in sorted(pods, key=lambda p: p["metadata"]["name"])]
+        out += ["  " + line for line in table(rows)]
+    else:
+        out.append("  none")
+
+    out += ["", "Conditions:"]
+    conditions = status.get("conditions") or []
+    if conditions:
+        rows = [["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"]]
+        rows += [[c.get("type", "-"), c.get("status", "-"), c.get("reason", "-"),
+                  _age(c.get("lastTransitionTime"), now), c.get("message", "")] for c in conditions]
+        out += ["  " + line for line in table(rows)]
+    else:
+        out.append("  none")
+
+    out += ["", f"Recent events (last {RECENT_EVENTS}):"]
+
+    def when(e: dict[str, Any]) -> str:
+        return str(e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp") or "")
+    recent = sorted(events, key=when)[-RECENT_EVENTS:]
+    if recent:
+        rows = [["AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"]]
+        for e in recent:
+            involved = e.get("involvedObject") or {}
+            rows.append([_age(when(e), now), e.get("type", "-"), e.get("reason", "-"),
+                         f"{involved.get('kind', '')}/{involved.get('name', '')}", (e.get("message") or "").strip()])
+        out += ["  " + line for line in table(rows)]
+    else:
+        out.append("  none")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,218 @@
+"""kubectl-omendb: argument parsing, and every command run against the bare kube-apiserver with objects the
+operator's own builders make (read back from the server, not hand-fed), plus `get` through a real TLS
+engine server."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from omendb.client import Client
+from omendb_operator import labels as L
+from omendb_operator.cronjobs import build_cronjobs
+from omendb_operator.plugin import builders, render
+from omendb_operator.plugin.cli import main, parser
+from omendb_operator.spec import parse_spec
+from tests.client.conftest import tls_server  # noqa: F401 - a fixture: a real engine with TLS and auth
+from tests.server.conftest import PASSWORDS
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "manifests" / "samples" / "omendb-development.yaml"
+
+
+# ---- parsing (no cluster)
+
+
+def test_commands_parse_and_keys_are_integers():
+    ap = parser()
+    args = ap.parse_args(["-n", "prod", "restore", "db", "--backup-id", "20261127-full"])
+    assert (args.command, args.name, args.namespace, args.backup_id) == ("restore", "db", "prod", "20261127-full")
+    assert ap.parse_args(["get", "db", "0x2a"]).key == 42
+    assert ap.parse_args(["logs", "db", "--pod", "db-0", "--tail", "5"]).tail == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["restore", "db"], "--backup-id"),
+    (["get", "db", "forty-two"], "KEY must be an integer"),
+    (["status"], "NAME"),
+    (["frobnicate", "db"], "invalid choice"),
+])
+def test_bad_arguments_say_what_is_wrong(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parser().parse_args(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_restore_help_says_the_controller_comes_with_issue_7(capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["restore", "--help"])
+    assert "issue 7" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([str(Path(sys.executable).parent / "kubectl-omendb"), "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "status" in out.stdout and "backup" in out.stdout, out.stderr
+
+
+def test_restore_refuses_an_empty_backup_id():
+    with pytest.raises(ValueError, match="--backup-id is empty"):
+        builders.restore_resource("db", "ns", "  ", dt.datetime.now(dt.UTC))
+
+
+# ---- against the bare API server
+
+
+def create(apiserver, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    with apiserver.client() as http:
+        if body["kind"] == "Pod":  # no controller makes the default ServiceAccount here; admission wants it
+            ns = path.split("/")[4]
+            r = http.post(f"/api/v1/namespaces/{ns}/serviceaccounts",
+                          json={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+            assert r.status_code in (201, 409), r.text
+        r = http.post(path, json=body)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
+def patch_status(apiserver, path: str, status: dict[str, Any]) -> None:
+    with apiserver.client() as http:
+        r = http.patch(path + "/status", json={"status": status},
+                       headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
+
+
+def run(apiserver, namespace: str, *argv: str, capsys) -> tuple[int, str, str]:
+    code = main(["--kubeconfig", str(apiserver.kubeconfig), "-n", namespace, *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def dev(apiserver, namespace) -> dict[str, Any]:
+    """The development sample OmenDB, as the API server stored it."""
+    body = yaml.safe_load(SAMPLE.read_text())
+    return create(apiserver, f"/apis/omendb.io/v1alpha1/namespaces/{namespace}/omendbs", body)
+
+
+def omendb_path(namespace: str, name: str) -> str:
+    return f"/apis/omendb.io/v1alpha1/namespaces/{namespace}/omendbs/{name}"
+
+
+def test_status_shows_phase_pods_backup_conditions_and_events(apiserver, namespace, dev, capsys):
+    name = dev["metadata"]["name"]
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    stamp = (now - dt.timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    patch_status(apiserver, omendb_path(namespace, name), {
+        "observedGeneration": dev["metadata"]["generation"], "phase": "Ready", "replicas": 1,
+        "readyReplicas": 1, "primaryPod": f"{name}-0", "currentVersion": "0.1.0",
+        "credentialsSecret": f"{name}-users", "lastBackup": {"full": stamp},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AllPodsReady", "message": "1/1 ready",
+                        "lastTransitionTime": stamp, "observedGeneration": 1}],
+    })
+    pod = create(apiserver, f"/api/v1/namespaces/{namespace}/pods", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{name}-0", "labels": L.selector_labels(name)},
+        "spec": {"containers": [{"name": "omendb", "image": "omendb/omendb:0.1.0"}]}})
+    patch_status(apiserver, f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}", {
+        "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    create(apiserver, f"/api/v1/namespaces/{namespace}/events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"}, "type": "Normal", "reason": "Created",
+        "message": "created StatefulSet", "lastTimestamp": stamp,
+        "involvedObject": {"kind": "OmenDB", "name": name, "namespace": namespace}})
+    create(apiserver, f"/api/v1/namespaces/{namespace}/events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "e2"}, "type": "Normal", "reason": "Other",
+        "message": "about another database", "lastTimestamp": stamp,
+        "involvedObject": {"kind": "OmenDB", "name": "devx", "namespace": namespace}})
+
+    code, out, err = run(apiserver, namespace, "status", name, capsys=capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"OmenDB {namespace}/{name}"
+    assert "  Phase:      Ready" in lines
+    assert "  Version:    0.1.0 (wanted 0.1.0)" in lines
+    assert f"  Last backup: full {stamp} (2h ago)" in lines
+    pod_line = next(line for line in lines if line.strip().startswith(f"{name}-0"))
+    assert pod_line.split() == [f"{name}-0", "primary", "yes", "Running", "0", "-", "-"]
+    assert any(line.split()[:3] == ["Ready", "True", "AllPodsReady"] for line in lines)
+    assert "created StatefulSet" in out and "about another database" not in out
+
+
+def test_status_of_a_missing_omendb_says_how_to_find_it(apiserver, namespace, capsys):
+    code, _, err = run(apiserver, namespace, "status", "nope", capsys=capsys)
+    assert code == 1 and "not found" in err and "kubectl get omendb -A" in err
+
+
+def test_backup_creates_a_job_from_the_full_backup_cronjob(apiserver, namespace, dev, capsys):
+    name = dev["metadata"]["name"]
+    for cron in build_cronjobs(dev, parse_spec(dev["spec"])):
+        create(apiserver, f"/apis/batch/v1/namespaces/{namespace}/cronjobs", cron)
+    code, out, err = run(apiserver, namespace, "backup", name, capsys=capsys)
+    assert code == 0, err
+    job_name = out.split()[0].removeprefix("job.batch/")
+    with apiserver.client() as http:
+        job = http.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}").json()
+        cron = http.get(f"/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}-backup-full").json()
+    assert job["metadata"]["ownerReferences"][0]["uid"] == cron["metadata"]["uid"]
+    assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+    want = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == want
+
+
+def test_backup_without_the_cronjob_explains(apiserver, namespace, dev, capsys):
+    code, _, err = run(apiserver, namespace, "backup", dev["metadata"]["name"], capsys=capsys)
+    assert code == 1 and "backup-full not found" in err
+
+
+def test_restore_creates_an_omendbrestore(apiserver, namespace, dev, capsys):
+    name = dev["metadata"]["name"]
+    code, out, err = run(apiserver, namespace, "restore", name, "--backup-id", "latest", capsys=capsys)
+    assert code == 0, err
+    assert "issue 7" in out
+    with apiserver.client() as http:
+        items = http.get(f"/apis/omendb.io/v1alpha1/namespaces/{namespace}/omendbrestores").json()["items"]
+    assert [i["spec"] for i in items] == [{"cluster": {"name": name}, "backupId": "latest"}]
+
+
+def test_logs_of_an_unknown_pod_lists_the_real_ones(apiserver, namespace, dev, capsys):
+    name = dev["metadata"]["name"]
+    code, _, err = run(apiserver, namespace, "logs", name, capsys=capsys)
+    assert code == 1 and "has no pods yet" in err
+    create(apiserver, f"/api/v1/namespaces/{namespace}/pods", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-0", "labels": L.selector_labels(name)},
+        "spec": {"containers": [{"name": "omendb", "image": "omendb/omendb:0.1.0"}]}})
+    code, _, err = run(apiserver, namespace, "logs", name, "--pod", f"{name}-7", capsys=capsys)
+    assert code == 1 and f"['{name}-0']" in err
+
+
+def test_get_reads_through_the_client_with_the_secrets_credentials(apiserver, namespace, dev,
+                                                                   tls_server, capsys):  # noqa: F811
+    server, ca_dir = tls_server
+    name = dev["metadata"]["name"]
+    with Client(server.url, username="admin", password=PASSWORDS["admin"],
+                ca_file=str(ca_dir / "ca.crt")) as db:
+        db.put(4242, 3.5)
+    def secret(secret_name: str, data: dict[str, str]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    create(apiserver, f"/api/v1/namespaces/{namespace}/secrets",
+           secret(f"{name}-users", {"username": "admin", "password": PASSWORDS["admin"]}))
+    create(apiserver, f"/api/v1/namespaces/{namespace}/secrets",
+           secret(f"{name}-ca", {"ca.crt": (ca_dir / "ca.crt").read_text()}))
+    patch_status(apiserver, omendb_path(namespace, name), {
+        "endpoints": {"primary": f"https://{name}.{namespace}.svc:3000"}, "credentialsSecret": f"{name}-users"})
+    code, out, err = run(apiserver, namespace, "get", name, "4242", "--url", server.url, capsys=capsys)
+    assert (code, out) == (0, "3.5\n"), err
+    code, out, err = run(apiserver, namespace, "get", name, "4243", "--url", server.url, capsys=capsys)
+    assert (code, out) == (0, "(not found)\n"), err
+
+
+def test_render_table_aligns_columns():
+    assert render.table([["A", "BB"], ["CCC", "D"]]) == ["A    BB", "CCC  D"]
