@@ -51,11 +51,16 @@ class Db:
     name: str
 
 
-def _operator_pod(kube: Kube) -> str:
+def _operator_pods(kube: Kube) -> list[str]:
     pods = json.loads(kube.kubectl("-n", OPERATOR_NS, "get", "pods", "-l", OPERATOR_LABEL,
                                    "--field-selector=status.phase=Running", "-o", "json").stdout)["items"]
-    assert len(pods) == 1, f"expected one running operator pod, found {[p['metadata']['name'] for p in pods]}"
-    return str(pods[0]["metadata"]["name"])
+    return [str(p["metadata"]["name"]) for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def _operator_pod(kube: Kube) -> str:
+    pods = _operator_pods(kube)
+    assert len(pods) == 1, f"expected one running operator pod, found {pods}"
+    return pods[0]
 
 
 def _established(kube: Kube, crd: str) -> bool:
@@ -73,13 +78,14 @@ def operator(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
         # Not `kubectl wait`: it errors on a CRD created a moment ago, whose status has no conditions yet.
         kube.wait_until(f"CRD {crd} established", lambda crd=crd: _established(kube, crd), 60)  # type: ignore[misc]
     kube.kubectl("create", "namespace", OPERATOR_NS, check=False)
+    existed = kube.get_or_none(OPERATOR_NS, "deployment", "omendb-operator") is not None
     for manifest in ("manifests/rbac.yaml", "manifests/peering.yaml", "e2e/manifests/operator.yaml"):
         kube.kubectl("apply", "-f", str(ROOT / manifest))
-    # A reused cluster may run an operator from older images: restart it on the ones just loaded.
-    kube.kubectl("-n", OPERATOR_NS, "rollout", "restart", "deployment/omendb-operator")
+    if existed:  # a reused cluster runs an operator from older images: restart it on the ones just loaded
+        kube.kubectl("-n", OPERATOR_NS, "rollout", "restart", "deployment/omendb-operator")
     kube.kubectl("-n", OPERATOR_NS, "rollout", "status", "deployment/omendb-operator", "--timeout=180s",
                  timeout=200)
-    kube.wait_until("one running operator pod", lambda: _operator_pod(kube), 60)
+    kube.wait_until("one running operator pod", lambda: len(_operator_pods(kube)) == 1, 90)
     failed_before = request.session.testsfailed
     yield OPERATOR_NS
     if request.session.testsfailed > failed_before:
