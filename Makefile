@@ -20,11 +20,11 @@ lint: venv
 	$(BIN)/ruff check $(PACKAGES) tests e2e
 	$(BIN)/mypy $(PACKAGES) e2e
 
-# The Python tiers, then the e2e tier in a local cluster (needs root; builds binaries and images first,
-# cached; a cluster that cannot start fails the e2e tests, it never skips them). See docs/e2e.md.
-test: lint
+# The Python tiers, then the e2e tier in a local cluster (needs root; a cluster that cannot start fails
+# the e2e tests, it never skips them). See docs/e2e.md. The build (cached) comes first: tests/operator
+# runs the harness's kube-apiserver and promtool too.
+test: lint e2e-build
 	$(BIN)/pytest tests
-	$(MAKE) e2e-build
 	$(BIN)/pytest e2e/tests
 
 bench: bench-engine bench-http bench-backup bench-client
