@@ -191,20 +191,16 @@ def test_backup_cronjobs_run_by_hand_against_the_running_primary(kube: Kube, db:
         assert outcome == "Complete", f"{job}: {outcome}\n{logs.stdout}{logs.stderr}"
 
 
-def test_prometheus_rule_and_service_monitor(kube: Kube, db: Db) -> None:
+def test_prometheus_rule_and_service_monitor(kube: Kube, db: Db, tmp_path: Path) -> None:
     rule = kube.get(db.namespace, "prometheusrule", db.name)
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert alerts == GUIDE_ALERTS
-    # The rules are valid for Prometheus itself (promtool is built with the cluster).
-    rules_file = Path(f"/tmp/{db.namespace}-rules.yaml")
+    # The rules are valid for Prometheus itself (promtool is built with the cluster's binaries).
+    rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    try:
-        kube.kubectl("version", "--client")  # kube.env puts the cluster's bin dir (promtool) on PATH
-        res = subprocess.run(["promtool", "check", "rules", str(rules_file)], capture_output=True, text=True,
-                             env=kube.env, timeout=60)
-        assert res.returncode == 0, res.stdout + res.stderr
-    finally:
-        rules_file.unlink()
+    res = subprocess.run([str(kube.bin_dir / "promtool"), "check", "rules", str(rules_file)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
     monitor = kube.get(db.namespace, "servicemonitor", db.name)
     endpoints = monitor["spec"]["endpoints"]
     assert [e.get("port") for e in endpoints] == ["metrics"]
