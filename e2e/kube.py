@@ -30,7 +30,10 @@ class Kube:
     def env(self) -> dict[str, str]:
         import os
 
-        return dict(os.environ, KUBECONFIG=str(self.kubeconfig), PATH=f"{self.bin_dir}:{os.environ['PATH']}")
+        # kubectl's discovery cache is keyed by the API server's address, which every cluster shares: a
+        # cache in ~/.kube outlives the cluster and serves the previous run's CRDs (names, categories).
+        return dict(os.environ, KUBECONFIG=str(self.kubeconfig), PATH=f"{self.bin_dir}:{os.environ['PATH']}",
+                    KUBECACHEDIR=str(self.kubeconfig.parent / "kubectl-cache"))
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,7 @@
 
 Each Job runs ``backup_tool --source https://NAME.NS.svc:3000 --backup-dir /var/backups/omendb ...``
 against the primary over the network (an online backup), authenticated as the generated admin user from
-NAME-users (env OMENDB_USERNAME / OMENDB_PASSWORD) and trusting the CA bundle from NAME-ca
+NAME-users (env OMENDB_USER / OMENDB_PASSWORD) and trusting the CA bundle from NAME-ca
 (env OMENDB_CA_FILE). Backups land on the PVC NAME-backups, which outlives the OmenDB unless
 spec.backup.volume.deleteOnDelete is set.
 """
@@ -52,7 +52,7 @@ def _job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str,
     name = owner["metadata"]["name"]
     names = L.Names(name)
     env: list[dict[str, Any]] = [
-        {"name": "OMENDB_USERNAME",
+        {"name": "OMENDB_USER",
          "valueFrom": {"secretKeyRef": {"name": names.users, "key": USERNAME_KEY}}},
         {"name": "OMENDB_PASSWORD",
          "valueFrom": {"secretKeyRef": {"name": names.users, "key": PASSWORD_KEY}}},

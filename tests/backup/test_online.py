@@ -100,8 +100,9 @@ def test_online_backups_under_concurrent_writes_restore_consistently(tls_server,
         tool("--data-dir", "/nonexistent", *base, "--credentials-file", str(creds), "full-backup",
              "--database", "production")
         tool(*base, "--credentials-file", str(json_creds), "incremental-backup", "--database", "production")
-        tool(*base, "incremental-backup", "--database", "production",
-             env={"OMENDB_USER": ADMIN, "OMENDB_PASSWORD": ADMIN_PW})
+        # As the operator's backup CronJobs run it: everything from the environment.
+        tool("--source", server.url, "--backup-dir", str(backups), "incremental-backup", "--database",
+             "production", env={"OMENDB_USER": ADMIN, "OMENDB_PASSWORD": ADMIN_PW, "OMENDB_CA_FILE": str(ca_file)})
     finally:
         writer.stop.set()
         writer.join(30)

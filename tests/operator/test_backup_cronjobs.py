@@ -49,7 +49,7 @@ def test_jobs_get_credentials_and_only_the_ca_certificate(owner):
     pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert restricted_violations(pod) == []
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["OMENDB_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "prod-users", "key": "username"}
+    assert env["OMENDB_USER"]["valueFrom"]["secretKeyRef"] == {"name": "prod-users", "key": "username"}
     assert env["OMENDB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "prod-users", "key": "password"}
     assert env["OMENDB_CA_FILE"]["value"] == "/etc/omendb/ca/ca.crt"
     volumes = {v["name"]: v for v in pod["volumes"]}

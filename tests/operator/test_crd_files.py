@@ -92,3 +92,13 @@ def test_the_config_rewriter_reproduces_the_committed_crd():
 
     text = (CRDS / "omendb.io_omendbs.yaml").read_text()
     assert render_crd(text) == text
+
+
+def test_categories_never_shadow_a_resource_name():
+    # kubectl expands a category before it looks up a resource: a category `omendb` (the singular of OmenDB)
+    # made `kubectl get omendb NAME` a get over every kind in it ("you must specify only one resource").
+    crds = [load_crd(f"omendb.io_{plural}.yaml") for plural in ("omendbs", "omendbbackups", "omendbrestores")]
+    names = {n for crd in crds for key in ("singular", "plural") for n in [crd["spec"]["names"][key]]}
+    names |= {s for crd in crds for s in crd["spec"]["names"].get("shortNames", [])}
+    for crd in crds:
+        assert set(crd["spec"]["names"].get("categories", [])).isdisjoint(names), crd["metadata"]["name"]

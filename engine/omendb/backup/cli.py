@@ -8,8 +8,9 @@
     backup_tool --backup-dir B cleanup --retention-days N [--dry-run]
     backup_tool --data-dir D rollback-restore
 
-``--source URL`` (with ``--credentials-file`` or OMENDB_USER/OMENDB_PASSWORD, and ``--ca-file``) backs up
-a running server instead of reading D. Exit codes are in omendb.backup.errors and docs/backup.md.
+``--source URL`` (with ``--credentials-file`` or OMENDB_USER/OMENDB_PASSWORD, and ``--ca-file`` or
+OMENDB_CA_FILE) backs up a running server instead of reading D. Exit codes are in omendb.backup.errors and
+docs/backup.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -76,7 +78,8 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--credentials-file", default=default,
                         help="for --source: 'user:password' or JSON {\"username\": ..., \"password\": ...} "
                              "(default: OMENDB_USER / OMENDB_PASSWORD)")
-    parser.add_argument("--ca-file", default=default, help="for --source over TLS: CA certificate (PEM)")
+    parser.add_argument("--ca-file", default=default,
+                        help="for --source over TLS: CA certificate (PEM) (default: OMENDB_CA_FILE)")
     parser.add_argument("--lock-timeout", type=float, default=argparse.SUPPRESS if suppress else 0.0,
                         help="seconds to wait for another backup_tool run on the backup directory (default "
                              "0)")
@@ -153,7 +156,9 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     _need(args, "backup_dir")
     source: Any
     if args.source:
-        source = RemoteSource(args.source, load_credentials(args.credentials_file), args.ca_file)
+        # OMENDB_CA_FILE as omendb.client reads it: the operator's backup CronJobs set it to NAME-ca's ca.crt.
+        ca_file = args.ca_file or os.environ.get("OMENDB_CA_FILE") or None
+        source = RemoteSource(args.source, load_credentials(args.credentials_file), ca_file)
     else:
         _need(args, "data_dir")
         source = LocalSource(resolve(args.data_dir, args.wal_dir))
