@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from omendb import Config, Database
+from omendb.bench import record_section
 
 TOOL = Path(sys.executable).parent / "backup_tool"
 
@@ -144,14 +144,6 @@ checkpoint already covers that still sit in the WAL's current segment, so it is 
 """
 
 
-def record(section: str, path: Path) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Backups\b.*?(?=^## |\Z)", re.S | re.M)
-    found = pattern.search(text)
-    text = pattern.sub(lambda _: section + "\n", text) if found else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,7 +161,7 @@ def main() -> None:
     print(section)
     if not args.no_record:
         docs = Path(__file__).resolve().parents[3] / "docs" / "benchmarks.md"
-        record(section, docs)
+        record_section("Backups", section, docs)
         print(f"recorded in {docs}")
 
 

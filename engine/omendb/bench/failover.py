@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import socket
 import statistics
@@ -37,6 +36,7 @@ from typing import Any
 import bcrypt
 import httpx
 
+from omendb.bench import record_section
 from omendb.cli import render_toml
 from omendb.config import Config
 
@@ -324,14 +324,6 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record(section: str, path: Path) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Failover\b.*?(?=^## |\Z)", re.S | re.M)
-    found = pattern.search(text)
-    text = pattern.sub(lambda _: section + "\n", text) if found else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -350,7 +342,7 @@ def main() -> None:
     print(section)
     if not args.no_record:
         docs = Path(__file__).resolve().parents[3] / "docs" / "benchmarks.md"
-        record(section, docs)
+        record_section("Failover", section, docs)
         print(f"recorded in {docs}")
 
 
