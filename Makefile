@@ -78,7 +78,7 @@ test-e2e: lint e2e-build
 # ---- packaging (issue 8): the Helm chart, manifests/install.yaml, images, the first run.
 .PHONY: chart-crds manifests lint-images up down
 
-# crds/ is the source of truth; the chart carries a copy (tests/packaging fails when they differ).
+# crds/ and dashboards/ are the sources; the chart carries copies (tests/packaging fails when they differ).
 chart-crds:
 	$(PYTHON) scripts/chart_tools.py chart-crds
 

@@ -1,6 +1,7 @@
 """Chart housekeeping: `python scripts/chart_tools.py chart-crds|manifests|check`.
 
-- ``chart-crds``: copy crds/ (the source of truth) into charts/omendb-operator/crds/.
+- ``chart-crds``: copy crds/ (the source of truth) into charts/omendb-operator/crds/, and dashboards/ (the
+  Grafana dashboard's source) into charts/omendb-operator/dashboards/ (Helm reads only files inside the chart).
 - ``manifests``: render manifests/install.yaml from the chart (cluster-wide mode, namespace
   omendb-system), for `kubectl apply -f`.
 - ``check``: fail when either is stale (what tests/packaging checks too).
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "omendb-operator"
 CRDS = ROOT / "crds"
 CHART_CRDS = CHART / "crds"
+DASHBOARDS = ROOT / "dashboards"
+CHART_DASHBOARDS = CHART / "dashboards"
 INSTALL = ROOT / "manifests" / "install.yaml"
 RELEASE = "omendb-operator"
 NAMESPACE = "omendb-system"
@@ -73,6 +76,21 @@ def stale_chart_crds() -> list[str]:
     return sorted(n for n in want.keys() | have.keys() if want.get(n) != have.get(n))
 
 
+def sync_chart_dashboards() -> None:
+    CHART_DASHBOARDS.mkdir(exist_ok=True)
+    for old in CHART_DASHBOARDS.glob("*.json"):
+        old.unlink()
+    for dashboard in sorted(DASHBOARDS.glob("*.json")):
+        shutil.copyfile(dashboard, CHART_DASHBOARDS / dashboard.name)
+
+
+def stale_chart_dashboards() -> list[str]:
+    """Names of dashboard files that differ between dashboards/ and the chart's copy."""
+    want = {p.name: p.read_bytes() for p in DASHBOARDS.glob("*.json")}
+    have = {p.name: p.read_bytes() for p in CHART_DASHBOARDS.glob("*.json")}
+    return sorted(n for n in want.keys() | have.keys() if want.get(n) != have.get(n))
+
+
 def template(*args: str, release: str = RELEASE, namespace: str = NAMESPACE) -> str:
     """`helm template` of the chart; extra ``args`` such as ``--set k=v``."""
     out = subprocess.run(
@@ -92,16 +110,22 @@ def main(argv: list[str]) -> int:
     cmd = argv[0] if argv else ""
     if cmd == "chart-crds":
         sync_chart_crds()
-        print(f"copied crds/ to {CHART_CRDS.relative_to(ROOT)}")
+        sync_chart_dashboards()
+        print(f"copied crds/ to {CHART_CRDS.relative_to(ROOT)} and dashboards/ to "
+              f"{CHART_DASHBOARDS.relative_to(ROOT)}")
     elif cmd == "manifests":
         if stale_chart_crds():
             sync_chart_crds()
+        if stale_chart_dashboards():
+            sync_chart_dashboards()
         INSTALL.write_text(render_install())
         print(f"wrote {INSTALL.relative_to(ROOT)}")
     elif cmd == "check":
         problems = []
         if stale := stale_chart_crds():
             problems.append(f"chart CRDs differ from crds/: {stale}; run `make chart-crds`")
+        if stale := stale_chart_dashboards():
+            problems.append(f"chart dashboards differ from dashboards/: {stale}; run `make chart-crds`")
         if not INSTALL.exists() or INSTALL.read_text() != render_install():
             problems.append("manifests/install.yaml is stale; run `make manifests`")
         for p in problems:
