@@ -1,0 +1,113 @@
+"""Every command in the fenced shell blocks of README.md and docs/**/*.md works as far as can be checked
+without a cluster (see doc_commands.py for what is checked per command): the real CLIs' parsers, the real
+kubectl and helm binaries, the API server's discovery for resource types, the Makefile and the repository's
+paths. A typo fails the test with the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import doc_commands as dc
+import pytest
+from operator_apiserver import find_bin_dir
+
+
+@pytest.fixture(scope="module")
+def ctx(apiserver) -> dc.Context:
+    bin_dir = find_bin_dir(("kubectl", "helm"))
+    with apiserver.client() as http:
+        names = dc.discovery_names(lambda path: http.get(path).raise_for_status().json())
+    return dc.Context(kubectl=bin_dir / "kubectl", helm=bin_dir / "helm", resource_names=names)
+
+
+def problems_of(tmp_path: Path, ctx: dc.Context, body: str) -> list[str]:
+    doc = tmp_path / "page.md"
+    doc.write_text(body)
+    _, problems = dc.problems_in([doc], ctx)
+    return [str(p) for p in problems]
+
+
+def test_every_command_in_the_docs_works(ctx):
+    files = dc.doc_files()
+    assert Path(dc.ROOT / "docs" / "operations" / "README.md") in files
+    count, problems = dc.problems_in(files, ctx)
+    assert not problems, f"{len(problems)} doc command(s) do not work:\n" + "\n".join(map(str, problems))
+    assert count >= 100, f"only {count} commands found in the docs: is the extraction broken?"
+
+
+def test_discovery_knows_core_kinds_and_our_crds(ctx):
+    for name in ("pods", "pod", "po", "statefulset", "sts", "cronjobs", "secret", "omendb", "omendbs", "odb",
+                 "omendb-all", "omendbbackup", "omendbrestores", "prometheusrule", "servicemonitors"):
+        assert name in ctx.resource_names, name
+
+
+BAD = {
+    "make tset": "no target 'tset' in the Makefile",
+    "kubectl get omendbz -A": "no resource type 'omendbz'",
+    "kubectl get odb --namespce x": "unknown flag: --namespce",
+    "kubectl scale omendb/dev --replicas=three": "invalid argument",
+    "kubectl frobnicate odb": 'unknown command "frobnicate"',
+    "kubectl logs statefulsett/dev": "no resource type 'statefulsett'",
+    "kubectl omendb stauts dev": "invalid choice: 'stauts'",
+    "kubectl-omendb get dev notanumber": "KEY must be an integer",
+    "backup_tool --backup-dir /b ful-backup --database x": "invalid choice: 'ful-backup'",
+    "backup_tool --backup-dir /b restore": "the following arguments are required: --backup-id",
+    "omendb serv --config x.toml": "invalid choice: 'serv'",
+    "kubectl apply -f manifests/instal.yaml": "-f manifests/instal.yaml: no such file",
+    "helm install x charts/omendb-operatr": "chart charts/omendb-operatr does not exist",
+    "helm install x charts/omendb-operator --set nosuchkey=1": "nosuchkey",
+    "helm instal x charts/omendb-operator": 'unknown command "instal"',
+    "python -m omendb.nosuch": "module omendb.nosuch cannot be imported",
+    ".venv/bin/pytest tests/nosuch_test.py": "pytest path tests/nosuch_test.py does not exist",
+    "frobnicate --now": "unknown command 'frobnicate'",
+    "sudo nice -n 19 make tset": "no target 'tset'",
+    "flock /work/cluster.lock sh -c 'make venv && make tset'": "no target 'tset'",
+    "X=$(kubectl get odbz -o name)": "no resource type 'odbz'",
+    "scripts/nosuch.sh": "scripts/nosuch.sh does not exist",
+}
+
+
+@pytest.mark.parametrize("command, message", list(BAD.items()), ids=list(BAD))
+def test_a_broken_command_is_reported_with_file_and_line(tmp_path, ctx, command, message):
+    problems = problems_of(tmp_path, ctx, f"# Page\n\ntext\n\n```bash\necho fine\n{command}\n```\n")
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("page.md:7: ") or problems[0].startswith(f"{tmp_path}/page.md:7: "), problems[0]
+    assert message in problems[0], problems[0]
+
+
+def test_working_commands_pass(tmp_path, ctx):
+    body = """
+```bash
+NS=omendb-dev; NAME=dev
+kubectl get secret -n $NS $NAME-users -o jsonpath='{.data.password}' | base64 -d   # a comment
+sudo make up
+eval "$(.venv/bin/python -m e2e.cluster env)"
+kubectl logs -n omendb-prod -l app=omendb --since=1h | \\
+    grep -E "(ERROR|WARN)" | sort | uniq -c | sort -nr
+kubectl omendb status $NAME -n $NS
+kubectl wait -n $NS omendb/$NAME --for=condition=Ready --timeout=10m
+kubectl create job -n $NS --from=cronjob/$NAME-backup-full $NAME-manual
+kubectl rollout status statefulset/dev -n omendb-dev
+helm upgrade --install omendb-operator charts/omendb-operator -n omendb-system --set grafanaDashboard.enabled=true
+cat > /tmp/x.yaml <<'EOF'
+this: is not a command
+EOF
+backup_tool --data-dir /var/lib/omendb --backup-dir /var/backups/omendb restore --backup-id "$ID" --force
+kubectl exec -n $NS $NAME-0 -- backup_tool --help
+```
+
+```console
+$ make test
+output line that is not a command
+```
+
+```
+not a shell block: anything goes
+```
+"""
+    assert problems_of(tmp_path, ctx, body) == []
+
+
+def test_unbalanced_quotes_are_reported(tmp_path, ctx):
+    [problem] = problems_of(tmp_path, ctx, "```bash\nkubectl get odb -o jsonpath='{.items}\n```\n")
+    assert "cannot parse the line" in problem and ":2:" in problem
