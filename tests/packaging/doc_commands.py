@@ -456,6 +456,10 @@ def check_kubectl(cmd: Command, ctx: Context) -> list[str]:
             continue
         if "/" in f and not (ROOT / f).exists():
             problems.append(f"-f {f}: no such file or directory in the repository")
+    if verb == "exec" and "--" in args:
+        # The command run in the pod is one of ours (backup_tool, omendb, ...): check it like any other.
+        at = args.index("--") + 1
+        problems += check(Command(cmd.file, cmd.line, args[at:], raw[at:], cmd.text), ctx)
     return problems
 
 

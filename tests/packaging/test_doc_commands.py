@@ -64,6 +64,7 @@ BAD = {
     "flock /work/cluster.lock sh -c 'make venv && make tset'": "no target 'tset'",
     "X=$(kubectl get odbz -o name)": "no resource type 'odbz'",
     "scripts/nosuch.sh": "scripts/nosuch.sh does not exist",
+    "kubectl exec -n x db-0 -- backup_tool --backup-dir /b lst": "invalid choice: 'lst'",
 }
 
 
