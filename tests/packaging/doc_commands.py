@@ -559,6 +559,24 @@ CHECKERS: dict[str, Callable[[Command, Context], list[str]]] = {
 }
 
 
+def manifests(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line, object) of every Kubernetes object (a mapping with apiVersion and kind) in a yaml block.
+    Fragments (a spec excerpt, Helm values, alert rules) have no apiVersion/kind and are not objects."""
+    import yaml
+
+    text = path.read_text()
+    for m in re.finditer(r"^(\s*)(`{3,})ya?ml[ \t]*\n(.*?)^\s*\2", text, re.S | re.M):
+        line = text.count("\n", 0, m.start()) + 2
+        try:
+            docs = list(yaml.safe_load_all(m.group(3)))
+        except yaml.YAMLError as exc:
+            yield line, {"__error__": f"not valid YAML: {exc}"}
+            continue
+        for doc in docs:
+            if isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc:
+                yield line, doc
+
+
 def doc_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 

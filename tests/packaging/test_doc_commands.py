@@ -112,3 +112,56 @@ not a shell block: anything goes
 def test_unbalanced_quotes_are_reported(tmp_path, ctx):
     [problem] = problems_of(tmp_path, ctx, "```bash\nkubectl get odb -o jsonpath='{.items}\n```\n")
     assert "cannot parse the line" in problem and ":2:" in problem
+
+
+def _dry_run(apiserver, kubectl: Path, obj: dict) -> str:
+    """'' when the API server accepts OBJ (server-side dry run) with no Pod Security warning, else why not."""
+    import subprocess
+
+    import yaml
+
+    namespace = (obj.get("metadata") or {}).get("namespace") or "default"
+    with apiserver.client() as http:
+        r = http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+        assert r.status_code in (201, 409), r.text
+        # No controller-manager runs here to make the namespace's default ServiceAccount that pods need.
+        r = http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts", json={
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+        assert r.status_code in (201, 409), r.text
+    out = subprocess.run([str(kubectl), f"--kubeconfig={apiserver.kubeconfig}", "apply", "--server-side",
+                          "--dry-run=server", "--field-manager=doc-check", "-n", namespace, "-f", "-"],
+                         input=yaml.safe_dump(obj), capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        return out.stderr.strip()
+    if "PodSecurity" in out.stderr:
+        return out.stderr.strip()
+    return ""
+
+
+def test_every_manifest_in_the_docs_is_accepted_by_the_api_server(apiserver, ctx):
+    """Every Kubernetes object written out in a yaml block (a Pod, a Role, a NetworkPolicy, an OmenDB, ...)
+    passes a server-side dry run against the real API server with this project's CRDs, in a namespace that
+    enforces the restricted Pod Security Standard."""
+    checked, problems = 0, []
+    for path in dc.doc_files():
+        rel = path.relative_to(dc.ROOT)
+        for line, obj in dc.manifests(path):
+            if "__error__" in obj:
+                problems.append(f"{rel}:{line}: {obj['__error__']}")
+                continue
+            checked += 1
+            error = _dry_run(apiserver, ctx.kubectl, obj)
+            if error:
+                problems.append(f"{rel}:{line}: {obj['kind']} {obj.get('metadata', {}).get('name')}: {error}")
+    assert not problems, "manifests in the docs the API server refuses:\n" + "\n".join(problems)
+    assert checked >= 4, f"only {checked} manifests found in the docs"
+
+
+def test_a_broken_manifest_is_reported(tmp_path, apiserver, ctx):
+    doc = tmp_path / "page.md"
+    doc.write_text("```yaml\napiVersion: omendb.io/v1alpha1\nkind: OmenDB\nmetadata:\n  name: x\n"
+                   "spec:\n  replicas: 0\n```\n")
+    [(line, obj)] = list(dc.manifests(doc))
+    assert line == 2
+    assert "spec.replicas must be at least 1" in _dry_run(apiserver, ctx.kubectl, obj)
