@@ -34,7 +34,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -263,7 +263,6 @@ class Context:
     kubectl: Path
     helm: Path
     resource_names: set[str]
-    problems: list[Problem] = field(default_factory=list)
 
 
 def strip_wrappers(argv: list[str], raw: list[str]) -> tuple[list[str], list[str]]:
@@ -353,16 +352,20 @@ def check_omendb_operator(cmd: Command, ctx: Context) -> list[str]:
                                           "variables, see docs/operator.md)"]
 
 
+def _tool_env() -> dict[str, str]:
+    """kubectl and helm run offline: no kubeconfig, no user configuration or plugins, nothing written home."""
+    scratch = "/tmp/doc-commands-helm"
+    return {"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "KUBECONFIG": "/dev/null",
+            "HELM_CONFIG_HOME": scratch, "HELM_CACHE_HOME": scratch, "HELM_DATA_HOME": scratch}
+
+
 @functools.cache
 def _help_ok(binary: str, args: tuple[str, ...]) -> str:
     """'' when BINARY accepts ARGS (cobra parses every flag before it honours --help), else its error."""
     argv = list(args)
     if "--" in argv:
         argv = argv[:argv.index("--")]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "KUBECONFIG": "/dev/null",
-           "HELM_CONFIG_HOME": "/tmp/doc-commands-helm", "HELM_CACHE_HOME": "/tmp/doc-commands-helm",
-           "HELM_DATA_HOME": "/tmp/doc-commands-helm"}
-    out = subprocess.run([binary, *argv, "--help"], capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run([binary, *argv, "--help"], capture_output=True, text=True, timeout=60, env=_tool_env())
     if out.returncode == 0:
         return ""
     return (out.stderr.strip() or out.stdout.strip()).splitlines()[0] if (out.stderr or out.stdout) else \
@@ -509,10 +512,7 @@ def check_helm(cmd: Command, ctx: Context) -> list[str]:
             continue
         template.append(str(ROOT / a) if j == chart_index else a)
         j += 1
-    out = subprocess.run([str(ctx.helm), *template], capture_output=True, text=True, timeout=120,
-                         env={"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent",
-                              "HELM_CONFIG_HOME": "/tmp/doc-commands-helm", "HELM_CACHE_HOME": "/tmp/doc-commands-helm",
-                              "HELM_DATA_HOME": "/tmp/doc-commands-helm"})
+    out = subprocess.run([str(ctx.helm), *template], capture_output=True, text=True, timeout=120, env=_tool_env())
     if out.returncode != 0:
         return [f"`helm {' '.join(template)}` fails: {out.stderr.strip()}"]
     return []
@@ -526,9 +526,9 @@ def check_python(cmd: Command, ctx: Context) -> list[str]:
         if len(args) < 2:
             return ["python -m needs a module"]
         module = args[1]
-        if module in ("pip", "venv", "pytest", "json.tool", "http.server"):
+        if module == "pytest":
             return check_pytest(Command(cmd.file, cmd.line, ["pytest", *args[2:]], ["pytest", *cmd.raw[3:]],
-                                        cmd.text)) if module == "pytest" else []
+                                        cmd.text), ctx)
         for path in (str(ROOT), str(ROOT / "engine"), str(ROOT / "operator")):
             if path not in sys.path:
                 sys.path.insert(0, path)
@@ -542,7 +542,7 @@ def check_python(cmd: Command, ctx: Context) -> list[str]:
     return []
 
 
-def check_pytest(cmd: Command, ctx: Context | None = None) -> list[str]:
+def check_pytest(cmd: Command, ctx: Context) -> list[str]:
     problems = []
     for i, a in enumerate(cmd.argv[1:], start=1):
         if a.startswith("-") or not cmd.known(i) or "/" not in a and not a.endswith(".py"):
