@@ -577,6 +577,44 @@ def manifests(path: Path) -> Iterator[tuple[int, dict]]:
                 yield line, doc
 
 
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def heading_anchors(path: Path) -> set[str]:
+    anchors: set[str] = set()
+    in_fence = False
+    for line in path.read_text().splitlines():
+        if re.match(r"^\s*(`{3,}|~{3,})", line):
+            in_fence = not in_fence
+        elif not in_fence and (m := re.match(r"^#{1,6}\s+(.*?)\s*#*$", line)):
+            base = slug(m.group(1))
+            anchor, n = base, 0
+            while anchor in anchors:  # GitHub numbers repeated headings
+                n += 1
+                anchor = f"{base}-{n}"
+            anchors.add(anchor)
+    return anchors
+
+
+def relative_links(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, target) of every Markdown link that is not a URL, outside fenced blocks and inline code."""
+    in_fence = False
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if re.match(r"^\s*(`{3,}|~{3,})", line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        line = re.sub(r"`[^`]*`", "", line)
+        for m in re.finditer(r"\]\(([^)\s]+)\)", line):
+            target = m.group(1)
+            if not re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                yield lineno, target
+
+
 def doc_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
