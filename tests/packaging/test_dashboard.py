@@ -109,6 +109,18 @@ def test_dashboard_is_valid_json_with_unique_panel_ids():
         assert want in titles, f"no panel {want!r}"
 
 
+def test_panels_fit_the_grid_without_overlapping():
+    """Grafana's grid is 24 columns wide; overlapping panels are pushed around and the layout is lost."""
+    cells: dict[tuple[int, int], str] = {}
+    for panel in all_panels(load_dashboard()):
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
+
+
 def test_panels_use_the_datasource_variable_and_defined_variables():
     dashboard = load_dashboard()
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
