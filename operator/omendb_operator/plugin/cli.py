@@ -39,36 +39,33 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("-n", "--namespace", help="the OmenDB's namespace (default: the kubeconfig context's)")
     ap.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # kubectl users put -n anywhere (`kubectl omendb status NAME -n NS`, as the chart's NOTES.txt says):
-    # accept it after the command too; SUPPRESS keeps a -n given before the command when none follows it.
-    after = argparse.ArgumentParser(add_help=False)
-    after.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[after], **kwargs)
-
-    p = add("status", help="phase, version, pods, last backup, conditions and recent events")
+    p = sub.add_parser("status", help="phase, version, pods, last backup, conditions and recent events")
     p.add_argument("name", metavar="NAME")
 
-    p = add("backup", help="start a full backup now (a Job from the NAME-backup-full CronJob)")
+    p = sub.add_parser("backup", help="start a full backup now (a Job from the NAME-backup-full CronJob)")
     p.add_argument("name", metavar="NAME")
 
-    p = add("restore", help="request a restore (OmenDBRestore); see `restore --help`",
+    p = sub.add_parser("restore", help="request a restore (OmenDBRestore); see `restore --help`",
                        description=RESTORE_HELP)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--backup-id", required=True, help="the backup to restore, or `latest`")
 
-    p = add("logs", help="the logs of NAME's pods (every pod, or --pod)")
+    p = sub.add_parser("logs", help="the logs of NAME's pods (every pod, or --pod)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--pod", help="only this pod (e.g. NAME-0)")
     p.add_argument("--tail", type=int, default=100, help="lines per pod (default 100; -1 for all)")
 
-    p = add("get", help="read one key through the API (a port-forward to the NAME Service, or "
+    p = sub.add_parser("get", help="read one key through the API (a port-forward to the NAME Service, or "
                                    "--url from inside the cluster)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("key", metavar="KEY", type=_key, help="an integer key")
     p.add_argument("--url", help="the OmenDB's URL when reachable directly, e.g. https://NAME.NS.svc:3000 "
                                  "in a pod; default: port-forward to the primary Service with kubectl")
+    # kubectl users put -n anywhere (`kubectl omendb status NAME -n NS`, as the chart's NOTES.txt says): every
+    # command accepts it after its name too; SUPPRESS keeps a -n given before the command when none follows.
+    for command in sub.choices.values():
+        command.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
 
