@@ -24,7 +24,6 @@ from kubernetes.config import new_client_from_config
 
 from omendb.cli import render_toml
 from omendb.config import Config
-
 from omendb_operator.health import PodHealth
 from omendb_operator.kube import Kube
 from omendb_operator.reconcile import Reconciler
