@@ -35,6 +35,7 @@ BACKUP_COMPONENTS = ("backup", "backup-full", "backup-incremental")
 # How soon a reconcile with an operation in flight looks again (a pod's /health and an OmenDBBackup's
 # phase are not watched).
 ACTIVE_REQUEUE_SECONDS = 5.0
+VOLUME_REQUEUE_SECONDS = 10.0
 
 HealthCheck = Callable[[dict[str, Any], str, OmenDBSpec], bool]
 Event = tuple[str, str, str]
@@ -158,7 +159,7 @@ class Day2:
                         events=list(plan.events))
         self._expand(owner, live_sts, vplan, previous.get("storage"), before)
         if state and state.get("phase") in upgrade.ACTIVE or (plan.state or {}).get("phase") in upgrade.ACTIVE:
-            before.requeue = ACTIVE_REQUEUE_SECONDS
+            before.requeue = min(before.requeue or ACTIVE_REQUEUE_SECONDS, ACTIVE_REQUEUE_SECONDS)
         return before
 
     def _create_backup(self, owner: dict[str, Any], backup: str) -> None:
@@ -182,6 +183,10 @@ class Day2:
         if plan.status and plan.status.get("phase") == volumes.BLOCKED and (previous or {}).get(
                 "message") != plan.status.get("message"):
             before.events.append(("Warning", "VolumeExpansionBlocked", str(plan.status["message"])))
+        if plan.status and plan.status.get("phase") in (volumes.WAITING, volumes.EXPANDING):
+            before.requeue = VOLUME_REQUEUE_SECONDS  # claims' capacity and Jobs ending are not watched
+        if plan.waiting:
+            before.upgrade.waiting = before.upgrade.waiting or plan.waiting
         if live_sts and live_sts["metadata"].get("deletionTimestamp"):
             before.skip_statefulset, before.requeue = True, 2.0
         elif live_sts and plan.recreate_statefulset:
