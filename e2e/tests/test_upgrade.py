@@ -138,7 +138,7 @@ def test_upgrade_to_the_next_version_keeps_every_record(kube: Kube, db: Db) -> N
 
 def test_a_version_that_never_becomes_ready_is_rolled_back(kube: Kube, db: Db) -> None:
     # A tag that is not in the node's image store, with imagePullPolicy Never: ErrImageNeverPull forever.
-    _patch(kube, db, {"image": "omendb/omendb:0.0.0-missing", "upgrade": {"timeout": "45s"}})
+    _patch(kube, db, {"image": "omendb/omendb:0.0.0-missing", "upgrade": {"timeout": "20s"}})
 
     def rolled_back() -> dict[str, Any] | None:
         st = _status(kube, db)
@@ -184,13 +184,13 @@ def test_hibernate_and_wake_with_the_same_data(kube: Kube, db: Db) -> None:
 def test_upgrade_takes_a_backup_first(kube: Kube, db: Db) -> None:
     """With spec.upgrade.backupBeforeUpgrade (the default), an upgrade first creates the OmenDBBackup
     NAME-pre-upgrade-<hash> and waits for its phase Succeeded. Without the backups controller nothing
-    sets that phase and this fails within a minute (xfail); once it is merged it passes, and strict xfail
+    sets that phase and this fails within 40 s (xfail); once it is merged it passes, and strict xfail
     turns the pass into a failure until the mark is removed."""
     _patch(kube, db, {"upgrade": {"backupBeforeUpgrade": True}, "version": "0.1.0"})
     backup = kube.wait_until("the pre-upgrade OmenDBBackup", lambda: (_status(kube, db).get("upgrade") or {}).get(
         "backupName"), 60, interval=2)
     kube.wait_until(f"OmenDBBackup {backup} picked up by its controller", lambda: (kube.get(
-        db.namespace, "omendbbackup", backup).get("status") or {}).get("phase"), 60, interval=2)
+        db.namespace, "omendbbackup", backup).get("status") or {}).get("phase"), 40, interval=2)
     kube.wait_until("downgrade to 0.1.0 after the backup", lambda: _status(kube, db).get("currentVersion") == "0.1.0"
                     and (_status(kube, db).get("upgrade") or {}).get("phase") == "Succeeded", 400, interval=3)
     assert kube.get(db.namespace, "omendbbackup", backup)["status"]["phase"] == "Succeeded"
