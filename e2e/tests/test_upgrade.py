@@ -186,7 +186,7 @@ def test_upgrade_takes_a_backup_first(kube: Kube, db: Db) -> None:
     NAME-pre-upgrade-<hash> and waits for its phase Succeeded. Without the backups controller nothing
     sets that phase and this fails within 40 s (xfail); once it is merged it passes, and strict xfail
     turns the pass into a failure until the mark is removed."""
-    _patch(kube, db, {"upgrade": {"backupBeforeUpgrade": True}, "version": "0.1.0"})
+    _patch(kube, db, {"upgrade": {"backupBeforeUpgrade": True, "timeout": "5m"}, "version": "0.1.0"})
     backup = kube.wait_until("the pre-upgrade OmenDBBackup", lambda: (_status(kube, db).get("upgrade") or {}).get(
         "backupName"), 60, interval=2)
     kube.wait_until(f"OmenDBBackup {backup} picked up by its controller", lambda: (kube.get(
