@@ -96,16 +96,12 @@ class Operator:
         self.kube = kube or Kube()
         self.reconciler = Reconciler(self.kube, settings.cluster_domain)
         self.queue = WorkQueue(lambda key: self._reconcile(key), workers=settings.workers)
+        self.reconciler.requeue = self.queue.add_after
         self.identity = f"omendb-operator@{os.environ.get('POD_NAME') or os.uname().nodename}/{os.getpid()}"
         self.ready = threading.Event()
 
     def _reconcile(self, key: tuple[str, str]) -> None:
         result = self.reconciler.reconcile(*key)
-        # An operation waiting on something no watch reports (a pod's /health, a backup) asks to be
-        # looked at again soon rather than at the next resync.
-        delay = self.reconciler.requeue_after.pop(key, None)
-        if delay is not None:
-            self.queue.add_after(key, delay)
         # A resync that changes nothing is the common case; keep it out of the info log.
         log.log(logging.DEBUG if result == "unchanged" else logging.INFO, "reconciled %s/%s: %s",
                 key[0], key[1], result)

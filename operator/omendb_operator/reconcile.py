@@ -52,8 +52,8 @@ class Reconciler:
         self.cluster_domain = cluster_domain
         self.clock = clock
         self.day2 = Day2(kube, health or PodHealth(kube))
-        # (namespace, name) -> seconds: look at this OmenDB again this soon (an operation is in flight).
-        self.requeue_after: dict[tuple[str, str], float] = {}
+        # Set by the operator: enqueue (namespace, name) again after a delay (an operation in progress).
+        self.requeue: Callable[[tuple[str, str], float], None] | None = None
 
     def reconcile(self, namespace: str, name: str) -> str:
         started = time.monotonic()
@@ -183,8 +183,9 @@ class Reconciler:
         after = self.day2.after_apply(owner, spec, previous, before, now)
         for type_, reason, message in [*before.events, *after.events]:
             self.kube.event(owner, type_, reason, message)
-        if after.requeue is not None:
-            self.requeue_after[(namespace, name)] = after.requeue
+        if after.requeue is not None and self.requeue is not None:
+            # A pod's /health, an OmenDBBackup's phase and a claim's capacity are not watched.
+            self.requeue((namespace, name), after.requeue)
         obs.upgrade, obs.storage = after.upgrade_state, before.volumes.status
         obs.upgrade_condition = upgrade.upgrade_condition(after.upgrade_state) if after.upgrade_state else None
         obs.storage_condition = before.volumes.condition
