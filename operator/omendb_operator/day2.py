@@ -64,8 +64,8 @@ class After:
 
 
 def switchover(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict[str, Any],
-               pod: str) -> tuple[bool, str]:
-    """Move the primary away from ``pod`` before it is replaced: (done, message).
+               target: str | None) -> tuple[bool, str]:
+    """Move the primary to ``target`` before the primary's pod is replaced: (done, message).
 
     The failover module (team contract: ``failover.switchover_step(kube, owner, spec, status,
     target_pod)``) does the work; without it every pod runs standalone (``role = "primary"``, no
@@ -74,7 +74,7 @@ def switchover(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict
         failover: Any = importlib.import_module("omendb_operator.failover")
     except ModuleNotFoundError:
         return True, "no failover module: the pods do not replicate, nothing to switch over"
-    progress = failover.switchover_step(kube, owner, spec, status, None)
+    progress = failover.switchover_step(kube, owner, spec, status, target)
     return bool(getattr(progress, "done", False)), str(getattr(progress, "message", "") or "")
 
 
@@ -227,7 +227,7 @@ class Day2:
         after.waiting = acts.waiting or after.waiting
         delete = acts.delete_pod
         if acts.switchover_pod and acts.state is not None:
-            done, message = switchover(self.kube, owner, spec, previous, acts.switchover_pod)
+            done, message = switchover(self.kube, owner, spec, previous, acts.switchover_target)
             if done:
                 delete = acts.switchover_pod
                 acts.state.update(pod=delete, podReplacedAt=timestamp(now),

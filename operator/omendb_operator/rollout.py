@@ -35,6 +35,7 @@ class RolloutStep:
     action: str
     pod: str | None = None
     reason: str = ""
+    target: str | None = None  # switchover: the replica to promote (updated, Ready, lowest ordinal)
 
 
 def pod_view(pod: dict[str, Any]) -> PodView:
@@ -99,6 +100,9 @@ def plan_rollout(revision: str | None, pods: list[PodView], replicas: int, prima
                            reason="replicas first, highest ordinal first")
     primary = outdated[0]
     if len(live) > 1:
-        return RolloutStep("switchover", pod=primary.name,
-                           reason=f"moving the primary away from {primary.name} before replacing it")
+        # An explicit, deterministic target keeps the switchover idempotent across operator restarts;
+        # every other pod is already updated and Ready here.
+        target = next(p.name for p in live if p.name != primary.name)
+        return RolloutStep("switchover", pod=primary.name, target=target,
+                           reason=f"moving the primary from {primary.name} to {target} before replacing it")
     return RolloutStep("delete", pod=primary.name, reason="the primary last")

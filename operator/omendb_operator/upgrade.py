@@ -221,6 +221,7 @@ class RolloutActions:
     state: dict[str, Any] | None
     delete_pod: str | None = None
     switchover_pod: str | None = None
+    switchover_target: str | None = None
     events: list[Event] = field(default_factory=list)
     waiting: str | None = None
 
@@ -270,7 +271,7 @@ def plan_after_rollout(state: dict[str, Any] | None, step: RolloutStep, revision
         st["message"] = out.waiting
         return out
     if step.action == "switchover":
-        out.switchover_pod = step.pod
+        out.switchover_pod, out.switchover_target = step.pod, step.target
         out.waiting = step.reason
         return out
     st.update(pod=step.pod, podReplacedAt=timestamp(now), message=f"replacing pod {step.pod} ({step.reason})")

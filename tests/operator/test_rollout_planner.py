@@ -24,7 +24,7 @@ def test_replicas_first_highest_ordinal_first_then_switchover_then_primary():
     assert plan_rollout("new", ps, 3, "db-0", "db-2").pod == "db-1"
     ps = pods((0, "old", True), (1, "new", True), (2, "new", True))
     step = plan_rollout("new", ps, 3, "db-0", "db-1")
-    assert (step.action, step.pod) == ("switchover", "db-0")
+    assert (step.action, step.pod, step.target) == ("switchover", "db-0", "db-1")
     # After the switchover db-1 is the primary: db-0 (now a replica) goes.
     step = plan_rollout("new", ps, 3, "db-1", "db-1")
     assert (step.action, step.pod) == ("delete", "db-0")
