@@ -419,3 +419,36 @@ def test_volume_expansion_patches_claims_and_recreates_the_statefulset(world):
     world.reconcile()
     claims = {c["name"]: c for c in world.status()["storage"]["claims"]}
     assert claims["data-db-0"] == {"name": "data-db-0", "requested": "2Gi", "capacity": "2Gi"}
+
+
+def test_a_new_operator_version_restarts_no_pod(world):
+    """A StatefulSet as the previous operator release made it (RollingUpdate, no image annotation): the new
+    operator switches it to OnDelete without touching the pod template, so no pod is replaced, and a
+    further restart writes nothing to it."""
+    _create(world, {"replicas": 2})
+    # What the previous release applied, under the same field manager.
+    old = world.sts()
+    old_manifest = {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "metadata": {"name": "db", "namespace": world.ns, "labels": old["metadata"]["labels"],
+                                 "ownerReferences": old["metadata"]["ownerReferences"]},
+                    "spec": {**{k: old["spec"][k] for k in ("replicas", "serviceName", "selector", "template",
+                                                            "podManagementPolicy", "volumeClaimTemplates",
+                                                            "persistentVolumeClaimRetentionPolicy")},
+                             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}}
+    r = world.http.patch(world.url("statefulsets", "db"), headers={"Content-Type": "application/apply-patch+yaml"},
+                         params={"fieldManager": "omendb-operator", "force": "true"}, content=json.dumps(old_manifest))
+    assert r.status_code == 200, r.text
+    assert "omendb.io/image" not in (world.sts()["metadata"].get("annotations") or {})
+    revision, uids = world.revision(), {n: p["metadata"]["uid"] for n, p in world.pods().items()}
+    world.reconcile(restart=True)
+    sts = world.sts()
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    assert sts["metadata"]["annotations"]["omendb.io/image"] == "omendb/omendb:0.1.0"
+    assert world.revision() == revision
+    world.controller()
+    generation = world.sts()["metadata"]["generation"]
+    for _ in range(2):
+        world.reconcile(restart=True)
+    assert {n: p["metadata"]["uid"] for n, p in world.pods().items()} == uids
+    assert world.sts()["metadata"]["generation"] == generation
+    assert "upgrade" not in world.status() and world.status()["phase"] == "Ready"
