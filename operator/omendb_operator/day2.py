@@ -37,7 +37,8 @@ BACKUP_COMPONENTS = ("backup", "backup-full", "backup-incremental")
 ACTIVE_REQUEUE_SECONDS = 5.0
 VOLUME_REQUEUE_SECONDS = 10.0
 
-HealthCheck = Callable[[dict[str, Any], str, OmenDBSpec], bool]
+# True: /health answered 200; False: it answered otherwise; None: the pod could not be reached at all.
+HealthCheck = Callable[[dict[str, Any], str, OmenDBSpec], "bool | None"]
 Event = tuple[str, str, str]
 
 
@@ -52,6 +53,7 @@ class Before:
     skip_statefulset: bool = False
     events: list[Event] = field(default_factory=list)
     requeue: float | None = None
+    unreachable: str | None = None  # the replaced pod's /health could not be reached
 
 
 @dataclass
@@ -121,14 +123,20 @@ class Day2:
         state = previous.get("upgrade")
         live_image = _image(live_sts)
 
-        watched_ok, watched_healthy = True, True
+        watched_ok, watched_healthy, unreachable = True, True, None
         if state and state.get("pod") and live_sts:
             pod = self.kube.get("v1", "Pod", state["pod"], namespace)
             revision = rollout.update_revision(live_sts)
             view = rollout.pod_view(pod) if pod else None
             ready = bool(view and view.ready and not view.terminating and view.revision == revision)
-            watched_healthy = bool(ready and pod and self.health(pod, name, spec))
-            watched_ok = ready and watched_healthy
+            answer = self.health(pod, name, spec) if ready and pod else False
+            watched_healthy = answer is True
+            # Unreachable (None): the operator cannot check, which says nothing about the new version, so
+            # it waits (with a message) instead of rolling back.
+            watched_ok = ready and answer is not False
+            if ready and answer is None:
+                unreachable = (f"cannot reach pod {state['pod']} at its IP for /health: run the operator in "
+                               "the cluster (docs/operations/upgrades.md)")
 
         backup_phase, backup_error = None, ""
         if state and state.get("backupName") and state.get("phase") in upgrade.ACTIVE:
@@ -156,7 +164,7 @@ class Day2:
             volumes.template_sizes(live_sts), jobs, previous.get("storage"))
         before = Before(spec=build, replicas_override=hibernation.replicas_override(spec), upgrade=plan,
                         volumes=vplan, active_backup_jobs=jobs, watched_healthy=watched_healthy,
-                        events=list(plan.events))
+                        events=list(plan.events), unreachable=unreachable)
         self._expand(owner, live_sts, vplan, previous.get("storage"), before)
         if state and state.get("phase") in upgrade.ACTIVE or (plan.state or {}).get("phase") in upgrade.ACTIVE:
             before.requeue = min(before.requeue or ACTIVE_REQUEUE_SECONDS, ACTIVE_REQUEUE_SECONDS)
@@ -225,6 +233,9 @@ class Day2:
         after.events += acts.events
         after.upgrade_state = acts.state
         after.waiting = acts.waiting or after.waiting
+        if before.unreachable and acts.state and acts.state.get("phase") in (upgrade.ROLLING_OUT,
+                                                                             upgrade.ROLLING_BACK):
+            acts.state["message"] = after.waiting = before.unreachable
         delete = acts.delete_pod
         if acts.switchover_pod and acts.state is not None:
             done, message = switchover(self.kube, owner, spec, previous, acts.switchover_target)

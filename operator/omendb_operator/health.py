@@ -39,7 +39,9 @@ class PodHealth:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def __call__(self, pod: dict[str, Any], name: str, spec: OmenDBSpec) -> bool:
+    def __call__(self, pod: dict[str, Any], name: str, spec: OmenDBSpec) -> bool | None:
+        """True when /health answers 200, False when the pod answers otherwise (or fails TLS), None when
+        nothing answers at the pod's IP at all (no route from where the operator runs)."""
         ip = (pod.get("status") or {}).get("podIP")
         namespace = pod["metadata"]["namespace"]
         if not ip:
@@ -49,6 +51,12 @@ class PodHealth:
         try:
             verify = self._verify(name, namespace, spec)
             r = httpx.get(f"{scheme}://{host}:{self.port}/health", verify=verify, timeout=self.timeout)
+        except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
+            if "refused" in str(exc).lower():  # the pod answered: nothing listens, it is not healthy
+                log.info("health check of pod %s/%s refused: %s", namespace, pod["metadata"]["name"], exc)
+                return False
+            log.warning("pod %s/%s is not reachable at %s: %s", namespace, pod["metadata"]["name"], ip, exc)
+            return None
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
             log.info("health check of pod %s/%s failed: %s", namespace, pod["metadata"]["name"], exc)
             return False

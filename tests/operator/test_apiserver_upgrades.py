@@ -452,3 +452,43 @@ def test_a_new_operator_version_restarts_no_pod(world):
     assert {n: p["metadata"]["uid"] for n, p in world.pods().items()} == uids
     assert world.sts()["metadata"]["generation"] == generation
     assert "upgrade" not in world.status() and world.status()["phase"] == "Ready"
+
+
+@pytest.fixture
+def unreachable_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a connection attempt times out, as to a pod IP with no
+    route from where the operator runs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = int(server.getsockname()[1])
+    held = []
+    for _ in range(3):
+        client = socket.socket()
+        client.settimeout(0.5)
+        try:
+            client.connect(("127.0.0.1", port))
+        except TimeoutError:
+            pass
+        held.append(client)
+    yield port
+    for c in held:
+        c.close()
+    server.close()
+
+
+def test_a_pod_the_operator_cannot_reach_stalls_with_a_message_never_a_rollback(world, unreachable_port):
+    world.reconciler = Reconciler(world.kube, health=PodHealth(world.kube, port=unreachable_port, timeout=1.0))
+    _create(world, {"replicas": 1, "upgrade": {"timeout": "1s", "backupBeforeUpgrade": False}})
+    world.spec({"version": "0.1.1"})
+    world.reconcile()
+    world.controller()
+    world.reconcile()  # replaces db-0
+    world.controller()
+    time.sleep(1.5)
+    for _ in range(2):
+        world.reconcile()
+    up = world.status()["upgrade"]
+    assert up["phase"] == "RollingOut" and "failedImage" not in up, up
+    assert "cannot reach pod db-0 at its IP for /health" in up["message"]
+    assert world.image() == "omendb/omendb:0.1.1"
