@@ -93,13 +93,18 @@ def plan_upgrade(inp: UpgradeInputs) -> UpgradePlan:
     if failed and failed != inp.spec_image:
         st.pop("failedImage")  # the spec names another image: the failed one may be retried later
         failed = None
-    if inp.live_image is None:
-        return UpgradePlan(st or None, inp.spec_image, inp.spec_version)
-    live_version = inp.current_version or inp.live_image
+    live_image = inp.live_image
+    if live_image is None:
+        if st.get("kind") != VERSION or not (st.get("phase") in ACTIVE or failed):
+            return UpgradePlan(st or None, inp.spec_image, inp.spec_version)
+        # The StatefulSet is being recreated (volume expansion) in the middle of an upgrade: what it ran
+        # is in the state, so the backup and the rollback still hold.
+        live_image = str(st["toImage"] if st.get("phase") == ROLLING_OUT else st["fromImage"])
+    live_version = inp.current_version or live_image
     if inp.hibernated:
         # No pod runs: keep the image the volumes were last used with; an upgrade starts at wake-up, with
         # its backup and rollback, rather than letting new pods start on an untested version.
-        return UpgradePlan(st or None, inp.live_image, live_version, rollout_allowed=False)
+        return UpgradePlan(st or None, live_image, live_version, rollout_allowed=False)
 
     phase = st.get("phase")
     active = st.get("kind") == VERSION and phase in ACTIVE
@@ -120,11 +125,11 @@ def plan_upgrade(inp: UpgradeInputs) -> UpgradePlan:
                 st["phase"] = ROLLING_OUT
                 st.pop("podReplacedAt", None)
             events.append(("Normal", "UpgradeRetargeted", f"upgrade now goes to {inp.spec_version}"))
-    elif not active and inp.spec_image != inp.live_image and not failed:
+    elif not active and inp.spec_image != live_image and not failed:
         started = timestamp(inp.now)
-        st = {"phase": PENDING, "kind": VERSION, "fromImage": inp.live_image, "toImage": inp.spec_image,
+        st = {"phase": PENDING, "kind": VERSION, "fromImage": live_image, "toImage": inp.spec_image,
               "fromVersion": live_version, "toVersion": inp.spec_version, "startedAt": started,
-              "backupName": backup_name(inp.name, inp.live_image, inp.spec_image, started),
+              "backupName": backup_name(inp.name, live_image, inp.spec_image, started),
               "message": f"upgrade from {live_version} to {inp.spec_version} requested"}
         events.append(("Normal", "UpgradeStarted", f"upgrading from {live_version} to {inp.spec_version}"))
 
@@ -140,7 +145,7 @@ def plan_upgrade(inp: UpgradeInputs) -> UpgradePlan:
     elif st.get("kind") == VERSION and phase == ROLLING_OUT:
         plan.image, plan.version = st["toImage"], st.get("toVersion") or st["toImage"]
     elif failed:
-        plan.image, plan.version = inp.live_image, live_version
+        plan.image, plan.version = live_image, live_version
     plan.rollout_allowed = phase not in BEFORE_ROLLOUT
     return plan
 

@@ -193,3 +193,16 @@ def test_resume_from_any_state_is_stable(phase):
     second = U.plan_upgrade(inputs(**{**obs, "previous": first.state}))
     assert second.state == first.state and second.image == first.image
     assert second.create_backup is None
+
+
+def test_a_statefulset_recreated_mid_upgrade_keeps_the_upgrade_s_image():
+    """Volume expansion deletes the StatefulSet (orphaning its pods) and applies it again: while it is gone
+    the upgrade's own state says which image it must get back."""
+    st = U.plan_upgrade(inputs()).state  # BackingUp
+    plan = U.plan_upgrade(inputs(previous=st, live_image=None, backup_phase="Running"))
+    assert plan.image == OLD and plan.state["phase"] == U.BACKING_UP
+    plan = U.plan_upgrade(inputs(previous=_rolling(), live_image=None))
+    assert plan.image == NEW
+    rolled = {**_rolling(), "phase": U.ROLLED_BACK, "failedImage": NEW}
+    assert U.plan_upgrade(inputs(previous=rolled, live_image=None)).image == OLD
+    assert U.plan_upgrade(inputs(previous={**_rolling(), "phase": U.SUCCEEDED}, live_image=None)).image == NEW
