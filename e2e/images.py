@@ -43,6 +43,9 @@ UID = 10001
 VENV = "/opt/omendb"
 ENGINE_IMAGE = "omendb/omendb:0.1.0"
 OPERATOR_IMAGE = "omendb/omendb-operator:0.1.0"
+# The same engine under a second release tag, so an upgrade journey changes spec.version for real
+# (e2e/tests/test_upgrade.py): same layers, only the image name and version label differ.
+ENGINE_NEXT_IMAGE = "omendb/omendb:0.1.1"
 COREDNS_IMAGE = f"omendb-e2e/coredns:{binaries.COREDNS_VERSION}"
 # Bumped when the recipe of a layer changes.
 RECIPE = "1"
@@ -304,20 +307,24 @@ def project_images() -> list[Path]:
     deps = deps_layer(base)
     app = app_layer(base, deps)
     layers = [base.layer, deps.layer, app.layer]
-    engine = _out(ENGINE_IMAGE)
-    oci.write_image(engine, ENGINE_IMAGE, layers, oci.ImageConfig(
-        entrypoint=[f"{VENV}/bin/omendb"], cmd=["serve", "--config", "/etc/omendb/omendb.toml"],
-        env=_venv_env(), user=f"{UID}:{UID}", workdir="/var/lib/omendb",
-        exposed_ports=["3000/tcp", "9090/tcp"], volumes=["/var/lib/omendb/data", "/var/lib/omendb/wal"],
-        labels={"org.opencontainers.image.title": "omendb", "org.opencontainers.image.version": "0.1.0"},
-    ))
+    engines = []
+    for ref in (ENGINE_IMAGE, ENGINE_NEXT_IMAGE):
+        engine = _out(ref)
+        oci.write_image(engine, ref, layers, oci.ImageConfig(
+            entrypoint=[f"{VENV}/bin/omendb"], cmd=["serve", "--config", "/etc/omendb/omendb.toml"],
+            env=_venv_env(), user=f"{UID}:{UID}", workdir="/var/lib/omendb",
+            exposed_ports=["3000/tcp", "9090/tcp"], volumes=["/var/lib/omendb/data", "/var/lib/omendb/wal"],
+            labels={"org.opencontainers.image.title": "omendb",
+                    "org.opencontainers.image.version": ref.rsplit(":", 1)[1]},
+        ))
+        engines.append(engine)
     operator = _out(OPERATOR_IMAGE)
     oci.write_image(operator, OPERATOR_IMAGE, layers, oci.ImageConfig(
         entrypoint=[f"{VENV}/bin/omendb-operator"], env=_venv_env(), user=f"{UID}:{UID}",
         labels={"org.opencontainers.image.title": "omendb-operator",
                 "org.opencontainers.image.version": "0.1.0"},
     ))
-    return [engine, operator]
+    return [engines[0], operator, engines[1]]
 
 
 def _single_binary_image(ref: str, binary: Path, name: str, config: oci.ImageConfig) -> Path:

@@ -17,9 +17,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from omendb_operator import apply as applier
-from omendb_operator import certificates, metrics, monitoring
+from omendb_operator import certificates, metrics, monitoring, upgrade
 from omendb_operator import labels as L
 from omendb_operator.children import Observed, build_children, stale_children
+from omendb_operator.day2 import Day2, HealthCheck
+from omendb_operator.health import PodHealth
 from omendb_operator.kube import Kube
 from omendb_operator.secrets import HTPASSWD_KEY, decode_secret_data
 from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
@@ -44,10 +46,14 @@ def _api_message(exc: Exception) -> str:
 
 class Reconciler:
     def __init__(self, kube: Kube, cluster_domain: str = "cluster.local",
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 health: HealthCheck | None = None) -> None:
         self.kube = kube
         self.cluster_domain = cluster_domain
         self.clock = clock
+        self.day2 = Day2(kube, health or PodHealth(kube))
+        # Set by the operator: enqueue (namespace, name) again after a delay (an operation in progress).
+        self.requeue: Callable[[tuple[str, str], float], None] | None = None
 
     def reconcile(self, namespace: str, name: str) -> str:
         started = time.monotonic()
@@ -110,6 +116,12 @@ class Reconciler:
                     skip.add(("Secret", names.users))  # keep today's users rather than drop them
             else:
                 user_htpasswd = data[HTPASSWD_KEY]
+        # Day-2 operations (upgrade, hibernation, volume expansion) decide the image, the pod count and
+        # whether the StatefulSet may be applied now (day2.py).
+        live_sts = self.kube.get("apps/v1", "StatefulSet", names.statefulset, namespace)
+        before = self.day2.before_build(owner, spec, previous, live_sts, now)
+        if before.skip_statefulset:
+            skip.add(("StatefulSet", names.statefulset))
         generated_tls = spec.tls.enabled and spec.tls.generate
         wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
         observed = Observed(
@@ -120,15 +132,15 @@ class Reconciler:
             monitoring_api=(self.kube.has_kind(monitoring.MONITORING_API, "PrometheusRule")
                             and self.kube.has_kind(monitoring.MONITORING_API, "ServiceMonitor")),
             primary_pod=previous.get("primaryPod"),
+            replicas_override=before.replicas_override,
         )
-        desired = build_children(owner, spec, observed, now, self.cluster_domain)
+        desired = build_children(owner, before.spec, observed, now, self.cluster_domain)
         obs.warnings += desired.warnings
         obs.monitoring_missing = desired.skipped_monitoring and wants_monitoring
         obs.tls_not_after = desired.cert_not_after
         if spec.tls.enabled and not spec.tls.generate:
             self._check_user_tls(spec, namespace, now, obs)
 
-        live_sts = self.kube.get("apps/v1", "StatefulSet", names.statefulset, namespace)
         sts_manifest = next(m for m in desired.manifests if m["kind"] == "StatefulSet")
         obs.warnings += claim_template_drift(sts_manifest, live_sts)
 
@@ -168,6 +180,19 @@ class Reconciler:
             if changed:
                 self.kube.event(owner, "Warning", "SpecWarning", warning)
 
+        after = self.day2.after_apply(owner, spec, previous, before, now)
+        for type_, reason, message in [*before.events, *after.events]:
+            self.kube.event(owner, type_, reason, message)
+        if after.requeue is not None and self.requeue is not None:
+            # A pod's /health, an OmenDBBackup's phase and a claim's capacity are not watched.
+            self.requeue((namespace, name), after.requeue)
+        obs.upgrade, obs.storage = after.upgrade_state, before.volumes.status
+        obs.upgrade_condition = upgrade.upgrade_condition(after.upgrade_state) if after.upgrade_state else None
+        obs.storage_condition = before.volumes.condition
+        obs.operation_waiting, obs.hibernation = after.waiting, after.hibernation
+        obs.warnings += before.volumes.warnings
+        if before.upgrade.version != (spec.image or spec.version):
+            obs.running_version = before.upgrade.version
         obs.statefulset = self.kube.get("apps/v1", "StatefulSet", names.statefulset, namespace)
         if spec.backup.enabled:
             obs.cronjobs = {

@@ -41,6 +41,9 @@ OPERATOR_OWNED_KEYS: dict[str, tuple[str, ...]] = {
     "replication": ("role", "primary_url", "credentials_file", "ca_file", "replica_id"),
 }
 
+DEFAULT_UPGRADE_TIMEOUT_SECONDS = 600
+DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
 SEMVER = re.compile(r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 
 
@@ -143,6 +146,15 @@ class SchedulingSpec:
 
 
 @dataclass(frozen=True)
+class UpgradeSpec:
+    # Take a full backup (an OmenDBBackup) before changing the version or image; a failed backup blocks
+    # the upgrade unless this is false.
+    backup_before_upgrade: bool = True
+    # A replaced pod not Ready and healthy within this many seconds rolls the upgrade back.
+    timeout_seconds: int = DEFAULT_UPGRADE_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
 class OmenDBSpec:
     version: str = DEFAULT_VERSION
     image: str | None = None
@@ -157,6 +169,9 @@ class OmenDBSpec:
     backup: BackupSpec = field(default_factory=BackupSpec)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     scheduling: SchedulingSpec = field(default_factory=SchedulingSpec)
+    upgrade: UpgradeSpec = field(default_factory=UpgradeSpec)
+    # Scale to zero, keeping volumes, backups and Secrets; scheduled backups are suspended.
+    hibernate: bool = False
 
     @property
     def container_image(self) -> str:
@@ -179,6 +194,18 @@ def _volume(raw: dict[str, Any] | None, default_size: str) -> VolumeSpec:
                       storage_class_name=_get(raw, "storageClassName", None))
 
 
+def parse_duration(value: str, field_name: str) -> int:
+    """Seconds in a Go-style duration such as ``10m``, ``90s`` or ``1h30m``."""
+    m = DURATION.match(str(value).strip())
+    if not m or not any(m.groups()):
+        raise SpecError(f"{field_name} {value!r} is not a duration: use e.g. 10m, 90s or 1h30m")
+    hours, minutes, seconds = (int(g or 0) for g in m.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total < 1:
+        raise SpecError(f"{field_name} must be at least 1s, got {value!r}")
+    return total
+
+
 def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
     """Turn ``OmenDB.spec`` (a mapping, camelCase) into an :class:`OmenDBSpec`, with defaults.
 
@@ -192,6 +219,7 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
     monitoring_raw = raw.get("monitoring") or {}
     alerts_raw = monitoring_raw.get("alerts") or {}
     sched_raw = raw.get("scheduling") or {}
+    upgrade_raw = raw.get("upgrade") or {}
 
     alert_defaults = AlertThresholds()
     spec = OmenDBSpec(
@@ -266,6 +294,11 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             tolerations=list(_get(sched_raw, "tolerations", [])),
             priority_class_name=_get(sched_raw, "priorityClassName", None),
         ),
+        upgrade=UpgradeSpec(
+            backup_before_upgrade=bool(_get(upgrade_raw, "backupBeforeUpgrade", True)),
+            timeout_seconds=parse_duration(_get(upgrade_raw, "timeout", "10m"), "spec.upgrade.timeout"),
+        ),
+        hibernate=bool(_get(raw, "hibernate", False)),
     )
     validate(spec)
     return spec

@@ -12,6 +12,7 @@ from omendb_operator.spec import OmenDBSpec
 
 CONTAINER_NAME = "omendb"  # the guide's `kubectl set image ... omendb=omendb:$VERSION` names it
 TERMINATION_GRACE_SECONDS = 60  # time for a final checkpoint on SIGTERM
+IMAGE_ANNOTATION = f"{L.GROUP}/image"
 
 
 def tls_secret_name(name: str, spec: OmenDBSpec) -> str:
@@ -136,13 +137,18 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": L.metadata(owner, names.statefulset, "database"),
+        # The image the operator chose (upgrade.py reads it back: a hand edit of the template is put back,
+        # never mistaken for the version the pods run). On the StatefulSet, not the pod template.
+        "metadata": L.metadata(owner, names.statefulset, "database",
+                               annotations={IMAGE_ANNOTATION: spec.container_image}),
         "spec": {
             "replicas": spec.replicas if replicas is None else replicas,
             "serviceName": names.headless_service,
             "selector": {"matchLabels": L.selector_labels(name)},
             "podManagementPolicy": "OrderedReady",  # pod 0, the first primary, starts first
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+            # The operator replaces pods itself, one at a time, replicas first and the primary last after
+            # a switchover, with a backup first and a rollback on timeout (rollout.py, upgrade.py).
+            "updateStrategy": {"type": "OnDelete"},
             # Data volumes outlive the OmenDB (and scale-downs) unless the spec says otherwise.
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": keep, "whenScaled": "Retain"},
             "template": {
@@ -160,7 +166,7 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
 
 def claim_template_drift(desired: dict[str, Any], live: dict[str, Any] | None) -> list[str]:
     """Warnings for claim templates the spec changed but the API server will not (they are immutable):
-    existing volumes keep their size and class until they are expanded (issue 7)."""
+    existing volumes keep their size and class until volumes.py expands them."""
     if not live:
         return []
     templates = live.get("spec", {}).get("volumeClaimTemplates", [])
@@ -173,7 +179,7 @@ def claim_template_drift(desired: dict[str, Any], live: dict[str, Any] | None) -
         new_size = want["resources"]["requests"]["storage"]
         if old_size and old_size != new_size:
             out.append(f"spec.storage.{name}.size is {new_size} but the {name} volumes were made with "
-                       f"{old_size}; existing volumes are not resized yet")
+                       f"{old_size}; see status.storage for their expansion")
         if want.get("storageClassName") and want.get("storageClassName") != old.get("storageClassName"):
             out.append(f"spec.storage.{name}.storageClassName cannot change for existing volumes")
     return out

@@ -20,12 +20,15 @@ DEGRADED = "Degraded"
 BACKUP_HEALTHY = "BackupHealthy"
 TLS_READY = "TLSReady"
 MONITORING_READY = "MonitoringReady"
+UPGRADE_HEALTHY = "UpgradeHealthy"
+STORAGE_RESIZED = "StorageResized"
 
 PHASE_CREATING = "Creating"
 PHASE_READY = "Ready"
 PHASE_UPDATING = "Updating"
 PHASE_DEGRADED = "Degraded"
 PHASE_FAILED = "Failed"
+PHASE_HIBERNATED = "Hibernated"
 
 
 def timestamp(now: dt.datetime) -> str:
@@ -61,19 +64,28 @@ class Observation:
     tls_not_after: dt.datetime | None = None
     tls_error: str | None = None
     monitoring_missing: bool = False
+    # Day-2 operations (day2.py): status.upgrade, status.storage and their conditions.
+    upgrade: dict[str, Any] | None = None
+    upgrade_condition: tuple[str, str, str] | None = None  # UpgradeHealthy (status, reason, message)
+    storage: dict[str, Any] | None = None
+    storage_condition: tuple[str, str, str] | None = None  # StorageResized
+    operation_waiting: str | None = None  # why a running operation waits (Progressing's message)
+    running_version: str | None = None  # the version the StatefulSet runs, when not the spec's (rollback)
+    hibernation: str | None = None  # Hibernating / Hibernated while spec.hibernate is true
 
 
 def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool) -> tuple[int, int, bool]:
-    """(replicas, ready replicas, rollout complete)."""
+    """(replicas, ready replicas, rollout complete). With ``updateStrategy: OnDelete`` the controller never
+    moves currentRevision, so "every pod is on the update revision" is ``updatedReplicas``."""
     if not sts:
         return 0, 0, False
     st = sts.get("status") or {}
     replicas = int(st.get("replicas") or 0)
     ready = int(st.get("readyReplicas") or 0)
     updated = int(st.get("updatedReplicas") or 0)
+    want = 0 if spec.hibernate else spec.replicas
     done = (generation_seen and st.get("observedGeneration") == sts["metadata"].get("generation")
-            and ready >= spec.replicas and updated >= spec.replicas and replicas == spec.replicas
-            and st.get("currentRevision") == st.get("updateRevision"))
+            and ready >= want and updated >= want and replicas == want)
     return replicas, ready, done
 
 
@@ -121,7 +133,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
                 cond(DEGRADED, "True", "InvalidSpec", message),
             ],
         })
-        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls"):
+        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls", "upgrade", "storage"):
             if key in prev:
                 status[key] = prev[key]
         return status
@@ -129,13 +141,26 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
     replicas, ready, done = _rollout(spec, obs.statefulset, True)
     was_ready = any(c.get("type") == READY and c.get("status") == "True" for c in prev_conditions) or \
         bool(prev.get("currentVersion"))
-    version = spec.version if not spec.image else spec.image
+    version = obs.running_version or (spec.version if not spec.image else spec.image)
     current_version = prev.get("currentVersion")
     if done:
         current_version = version
 
     conditions = []
-    if done:
+    if obs.hibernation:
+        hibernated = obs.hibernation == PHASE_HIBERNATED
+        conditions.append(cond(READY, "False", "Hibernated" if hibernated else "Hibernating",
+                               "spec.hibernate is true: no pod runs; the volumes, backups and Secrets are kept. "
+                               "Set spec.hibernate: false to wake it"))
+        conditions.append(cond(PROGRESSING, "False" if hibernated else "True", obs.hibernation,
+                               f"{replicas} pod(s) left"))
+    elif obs.operation_waiting and done:
+        conditions.append(cond(READY, "True", "AllReplicasReady", f"{ready}/{spec.replicas} pods are ready"))
+        conditions.append(cond(PROGRESSING, "True", "OperationInProgress", obs.operation_waiting))
+    elif obs.operation_waiting:
+        conditions.append(cond(READY, "False", "ReplicasNotReady", f"{ready}/{spec.replicas} pods are ready"))
+        conditions.append(cond(PROGRESSING, "True", "OperationInProgress", obs.operation_waiting))
+    elif done:
         conditions.append(cond(READY, "True", "AllReplicasReady", f"{ready}/{spec.replicas} pods are ready"))
         conditions.append(cond(PROGRESSING, "False", "RolloutComplete", f"running {version}"))
     else:
@@ -143,7 +168,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(PROGRESSING, "True", "RollingOut" if was_ready else "Creating",
                                f"rolling out {version}: {ready}/{spec.replicas} pods ready"))
     problems = list(obs.apply_errors)
-    if was_ready and not done and ready < min(replicas, spec.replicas):
+    if was_ready and not done and not spec.hibernate and ready < min(replicas, spec.replicas):
         problems.append(f"{spec.replicas - ready} of {spec.replicas} pods are not ready")
     if problems:
         conditions.append(cond(DEGRADED, "True", "ReconcileError" if obs.apply_errors else "PodsNotReady",
@@ -173,6 +198,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 
     if obs.apply_errors:
         phase = PHASE_DEGRADED
+    elif obs.hibernation:
+        phase = PHASE_HIBERNATED if obs.hibernation == PHASE_HIBERNATED else PHASE_UPDATING
     elif done:
         phase = PHASE_READY
     elif was_ready:
@@ -196,6 +223,14 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
     })
     if current_version:
         status["currentVersion"] = current_version
+    if obs.upgrade_condition:
+        conditions.append(cond(UPGRADE_HEALTHY, *obs.upgrade_condition))
+    if obs.storage_condition:
+        conditions.append(cond(STORAGE_RESIZED, *obs.storage_condition))
+    if obs.upgrade:
+        status["upgrade"] = obs.upgrade
+    if obs.storage:
+        status["storage"] = obs.storage
     last_backup = {}
     for kind in ("full", "incremental"):
         st = (obs.cronjobs.get(kind) or {}).get("status") or {}
@@ -217,7 +252,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 # Status keys build_status writes; a key among these that the new status lacks is removed (set to null in
 # the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
 MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
-                "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls")
+                "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls",
+                "upgrade", "storage")
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

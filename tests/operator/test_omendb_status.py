@@ -178,4 +178,4 @@ def test_keys_no_longer_reported_are_removed_by_the_patch():
     patch = status_patch(with_tls, without)
     assert patch["tls"] is None
     assert status_changed(with_tls, without)
-    assert status_patch({"upgrade": {"step": 2}}, without).get("upgrade", "untouched") == "untouched"
+    assert status_patch({"notOurs": {"step": 2}}, without).get("notOurs", "untouched") == "untouched"

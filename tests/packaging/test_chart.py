@@ -19,7 +19,7 @@ from omendb_operator.main import Settings
 ROOT = Path(__file__).resolve().parents[2]
 # Kinds only ever cluster-scoped: in namespaced mode none of their rights may be granted by a Role.
 CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"),
-                  ("kopf.dev", "clusterkopfpeerings")}
+                  ("kopf.dev", "clusterkopfpeerings"), ("storage.k8s.io", "storageclasses")}
 
 
 def docs(text: str) -> list[dict[str, Any]]:
@@ -96,7 +96,8 @@ def test_namespaced_mode_grants_only_per_namespace_plus_crd_reads():
         assert triples(role["rules"]) == namespaced
     [cluster_role] = by_kind(objs, "ClusterRole")
     assert triples(cluster_role["rules"]) == {("apiextensions.k8s.io", "customresourcedefinitions", v)
-                                              for v in ("get", "list", "watch")}
+                                              for v in ("get", "list", "watch")} | {
+        ("storage.k8s.io", "storageclasses", "get")}
     assert sorted(b["metadata"]["namespace"] for b in by_kind(objs, "RoleBinding")) == ["team-a", "team-b"]
     assert sorted(p["metadata"]["namespace"] for p in by_kind(objs, "KopfPeering")) == ["team-a", "team-b"]
     assert not by_kind(objs, "ClusterKopfPeering")

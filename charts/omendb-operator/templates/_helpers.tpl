@@ -81,4 +81,13 @@ equal. No wildcard verbs, resources or groups.
 - apiGroups: [monitoring.coreos.com]
   resources: [prometheusrules, servicemonitors]
   verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [omendb.io]
+  resources: [omendbbackups]
+  verbs: [create]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [delete]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [delete]
 {{- end }}
