@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from omendb_operator import apply as applier
-from omendb_operator import certificates, metrics, monitoring
+from omendb_operator import certificates, failover, metrics, monitoring
 from omendb_operator import labels as L
 from omendb_operator.children import Observed, build_children, stale_children
 from omendb_operator.kube import Kube
@@ -42,12 +42,21 @@ def _api_message(exc: Exception) -> str:
     return str(exc)
 
 
+EnginesFactory = Callable[[Kube, str, str, OmenDBSpec], failover.Engines]
+
+
 class Reconciler:
     def __init__(self, kube: Kube, cluster_domain: str = "cluster.local",
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 engines: EnginesFactory = failover.cluster_engines,
+                 requeue: Callable[[str, str, float], None] | None = None, probe_all: bool = False) -> None:
         self.kube = kube
         self.cluster_domain = cluster_domain
         self.clock = clock
+        # How the failover step reaches the engines (pod DNS names in the cluster; loopback in tests).
+        self.engines = engines
+        self.requeue = requeue  # reconcile this OmenDB again after a delay (a failover waiting out its delay)
+        self.probe_all = probe_all
 
     def reconcile(self, namespace: str, name: str) -> str:
         started = time.monotonic()
@@ -111,6 +120,8 @@ class Reconciler:
             else:
                 user_htpasswd = data[HTPASSWD_KEY]
         generated_tls = spec.tls.enabled and spec.tls.generate
+        live_sts = self.kube.get("apps/v1", "StatefulSet", names.statefulset, namespace)
+        repl = self._replication(body, owner, spec, previous, live_sts)
         wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
         observed = Observed(
             users_secret=decode_secret_data(users_live),
@@ -119,7 +130,10 @@ class Reconciler:
             tls_secret=decode_secret_data(self._secret(names.tls, namespace)) if generated_tls else {},
             monitoring_api=(self.kube.has_kind(monitoring.MONITORING_API, "PrometheusRule")
                             and self.kube.has_kind(monitoring.MONITORING_API, "ServiceMonitor")),
-            primary_pod=previous.get("primaryPod"),
+            primary_pod=repl.primary_pod,
+            replicas_override=repl.replicas_hold,
+            user_tls_ca=bool(spec.tls.enabled and not spec.tls.generate and decode_secret_data(
+                self._secret(str(spec.tls.secret_name), namespace)).get("ca.crt")),
         )
         desired = build_children(owner, spec, observed, now, self.cluster_domain)
         obs.warnings += desired.warnings
@@ -128,7 +142,6 @@ class Reconciler:
         if spec.tls.enabled and not spec.tls.generate:
             self._check_user_tls(spec, namespace, now, obs)
 
-        live_sts = self.kube.get("apps/v1", "StatefulSet", names.statefulset, namespace)
         sts_manifest = next(m for m in desired.manifests if m["kind"] == "StatefulSet")
         obs.warnings += claim_template_drift(sts_manifest, live_sts)
 
@@ -174,6 +187,7 @@ class Reconciler:
                 "full": self.kube.get("batch/v1", "CronJob", names.backup_full, namespace),
                 "incremental": self.kube.get("batch/v1", "CronJob", names.backup_incremental, namespace),
             }
+        obs.replication = repl.status
         new = build_status(owner, spec, obs, previous, now)
         if status_changed(previous, new):
             self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, status_patch(previous, new))
@@ -183,6 +197,28 @@ class Reconciler:
                 self.kube.event(owner, kind, f"Phase{new['phase']}",
                                 f"phase {old_phase or '(none)'} -> {new['phase']}")
         return "changed" if changed else "unchanged"
+
+    def _replication(self, body: dict[str, Any], owner: dict[str, Any], spec: OmenDBSpec,
+                     previous: dict[str, Any], live_sts: dict[str, Any] | None) -> failover.Result:
+        """Failover, switchover (annotation omendb.io/switchover-to) and role labels: failover.py."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        requested = (meta.get("annotations") or {}).get(failover.SWITCHOVER_ANNOTATION)
+        live = int(((live_sts or {}).get("spec") or {}).get("replicas") or 0)
+        result = failover.run(self.kube, owner, spec, previous, self.engines(self.kube, name, namespace, spec),
+                              self.clock, switchover_to=None if requested is None else requested.strip(),
+                              live_replicas=live, probe_all=self.probe_all)
+        if requested is not None and result.switchover_finished:
+            # The request is consumed (done or refused, said in an event); metadata only, never spec.
+            self.kube.patch(L.API_VERSION, L.KIND, name, namespace,
+                            {"metadata": {"annotations": {failover.SWITCHOVER_ANNOTATION: None}}})
+            refused = result.switchover_finished.startswith("refused")
+            self.kube.event(owner, "Warning" if refused else "Normal",
+                            "SwitchoverRefused" if refused else "SwitchoverDone",
+                            f"{failover.SWITCHOVER_ANNOTATION}={requested}: {result.switchover_finished}")
+        if result.requeue_after is not None and self.requeue is not None:
+            self.requeue(namespace, name, result.requeue_after)
+        return result
 
     def _check_user_tls(self, spec: OmenDBSpec, namespace: str, now: dt.datetime, obs: Observation) -> None:
         secret = self._secret(str(spec.tls.secret_name), namespace)

@@ -61,6 +61,8 @@ class Observation:
     tls_not_after: dt.datetime | None = None
     tls_error: str | None = None
     monitoring_missing: bool = False
+    # primaryPod, pods and failover, from the failover step (failover.py); None keeps the previous ones.
+    replication: dict[str, Any] | None = None
 
 
 def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool) -> tuple[int, int, bool]:
@@ -121,7 +123,9 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
                 cond(DEGRADED, "True", "InvalidSpec", message),
             ],
         })
-        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls"):
+        # primaryPod and failover must survive a bad spec: forgetting them would make pod 0 the primary again.
+        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls", "primaryPod", "pods",
+                    "failover"):
             if key in prev:
                 status[key] = prev[key]
         return status
@@ -194,6 +198,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         "credentialsSecret": names.users,
         "conditions": conditions,
     })
+    status.update({k: prev[k] for k in ("pods", "failover") if k in prev})
+    status.update(obs.replication or {})
     if current_version:
         status["currentVersion"] = current_version
     last_backup = {}
@@ -217,7 +223,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 # Status keys build_status writes; a key among these that the new status lacks is removed (set to null in
 # the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
 MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
-                "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls")
+                "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls", "pods",
+                "failover")
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
