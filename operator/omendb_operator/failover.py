@@ -124,10 +124,9 @@ def _running(pod: dict[str, Any]) -> bool:
                                                               for c in statuses)
 
 
-def observe(kube: Kube, name: str, namespace: str, engines: Engines,
-            probe_all: bool = False) -> dict[str, T.PodView]:
-    """Every pod of the OmenDB with its readiness and its engine's answer. ``probe_all`` asks engines of
-    pods that look down too (tests without a kubelet create pods whose status they set by hand)."""
+def observe(kube: Kube, name: str, namespace: str, engines: Engines) -> dict[str, T.PodView]:
+    """Every pod of the OmenDB with its readiness and its engine's answer (asked only of pods with an IP
+    and a running container: a pod that is starting or gone would only cost a connect timeout)."""
     out = {}
     for pod in kube.list("v1", "Pod", namespace, pod_selector(name)):
         meta = pod["metadata"]
@@ -135,7 +134,7 @@ def observe(kube: Kube, name: str, namespace: str, engines: Engines,
         ready, since = _ready(pod)
         deleting = bool(meta.get("deletion_timestamp") or meta.get("deletionTimestamp"))
         engine, error = None, ""
-        if not deleting and (probe_all or _running(pod)):
+        if not deleting and _running(pod):
             try:
                 engine = engines.stats(pod_name)
             except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -166,7 +165,7 @@ def _execute(engines: Engines, action: T.Action) -> str:
 
 def run(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict[str, Any], engines: Engines,
         now: Callable[[], dt.datetime], *, switchover_to: str | None = None, paused: bool = False,
-        live_replicas: int = 0, probe_all: bool = False) -> Result:
+        live_replicas: int = 0) -> Result:
     """Observe, decide, persist, act; until the state stops moving (or MAX_STEPS)."""
     meta = owner["metadata"]
     name, namespace = meta["name"], meta["namespace"]
@@ -177,7 +176,7 @@ def run(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict[str, A
     events: list[tuple[str, str, str]] = []
     finished: str | None = None
     for _ in range(MAX_STEPS):
-        pods = observe(kube, name, namespace, engines, probe_all)
+        pods = observe(kube, name, namespace, engines)
         inputs = T.Inputs(now=now(), primary_pod=primary, failover=failover, pods=pods,
                           peer_urls={p: engines.peer_url_for(p) for p in {*pods, primary}},
                           replicas=spec.replicas, enabled=spec.failover.enabled,

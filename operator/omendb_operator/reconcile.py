@@ -49,14 +49,13 @@ class Reconciler:
     def __init__(self, kube: Kube, cluster_domain: str = "cluster.local",
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  engines: EnginesFactory = failover.cluster_engines,
-                 requeue: Callable[[str, str, float], None] | None = None, probe_all: bool = False) -> None:
+                 requeue: Callable[[str, str, float], None] | None = None) -> None:
         self.kube = kube
         self.cluster_domain = cluster_domain
         self.clock = clock
         # How the failover step reaches the engines (pod DNS names in the cluster; loopback in tests).
         self.engines = engines
         self.requeue = requeue  # reconcile this OmenDB again after a delay (a failover waiting out its delay)
-        self.probe_all = probe_all
 
     def reconcile(self, namespace: str, name: str) -> str:
         started = time.monotonic()
@@ -207,7 +206,7 @@ class Reconciler:
         live = int(((live_sts or {}).get("spec") or {}).get("replicas") or 0)
         result = failover.run(self.kube, owner, spec, previous, self.engines(self.kube, name, namespace, spec),
                               self.clock, switchover_to=None if requested is None else requested.strip(),
-                              live_replicas=live, probe_all=self.probe_all)
+                              live_replicas=live)
         if requested is not None and result.switchover_finished:
             # The request is consumed (done or refused, said in an event); metadata only, never spec.
             self.kube.patch(L.API_VERSION, L.KIND, name, namespace,
