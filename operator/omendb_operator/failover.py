@@ -213,7 +213,9 @@ def run(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict[str, A
     assert decision is not None
     _label(kube, namespace, pods, primary)
     hold = T.scale_hold(spec.replicas, primary, live_replicas, str(failover.get("phase")))
-    fragment = {"primaryPod": primary, "pods": T.pod_statuses(pods, primary), "failover": failover}
+    rows, observed_at = T.refresh_pods(status.get("pods"), status.get("podsObservedAt"),
+                                       T.pod_statuses(pods, primary), now())
+    fragment = {"primaryPod": primary, "pods": rows, "podsObservedAt": observed_at, "failover": failover}
     return Result(primary_pod=primary, status=fragment, requeue_after=decision.requeue_after,
                   replicas_hold=hold, switchover_finished=finished, events=events)
 

@@ -125,7 +125,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         })
         # primaryPod and failover must survive a bad spec: forgetting them would make pod 0 the primary again.
         for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls", "primaryPod", "pods",
-                    "failover"):
+                    "podsObservedAt", "failover"):
             if key in prev:
                 status[key] = prev[key]
         return status
@@ -198,7 +198,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         "credentialsSecret": names.users,
         "conditions": conditions,
     })
-    status.update({k: prev[k] for k in ("pods", "failover") if k in prev})
+    status.update({k: prev[k] for k in ("pods", "podsObservedAt", "failover") if k in prev})
     status.update(obs.replication or {})
     if current_version:
         status["currentVersion"] = current_version
@@ -224,7 +224,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 # the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
 MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
                 "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls", "pods",
-                "failover")
+                "podsObservedAt", "failover")
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

@@ -380,6 +380,27 @@ def pod_statuses(pods: dict[str, PodView], primary_pod: str) -> list[dict[str, A
     return out
 
 
+PODS_REFRESH_SECONDS = 60.0
+_FIGURES = ("lsn", "term", "lagLsn", "lagSeconds")
+
+
+def refresh_pods(previous: list[dict[str, Any]] | None, previous_at: str | None, current: list[dict[str, Any]],
+                 now: dt.datetime) -> tuple[list[dict[str, Any]], str]:
+    """status.pods and status.podsObservedAt: a change of role, readiness or reachability is written at
+    once; a change of figures alone (LSN, lag) at most every PODS_REFRESH_SECONDS, so a database under
+    write load does not rewrite its status on every reconcile (the metrics carry the live figures)."""
+    def shape(rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k not in _FIGURES} for r in rows or []]
+
+    at = parse_stamp(previous_at)
+    if previous is not None and at is not None and shape(previous) == shape(current) and \
+            (now - at).total_seconds() < PODS_REFRESH_SECONDS:
+        return previous, str(previous_at)
+    if previous == current and previous_at:
+        return previous, str(previous_at)
+    return current, stamp(now)
+
+
 def role_labels(pods: dict[str, PodView], primary_pod: str) -> dict[str, str]:
     """Pods whose role label must change: pod -> role. Exactly one pod (the status primary) is primary."""
     out = {}

@@ -191,3 +191,16 @@ def test_labels_and_pod_status_follow_the_status_primary():
     assert rows[1] == {"name": "db-1", "role": "replica", "ready": True, "engineRole": "replica", "lsn": 98,
                        "term": 1, "lagLsn": 2, "lagSeconds": 0}
     assert rows[3] == {"name": "db-3", "role": "replica", "ready": False, "error": "ConnectError"}
+
+
+def test_pod_figures_alone_are_refreshed_at_most_once_a_minute():
+    old = [{"name": "db-0", "role": "primary", "ready": True, "engineRole": "primary", "lsn": 10, "term": 1}]
+    moved = [{**old[0], "lsn": 12}]
+    at = "2026-11-27T08:00:00Z"
+    assert T.refresh_pods(old, at, moved, T0 + dt.timedelta(seconds=30)) == (old, at)
+    assert T.refresh_pods(old, at, moved, T0 + dt.timedelta(seconds=61)) == (moved, "2026-11-27T08:01:01Z")
+    # A change of readiness or role is written at once.
+    unready = [{**moved[0], "ready": False}]
+    assert T.refresh_pods(old, at, unready, T0 + dt.timedelta(seconds=1)) == (unready, "2026-11-27T08:00:01Z")
+    assert T.refresh_pods(None, None, old, T0) == (old, at)
+    assert T.refresh_pods(old, at, old, T0 + dt.timedelta(seconds=300)) == (old, at)  # nothing to write
