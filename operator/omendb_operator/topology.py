@@ -257,6 +257,7 @@ def _start_switchover(inputs: Inputs, decision: Decision) -> Decision:
         target = best_replica(inputs.pods, inputs.primary_pod, inputs.replicas, require_ready=True)
         if target is None:
             decision.switchover_finished = "refused: no ready replica to switch over to"
+            decision.requeue_after = 5.0  # a scale-down waiting for a pod that stays looks again
             return decision
     assert target.engine is not None
     if decision.actions:  # converge first: the target must follow this primary before it can catch up

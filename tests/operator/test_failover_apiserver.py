@@ -204,3 +204,65 @@ def test_failover_relabels_rejoins_the_old_primary_and_switches_over_without_los
         assert lookup(nodes["db-1"], list(range(710))) == [k / 4 for k in range(710)]
     finally:
         cluster.stop_all()
+
+
+def test_scale_down_switches_over_before_removing_the_primary(apiserver, namespace, kube, tmp_path: Path):
+    cluster = Cluster(tmp_path)
+    nodes: dict[str, Server] = {}
+    try:
+        # The primary is the highest ordinal (after an earlier failover); the spec goes from 3 pods to 1.
+        nodes["db-2"] = cluster.node("db-2")
+        nodes.update(zip(("db-0", "db-1"), cluster.replicas(nodes["db-2"], "db-0", "db-1"), strict=True))
+
+        def engines(_kube: Kube, name: str, ns: str, spec: Any) -> failover.Engines:
+            def url(pod: str) -> str:
+                return nodes[pod].url
+            return failover.Engines(url, url, ADMIN)
+
+        reconciler = Reconciler(kube, engines=engines)
+        kube.resource("v1", "ServiceAccount").create(namespace=namespace, body={
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+        kube.resource(API, "OmenDB").create(namespace=namespace, body={
+            "apiVersion": API, "kind": "OmenDB", "metadata": {"name": "db"},
+            "spec": {"replicas": 3, "tls": {"enabled": False}, "backup": {"enabled": False},
+                     "storage": {"deleteClaimsOnScaleDown": True},
+                     "monitoring": {"prometheusRule": False, "serviceMonitor": False}}})
+        now = dt.datetime.now(dt.UTC)
+        for i in range(3):
+            kube.resource("v1", "Pod").create(namespace=namespace, body=_pod(f"db-{i}"))
+            _set_ready(apiserver, namespace, f"db-{i}", True, now)
+        kube.patch_status(API, "OmenDB", "db", namespace, {"primaryPod": "db-2"})
+        _write(nodes["db-2"], range(0, 300))
+        reconciler.reconcile(namespace, "db")
+        sts = kube.get("apps/v1", "StatefulSet", "db", namespace)
+        assert sts["spec"]["replicas"] == 3
+        assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete"
+
+        # db-0, the one pod that stays, is down: the StatefulSet is held at 3 pods, the primary stays.
+        nodes["db-0"].stop(signal.SIGTERM)
+        _set_ready(apiserver, namespace, "db-0", False, dt.datetime.now(dt.UTC))
+        kube.patch(API, "OmenDB", "db", namespace, {"spec": {"replicas": 1}})
+        for _ in range(2):
+            reconciler.reconcile(namespace, "db")
+            assert kube.get("apps/v1", "StatefulSet", "db", namespace)["spec"]["replicas"] == 3
+            assert kube.get(API, "OmenDB", "db", namespace)["status"]["primaryPod"] == "db-2"
+        assert info(nodes["db-2"])["role"] == "primary"
+        # db-0 is back: the primary moves there (a switchover: nothing lost), then the StatefulSet shrinks.
+        nodes["db-0"] = cluster.node("db-0", nodes["db-2"])
+        _set_ready(apiserver, namespace, "db-0", True, dt.datetime.now(dt.UTC))
+
+        def moved() -> bool:
+            reconciler.reconcile(namespace, "db")
+            body = kube.get(API, "OmenDB", "db", namespace)
+            sts = kube.get("apps/v1", "StatefulSet", "db", namespace)
+            return body["status"]["primaryPod"] == "db-0" and sts["spec"]["replicas"] == 1
+
+        wait_until(moved, 60, "the primary on db-0 and the StatefulSet at 1 pod")
+        assert info(nodes["db-0"])["role"] == "primary"
+        assert lookup(nodes["db-0"], list(range(300))) == [k / 4 for k in range(300)]
+        reasons = [e[1] for e in _events(apiserver, namespace)]
+        assert "SwitchoverStarted" in reasons and "SwitchoverCompleted" in reasons
+        # One pod left: the read Service selects it whatever its role.
+        assert "role" not in kube.get("v1", "Service", "db-ro", namespace)["spec"]["selector"]
+    finally:
+        cluster.stop_all()
