@@ -210,10 +210,17 @@ def test_deleting_the_primary_pod_promotes_a_replica(kube: Kube, db: Db) -> None
     kube.wait_until("the writer's first acknowledged writes", lambda: len([e for e in _log(kube, db) if e["ok"]]) >= 20,
                     180, 2)
     old = _status(kube, db)["primaryPod"]
+    revision = kube.get(db.namespace, "statefulset", db.name)["status"]["updateRevision"]
     failed_at = time.time()
     kube.kubectl("-n", db.namespace, "delete", "pod", old, "--wait=false")
     figures = _measure(kube, db, "primary pod deleted", failed_at, old)
     assert figures["new_primary"] != old
+    # Moving the primary changed no pod template: no rollout, and the other pods never restarted.
+    sts = kube.get(db.namespace, "statefulset", db.name)["status"]
+    assert sts["updateRevision"] == sts["currentRevision"] == revision
+    for pod in _pods(kube, db):
+        if pod["metadata"]["name"] != old:
+            assert all(c.get("restartCount", 0) == 0 for c in pod["status"]["containerStatuses"]), pod["metadata"]
     # The old primary's pod came back (same name, same volume) and follows the new primary.
     pods = {p["name"]: p for p in _status(kube, db)["pods"]}
     assert pods[old]["engineRole"] == "replica" and _roles(kube, db)[old] == "replica"
