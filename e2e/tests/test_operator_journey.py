@@ -142,7 +142,7 @@ def test_development_sample_reaches_ready_with_every_child(kube: Kube, db: Db) -
     assert conditions["TLSReady"] == "True" and conditions["MonitoringReady"] == "True", conditions
     assert not odb["metadata"].get("finalizers"), "the operator must add no finalizer"
     columns = kube.kubectl("-n", db.namespace, "get", "odb", db.name).stdout.split("\n")[0].split()
-    assert columns == ["NAME", "VERSION", "REPLICAS", "READY", "PHASE", "AGE"]
+    assert columns == ["NAME", "VERSION", "REPLICAS", "READY", "PHASE", "PRIMARY", "AGE"]
 
 
 def _client_example(d: Db) -> list[dict[str, Any]]:

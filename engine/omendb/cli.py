@@ -40,6 +40,14 @@ def _effective(path: str) -> Config:
 
 def _serve(args: argparse.Namespace) -> int:
     config = _effective(args.config)
+    if args.primary_pod_file:
+        from omendb import start_role
+
+        primary = start_role.read_primary_pod(args.primary_pod_file)
+        config = start_role.resolve(config, primary, start_role.own_name(args.pod_name),
+                                    args.primary_url_template or "")
+    elif args.primary_url_template or args.pod_name:
+        raise ConfigError("--primary-url-template and --pod-name only apply with --primary-pod-file")
     from omendb.server.lifecycle import serve  # the server's dependencies load only when serving
 
     return serve(config)
@@ -62,6 +70,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP API and metrics listeners")
     serve.add_argument("--config", required=True, metavar="FILE", help="omendb.toml")
+    serve.add_argument("--primary-pod-file", metavar="FILE",
+                       help="a file naming the primary's pod: this server starts as the primary when the name "
+                            "is its own (--pod-name), else as a replica of --primary-url-template; overrides "
+                            "[replication] role and primary_url (how the operator runs pods)")
+    serve.add_argument("--primary-url-template", metavar="URL",
+                       help="the primary's URL with {pod} for its pod name, e.g. "
+                            "https://{pod}.omendb-headless.default.svc:3000")
+    serve.add_argument("--pod-name", metavar="NAME", help="this server's pod name (default: $POD_NAME, else "
+                                                         "the host name)")
     serve.set_defaults(func=_serve)
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)

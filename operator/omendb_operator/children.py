@@ -24,8 +24,11 @@ class Observed:
     tls_secret: dict[str, str] = field(default_factory=dict)
     monitoring_api: bool = False
     primary_pod: str | None = None
-    # Set while an operation (restore, hibernation: issue 7) must hold the pod count.
+    # Set while an operation (restore, hibernation: issue 7; a scale-down waiting on a switchover) must hold
+    # the pod count.
     replicas_override: int | None = None
+    # The user's TLS Secret (spec.tls.secretName) has ca.crt: mounted for replicas to verify the primary.
+    user_tls_ca: bool = False
 
 
 @dataclass
@@ -45,7 +48,8 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
     actions: list[tuple[str, str]] = []
     warnings: list[str] = []
 
-    cm = configmap.build_configmap(owner, spec)
+    tls_ca = spec.tls.generate or observed.user_tls_ca
+    cm = configmap.build_configmap(owner, spec, observed.primary_pod, tls_ca)
     out.append(cm)
 
     users = secrets.build_users_secret(owner, spec, observed.users_secret, observed.user_htpasswd)
@@ -66,9 +70,9 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
         actions += [("CertificateIssued", a) for a in plan.actions]
         cert_not_after = plan.not_after
 
-    out += services.build_services(owner, observed.primary_pod)
+    out += services.build_services(owner, spec.replicas)
     out.append(statefulset.build_statefulset(owner, spec, configmap.config_hash(cm["data"]["omendb.toml"]),
-                                             observed.replicas_override))
+                                             observed.replicas_override, tls_ca))
     out.append(pdb.build_pdb(owner))
     if spec.backup.enabled:
         out.append(cronjobs.build_backup_volume(owner, spec))

@@ -18,6 +18,12 @@ TLS_DIR = f"{CONFIG_DIR}/tls"
 TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
 TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
 TLS_CA_FILE = f"{TLS_DIR}/ca.crt"
+# Which pod is the primary: a key of NAME-config, read by `omendb serve --primary-pod-file` at start. It is
+# not part of the config hash, so a failover rewrites it without restarting any pod.
+PRIMARY_POD_KEY = "primary-pod"
+PRIMARY_POD_FILE = f"{CONFIG_DIR}/{PRIMARY_POD_KEY}"
+# "user:password" of the generated admin user, for replicas to stream from the primary.
+REPLICATION_CREDENTIALS_FILE = f"{CONFIG_DIR}/replication/credentials"
 DATA_DIR = "/var/lib/omendb/data"
 WAL_DIR = "/var/lib/omendb/wal"
 
@@ -33,9 +39,11 @@ def memory_limit_mb(spec: OmenDBSpec) -> int | None:
     return max(1, int(parse_quantity(str(limit)) * MEMORY_SHARE_NUM / MEMORY_SHARE_DEN) // (1024 * 1024))
 
 
-def render_config_dict(spec: OmenDBSpec) -> dict[str, dict[str, Any]]:
+def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True) -> dict[str, dict[str, Any]]:
     """spec.config with the operator-owned keys filled in (the paths of the volumes it mounts, the ports
-    its Services and probes use, and the auth/TLS switches from spec.auth and spec.tls)."""
+    its Services and probes use, the auth/TLS switches from spec.auth and spec.tls, and the replication
+    keys every pod shares). ``tls_ca``: a CA certificate is mounted at TLS_CA_FILE (always with generated
+    certificates; with the user's Secret when it has ca.crt), else replicas trust the system CAs."""
     out: dict[str, dict[str, Any]] = {name: dict(values) for name, values in spec.config.items()}
     database = out.setdefault("database", {})
     database["data_dir"] = DATA_DIR
@@ -59,6 +67,12 @@ def render_config_dict(spec: OmenDBSpec) -> dict[str, dict[str, Any]]:
         # The generated user runs the backup Jobs, which call admin endpoints.
         admins.append(spec.auth.admin_user)
     security["admin_users"] = admins
+    # The per-pod keys (role, primary_url, replica_id) come from --primary-pod-file at start.
+    replication = out.setdefault("replication", {})
+    replication["credentials_file"] = REPLICATION_CREDENTIALS_FILE if spec.auth.enabled else ""
+    replication["ca_file"] = TLS_CA_FILE if spec.tls.enabled and (spec.tls.generate or tls_ca) else ""
+    if spec.replication.synchronous_replicas is not None:
+        replication["synchronous_replicas"] = spec.replication.synchronous_replicas
     monitoring = out.setdefault("monitoring", {})
     monitoring["prometheus_enabled"] = True
     monitoring["prometheus_port"] = L.METRICS_PORT
@@ -94,13 +108,14 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_configmap(owner: dict[str, Any], spec: OmenDBSpec) -> dict[str, Any]:
+def build_configmap(owner: dict[str, Any], spec: OmenDBSpec, primary_pod: str | None = None,
+                    tls_ca: bool = True) -> dict[str, Any]:
     names = L.Names(owner["metadata"]["name"])
-    text = render_toml(render_config_dict(spec))
+    text = render_toml(render_config_dict(spec, tls_ca))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": L.metadata(owner, names.config, "config",
                                annotations={L.CONFIG_HASH_ANNOTATION: config_hash(text)}),
-        "data": {"omendb.toml": text},
+        "data": {"omendb.toml": text, PRIMARY_POD_KEY: (primary_pod or names.pod(0)) + "\n"},
     }

@@ -11,7 +11,6 @@ restart anywhere resumes the operation.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import logging
 import re
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from omendb_operator import hibernation, metrics, rollout, upgrade, volumes
+from omendb_operator import failover, hibernation, metrics, rollout, upgrade, volumes
 from omendb_operator import labels as L
 from omendb_operator.kube import Kube
 from omendb_operator.spec import OmenDBSpec
@@ -66,24 +65,22 @@ class After:
 
 
 def switchover(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict[str, Any],
-               target: str | None) -> tuple[bool, str]:
+               target: str | None, engines: failover.Engines | None = None) -> tuple[bool, str]:
     """Move the primary to ``target`` before the primary's pod is replaced: (done, message).
 
-    The failover module (team contract: ``failover.switchover_step(kube, owner, spec, status,
-    target_pod)``) does the work; without it every pod runs standalone (``role = "primary"``, no
-    replication) and there is nothing to hand over."""
-    try:
-        failover: Any = importlib.import_module("omendb_operator.failover")
-    except ModuleNotFoundError:
-        return True, "no failover module: the pods do not replicate, nothing to switch over"
-    progress = failover.switchover_step(kube, owner, spec, status, target)
-    return bool(getattr(progress, "done", False)), str(getattr(progress, "message", "") or "")
+    failover.py does the work; a single pod has no replica to hand over to."""
+    if spec.replicas < 2:
+        return True, "a single pod: nothing to switch over"
+    progress = failover.switchover_step(kube, owner, spec, status, target, engines=engines)
+    return progress.done, progress.message
 
 
 class Day2:
-    def __init__(self, kube: Kube, health: HealthCheck) -> None:
+    def __init__(self, kube: Kube, health: HealthCheck,
+                 engines: Callable[[Kube, str, str, OmenDBSpec], failover.Engines] | None = None) -> None:
         self.kube = kube
         self.health = health
+        self.engines = engines or failover.cluster_engines  # how a switchover reaches the engines
 
     # ------------------------------------------------------------------ reads
     def active_backup_jobs(self, name: str, namespace: str) -> tuple[str, ...]:
@@ -238,7 +235,9 @@ class Day2:
             acts.state["message"] = after.waiting = before.unreachable
         delete = acts.delete_pod
         if acts.switchover_pod and acts.state is not None:
-            done, message = switchover(self.kube, owner, spec, previous, acts.switchover_target)
+            meta = owner["metadata"]
+            done, message = switchover(self.kube, owner, spec, previous, acts.switchover_target,
+                                       self.engines(self.kube, meta["name"], meta["namespace"], spec))
             if done:
                 delete = acts.switchover_pod
                 acts.state.update(pod=delete, podReplacedAt=timestamp(now),

@@ -64,8 +64,9 @@ def _child_changed(namespace: str | None, labels: Mapping[str, str], type: str |
     _enqueue(namespace, labels.get("app.kubernetes.io/instance"))
 
 
+# Pods too: a primary turning unready starts the failover clock, a new pod needs its role label.
 CHILD_RESOURCES = ("apps/v1/statefulsets", "v1/services", "v1/configmaps", "batch/v1/cronjobs",
-                   "policy/v1/poddisruptionbudgets")
+                   "policy/v1/poddisruptionbudgets", "v1/pods")
 
 for _resource in CHILD_RESOURCES:
     *_api, _plural = _resource.split("/")

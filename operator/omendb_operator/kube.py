@@ -118,6 +118,14 @@ class Kube:
         metrics.API_WRITES.labels(kind=kind, verb="delete").inc()
         return True
 
+    def patch(self, api_version: str, kind: str, name: str, namespace: str | None,
+              body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (e.g. a pod's role label, an annotation the operator consumed)."""
+        obj = self.resource(api_version, kind).patch(body=body, name=name, namespace=namespace,
+                                                     content_type="application/merge-patch+json")
+        metrics.API_WRITES.labels(kind=kind, verb="patch").inc()
+        return dict(obj.to_dict())
+
     def patch_status(self, api_version: str, kind: str, name: str, namespace: str,
                      status: dict[str, Any]) -> None:
         res = self.resource(api_version, kind)

@@ -94,9 +94,9 @@ class Operator:
     def __init__(self, settings: Settings, kube: Kube | None = None) -> None:
         self.settings = settings
         self.kube = kube or Kube()
-        self.reconciler = Reconciler(self.kube, settings.cluster_domain)
         self.queue = WorkQueue(lambda key: self._reconcile(key), workers=settings.workers)
-        self.reconciler.requeue = self.queue.add_after
+        self.reconciler = Reconciler(self.kube, settings.cluster_domain,
+                                     requeue=lambda ns, name, delay: self.queue.add_after((ns, name), delay))
         self.identity = f"omendb-operator@{os.environ.get('POD_NAME') or os.uname().nodename}/{os.getpid()}"
         self.ready = threading.Event()
 

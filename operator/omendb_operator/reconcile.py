@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from omendb_operator import apply as applier
-from omendb_operator import certificates, metrics, monitoring, upgrade
+from omendb_operator import certificates, failover, metrics, monitoring, upgrade
 from omendb_operator import labels as L
 from omendb_operator.children import Observed, build_children, stale_children
 from omendb_operator.day2 import Day2, HealthCheck
@@ -44,16 +44,22 @@ def _api_message(exc: Exception) -> str:
     return str(exc)
 
 
+EnginesFactory = Callable[[Kube, str, str, OmenDBSpec], failover.Engines]
+
+
 class Reconciler:
     def __init__(self, kube: Kube, cluster_domain: str = "cluster.local",
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 health: HealthCheck | None = None) -> None:
+                 health: HealthCheck | None = None,
+                 engines: EnginesFactory = failover.cluster_engines,
+                 requeue: Callable[[str, str, float], None] | None = None) -> None:
         self.kube = kube
         self.cluster_domain = cluster_domain
         self.clock = clock
-        self.day2 = Day2(kube, health or PodHealth(kube))
-        # Set by the operator: enqueue (namespace, name) again after a delay (an operation in progress).
-        self.requeue: Callable[[tuple[str, str], float], None] | None = None
+        # How the failover step reaches the engines (pod DNS names in the cluster; loopback in tests).
+        self.engines = engines
+        self.day2 = Day2(kube, health or PodHealth(kube), engines=engines)
+        self.requeue = requeue  # reconcile this OmenDB again after a delay (an operation in progress)
 
     def reconcile(self, namespace: str, name: str) -> str:
         started = time.monotonic()
@@ -123,6 +129,8 @@ class Reconciler:
         if before.skip_statefulset:
             skip.add(("StatefulSet", names.statefulset))
         generated_tls = spec.tls.enabled and spec.tls.generate
+        # No failover while the pods are held at zero on purpose (hibernation, restore).
+        repl = self._replication(body, owner, spec, previous, live_sts, paused=before.replicas_override == 0)
         wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
         observed = Observed(
             users_secret=decode_secret_data(users_live),
@@ -131,8 +139,12 @@ class Reconciler:
             tls_secret=decode_secret_data(self._secret(names.tls, namespace)) if generated_tls else {},
             monitoring_api=(self.kube.has_kind(monitoring.MONITORING_API, "PrometheusRule")
                             and self.kube.has_kind(monitoring.MONITORING_API, "ServiceMonitor")),
-            primary_pod=previous.get("primaryPod"),
-            replicas_override=before.replicas_override,
+            primary_pod=repl.primary_pod,
+            # Hibernation (and restore) hold the pods at zero; otherwise a scale-down may wait on a switchover.
+            replicas_override=(before.replicas_override if before.replicas_override is not None
+                               else repl.replicas_hold),
+            user_tls_ca=bool(spec.tls.enabled and not spec.tls.generate and decode_secret_data(
+                self._secret(str(spec.tls.secret_name), namespace)).get("ca.crt")),
         )
         desired = build_children(owner, before.spec, observed, now, self.cluster_domain)
         obs.warnings += desired.warnings
@@ -185,7 +197,7 @@ class Reconciler:
             self.kube.event(owner, type_, reason, message)
         if after.requeue is not None and self.requeue is not None:
             # A pod's /health, an OmenDBBackup's phase and a claim's capacity are not watched.
-            self.requeue((namespace, name), after.requeue)
+            self.requeue(namespace, name, after.requeue)
         obs.upgrade, obs.storage = after.upgrade_state, before.volumes.status
         obs.upgrade_condition = upgrade.upgrade_condition(after.upgrade_state) if after.upgrade_state else None
         obs.storage_condition = before.volumes.condition
@@ -199,6 +211,7 @@ class Reconciler:
                 "full": self.kube.get("batch/v1", "CronJob", names.backup_full, namespace),
                 "incremental": self.kube.get("batch/v1", "CronJob", names.backup_incremental, namespace),
             }
+        obs.replication = repl.status
         new = build_status(owner, spec, obs, previous, now)
         if status_changed(previous, new):
             self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, status_patch(previous, new))
@@ -208,6 +221,29 @@ class Reconciler:
                 self.kube.event(owner, kind, f"Phase{new['phase']}",
                                 f"phase {old_phase or '(none)'} -> {new['phase']}")
         return "changed" if changed else "unchanged"
+
+    def _replication(self, body: dict[str, Any], owner: dict[str, Any], spec: OmenDBSpec,
+                     previous: dict[str, Any], live_sts: dict[str, Any] | None, *,
+                     paused: bool = False) -> failover.Result:
+        """Failover, switchover (annotation omendb.io/switchover-to) and role labels: failover.py."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        requested = (meta.get("annotations") or {}).get(failover.SWITCHOVER_ANNOTATION)
+        live = int(((live_sts or {}).get("spec") or {}).get("replicas") or 0)
+        result = failover.run(self.kube, owner, spec, previous, self.engines(self.kube, name, namespace, spec),
+                              self.clock, switchover_to=None if requested is None else requested.strip(),
+                              live_replicas=live, paused=paused)
+        if requested is not None and result.switchover_finished:
+            # The request is consumed (done or refused, said in an event); metadata only, never spec.
+            self.kube.patch(L.API_VERSION, L.KIND, name, namespace,
+                            {"metadata": {"annotations": {failover.SWITCHOVER_ANNOTATION: None}}})
+            refused = result.switchover_finished.startswith("refused")
+            self.kube.event(owner, "Warning" if refused else "Normal",
+                            "SwitchoverRefused" if refused else "SwitchoverDone",
+                            f"{failover.SWITCHOVER_ANNOTATION}={requested}: {result.switchover_finished}")
+        if result.requeue_after is not None and self.requeue is not None:
+            self.requeue(namespace, name, result.requeue_after)
+        return result
 
     def _check_user_tls(self, spec: OmenDBSpec, namespace: str, now: dt.datetime, obs: Observation) -> None:
         secret = self._secret(str(spec.tls.secret_name), namespace)

@@ -22,6 +22,8 @@ from omendb_operator.spec import OmenDBSpec
 HTPASSWD_KEY = "users.htpasswd"
 USERNAME_KEY = "username"
 PASSWORD_KEY = "password"
+# "user:password" in one line: the replicas' credentials_file (they stream from the primary as this user).
+CREDENTIALS_KEY = "credentials"
 BCRYPT_ROUNDS = 12
 # The schemes the engine accepts in its htpasswd file (it refuses the whole file over any other line).
 ACCEPTED_HASH_PREFIXES = ("$2y$", "$2b$", "$2a$", "$apr1$")
@@ -108,6 +110,7 @@ def build_users_secret(owner: dict[str, Any], spec: OmenDBSpec, existing: dict[s
         "kind": "Secret",
         "type": "Opaque",
         "metadata": L.metadata(owner, names.users, "credentials"),
-        "data": encode_data({USERNAME_KEY: user, PASSWORD_KEY: password, HTPASSWD_KEY: htpasswd}),
+        "data": encode_data({USERNAME_KEY: user, PASSWORD_KEY: password, HTPASSWD_KEY: htpasswd,
+                             CREDENTIALS_KEY: f"{user}:{password}\n"}),
     }
     return UsersResult(manifest=manifest, generated=kept is None, warnings=tuple(warnings))

@@ -16,28 +16,38 @@ def _ports(metrics: bool) -> list[dict[str, Any]]:
     return ports
 
 
-def primary_selector(name: str, primary_pod: str | None = None) -> dict[str, str]:
-    """Pods the primary Service selects. Pod 0 starts as primary (DESIGN §3); failover (issue 6) moves the
-    primary by passing another pod name here, kept in status so a restart does not forget it."""
-    return {**L.selector_labels(name), L.POD_NAME_LABEL: primary_pod or L.Names(name).pod(0)}
+ROLE_LABEL = "role"  # set on each pod by the operator (failover.py): primary or replica
 
 
-def build_services(owner: dict[str, Any], primary_pod: str | None = None) -> list[dict[str, Any]]:
+def primary_selector(name: str) -> dict[str, str]:
+    """Pods the primary Service selects: the one labelled role=primary. The operator labels exactly one pod
+    (status.primaryPod) and moves the label on failover, so the selector itself never changes."""
+    return {**L.selector_labels(name), ROLE_LABEL: "primary"}
+
+
+def read_selector(name: str, replicas: int) -> dict[str, str]:
+    """Pods the read Service selects: the replicas; with one pod, that pod (the primary serves reads)."""
+    if replicas > 1:
+        return {**L.selector_labels(name), ROLE_LABEL: "replica"}
+    return L.selector_labels(name)
+
+
+def build_services(owner: dict[str, Any], replicas: int = 1) -> list[dict[str, Any]]:
     name = owner["metadata"]["name"]
     names = L.Names(name)
     primary = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": L.metadata(owner, names.primary_service, "primary"),
-        "spec": {"type": "ClusterIP", "selector": primary_selector(name, primary_pod),
+        "spec": {"type": "ClusterIP", "selector": primary_selector(name),
                  "ports": _ports(False)},
     }
     read = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": L.metadata(owner, names.read_service, "read"),
-        # Every ready pod serves reads; replicas follow the primary once replication lands.
-        "spec": {"type": "ClusterIP", "selector": L.selector_labels(name), "ports": _ports(False)},
+        # Ready replicas serve reads (a lagging one is not ready: [replication] max_lag_seconds).
+        "spec": {"type": "ClusterIP", "selector": read_selector(name, replicas), "ports": _ports(False)},
     }
     headless_meta = L.metadata(owner, names.headless_service, "headless")
     headless_meta["labels"][METRICS_SERVICE_LABEL] = "true"

@@ -37,7 +37,8 @@ OPERATOR_OWNED_KEYS: dict[str, tuple[str, ...]] = {
     "http": ("host", "port"),
     "security": ("auth_enabled", "tls_enabled", "tls_cert_file", "tls_key_file", "htpasswd_file"),
     "monitoring": ("prometheus_enabled", "prometheus_port"),
-    # Per pod (which pod is the primary, whom the others follow, with which credentials): issue 6.
+    # Per pod (which pod is the primary, whom the others follow, with which credentials): set from
+    # status.primaryPod through `omendb serve --primary-pod-file` (docs/replication.md, "In Kubernetes").
     "replication": ("role", "primary_url", "credentials_file", "ca_file", "replica_id"),
 }
 
@@ -63,6 +64,8 @@ class StorageSpec:
     wal: VolumeSpec = field(default_factory=lambda: VolumeSpec("2Gi"))
     # Data volumes outlive the OmenDB unless this is set (DESIGN §3).
     delete_claims_on_delete: bool = False
+    # The volumes of pods removed by a scale-down are kept (a later scale-up reuses them) unless this is set.
+    delete_claims_on_scale_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,21 @@ class UpgradeSpec:
 
 
 @dataclass(frozen=True)
+class ReplicationSpec:
+    # A write is acknowledged once this many replicas hold it (0: asynchronous). None: spec.config's
+    # [replication] synchronous_replicas, else 0.
+    synchronous_replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class FailoverSpec:
+    enabled: bool = True
+    # How long the primary must be down (pod not ready and its engine not answering) before a replica
+    # is promoted. Shorter fails over faster but also on a restart that would have recovered in place.
+    delay_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class OmenDBSpec:
     version: str = DEFAULT_VERSION
     image: str | None = None
@@ -172,6 +190,8 @@ class OmenDBSpec:
     upgrade: UpgradeSpec = field(default_factory=UpgradeSpec)
     # Scale to zero, keeping volumes, backups and Secrets; scheduled backups are suspended.
     hibernate: bool = False
+    replication: ReplicationSpec = field(default_factory=ReplicationSpec)
+    failover: FailoverSpec = field(default_factory=FailoverSpec)
 
     @property
     def container_image(self) -> str:
@@ -220,6 +240,8 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
     alerts_raw = monitoring_raw.get("alerts") or {}
     sched_raw = raw.get("scheduling") or {}
     upgrade_raw = raw.get("upgrade") or {}
+    replication_raw = raw.get("replication") or {}
+    failover_raw = raw.get("failover") or {}
 
     alert_defaults = AlertThresholds()
     spec = OmenDBSpec(
@@ -232,6 +254,7 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             data=_volume(storage_raw.get("data"), "10Gi"),
             wal=_volume(storage_raw.get("wal"), "2Gi"),
             delete_claims_on_delete=bool(_get(storage_raw, "deleteClaimsOnDelete", False)),
+            delete_claims_on_scale_down=bool(_get(storage_raw, "deleteClaimsOnScaleDown", False)),
         ),
         resources=dict(_get(raw, "resources", DEFAULT_RESOURCES)),
         config={k: dict(v or {}) for k, v in (_get(raw, "config", {}) or {}).items()},
@@ -299,6 +322,14 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             timeout_seconds=parse_duration(_get(upgrade_raw, "timeout", "10m"), "spec.upgrade.timeout"),
         ),
         hibernate=bool(_get(raw, "hibernate", False)),
+        replication=ReplicationSpec(
+            synchronous_replicas=(None if replication_raw.get("synchronousReplicas") is None
+                                  else int(replication_raw["synchronousReplicas"])),
+        ),
+        failover=FailoverSpec(
+            enabled=bool(_get(failover_raw, "enabled", True)),
+            delay_seconds=int(_get(failover_raw, "delaySeconds", 30)),
+        ),
     )
     validate(spec)
     return spec
@@ -325,7 +356,26 @@ def validate(spec: OmenDBSpec) -> None:
             if key in spec.config.get(section, {}):
                 raise SpecError(f"spec.config.{section}.{key} is set by the operator; remove it "
                                 f"(see docs/operator.md, 'Keys the operator sets')")
+    _validate_replication(spec)
     engine_config(spec)
+
+
+def _validate_replication(spec: OmenDBSpec) -> None:
+    in_config = spec.config.get("replication", {}).get("synchronous_replicas")
+    wanted = spec.replication.synchronous_replicas
+    if wanted is not None and in_config is not None and in_config != wanted:
+        raise SpecError(f"spec.replication.synchronousReplicas ({wanted}) and "
+                        f"spec.config.replication.synchronous_replicas ({in_config}) disagree; set only "
+                        "spec.replication.synchronousReplicas")
+    effective = wanted if wanted is not None else in_config
+    if isinstance(effective, int) and not isinstance(effective, bool) and effective >= spec.replicas \
+            and effective > 0:
+        raise SpecError(f"spec.replication.synchronousReplicas is {effective} but spec.replicas is "
+                        f"{spec.replicas}: only {spec.replicas - 1} replica(s) can acknowledge a write, so "
+                        f"every write would time out; set spec.replicas to at least {effective + 1} or lower "
+                        "synchronousReplicas")
+    if spec.failover.delay_seconds < 1:
+        raise SpecError(f"spec.failover.delaySeconds is {spec.failover.delay_seconds}; it must be at least 1")
 
 
 def engine_config(spec: OmenDBSpec) -> Config:

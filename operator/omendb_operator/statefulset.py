@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.configmap import CONFIG_DIR, CONFIG_FILE, DATA_DIR, WAL_DIR
-from omendb_operator.secrets import HTPASSWD_KEY
+from omendb_operator.configmap import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    DATA_DIR,
+    PRIMARY_POD_FILE,
+    PRIMARY_POD_KEY,
+    REPLICATION_CREDENTIALS_FILE,
+    WAL_DIR,
+)
+from omendb_operator.secrets import CREDENTIALS_KEY, HTPASSWD_KEY
 from omendb_operator.security import container_security_context, pod_security_context, writable_env
 from omendb_operator.spec import OmenDBSpec
 
@@ -19,23 +27,34 @@ def tls_secret_name(name: str, spec: OmenDBSpec) -> str:
     return L.Names(name).tls if spec.tls.generate else str(spec.tls.secret_name)
 
 
-def _config_volume(name: str, spec: OmenDBSpec) -> dict[str, Any]:
-    """One projected volume at /etc/omendb: omendb.toml, users.htpasswd and tls/. Projected (not subPath)
-    mounts are updated in place by the kubelet, so a renewed certificate or a changed user list reaches
-    the engine, which reloads them, without restarting the pod."""
+def _config_volume(name: str, spec: OmenDBSpec, tls_ca: bool) -> dict[str, Any]:
+    """One projected volume at /etc/omendb: omendb.toml, primary-pod, users.htpasswd, the replication
+    credentials and tls/. Projected (not subPath) mounts are updated in place by the kubelet, so a renewed
+    certificate or a changed user list reaches the engine, which reloads them, without restarting the pod;
+    primary-pod is read at start (a pod restarted after a failover starts in its new role)."""
     names = L.Names(name)
     sources: list[dict[str, Any]] = [
-        {"configMap": {"name": names.config, "items": [{"key": "omendb.toml", "path": "omendb.toml"}]}},
+        {"configMap": {"name": names.config, "items": [{"key": "omendb.toml", "path": "omendb.toml"},
+                                                       {"key": PRIMARY_POD_KEY, "path": PRIMARY_POD_KEY}]}},
     ]
     if spec.auth.enabled:
+        credentials = REPLICATION_CREDENTIALS_FILE.removeprefix(CONFIG_DIR + "/")
         sources.append({"secret": {"name": names.users,
-                                   "items": [{"key": HTPASSWD_KEY, "path": "users.htpasswd"}]}})
+                                   "items": [{"key": HTPASSWD_KEY, "path": "users.htpasswd"},
+                                             {"key": CREDENTIALS_KEY, "path": credentials}]}})
     if spec.tls.enabled:
         items = [{"key": "tls.crt", "path": "tls/tls.crt"}, {"key": "tls.key", "path": "tls/tls.key"}]
-        if spec.tls.generate:
+        if spec.tls.generate or tls_ca:
             items.append({"key": "ca.crt", "path": "tls/ca.crt"})
         sources.append({"secret": {"name": tls_secret_name(name, spec), "items": items}})
     return {"name": "config", "projected": {"sources": sources, "defaultMode": 0o440}}
+
+
+def primary_url_template(name: str, namespace: str, spec: OmenDBSpec) -> str:
+    """The primary's API URL with {pod} for its pod name, through the headless Service (whose DNS names
+    resolve before pods are ready) and covered by the generated certificate's wildcard names."""
+    scheme = "https" if spec.tls.enabled else "http"
+    return f"{scheme}://{{pod}}.{L.Names(name).headless_service}.{namespace}.svc:{L.API_PORT}"
 
 
 def _probe(path: str, spec: OmenDBSpec, *, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
@@ -80,18 +99,22 @@ def _claim(name: str, size: str, storage_class: str | None) -> dict[str, Any]:
 
 
 def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
-                      replicas: int | None = None) -> dict[str, Any]:
+                      replicas: int | None = None, tls_ca: bool = True) -> dict[str, Any]:
     """The database StatefulSet. ``replicas`` overrides spec.replicas for operations that must hold the
-    count (restore scales to zero, issue 7); ``config_hash`` in the pod template rolls the pods when
-    omendb.toml changes, because the engine reads it only at start."""
+    count (restore scales to zero, issue 7; a scale-down waiting for a switchover); ``config_hash`` in the
+    pod template rolls the pods when omendb.toml changes, because the engine reads it only at start.
+    ``tls_ca``: the user's TLS Secret has ca.crt (mounted for replicas to verify the primary)."""
     name = owner["metadata"]["name"]
+    namespace = owner["metadata"]["namespace"]
     names = L.Names(name)
     pod_labels = L.labels(name, "database")
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.container_image,
         "imagePullPolicy": spec.image_pull_policy,
-        "command": ["omendb", "serve", "--config", CONFIG_FILE],
+        # Every pod shares omendb.toml; its role comes from primary-pod at start (docs/replication.md).
+        "command": ["omendb", "serve", "--config", CONFIG_FILE, "--primary-pod-file", PRIMARY_POD_FILE,
+                    "--primary-url-template", primary_url_template(name, namespace, spec)],
         "ports": [{"name": "api", "containerPort": L.API_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": L.METRICS_PORT, "protocol": "TCP"}],
         "env": [
@@ -119,7 +142,7 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
-        "volumes": [_config_volume(name, spec), {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
+        "volumes": [_config_volume(name, spec, tls_ca), {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
         "topologySpreadConstraints": _topology_spread(name, spec),
     }
     affinity = _affinity(name, spec)
@@ -150,7 +173,8 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
             # a switchover, with a backup first and a rollback on timeout (rollout.py, upgrade.py).
             "updateStrategy": {"type": "OnDelete"},
             # Data volumes outlive the OmenDB (and scale-downs) unless the spec says otherwise.
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": keep, "whenScaled": "Retain"},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": keep, "whenScaled": "Delete" if spec.storage.delete_claims_on_scale_down else "Retain"},
             "template": {
                 "metadata": {"labels": pod_labels,
                              "annotations": {L.CONFIG_HASH_ANNOTATION: config_hash}},

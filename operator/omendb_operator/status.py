@@ -72,6 +72,8 @@ class Observation:
     operation_waiting: str | None = None  # why a running operation waits (Progressing's message)
     running_version: str | None = None  # the version the StatefulSet runs, when not the spec's (rollback)
     hibernation: str | None = None  # Hibernating / Hibernated while spec.hibernate is true
+    # primaryPod, pods and failover, from the failover step (failover.py); None keeps the previous ones.
+    replication: dict[str, Any] | None = None
 
 
 def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool) -> tuple[int, int, bool]:
@@ -133,7 +135,9 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
                 cond(DEGRADED, "True", "InvalidSpec", message),
             ],
         })
-        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls", "upgrade", "storage"):
+        # primaryPod and failover must survive a bad spec: forgetting them would make pod 0 the primary again.
+        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls", "upgrade", "storage",
+                    "primaryPod", "pods", "podsObservedAt", "failover"):
             if key in prev:
                 status[key] = prev[key]
         return status
@@ -221,6 +225,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         "credentialsSecret": names.users,
         "conditions": conditions,
     })
+    status.update({k: prev[k] for k in ("pods", "podsObservedAt", "failover") if k in prev})
+    status.update(obs.replication or {})
     if current_version:
         status["currentVersion"] = current_version
     if obs.upgrade_condition:
@@ -253,7 +259,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 # the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
 MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
                 "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls",
-                "upgrade", "storage")
+                "upgrade", "storage", "pods", "podsObservedAt", "failover")
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

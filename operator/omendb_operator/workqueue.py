@@ -46,7 +46,7 @@ class WorkQueue:
                 self._cond.notify()
 
     def add_after(self, key: Key, delay: float) -> None:
-        """Enqueue ``key`` after ``delay`` seconds (an operation in progress looks again soon)."""
+        """Enqueue ``key`` in ``delay`` seconds (a failover waiting out its delay, a switchover polling)."""
         self._add_later(key, delay)
 
     def _add_later(self, key: Key, delay: float) -> None:

@@ -165,6 +165,7 @@ def test_scale_subresource_and_printer_columns(apiserver, namespace):
             "Replicas",
             "Ready",
             "Phase",
+            "Primary",
             "Age",
         ]
         assert table["rows"][0]["cells"][:5] == ["db", "0.1.0", 3, 1, "Ready"]

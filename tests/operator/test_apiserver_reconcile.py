@@ -163,7 +163,7 @@ def test_hand_edits_are_put_back_and_other_managers_fields_kept(apiserver, names
             params={"fieldManager": "kubectl-edit"},
             json={
                 "metadata": {"annotations": {"team": "payments"}},
-                "spec": {"selector": {"statefulset.kubernetes.io/pod-name": "db-9"}},
+                "spec": {"selector": {"role": "replica"}},
             },
         )
         assert r.status_code == 200, r.text
@@ -189,7 +189,7 @@ def test_hand_edits_are_put_back_and_other_managers_fields_kept(apiserver, names
         assert r.status_code == 200, r.text
         assert reconciler.reconcile(namespace, "db") == "changed"
         service = http.get(svc).json()
-        assert service["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "db-0"
+        assert service["spec"]["selector"]["role"] == "primary"
         assert service["metadata"]["annotations"]["team"] == "payments"  # not ours: left alone
         assert "max_error = 50" in http.get(cm).json()["data"]["omendb.toml"]
         image = http.get(sts).json()["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -35,6 +35,7 @@ def test_omendb_contract_names_and_subresources():
         "Replicas",
         "Ready",
         "Phase",
+        "Primary",
         "Age",
     ]
 

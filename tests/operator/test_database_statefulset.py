@@ -25,7 +25,10 @@ def test_container_runs_the_engine_with_the_guide_ports_and_probes(owner):
     c = sts["spec"]["template"]["spec"]["containers"][0]
     assert c["name"] == "omendb"
     assert c["image"] == "omendb/omendb:0.2.0"
-    assert c["command"] == ["omendb", "serve", "--config", "/etc/omendb/omendb.toml"]
+    # The role comes from the primary-pod key at start; the template never names the primary.
+    assert c["command"] == ["omendb", "serve", "--config", "/etc/omendb/omendb.toml",
+                            "--primary-pod-file", "/etc/omendb/primary-pod", "--primary-url-template",
+                            "https://{pod}.prod-headless.omendb-prod.svc:3000"]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"api": 3000, "metrics": 9090}
     assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "api", "scheme": "HTTPS"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "api", "scheme": "HTTPS"}
@@ -54,7 +57,9 @@ def test_config_users_and_certificates_are_one_projected_volume(owner):
     }
     assert paths == {
         "omendb.toml": ("configMap", "prod-config"),
+        "primary-pod": ("configMap", "prod-config"),
         "users.htpasswd": ("secret", "prod-users"),
+        "replication/credentials": ("secret", "prod-users"),
         "tls/tls.crt": ("secret", "prod-tls"),
         "tls/tls.key": ("secret", "prod-tls"),
         "tls/ca.crt": ("secret", "prod-tls"),

@@ -7,7 +7,8 @@ from omendb_operator.services import build_services
 def test_primary_read_and_headless_services(owner):
     primary, read, headless = build_services(owner)
     assert [s["metadata"]["name"] for s in (primary, read, headless)] == ["prod", "prod-ro", "prod-headless"]
-    assert primary["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "prod-0"
+    # The role label, moved by the operator on failover: the selector itself never changes.
+    assert primary["spec"]["selector"]["role"] == "primary"
     assert primary["spec"]["ports"] == [{"name": "api", "port": 3000, "targetPort": "api", "protocol": "TCP"}]
     assert read["spec"]["selector"] == {
         "app": "omendb",
@@ -22,9 +23,12 @@ def test_primary_read_and_headless_services(owner):
         assert svc["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
 
 
-def test_failover_moves_the_primary_selector(owner):
-    primary = build_services(owner, primary_pod="prod-2")[0]
-    assert primary["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "prod-2"
+def test_read_service_selects_replicas_once_there_are_any(owner):
+    primary, read, _ = build_services(owner, replicas=3)
+    assert primary["spec"]["selector"] == {"app": "omendb", "app.kubernetes.io/name": "omendb",
+                                           "app.kubernetes.io/instance": "prod", "role": "primary"}
+    assert read["spec"]["selector"] == {"app": "omendb", "app.kubernetes.io/name": "omendb",
+                                        "app.kubernetes.io/instance": "prod", "role": "replica"}
 
 
 def test_pdb_allows_one_disruption_at_a_time(owner):

@@ -42,8 +42,9 @@ class Server:
     """One ``omendb serve`` subprocess. ``sections`` override the defaults of a test configuration."""
 
     def __init__(self, workdir: Path, sections: dict[str, dict[str, Any]] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
         self.workdir = workdir
+        self.args = list(args or [])  # extra `omendb serve` arguments
         workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.metrics_port = free_port(), free_port()
         raw: dict[str, dict[str, Any]] = {
@@ -83,7 +84,7 @@ class Server:
     def start(self, wait_ready: bool = True, verify: Any = True) -> Server:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "omendb.cli", "serve", "--config",
-                                      str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
+                                      str(self.config_path), *self.args], stdout=log, stderr=subprocess.STDOUT,
                                      env=self.env, cwd=self.workdir)
         log.close()
         if wait_ready:

@@ -1,4 +1,5 @@
-"""``kubectl-omendb`` (``kubectl omendb``): status, backup, restore, logs and a quick read of one OmenDB.
+"""``kubectl-omendb`` (``kubectl omendb``): status, backup, restore, logs, switchover and a quick read of one
+OmenDB.
 
 Credentials come from the kubeconfig ($KUBECONFIG, ~/.kube/config) or the pod's service account, like
 kubectl's. ``--namespace`` defaults to the kubeconfig context's namespace, else ``default``.
@@ -55,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--pod", help="only this pod (e.g. NAME-0)")
     p.add_argument("--tail", type=int, default=100, help="lines per pod (default 100; -1 for all)")
+
+    p = sub.add_parser("switchover", help="move the primary to another pod without losing a write (annotation "
+                                          "omendb.io/switchover-to, carried out by the operator)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", metavar="POD", help="the pod to promote (default: the most advanced ready replica)")
 
     p = sub.add_parser("get", help="read one key through the API (a port-forward to the NAME Service, or "
                                    "--url from inside the cluster)")
@@ -247,8 +253,25 @@ def cmd_get(kube: Any, args: argparse.Namespace, namespace: str) -> str:
     return ("(not found)" if value is None else repr(value)) + "\n"
 
 
+def cmd_switchover(kube: Any, args: argparse.Namespace, namespace: str) -> str:
+    from omendb_operator.failover import SWITCHOVER_ANNOTATION
+
+    omendb = _omendb(kube, args.name, namespace)
+    primary = (omendb.get("status") or {}).get("primaryPod")
+    if args.to and args.to == primary:
+        return f"{args.to} is already the primary of {args.name}; nothing to do\n"
+    if args.to and not args.to.startswith(f"{args.name}-"):
+        raise PluginError(f"--to {args.to}: not a pod of {args.name} (they are named {args.name}-0, "
+                          f"{args.name}-1, ...)")
+    kube.patch(L.API_VERSION, L.KIND, args.name, namespace,
+               {"metadata": {"annotations": {SWITCHOVER_ANNOTATION: args.to or ""}}})
+    return (f"switchover of {args.name} requested (from {primary or '?'} to {args.to or 'the most advanced replica'})"
+            f"\n  follow it: kubectl -n {namespace} get omendb {args.name} -w   (column PRIMARY), or "
+            f"kubectl omendb -n {namespace} status {args.name}\n")
+
+
 COMMANDS = {"status": cmd_status, "backup": cmd_backup, "restore": cmd_restore, "logs": cmd_logs,
-            "get": cmd_get}
+            "switchover": cmd_switchover, "get": cmd_get}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

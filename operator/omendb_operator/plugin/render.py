@@ -33,15 +33,39 @@ def table(rows: list[list[str]]) -> list[str]:
 def pod_row(pod: dict[str, Any], primary: str | None, replication: dict[str, Any]) -> list[str]:
     meta, status = pod["metadata"], pod.get("status") or {}
     name = meta["name"]
-    role = (meta.get("labels") or {}).get(L.ROLE_LABEL) or ("primary" if name == primary else "replica")
+    labels = meta.get("labels") or {}
+    role = labels.get("role") or labels.get(L.ROLE_LABEL) or ("primary" if name == primary else "replica")
     conds = {c["type"]: c["status"] for c in status.get("conditions") or []}
     ready = "yes" if conds.get("Ready") == "True" else "no"
     restarts = sum(int(c.get("restartCount", 0)) for c in status.get("containerStatuses") or [])
-    # LSN and lag come from the replication status when the operator publishes it (issue 6).
+    # LSN and lag from status.pods (the operator reads each engine's /v1/stats).
     rep = replication.get(name) or {}
     lsn = str(rep["lsn"]) if "lsn" in rep else "-"
-    lag = str(rep["lagBytes"]) if "lagBytes" in rep else "-"
+    if "lagSeconds" in rep or "lagLsn" in rep:
+        lag = f"{rep.get('lagSeconds', '?')}s/{rep.get('lagLsn', '?')} LSN"
+    else:
+        lag = "-"
     return [name, role, ready, status.get("phase", "-"), str(restarts), lsn, lag]
+
+
+def failover_line(status: dict[str, Any]) -> str:
+    fo = status.get("failover") or {}
+    phase = fo.get("phase", "Idle")
+    if phase != "Idle":
+        text = f"{fo.get('reason', '')} {phase}: {fo.get('from', '?')} -> {fo.get('to', '?')}"
+        if fo.get("targetLsn") is not None:
+            text += f" (LSN {fo['targetLsn']})"
+    else:
+        text = "Idle"
+        if fo.get("primaryNotReadySince"):
+            text += f", primary down since {fo['primaryNotReadySince']}"
+    last = fo.get("last") or {}
+    if last:
+        text += (f"; last {last.get('reason')} {last.get('from')} -> {last.get('to')} at {last.get('at')} "
+                 f"(LSN {last.get('lsn')}, term {last.get('term')})")
+    if fo.get("message"):
+        text += f"; {fo['message']}"
+    return text
 
 
 def status_text(omendb: dict[str, Any], pods: list[dict[str, Any]], events: list[dict[str, Any]],
@@ -54,6 +78,7 @@ def status_text(omendb: dict[str, Any], pods: list[dict[str, Any]], events: list
         f"  Replicas:   {status.get('readyReplicas', 0)}/{spec.get('replicas', status.get('replicas', '-'))}"
         " ready",
         f"  Primary:    {status.get('primaryPod', '-')}",
+        f"  Failover:   {failover_line(status)}",
     ]
     endpoints = status.get("endpoints") or {}
     if endpoints:
@@ -70,7 +95,7 @@ def status_text(omendb: dict[str, Any], pods: list[dict[str, Any]], events: list
 
     out += ["", "Pods:"]
     if pods:
-        replication = {str(r.get("pod")): r for r in status.get("replication") or [] if isinstance(r, dict)}
+        replication = {str(r.get("name")): r for r in status.get("pods") or [] if isinstance(r, dict)}
         rows = [["NAME", "ROLE", "READY", "PHASE", "RESTARTS", "LSN", "LAG"]]
         rows += [pod_row(p, status.get("primaryPod"), replication)
                  for p in sorted(pods, key=lambda p: p["metadata"]["name"])]

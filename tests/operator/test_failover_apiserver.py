@@ -1,0 +1,268 @@
+"""Failover and switchover by the reconcile, against a real kube-apiserver and real engines.
+
+There is no kubelet here: the test creates the pods of an OmenDB itself and sets their readiness through
+the pods' status subresource, and each pod's engine is a real ``omendb serve`` process on loopback (the
+replication tests' cluster), which the reconcile reaches through an ``Engines`` pointed at loopback
+instead of the pods' DNS names. Everything else (status, labels, the ConfigMap key, events, the
+annotation) is the real API server's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.config import new_client_from_config
+
+from omendb_operator import failover
+from omendb_operator.kube import Kube
+from omendb_operator.reconcile import Reconciler
+from omendb_operator.spec import parse_spec
+
+# tests/operator is not a package (its helpers import by file name); the replication tests' cluster is.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.replication.cluster import ADMIN, Cluster, api, caught_up, info, lookup, wait_until  # noqa: E402
+from tests.server.harness import Server  # noqa: E402
+
+API = "omendb.io/v1alpha1"
+
+
+@pytest.fixture(scope="module")
+def kube(apiserver):
+    return Kube(new_client_from_config(config_file=str(apiserver.kubeconfig)))
+
+
+def _pod(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "omendb", "app.kubernetes.io/name": "omendb",
+                                                  "app.kubernetes.io/instance": "db",
+                                                  "app.kubernetes.io/component": "database",
+                                                  "app.kubernetes.io/managed-by": "omendb-operator"}},
+            "spec": {"containers": [{"name": "omendb", "image": "omendb/omendb:0.1.0"}]}}
+
+
+def _set_ready(apiserver, namespace: str, pod: str, ready: bool, since: dt.datetime) -> None:
+    with apiserver.client() as http:
+        r = http.patch(f"/api/v1/namespaces/{namespace}/pods/{pod}/status",
+                       headers={"Content-Type": "application/merge-patch+json"},
+                       json={"status": {
+                           "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                           "containerStatuses": [{"name": "omendb", "image": "omendb/omendb:0.1.0", "imageID": "",
+                                                  "ready": ready, "restartCount": 0,
+                                                  "state": {"running": {"startedAt": "2026-11-27T07:00:00Z"}}}],
+                           "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                           "lastTransitionTime": since.strftime("%Y-%m-%dT%H:%M:%SZ")}]}})
+        assert r.status_code == 200, r.text
+
+
+def _write(server: Server, keys: range) -> None:
+    with api(server) as c:
+        c.post("/v1/records", json={"records": [{"key": k, "value": k / 4} for k in keys]}).raise_for_status()
+
+
+def _labels(kube: Kube, namespace: str) -> dict[str, str | None]:
+    return {p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get("role")
+            for p in kube.list("v1", "Pod", namespace, failover.pod_selector("db"))}
+
+
+def _events(apiserver, namespace: str) -> list[tuple[str, str, str]]:
+    with apiserver.client() as http:
+        items = http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
+    return [(e["type"], e["reason"], e["message"]) for e in items if e["involvedObject"]["name"] == "db"]
+
+
+def test_failover_relabels_rejoins_the_old_primary_and_switches_over_without_loss(apiserver, namespace, kube,
+                                                                                   tmp_path: Path):
+    cluster = Cluster(tmp_path)
+    nodes: dict[str, Server] = {}
+    try:
+        nodes["db-0"] = cluster.node("db-0")
+        nodes.update(zip(("db-1", "db-2"), cluster.replicas(nodes["db-0"], "db-1", "db-2"), strict=True))
+
+        def engines(_kube: Kube, name: str, ns: str, spec: Any) -> failover.Engines:
+            def url(pod: str) -> str:
+                return nodes[pod].url
+            return failover.Engines(url, url, ADMIN)
+
+        requeues: list[float] = []
+        reconciler = Reconciler(kube, engines=engines,
+                                requeue=lambda ns, name, delay: requeues.append(delay))
+        spec = {"replicas": 3, "tls": {"enabled": False}, "backup": {"enabled": False},
+                "monitoring": {"prometheusRule": False, "serviceMonitor": False},
+                "failover": {"delaySeconds": 5}}
+        kube.resource(API, "OmenDB").create(namespace=namespace, body={
+            "apiVersion": API, "kind": "OmenDB", "metadata": {"name": "db"}, "spec": spec})
+        now = dt.datetime.now(dt.UTC)
+        # No controller manager makes the namespace's default ServiceAccount, which pod admission needs.
+        kube.resource("v1", "ServiceAccount").create(namespace=namespace, body={
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+        for i in range(3):
+            kube.resource("v1", "Pod").create(namespace=namespace, body=_pod(f"db-{i}"))
+            _set_ready(apiserver, namespace, f"db-{i}", True, now)
+
+        # 1. Steady state: one primary, labelled; Services select by role; status lists LSNs.
+        _write(nodes["db-0"], range(0, 500))
+        caught_up(nodes["db-1"], nodes["db-0"])
+        caught_up(nodes["db-2"], nodes["db-0"])
+        reconciler.reconcile(namespace, "db")
+        assert _labels(kube, namespace) == {"db-0": "primary", "db-1": "replica", "db-2": "replica"}
+        status = kube.get(API, "OmenDB", "db", namespace)["status"]
+        assert status["primaryPod"] == "db-0" and status["failover"] == {"phase": "Idle"}
+        lsn = info(nodes["db-0"])["lsn"]
+        assert [(p["name"], p["role"], p["lsn"]) for p in status["pods"]] == [
+            ("db-0", "primary", lsn), ("db-1", "replica", lsn), ("db-2", "replica", lsn)]
+        assert kube.get("v1", "ConfigMap", "db-config", namespace)["data"]["primary-pod"] == "db-0\n"
+        assert kube.get("v1", "Service", "db", namespace)["spec"]["selector"]["role"] == "primary"
+        assert kube.get("v1", "Service", "db-ro", namespace)["spec"]["selector"]["role"] == "replica"
+        assert reconciler.reconcile(namespace, "db") == "unchanged"
+
+        # 2. The primary dies. Within the delay nothing moves (a requeue is asked for the rest of it).
+        nodes["db-0"].stop(signal.SIGKILL)
+        down_at = dt.datetime.now(dt.UTC)
+        _set_ready(apiserver, namespace, "db-0", False, down_at)
+        reconciler.reconcile(namespace, "db")
+        status = kube.get(API, "OmenDB", "db", namespace)["status"]
+        assert status["primaryPod"] == "db-0" and status["failover"]["primaryNotReadySince"]
+        assert requeues and 0 < requeues[-1] <= 5
+        # After the delay: the most advanced replica (a tie: the lowest ordinal) is promoted, the other
+        # follows it, labels and the ConfigMap key move, and status says what happened.
+        _set_ready(apiserver, namespace, "db-0", False, down_at - dt.timedelta(seconds=30))
+        reconciler.reconcile(namespace, "db")
+        status = kube.get(API, "OmenDB", "db", namespace)["status"]
+        assert status["primaryPod"] == "db-1", status
+        assert status["failover"]["phase"] == "Idle" and status["failover"]["last"]["from"] == "db-0"
+        assert info(nodes["db-1"])["role"] == "primary"
+        assert info(nodes["db-2"])["primary"] == nodes["db-1"].url
+        assert _labels(kube, namespace) == {"db-0": "replica", "db-1": "primary", "db-2": "replica"}
+        assert kube.get("v1", "ConfigMap", "db-config", namespace)["data"]["primary-pod"] == "db-1\n"
+        reasons = [e[1] for e in _events(apiserver, namespace)]
+        assert "FailoverStarted" in reasons and "FailoverCompleted" in reasons
+        started = next(e for e in _events(apiserver, namespace) if e[1] == "FailoverStarted")
+        assert f"db-1 LSN {lsn}" in started[2] and "db-0 unreachable" in started[2]
+        _write(nodes["db-1"], range(500, 600))
+
+        # 3. The old primary returns as a primary (a stale primary-pod file): it is told to follow.
+        nodes["db-0"] = cluster.node("db-0")
+        _set_ready(apiserver, namespace, "db-0", True, dt.datetime.now(dt.UTC))
+        reconciler.reconcile(namespace, "db")
+        assert info(nodes["db-0"])["role"] == "replica"
+        caught_up(nodes["db-0"], nodes["db-1"])
+        assert lookup(nodes["db-0"], [599]) == [599 / 4]
+        assert _labels(kube, namespace) == {"db-0": "replica", "db-1": "primary", "db-2": "replica"}
+
+        # 4. Planned switchover by annotation: no acknowledged write is lost, the annotation is consumed.
+        _write(nodes["db-1"], range(600, 700))
+        kube.patch(API, "OmenDB", "db", namespace,
+                   {"metadata": {"annotations": {failover.SWITCHOVER_ANNOTATION: "db-2"}}})
+
+        def switched() -> bool:
+            reconciler.reconcile(namespace, "db")
+            return kube.get(API, "OmenDB", "db", namespace)["status"]["primaryPod"] == "db-2"
+
+        wait_until(switched, 60, "the switchover to db-2")
+        body = kube.get(API, "OmenDB", "db", namespace)
+        assert failover.SWITCHOVER_ANNOTATION not in (body["metadata"].get("annotations") or {})
+        assert body["status"]["failover"]["last"]["reason"] == "switchover"
+        assert info(nodes["db-2"])["role"] == "primary" and info(nodes["db-1"])["role"] == "replica"
+        assert lookup(nodes["db-2"], list(range(700))) == [k / 4 for k in range(700)]
+        reconciler.reconcile(namespace, "db")  # repoint db-0 (it followed db-1)
+        assert info(nodes["db-0"])["primary"] == nodes["db-2"].url
+        assert _labels(kube, namespace) == {"db-0": "replica", "db-1": "replica", "db-2": "primary"}
+        reasons = [e[1] for e in _events(apiserver, namespace)]
+        assert {"SwitchoverStarted", "PrimaryDemoted", "SwitchoverCompleted", "SwitchoverDone"} <= set(reasons)
+
+        # 5. An operator that restarts mid-failover resumes from status: a failover recorded as Promoting
+        # db-0 is carried out by a new Reconciler.
+        kube.patch_status(API, "OmenDB", "db", namespace, {"failover": {
+            "phase": "Promoting", "reason": "failover", "from": "db-2", "to": "db-0",
+            "startedAt": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}})
+        _write(nodes["db-2"], range(700, 705))  # a write of db-2's term, so db-0 learns the new timeline
+        caught_up(nodes["db-0"], nodes["db-2"])
+        Reconciler(kube, engines=engines).reconcile(namespace, "db")
+        status = kube.get(API, "OmenDB", "db", namespace)["status"]
+        assert status["primaryPod"] == "db-0" and status["failover"]["phase"] == "Idle"
+        assert info(nodes["db-0"])["role"] == "primary"
+        assert info(nodes["db-2"])["role"] == "replica"  # the previous primary follows (nothing to rewind)
+
+        # 6. The contract the upgrade helper uses: switchover_step until done.
+        body = kube.get(API, "OmenDB", "db", namespace)
+        owner = {"apiVersion": API, "kind": "OmenDB", "metadata": body["metadata"]}
+        progress = None
+        for _ in range(60):
+            body = kube.get(API, "OmenDB", "db", namespace)
+            progress = failover.switchover_step(kube, owner, parse_spec(body["spec"]), body["status"], "db-1",
+                                                engines=engines(kube, "db", namespace, None))
+            if progress.done:
+                break
+        assert progress is not None and progress.done and progress.primary_pod == "db-1", progress
+        assert info(nodes["db-1"])["role"] == "primary"
+        _write(nodes["db-1"], range(705, 710))
+        assert lookup(nodes["db-1"], list(range(710))) == [k / 4 for k in range(710)]
+    finally:
+        cluster.stop_all()
+
+
+def test_scale_down_switches_over_before_removing_the_primary(apiserver, namespace, kube, tmp_path: Path):
+    cluster = Cluster(tmp_path)
+    nodes: dict[str, Server] = {}
+    try:
+        # The primary is the highest ordinal (after an earlier failover); the spec goes from 3 pods to 1.
+        nodes["db-2"] = cluster.node("db-2")
+        nodes.update(zip(("db-0", "db-1"), cluster.replicas(nodes["db-2"], "db-0", "db-1"), strict=True))
+
+        def engines(_kube: Kube, name: str, ns: str, spec: Any) -> failover.Engines:
+            def url(pod: str) -> str:
+                return nodes[pod].url
+            return failover.Engines(url, url, ADMIN)
+
+        reconciler = Reconciler(kube, engines=engines)
+        kube.resource("v1", "ServiceAccount").create(namespace=namespace, body={
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+        kube.resource(API, "OmenDB").create(namespace=namespace, body={
+            "apiVersion": API, "kind": "OmenDB", "metadata": {"name": "db"},
+            "spec": {"replicas": 3, "tls": {"enabled": False}, "backup": {"enabled": False},
+                     "storage": {"deleteClaimsOnScaleDown": True},
+                     "monitoring": {"prometheusRule": False, "serviceMonitor": False}}})
+        now = dt.datetime.now(dt.UTC)
+        for i in range(3):
+            kube.resource("v1", "Pod").create(namespace=namespace, body=_pod(f"db-{i}"))
+            _set_ready(apiserver, namespace, f"db-{i}", True, now)
+        kube.patch_status(API, "OmenDB", "db", namespace, {"primaryPod": "db-2"})
+        _write(nodes["db-2"], range(0, 300))
+        reconciler.reconcile(namespace, "db")
+        sts = kube.get("apps/v1", "StatefulSet", "db", namespace)
+        assert sts["spec"]["replicas"] == 3
+        assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete"
+
+        # db-0, the one pod that stays, is down: the StatefulSet is held at 3 pods, the primary stays.
+        nodes["db-0"].stop(signal.SIGTERM)
+        _set_ready(apiserver, namespace, "db-0", False, dt.datetime.now(dt.UTC))
+        kube.patch(API, "OmenDB", "db", namespace, {"spec": {"replicas": 1}})
+        for _ in range(2):
+            reconciler.reconcile(namespace, "db")
+            assert kube.get("apps/v1", "StatefulSet", "db", namespace)["spec"]["replicas"] == 3
+            assert kube.get(API, "OmenDB", "db", namespace)["status"]["primaryPod"] == "db-2"
+        assert info(nodes["db-2"])["role"] == "primary"
+        # db-0 is back: the primary moves there (a switchover: nothing lost), then the StatefulSet shrinks.
+        nodes["db-0"] = cluster.node("db-0", nodes["db-2"])
+        _set_ready(apiserver, namespace, "db-0", True, dt.datetime.now(dt.UTC))
+
+        def moved() -> bool:
+            reconciler.reconcile(namespace, "db")
+            body = kube.get(API, "OmenDB", "db", namespace)
+            sts = kube.get("apps/v1", "StatefulSet", "db", namespace)
+            return body["status"]["primaryPod"] == "db-0" and sts["spec"]["replicas"] == 1
+
+        wait_until(moved, 60, "the primary on db-0 and the StatefulSet at 1 pod")
+        assert info(nodes["db-0"])["role"] == "primary"
+        assert lookup(nodes["db-0"], list(range(300))) == [k / 4 for k in range(300)]
+        reasons = [e[1] for e in _events(apiserver, namespace)]
+        assert "SwitchoverStarted" in reasons and "SwitchoverCompleted" in reasons
+        # One pod left: the read Service selects it whatever its role.
+        assert "role" not in kube.get("v1", "Service", "db-ro", namespace)["spec"]["selector"]
+    finally:
+        cluster.stop_all()
