@@ -26,6 +26,8 @@ class Observed:
     primary_pod: str | None = None
     # Set while an operation (restore, hibernation: issue 7) must hold the pod count.
     replicas_override: int | None = None
+    # Set while a restore is in progress (restores.py): the backup CronJobs are suspended.
+    suspend_backups: bool = False
 
 
 @dataclass
@@ -72,7 +74,7 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
     out.append(pdb.build_pdb(owner))
     if spec.backup.enabled:
         out.append(cronjobs.build_backup_volume(owner, spec))
-        out += cronjobs.build_cronjobs(owner, spec)
+        out += cronjobs.build_cronjobs(owner, spec, observed.suspend_backups)
 
     skipped = False
     wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor

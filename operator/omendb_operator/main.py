@@ -96,6 +96,7 @@ class Operator:
         self.kube = kube or Kube()
         self.reconciler = Reconciler(self.kube, settings.cluster_domain)
         self.queue = WorkQueue(lambda key: self._reconcile(key), workers=settings.workers)
+        self.reconciler.requeue = self.queue.add_after
         self.identity = f"omendb-operator@{os.environ.get('POD_NAME') or os.uname().nodename}/{os.getpid()}"
         self.ready = threading.Event()
 

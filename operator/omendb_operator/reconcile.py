@@ -21,6 +21,7 @@ from omendb_operator import certificates, metrics, monitoring
 from omendb_operator import labels as L
 from omendb_operator.children import Observed, build_children, stale_children
 from omendb_operator.kube import Kube
+from omendb_operator.operations import Operations
 from omendb_operator.secrets import HTPASSWD_KEY, decode_secret_data
 from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
 from omendb_operator.statefulset import claim_template_drift
@@ -48,12 +49,16 @@ class Reconciler:
         self.kube = kube
         self.cluster_domain = cluster_domain
         self.clock = clock
+        self.operations = Operations(kube)  # backups, restores, bootstrap (operations.py)
+        # Set by the operator: enqueue (namespace, name) again after a delay (an operation in progress).
+        self.requeue: Callable[[tuple[str, str], float], None] | None = None
 
     def reconcile(self, namespace: str, name: str) -> str:
         started = time.monotonic()
         try:
             body = self.kube.get(L.API_VERSION, L.KIND, name, namespace)
             if body is None:
+                self.operations.orphans(namespace, name, self.clock())  # backups/restores naming it fail
                 result = "gone"
             elif body["metadata"].get("deletionTimestamp"):
                 # Children go with the OmenDB by garbage collection; nothing to do, and no finalizer.
@@ -93,7 +98,12 @@ class Reconciler:
                 self.kube.event(owner, "Warning", "InvalidSpec", str(exc))
             return "invalid"
 
-        obs = Observation()
+        # Backups, restores and bootstrap first: they decide the pod count and CronJob suspension below.
+        ops = self.operations.step(owner, spec, previous, now)
+        obs = Observation(last_backup=ops.last_backup, backup_failure=ops.backup_failure,
+                          restore=ops.restore_marker, bootstrap=ops.bootstrap)
+        if ops.requeue_after is not None and self.requeue is not None:
+            self.requeue((namespace, name), ops.requeue_after)
         user_htpasswd = None
         skip: set[tuple[str, str]] = set()
         users_live = self._secret(names.users, namespace)
@@ -120,6 +130,8 @@ class Reconciler:
             monitoring_api=(self.kube.has_kind(monitoring.MONITORING_API, "PrometheusRule")
                             and self.kube.has_kind(monitoring.MONITORING_API, "ServiceMonitor")),
             primary_pod=previous.get("primaryPod"),
+            replicas_override=ops.replicas_override,
+            suspend_backups=ops.suspend_backups,
         )
         desired = build_children(owner, spec, observed, now, self.cluster_domain)
         obs.warnings += desired.warnings

@@ -143,6 +143,17 @@ class SchedulingSpec:
 
 
 @dataclass(frozen=True)
+class BootstrapSpec:
+    """spec.bootstrap.fromBackup: a new OmenDB starts from a backup of another OmenDB in its namespace
+    (read from that OmenDB's backup volume SOURCE-backups), optionally to a point in time."""
+
+    source_cluster: str
+    backup_id: str = "latest"
+    lsn: int | None = None
+    time: str | None = None
+
+
+@dataclass(frozen=True)
 class OmenDBSpec:
     version: str = DEFAULT_VERSION
     image: str | None = None
@@ -157,6 +168,7 @@ class OmenDBSpec:
     backup: BackupSpec = field(default_factory=BackupSpec)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     scheduling: SchedulingSpec = field(default_factory=SchedulingSpec)
+    bootstrap: BootstrapSpec | None = None
 
     @property
     def container_image(self) -> str:
@@ -266,9 +278,25 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             tolerations=list(_get(sched_raw, "tolerations", [])),
             priority_class_name=_get(sched_raw, "priorityClassName", None),
         ),
+        bootstrap=_bootstrap(raw.get("bootstrap")),
     )
     validate(spec)
     return spec
+
+
+def _bootstrap(raw: dict[str, Any] | None) -> BootstrapSpec | None:
+    source = (raw or {}).get("fromBackup")
+    if not source:
+        return None
+    cluster = str((source.get("cluster") or {}).get("name") or "")
+    if not cluster:
+        raise SpecError("spec.bootstrap.fromBackup.cluster.name is required: the OmenDB (in this namespace) "
+                        "whose backup volume NAME-backups holds the backup")
+    pit = source.get("pointInTime") or {}
+    if pit.get("lsn") is not None and pit.get("time"):
+        raise SpecError("spec.bootstrap.fromBackup.pointInTime takes time or lsn, not both")
+    return BootstrapSpec(source_cluster=cluster, backup_id=str(source.get("backupId") or "latest"),
+                         lsn=None if pit.get("lsn") is None else int(pit["lsn"]), time=pit.get("time"))
 
 
 def validate(spec: OmenDBSpec) -> None:

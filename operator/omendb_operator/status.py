@@ -61,6 +61,11 @@ class Observation:
     tls_not_after: dt.datetime | None = None
     tls_error: str | None = None
     monitoring_missing: bool = False
+    # From operations.py (backups, restores, bootstrap).
+    last_backup: dict[str, Any] = field(default_factory=dict)  # from the newest succeeded backup Jobs
+    backup_failure: str | None = None  # the newest finished scheduled backup Job failed: why
+    restore: dict[str, Any] | None = None  # the restore holding this OmenDB: {name, step}
+    bootstrap: dict[str, Any] | None = None  # spec.bootstrap.fromBackup's progress
 
 
 def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool) -> tuple[int, int, bool]:
@@ -77,10 +82,12 @@ def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool
     return replicas, ready, done
 
 
-def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | None]) -> tuple[str, str, str]:
+def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | None],
+                      job_failure: str | None = None) -> tuple[str, str, str]:
     if not spec.backup.enabled:
         return "Unknown", "BackupsDisabled", "spec.backup.enabled is false"
-    failing, never = [], []
+    failing: list[str] = [job_failure] if job_failure else []
+    never = []
     for kind in ("full", "incremental"):
         cj = cronjobs.get(kind)
         st = (cj or {}).get("status") or {}
@@ -88,7 +95,7 @@ def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | Non
         succeeded = parse_time(st.get("lastSuccessfulTime"))
         if scheduled is None:
             never.append(kind)
-        elif not st.get("active") and (succeeded is None or succeeded < scheduled):
+        elif not st.get("active") and (succeeded is None or succeeded < scheduled) and not job_failure:
             failing.append(f"the last {kind} backup (scheduled {timestamp(scheduled)}) did not succeed")
     if failing:
         return "False", "BackupFailed", "; ".join(failing) + "; see the backup Jobs' logs"
@@ -121,7 +128,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
                 cond(DEGRADED, "True", "InvalidSpec", message),
             ],
         })
-        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls"):
+        for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls", "restore",
+                    "bootstrap"):
             if key in prev:
                 status[key] = prev[key]
         return status
@@ -152,7 +160,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(DEGRADED, "False", "AsExpectedWithWarnings", "; ".join(obs.warnings)))
     else:
         conditions.append(cond(DEGRADED, "False", "AsExpected", "no problems found"))
-    conditions.append(cond(BACKUP_HEALTHY, *_backup_condition(spec, obs.cronjobs)))
+    conditions.append(cond(BACKUP_HEALTHY, *_backup_condition(spec, obs.cronjobs, obs.backup_failure)))
     if not spec.tls.enabled:
         conditions.append(cond(TLS_READY, "False", "TLSDisabled", "spec.tls.enabled is false"))
     elif obs.tls_error:
@@ -196,14 +204,24 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
     })
     if current_version:
         status["currentVersion"] = current_version
-    last_backup = {}
+    # The newest succeeded backup (id, type, time, size: read from its Job) and the newest of each kind;
+    # a backup whose Job is gone (history limits) is still counted through the CronJobs' status.
+    last_backup: dict[str, Any] = dict(prev.get("lastBackup") or {}) if spec.backup.enabled else {}
+    newest = {k: v for k, v in obs.last_backup.items() if k not in ("full", "incremental")}
+    if newest.get("time") and str(newest["time"]) >= str(last_backup.get("time") or ""):
+        last_backup.update(newest)
     for kind in ("full", "incremental"):
         st = (obs.cronjobs.get(kind) or {}).get("status") or {}
-        when = parse_time(st.get("lastSuccessfulTime"))
-        if when:
-            last_backup[kind] = timestamp(when)
+        times = [t for t in (parse_time(st.get("lastSuccessfulTime")), parse_time(obs.last_backup.get(kind)),
+                             parse_time(last_backup.get(kind))) if t]
+        if times:
+            last_backup[kind] = timestamp(max(times))
     if last_backup:
         status["lastBackup"] = last_backup
+    if obs.restore:
+        status["restore"] = obs.restore
+    if obs.bootstrap:
+        status["bootstrap"] = obs.bootstrap
     if spec.tls.enabled:
         tls: dict[str, Any] = {"secretName": names.tls if spec.tls.generate else spec.tls.secret_name}
         if spec.tls.generate:
@@ -217,7 +235,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 # Status keys build_status writes; a key among these that the new status lacks is removed (set to null in
 # the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
 MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
-                "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls")
+                "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls", "restore",
+                "bootstrap")
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

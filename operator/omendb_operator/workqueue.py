@@ -45,6 +45,10 @@ class WorkQueue:
                 self._pending.append(key)
                 self._cond.notify()
 
+    def add_after(self, key: Key, delay: float) -> None:
+        """Enqueue ``key`` after ``delay`` seconds (an operation in progress looks again soon)."""
+        self._add_later(key, delay)
+
     def _add_later(self, key: Key, delay: float) -> None:
         with self._cond:
             old = self._timers.pop(key, None)
