@@ -1,9 +1,12 @@
 """Backups and restores in the local cluster (issue 7's journeys), with the operator running in the cluster.
 
-One OmenDB (`src`, 1 pod, TLS and auth as by default) goes through, in file order: records written ->
-OmenDBBackup -> more writes -> OmenDBRestore of that backup -> contents equal the backup; a point-in-time
-restore to an LSN between two writes; a restore of a backup that does not exist fails and leaves the
-data as it was, then a new restore succeeds; then a second OmenDB (`copy`) bootstraps from `src`'s backup.
+One OmenDB (`src`, 1 pod, TLS and auth as by default) goes through, in file order: records written -> a
+full OmenDBBackup -> more writes (two of them) -> an incremental OmenDBBackup -> OmenDBRestore of the full
+backup -> contents equal that backup; a point-in-time restore of the incremental to the LSN between its
+two writes; a restore of a backup that does not exist fails and leaves the data as it was, then a new
+restore (latest) succeeds; then a second OmenDB (`copy`) bootstraps from `src`'s full backup. (A full
+backup's snapshot is the state at its end, so a point between two writes needs a chain whose WAL holds
+them: the incremental's.)
 Records are written and read inside the database pod with omendb.client (as the generated admin user,
 over TLS verified against NAME-ca), so the test needs no network path into the cluster.
 """
@@ -42,9 +45,11 @@ else:
 class Db:
     namespace: str
     name: str = "src"
-    backup_id: str = ""
-    at_backup: dict[str, float] = field(default_factory=dict)  # contents when the backup was taken
-    lsn_between: int = 0  # the LSN of the first of two writes, both in the backup
+    backup_id: str = ""  # the full backup
+    at_backup: dict[str, float] = field(default_factory=dict)  # contents when the full backup was taken
+    incremental_id: str = ""
+    at_incremental: dict[str, float] = field(default_factory=dict)
+    lsn_between: int = 0  # the LSN of the first of two writes, both in the incremental backup
 
 
 def _omendb(name: str, **extra: Any) -> dict[str, Any]:
@@ -116,31 +121,36 @@ def db(kube: Kube, operator: str, request: pytest.FixtureRequest) -> Iterator[Db
     kube.kubectl("delete", "namespace", d.namespace, "--wait=false", check=False)
 
 
+def _backup(kube: Kube, d: Db, name: str, kind: str) -> dict[str, Any]:
+    kube.apply(d.namespace, {"apiVersion": "omendb.io/v1alpha1", "kind": "OmenDBBackup", "metadata": {"name": name},
+                             "spec": {"cluster": {"name": d.name}, "type": kind}})
+    status: dict[str, Any] = _wait_phase(kube, d.namespace, "omendbbackup", name, ("Succeeded", "Failed"))["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["backupId"].endswith("-full" if kind == "full" else "-incr"), status
+    assert status["sizeBytes"] > 0 and status["startedAt"] and status["completedAt"]
+    job = kube.get(d.namespace, "job", f"{name}-backup")
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "OmenDBBackup"
+    kube.wait_until("status.lastBackup of the OmenDB", lambda: (kube.get(d.namespace, "omendb", d.name)[
+        "status"].get("lastBackup") or {}).get("id") == status["backupId"], 60, interval=2)
+    return status
+
+
 def test_backup_more_writes_restore_gives_the_backup_back(kube: Kube, db: Db) -> None:
     _wait_ready(kube, db.namespace, db.name)
-    db.lsn_between = _put(kube, db, 0, 100, 1.0)
+    _put(kube, db, 0, 100, 1.0)
     _put(kube, db, 100, 100, 2.0)
     db.at_backup = _expected((0, 100, 1.0), (100, 100, 2.0))
     assert _contents(kube, db.namespace, db.name) == db.at_backup
-    kube.apply(db.namespace, {"apiVersion": "omendb.io/v1alpha1", "kind": "OmenDBBackup",
-                              "metadata": {"name": "before-changes"},
-                              "spec": {"cluster": {"name": db.name}, "type": "full"}})
-    backup = _wait_phase(kube, db.namespace, "omendbbackup", "before-changes", ("Succeeded", "Failed"))
-    status = backup["status"]
-    assert status["phase"] == "Succeeded", status
-    assert status["backupId"].endswith("-full") and status["sizeBytes"] > 0 and status["startedAt"]
-    db.backup_id = status["backupId"]
-    job = kube.get(db.namespace, "job", "before-changes-backup")
-    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
-    assert job["metadata"]["ownerReferences"][0]["kind"] == "OmenDBBackup"
-    kube.wait_until("status.lastBackup of the OmenDB", lambda: (kube.get(db.namespace, "omendb", db.name)[
-        "status"].get("lastBackup") or {}).get("id") == db.backup_id, 60, interval=2)
+    db.backup_id = _backup(kube, db, "full", "full")["backupId"]
 
-    _put(kube, db, 200, 50, 3.0)
+    db.lsn_between = _put(kube, db, 200, 50, 3.0)
     _put(kube, db, 0, 10, 9.0)
-    assert _contents(kube, db.namespace, db.name) != db.at_backup
+    db.at_incremental = _expected((0, 100, 1.0), (100, 100, 2.0), (200, 50, 3.0), (0, 10, 9.0))
+    assert _contents(kube, db.namespace, db.name) == db.at_incremental
+    db.incremental_id = _backup(kube, db, "incremental", "incremental")["backupId"]
 
-    restore = _restore(kube, db, "to-the-backup", backupId=db.backup_id)
+    restore = _restore(kube, db, "to-the-full-backup", backupId=db.backup_id)
     assert restore["status"]["phase"] == "Succeeded", restore["status"]
     assert restore["status"]["recordCount"] == 200 and restore["status"]["backupId"] == db.backup_id
     _wait_ready(kube, db.namespace, db.name)
@@ -150,17 +160,18 @@ def test_backup_more_writes_restore_gives_the_backup_back(kube: Kube, db: Db) ->
     for cron in ("full", "incremental"):
         assert kube.get(db.namespace, "cronjob", f"{db.name}-backup-{cron}")["spec"]["suspend"] is False
     reasons = kube.kubectl("-n", db.namespace, "get", "events", "--field-selector",
-                           "involvedObject.name=to-the-backup", "-o", "jsonpath={.items[*].reason}").stdout.split()
+                           "involvedObject.name=to-the-full-backup", "-o",
+                           "jsonpath={.items[*].reason}").stdout.split()
     for reason in ("RestoreScaleDown", "RestoreRestore", "RestoreScaleUp", "RestoreVerify", "RestoreSucceeded"):
         assert reason in reasons, reasons
 
 
 def test_point_in_time_restore_to_an_lsn_between_two_writes(kube: Kube, db: Db) -> None:
-    restore = _restore(kube, db, "to-lsn", backupId=db.backup_id, pointInTime={"lsn": db.lsn_between})
+    restore = _restore(kube, db, "to-lsn", backupId=db.incremental_id, pointInTime={"lsn": db.lsn_between})
     assert restore["status"]["phase"] == "Succeeded", restore["status"]
     assert restore["status"]["restoredLSN"] == db.lsn_between
     _wait_ready(kube, db.namespace, db.name)
-    assert _contents(kube, db.namespace, db.name) == _expected((0, 100, 1.0))
+    assert _contents(kube, db.namespace, db.name) == _expected((0, 100, 1.0), (100, 100, 2.0), (200, 50, 3.0))
 
 
 def test_failed_restore_leaves_the_data_then_a_new_restore_succeeds(kube: Kube, db: Db) -> None:
@@ -174,10 +185,11 @@ def test_failed_restore_leaves_the_data_then_a_new_restore_succeeds(kube: Kube, 
     assert _contents(kube, db.namespace, db.name) == before
     assert "restore" not in kube.get(db.namespace, "omendb", db.name)["status"]
 
-    retry = _restore(kube, db, "latest-after-failure")  # backupId defaults to latest
+    retry = _restore(kube, db, "latest-after-failure")  # backupId defaults to latest: the incremental
     assert retry["status"]["phase"] == "Succeeded", retry["status"]
+    assert retry["status"]["backupId"] == db.incremental_id
     _wait_ready(kube, db.namespace, db.name)
-    assert _contents(kube, db.namespace, db.name) == db.at_backup
+    assert _contents(kube, db.namespace, db.name) == db.at_incremental
 
 
 def test_bootstrap_a_second_omendb_from_the_first_ones_backup(kube: Kube, db: Db) -> None:

@@ -82,7 +82,10 @@ def job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str, comman
         env.append({"name": "OMENDB_CA_FILE", "value": CA_FILE})
         mounts.append({"name": "ca", "mountPath": CA_MOUNT, "readOnly": True})
         volumes.append({"name": "ca", "secret": ca})
-    pod_labels = {**L.labels(name, component), **(extra_labels or {})}
+    # Without the `app` selector label: Services, the PodDisruptionBudget and the StatefulSet select the
+    # database pods by the selector labels, and a Job's pod must never be taken for one of them.
+    pod_labels = {k: v for k, v in L.labels(name, component).items() if k != "app"}
+    pod_labels.update(extra_labels or {})
     container: dict[str, Any] = {
         "name": "backup",
         "image": spec.container_image,

@@ -97,6 +97,8 @@ def test_backup_job_is_the_cronjobs_job_owned_by_the_backup(owner):
     assert labels["app.kubernetes.io/component"] == "backup"
     assert labels["omendb.io/backup"] == "nightly" and labels["omendb.io/backup-type"] == "incremental"
     assert job["spec"]["template"]["metadata"]["labels"] == labels
+    # Not selected by the database's Services, PodDisruptionBudget or StatefulSet.
+    assert "app" not in labels
     (ref,) = job["metadata"]["ownerReferences"]
     assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("OmenDBBackup", "nightly", "b-uid", True)
     pod = job["spec"]["template"]["spec"]
