@@ -148,8 +148,12 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(PROGRESSING, "False", "RolloutComplete", f"running {version}"))
     else:
         conditions.append(cond(READY, "False", "ReplicasNotReady", f"{ready}/{spec.replicas} pods are ready"))
-        conditions.append(cond(PROGRESSING, "True", "RollingOut" if was_ready else "Creating",
-                               f"rolling out {version}: {ready}/{spec.replicas} pods ready"))
+        if obs.restore:  # an OmenDBRestore holds the pods (restores.py): expected, not a degradation
+            conditions.append(cond(PROGRESSING, "True", "Restoring",
+                                   f"OmenDBRestore {obs.restore.get('name')}: step {obs.restore.get('step')}"))
+        else:
+            conditions.append(cond(PROGRESSING, "True", "RollingOut" if was_ready else "Creating",
+                                   f"rolling out {version}: {ready}/{spec.replicas} pods ready"))
     problems = list(obs.apply_errors)
     if was_ready and not done and ready < min(replicas, spec.replicas):
         problems.append(f"{spec.replicas - ready} of {spec.replicas} pods are not ready")
@@ -184,7 +188,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
     elif done:
         phase = PHASE_READY
     elif was_ready:
-        phase = PHASE_UPDATING if ready >= 1 else PHASE_DEGRADED
+        phase = PHASE_UPDATING if ready >= 1 or obs.restore else PHASE_DEGRADED
     else:
         phase = PHASE_CREATING
 

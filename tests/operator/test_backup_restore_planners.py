@@ -389,3 +389,15 @@ def test_restore_script_discards_after_success_and_handles_empty_volumes(tmp_pat
     _sh(tmp_path, "discard")
     assert _tree(tmp_path) == {"data/LOCK": "", "data/MANIFEST": "restored"}
     assert "unknown action" in _sh(tmp_path, "explode", check=False).stderr
+
+
+def test_a_restore_in_progress_is_progress_not_degradation():
+    owner = make_owner()
+    previous = {"currentVersion": "0.1.0", "conditions": [{"type": "Ready", "status": "True"}]}
+    sts = {"metadata": {"generation": 2}, "status": {"observedGeneration": 2, "replicas": 0, "readyReplicas": 0}}
+    held = Observation(statefulset=sts, restore={"name": "r1", "step": "Restore"})
+    status = build_status(owner, parse_spec({}), held, previous, NOW)
+    assert status["phase"] == "Updating" and status["restore"] == {"name": "r1", "step": "Restore"}
+    progressing = {c["type"]: c for c in status["conditions"]}["Progressing"]
+    assert (progressing["reason"], progressing["message"]) == ("Restoring", "OmenDBRestore r1: step Restore")
+    assert "restore" not in build_status(owner, parse_spec({}), Observation(statefulset=sts), previous, NOW)
