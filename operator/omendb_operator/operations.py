@@ -130,8 +130,6 @@ class Operations:
         for restore in backups.for_cluster(self._list(restores.KIND, namespace), name):
             if (restore.get("status") or {}).get("phase") in restores.FINISHED:
                 continue
-            if (restore.get("status") or {}).get("step"):
-                continue  # cannot happen without the OmenDB; never guess about a running restore
             rplan = restores.plan_restore(restore, view, None, None, {}, {}, None, None, now)
             self._patch(restores.KIND, restore, rplan.status)
             self._events(restore, rplan.events)
@@ -231,6 +229,20 @@ class Operations:
                     holder = None  # finished in this step
                 if rplan.status.get("phase") not in restores.FINISHED and earlier is None:
                     earlier = rname
+
+        # A restore deleted while its Jobs had the data moved aside (steps Restore, PutBack): the data
+        # directory may hold nothing usable, so the pods stay at 0 until a new OmenDBRestore (which finds
+        # the set-aside data and keeps it until it succeeds, or puts it back) takes over.
+        marker_step = (previous.get("restore") or {}).get("step")
+        if (out.restore_marker is None and marker and marker_step in (restores.RESTORE, restores.PUT_BACK)
+                and all(r["metadata"]["name"] != marker for r in all_restores)):
+            message = (f"OmenDBRestore {marker} was deleted at step {marker_step}: the pods stay at 0 (the "
+                       f"previous data is in {jobs.SET_ASIDE}/ of the volumes); apply a new OmenDBRestore")
+            if (previous.get("restore") or {}).get("message") != message:
+                self.kube.event(owner, "Warning", "RestoreDeleted", message)
+            out.restore_marker = {"name": marker, "step": marker_step, "message": message}
+            out.replicas_override, out.suspend_backups = 0, True
+            holder = marker
 
         # ---- backups ---------------------------------------------------------------------------------
         blocked = None

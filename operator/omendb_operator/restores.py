@@ -183,9 +183,9 @@ def plan_restore(restore: dict[str, Any], view: ClusterView, holder: str | None,
         return goto(SCALE_DOWN, f"restoring {view.name} from {what}: writes blocked, scheduled backups "
                                 f"suspended, scaling to 0 pods")
 
-    assert view.spec is not None
-    if not view.exists:  # the OmenDB was deleted mid-restore: nothing left to restore into
-        return fail_early("ClusterNotFound", f"OmenDB {view.name} was deleted during the restore")
+    if not view.exists or view.spec is None:  # the OmenDB was deleted mid-restore: nothing to restore into
+        return fail_early("ClusterNotFound", f"OmenDB {view.name} was deleted (or its spec became invalid) "
+                                             f"during the restore, at step {step}")
 
     # ---- running -------------------------------------------------------------------------------------
     if step == SCALE_DOWN:

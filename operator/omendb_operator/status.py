@@ -250,6 +250,12 @@ def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, A
     for key in MANAGED_KEYS:
         if key in old and key not in new:
             patch[key] = None
+        elif isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            # A merge patch merges objects: a field gone from an object (e.g. bootstrap.error once it
+            # succeeded) must be nulled too, or it lingers.
+            gone = {k: None for k in old[key] if k not in new[key]}
+            if gone:
+                patch[key] = {**gone, **new[key]}
     return patch
 
 

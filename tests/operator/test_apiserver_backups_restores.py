@@ -147,3 +147,27 @@ def test_bootstrap_creates_pod_zero_volumes_and_a_job_before_any_pod(apiserver, 
     job = kube.get("batch/v1", "Job", "copy-bootstrap-restore-0", namespace)
     assert job is not None and job["metadata"]["ownerReferences"][0]["kind"] == "OmenDB"
     assert kube.get("apps/v1", "StatefulSet", "copy", namespace)["spec"]["replicas"] == 0
+
+
+def test_a_restore_deleted_mid_way_keeps_the_pods_at_zero_until_a_new_one(apiserver, namespace, kube):
+    _omendb(apiserver, namespace)
+    reconciler = Reconciler(kube)
+    reconciler.reconcile(namespace, "db")
+    _restore(apiserver, namespace, "gone-soon")
+    reconciler.reconcile(namespace, "db")
+    reconciler.reconcile(namespace, "db")
+    assert _status(kube, "OmenDBRestore", "gone-soon", namespace)["step"] == "Restore"
+    with apiserver.client() as http:
+        r = http.delete(f"{BASE}/namespaces/{namespace}/omendbrestores/gone-soon")
+        assert r.status_code == 200, r.text
+    reconciler.reconcile(namespace, "db")
+    marker = kube.get(API, "OmenDB", "db", namespace)["status"]["restore"]
+    assert marker["name"] == "gone-soon" and "was deleted at step Restore" in marker["message"]
+    assert kube.get("apps/v1", "StatefulSet", "db", namespace)["spec"]["replicas"] == 0
+    assert kube.get("batch/v1", "CronJob", "db-backup-full", namespace)["spec"]["suspend"] is True
+    # A new restore takes over (its Job finds the set-aside data and keeps it until it succeeds).
+    _restore(apiserver, namespace, "take-over")
+    reconciler.reconcile(namespace, "db")
+    assert _status(kube, "OmenDBRestore", "take-over", namespace)["step"] == "ScaleDown"
+    assert kube.get(API, "OmenDB", "db", namespace)["status"]["restore"] == {"name": "take-over",
+                                                                              "step": "ScaleDown"}

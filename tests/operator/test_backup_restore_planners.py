@@ -169,6 +169,9 @@ def _step(restore, view, jobs_=None, pods=None, stats=None, stats_error=None, ho
 def test_restore_refuses_a_missing_cluster_or_backup_volume(owner):
     plan = _step(_restore(), restores.ClusterView("prod", "omendb-prod", exists=False))
     assert plan.status["phase"] == "Failed" and "does not exist" in plan.status["error"] and not plan.holds
+    running = _restore(status={"phase": "Running", "step": "Restore"})
+    plan = _step(running, restores.ClusterView("prod", "omendb-prod", exists=False))
+    assert plan.status["phase"] == "Failed" and "deleted" in plan.status["error"] and "step" not in plan.status
     plan = _step(_restore(), _view(owner, backups_volume=False))
     assert plan.status["phase"] == "Failed" and "prod-backups" in plan.status["error"]
 
@@ -401,3 +404,15 @@ def test_a_restore_in_progress_is_progress_not_degradation():
     progressing = {c["type"]: c for c in status["conditions"]}["Progressing"]
     assert (progressing["reason"], progressing["message"]) == ("Restoring", "OmenDBRestore r1: step Restore")
     assert "restore" not in build_status(owner, parse_spec({}), Observation(statefulset=sts), previous, NOW)
+
+
+def test_status_patch_nulls_fields_gone_from_an_object():
+    from omendb_operator.status import status_changed, status_patch
+
+    old = {"restore": {"name": "r1", "step": "Restore", "message": "deleted"}, "bootstrap": {"phase": "Failed",
+                                                                                         "error": "x"}}
+    new = {"restore": {"name": "r2", "step": "ScaleDown"}, "bootstrap": {"phase": "Succeeded"}}
+    patch = status_patch(old, new)
+    assert patch["restore"] == {"message": None, "name": "r2", "step": "ScaleDown"}
+    assert patch["bootstrap"] == {"error": None, "phase": "Succeeded"}
+    assert not status_changed(new, new)
