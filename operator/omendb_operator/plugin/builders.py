@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from typing import Any
 
@@ -12,37 +11,6 @@ RESTORE_KIND = "OmenDBRestore"
 BACKUP_KIND = "OmenDBBackup"
 # Kubernetes names are at most 63 characters when they end up in labels (Jobs label their pods).
 MAX_NAME = 63
-
-
-def job_name(cronjob_name: str, now: dt.datetime) -> str:
-    """``<cronjob>-manual-<unix time>``, like ``kubectl create job --from=cronjob/...`` names its Jobs."""
-    suffix = f"-manual-{int(now.timestamp())}"
-    return cronjob_name[: MAX_NAME - len(suffix)] + suffix
-
-
-def job_from_cronjob(cronjob: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """A Job running ``cronjob``'s job template now: its labels and annotations, the annotation
-    ``cronjob.kubernetes.io/instantiate: manual`` and an owner reference to the CronJob, as kubectl does,
-    so the CronJob's history limits and status see it."""
-    meta = cronjob["metadata"]
-    template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
-    tmeta = template.get("metadata") or {}
-    annotations = {**(tmeta.get("annotations") or {}), "cronjob.kubernetes.io/instantiate": "manual"}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(meta["name"], now),
-            "namespace": meta["namespace"],
-            "labels": dict(tmeta.get("labels") or {}),
-            "annotations": annotations,
-            "ownerReferences": [{
-                "apiVersion": "batch/v1", "kind": "CronJob", "name": meta["name"], "uid": meta["uid"],
-                "controller": True,
-            }],
-        },
-        "spec": template["spec"],
-    }
 
 
 def _resource_name(name: str, what: str, now: dt.datetime) -> str:
