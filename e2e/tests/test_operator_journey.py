@@ -27,8 +27,11 @@ import yaml
 from e2e.kube import Kube
 from e2e.operator_deploy import OPERATOR_NS
 from e2e.operator_deploy import operator_pod as _operator_pod
+from e2e.tests import conftest as _shared
 
 ROOT = Path(__file__).resolve().parents[2]
+# The operator fixture lives in e2e/tests/conftest.py; re-exported for journeys that import it from here.
+operator = _shared.operator
 SAMPLE = ROOT / "manifests" / "samples" / "omendb-development.yaml"
 
 # Children named after the OmenDB (docs/operator.md, "What one OmenDB named NAME owns").
