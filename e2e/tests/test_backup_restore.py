@@ -3,10 +3,10 @@
 One OmenDB (`src`, 1 pod, TLS and auth as by default) goes through, in file order: records written -> a
 full OmenDBBackup -> more writes (two of them) -> an incremental OmenDBBackup -> OmenDBRestore of the full
 backup -> contents equal that backup; a point-in-time restore of the incremental to the LSN between its
-two writes; a restore of a backup that does not exist fails and leaves the data as it was, then a new
-restore (latest) succeeds; then a second OmenDB (`copy`) bootstraps from `src`'s full backup. (A full
-backup's snapshot is the state at its end, so a point between two writes needs a chain whose WAL holds
-them: the incremental's.)
+two writes, then to the commit time between them; a restore of a backup that does not exist fails and
+leaves the data as it was, then a new restore (latest) succeeds; then a second OmenDB (`copy`) bootstraps
+from `src`'s full backup. (A full backup's snapshot is the state at its end, so a point between two
+writes needs a chain whose WAL holds them: the incremental's.)
 Records are written and read inside the database pod with omendb.client (as the generated admin user,
 over TLS verified against NAME-ca), so the test needs no network path into the cluster.
 """
@@ -14,6 +14,7 @@ over TLS verified against NAME-ca), so the test needs no network path into the c
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ from e2e.kube import Kube
 
 TIMEOUT = 420  # one restore: scale to 0, restore Job, start, verify, discard Job
 
-# Run inside the database pod: `put START COUNT VALUE` prints the write's LSN; `dump` prints every record.
+# Run inside the database pod: `put START COUNT VALUE` prints the write's LSN and commit time (µs since the
+# epoch, from /v1/stats); `dump` prints every record.
 CLIENT = """
 import json, os, sys
 from omendb.client import Client
@@ -34,7 +36,8 @@ c = Client("https://localhost:3000", username=os.environ["U"], password=os.envir
            ca_file="/etc/omendb/tls/ca.crt")
 if sys.argv[1] == "put":
     start, n, v = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-    print(json.dumps(c.put_many(list(range(start, start + n)), [v] * n)))
+    lsn = c.put_many(list(range(start, start + n)), [v] * n)
+    print(json.dumps({"lsn": lsn, "commit_us": c.stats()["last_commit_us"]}))
 else:
     keys, values = c.range(-2**63)
     print(json.dumps({"records": {str(int(k)): float(v) for k, v in zip(keys, values)}, "lsn": c.lsn()}))
@@ -50,6 +53,8 @@ class Db:
     incremental_id: str = ""
     at_incremental: dict[str, float] = field(default_factory=dict)
     lsn_between: int = 0  # the LSN of the first of two writes, both in the incremental backup
+    time_between: str = ""  # its commit time (RFC 3339, to the microsecond)
+    last_commit_us: int = 0
 
 
 def _omendb(name: str, **extra: Any) -> dict[str, Any]:
@@ -74,7 +79,10 @@ def _client(kube: Kube, ns: str, name: str, *args: str) -> Any:
 
 
 def _put(kube: Kube, d: Db, start: int, count: int, value: float) -> int:
-    return int(_client(kube, d.namespace, d.name, "put", str(start), str(count), str(value)))
+    """Write; returns the LSN (and records the commit time of the last write in d.last_commit_us)."""
+    answer = _client(kube, d.namespace, d.name, "put", str(start), str(count), str(value))
+    d.last_commit_us = int(answer["commit_us"])
+    return int(answer["lsn"])
 
 
 def _contents(kube: Kube, ns: str, name: str) -> dict[str, float]:
@@ -145,6 +153,8 @@ def test_backup_more_writes_restore_gives_the_backup_back(kube: Kube, db: Db) ->
     db.backup_id = _backup(kube, db, "full", "full")["backupId"]
 
     db.lsn_between = _put(kube, db, 200, 50, 3.0)
+    db.time_between = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=db.last_commit_us)
+                       ).isoformat().replace("+00:00", "Z")
     _put(kube, db, 0, 10, 9.0)
     db.at_incremental = _expected((0, 100, 1.0), (100, 100, 2.0), (200, 50, 3.0), (0, 10, 9.0))
     assert _contents(kube, db.namespace, db.name) == db.at_incremental
@@ -170,6 +180,15 @@ def test_point_in_time_restore_to_an_lsn_between_two_writes(kube: Kube, db: Db) 
     restore = _restore(kube, db, "to-lsn", backupId=db.incremental_id, pointInTime={"lsn": db.lsn_between})
     assert restore["status"]["phase"] == "Succeeded", restore["status"]
     assert restore["status"]["restoredLSN"] == db.lsn_between
+    _wait_ready(kube, db.namespace, db.name)
+    assert _contents(kube, db.namespace, db.name) == _expected((0, 100, 1.0), (100, 100, 2.0), (200, 50, 3.0))
+
+
+def test_point_in_time_restore_to_a_time_between_two_writes(kube: Kube, db: Db) -> None:
+    _put(kube, db, 900, 5, 7.0)  # something to replace
+    restore = _restore(kube, db, "to-time", backupId="latest", pointInTime={"time": db.time_between})
+    assert restore["status"]["phase"] == "Succeeded", restore["status"]
+    assert restore["status"]["backupId"] == db.incremental_id and restore["status"]["restoredLSN"] == db.lsn_between
     _wait_ready(kube, db.namespace, db.name)
     assert _contents(kube, db.namespace, db.name) == _expected((0, 100, 1.0), (100, 100, 2.0), (200, 50, 3.0))
 
