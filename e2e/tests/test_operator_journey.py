@@ -25,11 +25,14 @@ import pytest
 import yaml
 
 from e2e.kube import Kube
+from e2e.operator_deploy import OPERATOR_NS
+from e2e.operator_deploy import operator_pod as _operator_pod
+from e2e.tests import conftest as _shared
 
 ROOT = Path(__file__).resolve().parents[2]
+# The operator fixture lives in e2e/tests/conftest.py; re-exported for journeys that import it from here.
+operator = _shared.operator
 SAMPLE = ROOT / "manifests" / "samples" / "omendb-development.yaml"
-OPERATOR_NS = "omendb-system"
-OPERATOR_LABEL = "app.kubernetes.io/name=omendb-operator"
 
 # Children named after the OmenDB (docs/operator.md, "What one OmenDB named NAME owns").
 OWNED = {
@@ -49,49 +52,6 @@ GUIDE_ALERTS = {"OmenDBDown", "HighQueryLatency", "HighMemoryUsage", "WALSizeGro
 class Db:
     namespace: str
     name: str
-
-
-def _operator_pods(kube: Kube) -> list[str]:
-    pods = json.loads(kube.kubectl("-n", OPERATOR_NS, "get", "pods", "-l", OPERATOR_LABEL,
-                                   "--field-selector=status.phase=Running", "-o", "json").stdout)["items"]
-    return [str(p["metadata"]["name"]) for p in pods if not p["metadata"].get("deletionTimestamp")]
-
-
-def _operator_pod(kube: Kube) -> str:
-    pods = _operator_pods(kube)
-    assert len(pods) == 1, f"expected one running operator pod, found {pods}"
-    return pods[0]
-
-
-def _established(kube: Kube, crd: str) -> bool:
-    obj = json.loads(kube.kubectl("get", "crd", crd, "-o", "json").stdout)
-    return any(c["type"] == "Established" and c["status"] == "True"
-               for c in obj.get("status", {}).get("conditions") or [])
-
-
-@pytest.fixture(scope="module")
-def operator(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
-    """Install the CRDs, RBAC and peering, and run the operator's image as a Deployment."""
-    # Server-side: the OmenDB CRD is too large for client-side apply's last-applied annotation.
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    for crd in ("omendbs.omendb.io", "clusterkopfpeerings.kopf.dev"):
-        # Not `kubectl wait`: it errors on a CRD created a moment ago, whose status has no conditions yet.
-        kube.wait_until(f"CRD {crd} established", lambda crd=crd: _established(kube, crd), 60)  # type: ignore[misc]
-    kube.kubectl("create", "namespace", OPERATOR_NS, check=False)
-    existed = kube.get_or_none(OPERATOR_NS, "deployment", "omendb-operator") is not None
-    for manifest in ("manifests/rbac.yaml", "manifests/peering.yaml", "e2e/manifests/operator.yaml"):
-        kube.kubectl("apply", "-f", str(ROOT / manifest))
-    if existed:  # a reused cluster runs an operator from older images: restart it on the ones just loaded
-        kube.kubectl("-n", OPERATOR_NS, "rollout", "restart", "deployment/omendb-operator")
-    kube.kubectl("-n", OPERATOR_NS, "rollout", "status", "deployment/omendb-operator", "--timeout=180s",
-                 timeout=200)
-    kube.wait_until("one running operator pod", lambda: len(_operator_pods(kube)) == 1, 90)
-    failed_before = request.session.testsfailed
-    yield OPERATOR_NS
-    if request.session.testsfailed > failed_before:
-        logs = kube.kubectl("-n", OPERATOR_NS, "logs", "-l", OPERATOR_LABEL, "--tail=200", check=False)
-        print(f"\n===== operator logs =====\n{logs.stdout}{logs.stderr}")
-    kube.kubectl("-n", OPERATOR_NS, "delete", "deployment", "omendb-operator", "--wait=true", check=False)
 
 
 @pytest.fixture(scope="module")

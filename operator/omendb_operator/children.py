@@ -29,6 +29,8 @@ class Observed:
     replicas_override: int | None = None
     # The user's TLS Secret (spec.tls.secretName) has ca.crt: mounted for replicas to verify the primary.
     user_tls_ca: bool = False
+    # Set while a restore is in progress (restores.py): the backup CronJobs are suspended.
+    suspend_backups: bool = False
 
 
 @dataclass
@@ -76,7 +78,7 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
     out.append(pdb.build_pdb(owner))
     if spec.backup.enabled:
         out.append(cronjobs.build_backup_volume(owner, spec))
-        out += cronjobs.build_cronjobs(owner, spec)
+        out += cronjobs.build_cronjobs(owner, spec, observed.suspend_backups)
 
     skipped = False
     wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor

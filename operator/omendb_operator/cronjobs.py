@@ -19,6 +19,13 @@ from omendb_operator.spec import OmenDBSpec
 BACKUP_DIR = "/var/backups/omendb"
 CA_MOUNT = "/etc/omendb/ca"
 CA_FILE = f"{CA_MOUNT}/ca.crt"
+# backup_tool writes its result (backup id, size, LSNs) there as JSON; the kubelet keeps it in the pod's
+# status (containerStatuses[].state.terminated.message), where the operator reads it (jobs.py).
+RESULT_FILE = "/dev/termination-log"
+# Every Job that takes a backup (scheduled, OmenDBBackup, pre-upgrade) carries component=backup (the
+# contract "a backup is running" selects on it) and this label with full or incremental.
+BACKUP_TYPE_LABEL = f"{L.GROUP}/backup-type"
+COMPONENT_BACKUP = "backup"
 
 
 def source_url(name: str, namespace: str, spec: OmenDBSpec) -> str:
@@ -28,7 +35,10 @@ def source_url(name: str, namespace: str, spec: OmenDBSpec) -> str:
 
 def backup_command(name: str, namespace: str, spec: OmenDBSpec, action: str) -> list[str]:
     """The backup_tool argv for ``action`` (full-backup, incremental-backup or cleanup)."""
-    argv = ["backup_tool", "--source", source_url(name, namespace, spec), "--backup-dir", BACKUP_DIR, action]
+    argv = ["backup_tool", "--source", source_url(name, namespace, spec), "--backup-dir", BACKUP_DIR]
+    if action != "cleanup":
+        argv += ["--result-file", RESULT_FILE]
+    argv.append(action)
     if action == "cleanup":
         argv += ["--retention-days", str(spec.backup.retention_days)]
     else:
@@ -47,8 +57,11 @@ def _ca_source(name: str, spec: OmenDBSpec) -> dict[str, Any] | None:
             "optional": True}
 
 
-def _job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str,
-                  command: list[str]) -> dict[str, Any]:
+def job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str, command: list[str],
+                 extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Job (metadata.labels + spec) every backup_tool Job of OmenDB ``owner`` runs: the image, the
+    credentials, the CA, the backup volume, the restricted security context and the scheduling of the
+    database pods. CronJobs, OmenDBBackup and restores (jobs.py) all build on it."""
     name = owner["metadata"]["name"]
     names = L.Names(name)
     env: list[dict[str, Any]] = [
@@ -69,12 +82,17 @@ def _job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str,
         env.append({"name": "OMENDB_CA_FILE", "value": CA_FILE})
         mounts.append({"name": "ca", "mountPath": CA_MOUNT, "readOnly": True})
         volumes.append({"name": "ca", "secret": ca})
-    pod_labels = L.labels(name, component)
+    # Without the `app` selector label: Services, the PodDisruptionBudget and the StatefulSet select the
+    # database pods by the selector labels, and a Job's pod must never be taken for one of them.
+    pod_labels = {k: v for k, v in L.labels(name, component).items() if k != "app"}
+    pod_labels.update(extra_labels or {})
     container: dict[str, Any] = {
         "name": "backup",
         "image": spec.container_image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": command,
+        # The result JSON on success; on a failure without one, the end of the log (the error).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "env": env,
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
@@ -106,16 +124,22 @@ def _job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str,
 
 
 def _cronjob(owner: dict[str, Any], spec: OmenDBSpec, job_name: str, component: str, schedule: str,
-             command: list[str]) -> dict[str, Any]:
+             command: list[str], suspend: bool) -> dict[str, Any]:
+    kind = component.removeprefix("backup-")
+    if kind in ("full", "incremental"):
+        template = job_template(owner, spec, COMPONENT_BACKUP, command, {BACKUP_TYPE_LABEL: kind})
+    else:
+        template = job_template(owner, spec, component, command)
     cron_spec: dict[str, Any] = {
         "schedule": schedule,
         # Never two backups of one kind at once: a slow full backup is not overlapped by the next.
         "concurrencyPolicy": "Forbid",
-        "suspend": spec.backup.suspend,
+        # Also suspended while a restore runs (restores.py): no backup of a database being replaced.
+        "suspend": spec.backup.suspend or suspend,
         "startingDeadlineSeconds": 3600,
         "successfulJobsHistoryLimit": spec.backup.successful_jobs_history_limit,
         "failedJobsHistoryLimit": spec.backup.failed_jobs_history_limit,
-        "jobTemplate": _job_template(owner, spec, component, command),
+        "jobTemplate": template,
     }
     if spec.backup.time_zone:
         cron_spec["timeZone"] = spec.backup.time_zone
@@ -127,17 +151,18 @@ def _cronjob(owner: dict[str, Any], spec: OmenDBSpec, job_name: str, component: 
     }
 
 
-def build_cronjobs(owner: dict[str, Any], spec: OmenDBSpec) -> list[dict[str, Any]]:
+def build_cronjobs(owner: dict[str, Any], spec: OmenDBSpec, suspend: bool = False) -> list[dict[str, Any]]:
+    """The three CronJobs; ``suspend`` holds them (a restore is in progress) whatever spec.backup says."""
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
     names = L.Names(name)
     b = spec.backup
     return [
         _cronjob(owner, spec, names.backup_full, "backup-full", b.full_schedule,
-                 backup_command(name, namespace, spec, "full-backup")),
+                 backup_command(name, namespace, spec, "full-backup"), suspend),
         _cronjob(owner, spec, names.backup_incremental, "backup-incremental", b.incremental_schedule,
-                 backup_command(name, namespace, spec, "incremental-backup")),
+                 backup_command(name, namespace, spec, "incremental-backup"), suspend),
         _cronjob(owner, spec, names.backup_cleanup, "backup-cleanup", b.cleanup_schedule,
-                 backup_command(name, namespace, spec, "cleanup")),
+                 backup_command(name, namespace, spec, "cleanup"), suspend),
     ]
 
 

@@ -66,8 +66,17 @@ def _child_changed(namespace: str | None, labels: Mapping[str, str], type: str |
 
 # Pods too: a primary turning unready starts the failover clock, a new pod needs its role label.
 CHILD_RESOURCES = ("apps/v1/statefulsets", "v1/services", "v1/configmaps", "batch/v1/cronjobs",
-                   "policy/v1/poddisruptionbudgets", "v1/pods")
+                   "policy/v1/poddisruptionbudgets", "v1/pods", "batch/v1/jobs")
 
 for _resource in CHILD_RESOURCES:
     *_api, _plural = _resource.split("/")
     kopf.on.event("/".join(_api), _plural, labels=_MANAGED, id=f"child-{_plural}")(_child_changed)
+
+
+@kopf.on.event(L.GROUP, L.VERSION, "omendbbackups", id="omendbbackups")
+@kopf.on.event(L.GROUP, L.VERSION, "omendbrestores", id="omendbrestores")
+def operation_changed(namespace: str | None, spec: Mapping[str, Any], **_: Any) -> None:
+    # Backups and restores are carried out by their OmenDB's reconcile (operations.py): one worker decides
+    # everything touching one database. The initial listing counts too: a backup naming an OmenDB that
+    # does not exist is failed by that (absent) OmenDB's reconcile.
+    _enqueue(namespace, (spec.get("cluster") or {}).get("name"))

@@ -23,6 +23,7 @@ from omendb_operator.children import Observed, build_children, stale_children
 from omendb_operator.day2 import Day2, HealthCheck
 from omendb_operator.health import PodHealth
 from omendb_operator.kube import Kube
+from omendb_operator.operations import Operations
 from omendb_operator.secrets import HTPASSWD_KEY, decode_secret_data
 from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
 from omendb_operator.statefulset import claim_template_drift
@@ -59,6 +60,7 @@ class Reconciler:
         # How the failover step reaches the engines (pod DNS names in the cluster; loopback in tests).
         self.engines = engines
         self.day2 = Day2(kube, health or PodHealth(kube), engines=engines)
+        self.operations = Operations(kube)  # backups, restores, bootstrap (operations.py)
         self.requeue = requeue  # reconcile this OmenDB again after a delay (an operation in progress)
 
     def reconcile(self, namespace: str, name: str) -> str:
@@ -66,6 +68,7 @@ class Reconciler:
         try:
             body = self.kube.get(L.API_VERSION, L.KIND, name, namespace)
             if body is None:
+                self.operations.orphans(namespace, name, self.clock())  # backups/restores naming it fail
                 result = "gone"
             elif body["metadata"].get("deletionTimestamp"):
                 # Children go with the OmenDB by garbage collection; nothing to do, and no finalizer.
@@ -105,7 +108,12 @@ class Reconciler:
                 self.kube.event(owner, "Warning", "InvalidSpec", str(exc))
             return "invalid"
 
-        obs = Observation()
+        # Backups, restores and bootstrap first: they decide the pod count and CronJob suspension below.
+        ops = self.operations.step(owner, spec, previous, now)
+        obs = Observation(last_backup=ops.last_backup, backup_failure=ops.backup_failure,
+                          restore=ops.restore_marker, bootstrap=ops.bootstrap)
+        if ops.requeue_after is not None and self.requeue is not None:
+            self.requeue(namespace, name, ops.requeue_after)
         user_htpasswd = None
         skip: set[tuple[str, str]] = set()
         users_live = self._secret(names.users, namespace)
@@ -129,8 +137,9 @@ class Reconciler:
         if before.skip_statefulset:
             skip.add(("StatefulSet", names.statefulset))
         generated_tls = spec.tls.enabled and spec.tls.generate
-        # No failover while the pods are held at zero on purpose (hibernation, restore).
-        repl = self._replication(body, owner, spec, previous, live_sts, paused=before.replicas_override == 0)
+        # No failover while the pods are held at zero on purpose (restore, bootstrap, hibernation).
+        repl = self._replication(body, owner, spec, previous, live_sts,
+                                 paused=0 in (ops.replicas_override, before.replicas_override))
         wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
         observed = Observed(
             users_secret=decode_secret_data(users_live),
@@ -140,9 +149,11 @@ class Reconciler:
             monitoring_api=(self.kube.has_kind(monitoring.MONITORING_API, "PrometheusRule")
                             and self.kube.has_kind(monitoring.MONITORING_API, "ServiceMonitor")),
             primary_pod=repl.primary_pod,
-            # Hibernation (and restore) hold the pods at zero; otherwise a scale-down may wait on a switchover.
-            replicas_override=(before.replicas_override if before.replicas_override is not None
-                               else repl.replicas_hold),
+            # A restore or bootstrap, then hibernation, hold the pod count; else a scale-down may wait on a
+            # switchover.
+            replicas_override=next((n for n in (ops.replicas_override, before.replicas_override,
+                                                repl.replicas_hold) if n is not None), None),
+            suspend_backups=ops.suspend_backups,
             user_tls_ca=bool(spec.tls.enabled and not spec.tls.generate and decode_secret_data(
                 self._secret(str(spec.tls.secret_name), namespace)).get("ca.crt")),
         )

@@ -173,6 +173,17 @@ class FailoverSpec:
 
 
 @dataclass(frozen=True)
+class BootstrapSpec:
+    """spec.bootstrap.fromBackup: a new OmenDB starts from a backup of another OmenDB in its namespace
+    (read from that OmenDB's backup volume SOURCE-backups), optionally to a point in time."""
+
+    source_cluster: str
+    backup_id: str = "latest"
+    lsn: int | None = None
+    time: str | None = None
+
+
+@dataclass(frozen=True)
 class OmenDBSpec:
     version: str = DEFAULT_VERSION
     image: str | None = None
@@ -192,6 +203,7 @@ class OmenDBSpec:
     hibernate: bool = False
     replication: ReplicationSpec = field(default_factory=ReplicationSpec)
     failover: FailoverSpec = field(default_factory=FailoverSpec)
+    bootstrap: BootstrapSpec | None = None
 
     @property
     def container_image(self) -> str:
@@ -330,9 +342,25 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             enabled=bool(_get(failover_raw, "enabled", True)),
             delay_seconds=int(_get(failover_raw, "delaySeconds", 30)),
         ),
+        bootstrap=_bootstrap(raw.get("bootstrap")),
     )
     validate(spec)
     return spec
+
+
+def _bootstrap(raw: dict[str, Any] | None) -> BootstrapSpec | None:
+    source = (raw or {}).get("fromBackup")
+    if not source:
+        return None
+    cluster = str((source.get("cluster") or {}).get("name") or "")
+    if not cluster:
+        raise SpecError("spec.bootstrap.fromBackup.cluster.name is required: the OmenDB (in this namespace) "
+                        "whose backup volume NAME-backups holds the backup")
+    pit = source.get("pointInTime") or {}
+    if pit.get("lsn") is not None and pit.get("time"):
+        raise SpecError("spec.bootstrap.fromBackup.pointInTime takes time or lsn, not both")
+    return BootstrapSpec(source_cluster=cluster, backup_id=str(source.get("backupId") or "latest"),
+                         lsn=None if pit.get("lsn") is None else int(pit["lsn"]), time=pit.get("time"))
 
 
 def validate(spec: OmenDBSpec) -> None:

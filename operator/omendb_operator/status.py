@@ -74,6 +74,11 @@ class Observation:
     hibernation: str | None = None  # Hibernating / Hibernated while spec.hibernate is true
     # primaryPod, pods and failover, from the failover step (failover.py); None keeps the previous ones.
     replication: dict[str, Any] | None = None
+    # From operations.py (backups, restores, bootstrap).
+    last_backup: dict[str, Any] = field(default_factory=dict)  # from the newest succeeded backup Jobs
+    backup_failure: str | None = None  # the newest finished scheduled backup Job failed: why
+    restore: dict[str, Any] | None = None  # the restore holding this OmenDB: {name, step}
+    bootstrap: dict[str, Any] | None = None  # spec.bootstrap.fromBackup's progress
 
 
 def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool) -> tuple[int, int, bool]:
@@ -91,10 +96,12 @@ def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool
     return replicas, ready, done
 
 
-def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | None]) -> tuple[str, str, str]:
+def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | None],
+                      job_failure: str | None = None) -> tuple[str, str, str]:
     if not spec.backup.enabled:
         return "Unknown", "BackupsDisabled", "spec.backup.enabled is false"
-    failing, never = [], []
+    failing: list[str] = [job_failure] if job_failure else []
+    never = []
     for kind in ("full", "incremental"):
         cj = cronjobs.get(kind)
         st = (cj or {}).get("status") or {}
@@ -102,7 +109,7 @@ def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | Non
         succeeded = parse_time(st.get("lastSuccessfulTime"))
         if scheduled is None:
             never.append(kind)
-        elif not st.get("active") and (succeeded is None or succeeded < scheduled):
+        elif not st.get("active") and (succeeded is None or succeeded < scheduled) and not job_failure:
             failing.append(f"the last {kind} backup (scheduled {timestamp(scheduled)}) did not succeed")
     if failing:
         return "False", "BackupFailed", "; ".join(failing) + "; see the backup Jobs' logs"
@@ -137,7 +144,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         })
         # primaryPod and failover must survive a bad spec: forgetting them would make pod 0 the primary again.
         for key in ("currentVersion", "endpoints", "lastBackup", "credentialsSecret", "tls", "upgrade", "storage",
-                    "primaryPod", "pods", "podsObservedAt", "failover"):
+                    "primaryPod", "pods", "podsObservedAt", "failover", "restore", "bootstrap"):
             if key in prev:
                 status[key] = prev[key]
         return status
@@ -169,8 +176,12 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(PROGRESSING, "False", "RolloutComplete", f"running {version}"))
     else:
         conditions.append(cond(READY, "False", "ReplicasNotReady", f"{ready}/{spec.replicas} pods are ready"))
-        conditions.append(cond(PROGRESSING, "True", "RollingOut" if was_ready else "Creating",
-                               f"rolling out {version}: {ready}/{spec.replicas} pods ready"))
+        if obs.restore:  # an OmenDBRestore holds the pods (restores.py): expected, not a degradation
+            conditions.append(cond(PROGRESSING, "True", "Restoring",
+                                   f"OmenDBRestore {obs.restore.get('name')}: step {obs.restore.get('step')}"))
+        else:
+            conditions.append(cond(PROGRESSING, "True", "RollingOut" if was_ready else "Creating",
+                                   f"rolling out {version}: {ready}/{spec.replicas} pods ready"))
     problems = list(obs.apply_errors)
     if was_ready and not done and not spec.hibernate and ready < min(replicas, spec.replicas):
         problems.append(f"{spec.replicas - ready} of {spec.replicas} pods are not ready")
@@ -181,7 +192,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(DEGRADED, "False", "AsExpectedWithWarnings", "; ".join(obs.warnings)))
     else:
         conditions.append(cond(DEGRADED, "False", "AsExpected", "no problems found"))
-    conditions.append(cond(BACKUP_HEALTHY, *_backup_condition(spec, obs.cronjobs)))
+    conditions.append(cond(BACKUP_HEALTHY, *_backup_condition(spec, obs.cronjobs, obs.backup_failure)))
     if not spec.tls.enabled:
         conditions.append(cond(TLS_READY, "False", "TLSDisabled", "spec.tls.enabled is false"))
     elif obs.tls_error:
@@ -207,7 +218,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
     elif done:
         phase = PHASE_READY
     elif was_ready:
-        phase = PHASE_UPDATING if ready >= 1 else PHASE_DEGRADED
+        phase = PHASE_UPDATING if ready >= 1 or obs.restore else PHASE_DEGRADED
     else:
         phase = PHASE_CREATING
 
@@ -237,14 +248,24 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         status["upgrade"] = obs.upgrade
     if obs.storage:
         status["storage"] = obs.storage
-    last_backup = {}
+    # The newest succeeded backup (id, type, time, size: read from its Job) and the newest of each kind;
+    # a backup whose Job is gone (history limits) is still counted through the CronJobs' status.
+    last_backup: dict[str, Any] = dict(prev.get("lastBackup") or {}) if spec.backup.enabled else {}
+    newest = {k: v for k, v in obs.last_backup.items() if k not in ("full", "incremental")}
+    if newest.get("time") and str(newest["time"]) >= str(last_backup.get("time") or ""):
+        last_backup.update(newest)
     for kind in ("full", "incremental"):
         st = (obs.cronjobs.get(kind) or {}).get("status") or {}
-        when = parse_time(st.get("lastSuccessfulTime"))
-        if when:
-            last_backup[kind] = timestamp(when)
+        times = [t for t in (parse_time(st.get("lastSuccessfulTime")), parse_time(obs.last_backup.get(kind)),
+                             parse_time(last_backup.get(kind))) if t]
+        if times:
+            last_backup[kind] = timestamp(max(times))
     if last_backup:
         status["lastBackup"] = last_backup
+    if obs.restore:
+        status["restore"] = obs.restore
+    if obs.bootstrap:
+        status["bootstrap"] = obs.bootstrap
     if spec.tls.enabled:
         tls: dict[str, Any] = {"secretName": names.tls if spec.tls.generate else spec.tls.secret_name}
         if spec.tls.generate:
@@ -259,7 +280,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 # the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
 MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
                 "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls",
-                "upgrade", "storage", "pods", "podsObservedAt", "failover")
+                "upgrade", "storage", "pods", "podsObservedAt", "failover", "restore", "bootstrap")
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
@@ -269,6 +290,12 @@ def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, A
     for key in MANAGED_KEYS:
         if key in old and key not in new:
             patch[key] = None
+        elif isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            # A merge patch merges objects: a field gone from an object (e.g. bootstrap.error once it
+            # succeeded) must be nulled too, or it lingers.
+            gone = {k: None for k in old[key] if k not in new[key]}
+            if gone:
+                patch[key] = {**gone, **new[key]}
     return patch
 
 

@@ -117,3 +117,42 @@ def test_credentials_sources(tmp_path, monkeypatch):
         load_credentials(None)
     monkeypatch.setenv("OMENDB_PASSWORD", "pw")
     assert load_credentials(None) == ("admin", "pw")
+
+
+def test_result_file_reports_backup_and_restore_as_json(db_and_backups, tmp_path):
+    """--result-file: what the operator's Jobs put in their termination message (OmenDBBackup status,
+    OmenDBRestore verification)."""
+    root, backups, model = db_and_backups
+    result = tmp_path / "result.json"
+    run("--data-dir", str(root), "--backup-dir", str(backups), "--result-file", str(result), "full-backup",
+        "--database", "production")
+    made = json.loads(result.read_text())
+    listed = json.loads(run("--backup-dir", str(backups), "list", "--output", "json").stdout)[0]
+    assert made["backupId"] == listed["id"] and made["type"] == "full"
+    assert made["sizeBytes"] == sum(f["size"] for f in listed["files"]) > 0
+    assert (made["endLSN"], made["records"]) == (model.lsn, len(model.data))
+    target = tmp_path / "restored"
+    run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", made["backupId"],
+        "--result-file", str(result))
+    restored = json.loads(result.read_text())
+    assert restored["backupId"] == made["backupId"]
+    assert (restored["lsn"], restored["records"]) == (model.lsn, len(model.data))
+    assert (restored["backupEndLSN"], restored["backupRecords"]) == (model.lsn, len(model.data))
+    # A failed restore writes no result: the file keeps the previous content.
+    run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "nope",
+        "--result-file", str(tmp_path / "none.json"), check=4)
+    assert not (tmp_path / "none.json").exists()
+
+
+def test_restore_keeps_the_operators_set_aside_data(db_and_backups):
+    """The operator's restore Job moves the current data into .restore-saved/ (in the data and WAL
+    directories) and keeps it until the restored database is verified: a restore must not take it along."""
+    root, backups, model = db_and_backups
+    layout = resolve(root)
+    for directory in (layout.data_dir, layout.wal_dir):
+        (directory / ".restore-saved").mkdir()
+        (directory / ".restore-saved" / "kept").write_text("previous data")
+    run("--data-dir", str(root), "--backup-dir", str(backups), "restore", "--backup-id", "latest", "--force")
+    assert read_state(resolve(root)) == (model.data, model.lsn)
+    for directory in (layout.data_dir, layout.wal_dir):
+        assert (directory / ".restore-saved" / "kept").read_text() == "previous data"

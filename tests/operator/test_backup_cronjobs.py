@@ -28,8 +28,9 @@ def test_three_cronjobs_run_backup_tool_against_the_primary(owner):
         "--backup-dir",
         "/var/backups/omendb",
     ]
-    assert cmd["prod-backup-full"] == base + ["full-backup", "--database", "production"]
-    assert cmd["prod-backup-incremental"] == base + ["incremental-backup", "--database", "production"]
+    result = ["--result-file", "/dev/termination-log"]  # the backup id and size, read by the operator
+    assert cmd["prod-backup-full"] == base + result + ["full-backup", "--database", "production"]
+    assert cmd["prod-backup-incremental"] == base + result + ["incremental-backup", "--database", "production"]
     assert cmd["prod-backup-cleanup"] == base + ["cleanup", "--retention-days", "30"]
 
 

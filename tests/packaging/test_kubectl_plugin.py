@@ -16,10 +16,8 @@ import yaml
 
 from omendb.client import Client
 from omendb_operator import labels as L
-from omendb_operator.cronjobs import build_cronjobs
 from omendb_operator.plugin import builders, render
 from omendb_operator.plugin.cli import main, parser
-from omendb_operator.spec import parse_spec
 from tests.client.conftest import tls_server  # noqa: F401 - a fixture: a real engine with TLS and auth
 from tests.server.conftest import PASSWORDS
 
@@ -39,7 +37,8 @@ def test_commands_parse_and_keys_are_integers():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["restore", "db"], "--backup-id"),
+    (["restore", "db", "--to-lsn", "5", "--to-time", "2026-11-27T08:00:00Z"], "not allowed with"),
+    (["backup", "db", "--type", "differential"], "invalid choice"),
     (["get", "db", "forty-two"], "KEY must be an integer"),
     (["status"], "NAME"),
     (["frobnicate", "db"], "invalid choice"),
@@ -50,10 +49,12 @@ def test_bad_arguments_say_what_is_wrong(argv, message, capsys):
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_restore_help_says_the_controller_comes_with_issue_7(capsys):
+def test_restore_help_says_what_the_operator_does(capsys):
     with pytest.raises(SystemExit):
         parser().parse_args(["restore", "--help"])
-    assert "issue 7" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kept aside" in out and "--to-lsn" in out and "backup-and-restore.md" in out
+    assert parser().parse_args(["restore", "db"]).backup_id == "latest"
 
 
 def test_console_script_is_installed():
@@ -150,35 +151,48 @@ def test_status_of_a_missing_omendb_says_how_to_find_it(apiserver, namespace, ca
     assert code == 1 and "not found" in err and "kubectl get omendb -A" in err
 
 
-def test_backup_creates_a_job_from_the_full_backup_cronjob(apiserver, namespace, dev, capsys):
+def test_backup_creates_an_omendbbackup(apiserver, namespace, dev, capsys):
     name = dev["metadata"]["name"]
-    for cron in build_cronjobs(dev, parse_spec(dev["spec"])):
-        create(apiserver, f"/apis/batch/v1/namespaces/{namespace}/cronjobs", cron)
-    code, out, err = run(apiserver, namespace, "backup", name, capsys=capsys)
+    code, out, err = run(apiserver, namespace, "backup", name, "--type", "incremental", capsys=capsys)
     assert code == 0, err
-    job_name = out.split()[0].removeprefix("job.batch/")
+    assert out.startswith("omendbbackup.omendb.io/") and "get omendbbackup" in out
     with apiserver.client() as http:
-        job = http.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}").json()
-        cron = http.get(f"/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}-backup-full").json()
-    assert job["metadata"]["ownerReferences"][0]["uid"] == cron["metadata"]["uid"]
-    assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
-    want = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == want
+        items = http.get(f"/apis/omendb.io/v1alpha1/namespaces/{namespace}/omendbbackups").json()["items"]
+    assert [i["spec"] for i in items] == [{"cluster": {"name": name}, "type": "incremental"}]
 
 
-def test_backup_without_the_cronjob_explains(apiserver, namespace, dev, capsys):
-    code, _, err = run(apiserver, namespace, "backup", dev["metadata"]["name"], capsys=capsys)
-    assert code == 1 and "backup-full not found" in err
+def test_backup_wait_follows_the_status_until_it_fails(apiserver, namespace, dev, capsys, monkeypatch):
+    """--wait polls the resource; here the status is written as the operator would (no operator runs)."""
+    from omendb_operator.plugin import cli
+
+    name = dev["metadata"]["name"]
+    monkeypatch.setattr(cli, "POLL_SECONDS", 0.1)
+    created: list[str] = []
+    real_follow = cli._follow
+
+    def follow(kube, kind, obj_name, ns, timeout):
+        created.append(obj_name)
+        patch_status(apiserver, f"/apis/omendb.io/v1alpha1/namespaces/{ns}/omendbbackups/{obj_name}",
+                     {"phase": "Failed", "error": "backup_tool: error: --source unusable"})
+        return real_follow(kube, kind, obj_name, ns, timeout)
+
+    monkeypatch.setattr(cli, "_follow", follow)
+    code, out, err = run(apiserver, namespace, "backup", name, "--wait", "--timeout", "30", capsys=capsys)
+    assert code == 1 and "failed: backup_tool: error: --source unusable" in err, (out, err)
+    assert "Failed: backup_tool: error: --source unusable" in out and created
 
 
 def test_restore_creates_an_omendbrestore(apiserver, namespace, dev, capsys):
     name = dev["metadata"]["name"]
-    code, out, err = run(apiserver, namespace, "restore", name, "--backup-id", "latest", capsys=capsys)
+    code, out, err = run(apiserver, namespace, "restore", name, "--to-lsn", "42", capsys=capsys)
     assert code == 0, err
-    assert "issue 7" in out
+    assert "from latest to LSN 42" in out
     with apiserver.client() as http:
         items = http.get(f"/apis/omendb.io/v1alpha1/namespaces/{namespace}/omendbrestores").json()["items"]
-    assert [i["spec"] for i in items] == [{"cluster": {"name": name}, "backupId": "latest"}]
+    assert [i["spec"] for i in items] == [{"cluster": {"name": name}, "backupId": "latest",
+                                           "pointInTime": {"lsn": 42}}]
+    code, out, err = run(apiserver, namespace, "status", name, capsys=capsys)
+    assert code == 0 and "Backups and restores:" in out and "OmenDBRestore" in out, err
 
 
 def test_logs_of_an_unknown_pod_lists_the_real_ones(apiserver, namespace, dev, capsys):

@@ -77,7 +77,7 @@ equal. No wildcard verbs, resources or groups.
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [monitoring.coreos.com]
   resources: [prometheusrules, servicemonitors]
   verbs: [get, list, watch, create, patch, delete]

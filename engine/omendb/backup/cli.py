@@ -85,6 +85,9 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                              "0)")
     parser.add_argument("--compression-level", type=int, default=argparse.SUPPRESS if suppress else 3,
                         choices=range(1, 23), metavar="1-22", help="zstandard level (default 3)")
+    parser.add_argument("--result-file", default=default, metavar="PATH",
+                        help="also write the result of a backup or restore as one JSON object to PATH (e.g. "
+                             "/dev/termination-log, where the operator reads it)")
     parser.add_argument("--quiet", "-q", action="store_true",
                         default=argparse.SUPPRESS if suppress else False,
                         help="only errors and the result")
@@ -152,6 +155,15 @@ def _list_row(m: BackupManifest) -> str:
                       f"last_commit={format_us(m.last_commit_us)}"])
 
 
+def _write_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """The result as one JSON line in --result-file (for programs: the operator's Jobs put it in the
+    container's termination message). Written after the backup or restore is committed."""
+    path = getattr(args, "result_file", None)
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(result, sort_keys=True) + "\n")
+
+
 def _cmd_backup(args: argparse.Namespace) -> int:
     _need(args, "backup_dir")
     source: Any
@@ -174,6 +186,10 @@ def _cmd_backup(args: argparse.Namespace) -> int:
         if isinstance(source, RemoteSource):
             source.close()
     size = sum(f.size for f in manifest.files)
+    _write_result(args, {"backupId": manifest.id, "type": manifest.type, "database": manifest.database,
+                         "sizeBytes": size, "startLSN": manifest.start_lsn, "endLSN": manifest.end_lsn,
+                         "records": manifest.records, "createdAt": manifest.created_at,
+                         "notice": manifest.notice})
     print(f"{manifest.id}\t{manifest.type} backup of {manifest.database}: LSN {manifest.start_lsn}.."
           f"{manifest.end_lsn}, {manifest.records} records, {_human(size)} in "
           f"{time.monotonic() - started:.1f}s" + (f" ({manifest.notice})" if manifest.notice else ""))
@@ -211,6 +227,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         progress.close()
     if result.recovered:
         log.warning("%s", result.recovered)
+    _write_result(args, {"backupId": result.backup_id, "lsn": result.lsn, "term": result.term,
+                         "records": result.records, "backupEndLSN": result.backup_end_lsn,
+                         "backupRecords": result.backup_records})
     print(f"restored backup {result.backup_id} to LSN {result.lsn} (term {result.term}, {result.records} "
           f"records) into {layout.data_dir} (WAL {layout.wal_dir}); start the server to serve it")
     return EXIT_OK

@@ -45,6 +45,9 @@ STAGING = "restore-staging"
 PREVIOUS = "restore-previous"
 MOVED_OUT = ".moved-out"  # in restore-previous/: every previous file is out; names what moves in
 LOCK = "LOCK"
+# Where the operator's restore Jobs keep the previous data until a restore is verified (docs/operations/
+# backup-and-restore.md): never moved or deleted by a restore.
+SET_ASIDE = ".restore-saved"
 Progress = Callable[[int], None]
 
 
@@ -307,8 +310,8 @@ def swap_in(layout: Layout, staged: Path, poison_text: str) -> None:
     os.replace(marker, manifest)  # from here no engine opens this directory
     fsync_dir(layout.data_dir)
     try:
-        _move_all(layout.data_dir, data_prev, {LOCK, MANIFEST, PREVIOUS, STAGING})
-        _move_all(layout.wal_dir, wal_prev, {PREVIOUS})
+        _move_all(layout.data_dir, data_prev, {LOCK, MANIFEST, PREVIOUS, STAGING, SET_ASIDE})
+        _move_all(layout.wal_dir, wal_prev, {PREVIOUS, SET_ASIDE})
         incoming = sorted(p.name for p in staged.iterdir() if p.name != MANIFEST)
         _write_synced(data_prev / MOVED_OUT, json.dumps(incoming).encode())
         fsync_dir(data_prev)
@@ -334,6 +337,8 @@ class RestoreResult:
     term: int
     records: int
     recovered: str | None
+    backup_end_lsn: int = 0  # the chain's end and its record count there, to check a restore against
+    backup_records: int = 0
 
 
 def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | None, target: Target,
@@ -360,7 +365,7 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
                 f"`{command_hint}` again to finish it, or `backup_tool --data-dir {layout.data_dir} "
                 f"rollback-restore` to put the previous data back.")
         swap_in(layout, staged, hint)
-    return RestoreResult(last.id, state.lsn, state.term, len(state.keys), recovered)
+    return RestoreResult(last.id, state.lsn, state.term, len(state.keys), recovered, last.end_lsn, last.records)
 
 
 def rollback(layout: Layout) -> str:

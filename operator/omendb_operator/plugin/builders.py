@@ -2,57 +2,50 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from typing import Any
 
 from omendb_operator import labels as L
 
 RESTORE_KIND = "OmenDBRestore"
+BACKUP_KIND = "OmenDBBackup"
 # Kubernetes names are at most 63 characters when they end up in labels (Jobs label their pods).
 MAX_NAME = 63
 
 
-def job_name(cronjob_name: str, now: dt.datetime) -> str:
-    """``<cronjob>-manual-<unix time>``, like ``kubectl create job --from=cronjob/...`` names its Jobs."""
-    suffix = f"-manual-{int(now.timestamp())}"
-    return cronjob_name[: MAX_NAME - len(suffix)] + suffix
+def _resource_name(name: str, what: str, now: dt.datetime) -> str:
+    suffix = f"-{what}-{now.strftime('%Y%m%d%H%M%S')}"
+    return name[: MAX_NAME - len(suffix)] + suffix
 
 
-def job_from_cronjob(cronjob: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """A Job running ``cronjob``'s job template now: its labels and annotations, the annotation
-    ``cronjob.kubernetes.io/instantiate: manual`` and an owner reference to the CronJob, as kubectl does,
-    so the CronJob's history limits and status see it."""
-    meta = cronjob["metadata"]
-    template = copy.deepcopy(cronjob["spec"]["jobTemplate"])
-    tmeta = template.get("metadata") or {}
-    annotations = {**(tmeta.get("annotations") or {}), "cronjob.kubernetes.io/instantiate": "manual"}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_name(meta["name"], now),
-            "namespace": meta["namespace"],
-            "labels": dict(tmeta.get("labels") or {}),
-            "annotations": annotations,
-            "ownerReferences": [{
-                "apiVersion": "batch/v1", "kind": "CronJob", "name": meta["name"], "uid": meta["uid"],
-                "controller": True,
-            }],
-        },
-        "spec": template["spec"],
-    }
-
-
-def restore_resource(name: str, namespace: str, backup_id: str, now: dt.datetime) -> dict[str, Any]:
-    """An OmenDBRestore of OmenDB ``name`` from ``backup_id`` (``latest`` for the newest)."""
+def restore_resource(name: str, namespace: str, backup_id: str, now: dt.datetime, to_lsn: int | None = None,
+                     to_time: str | None = None) -> dict[str, Any]:
+    """An OmenDBRestore of OmenDB ``name`` from ``backup_id`` (``latest`` for the newest), optionally to an
+    LSN or a time (point in time)."""
     if not backup_id.strip():
-        raise ValueError("--backup-id is empty: give a backup id (see the backup volume) or 'latest'")
-    suffix = f"-restore-{now.strftime('%Y%m%d%H%M%S')}"
+        raise ValueError("--backup-id is empty: give a backup id (`kubectl get omendbbackup`) or 'latest'")
+    if to_lsn is not None and to_time:
+        raise ValueError("--to-lsn and --to-time exclude each other: give one point in time")
+    spec: dict[str, Any] = {"cluster": {"name": name}, "backupId": backup_id}
+    if to_lsn is not None:
+        spec["pointInTime"] = {"lsn": to_lsn}
+    elif to_time:
+        spec["pointInTime"] = {"time": to_time}
     return {
         "apiVersion": L.API_VERSION,
         "kind": RESTORE_KIND,
-        "metadata": {"name": name[: MAX_NAME - len(suffix)] + suffix, "namespace": namespace,
+        "metadata": {"name": _resource_name(name, "restore", now), "namespace": namespace,
                      "labels": L.selector_labels(name)},
-        "spec": {"cluster": {"name": name}, "backupId": backup_id},
+        "spec": spec,
+    }
+
+
+def backup_resource(name: str, namespace: str, kind: str, now: dt.datetime) -> dict[str, Any]:
+    """An OmenDBBackup (``full`` or ``incremental``) of OmenDB ``name``."""
+    return {
+        "apiVersion": L.API_VERSION,
+        "kind": BACKUP_KIND,
+        "metadata": {"name": _resource_name(name, "backup", now), "namespace": namespace,
+                     "labels": L.selector_labels(name)},
+        "spec": {"cluster": {"name": name}, "type": kind},
     }

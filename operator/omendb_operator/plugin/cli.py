@@ -24,9 +24,15 @@ from omendb_operator import labels as L
 from omendb_operator.plugin import builders, render
 
 RESTORE_HELP = """\
-Create an OmenDBRestore resource asking to restore OmenDB NAME from backup --backup-id (`latest` for the
-newest). NOTE: the OmenDBRestore controller arrives with issue 7; until the operator you run has it, the
-resource is only recorded (`kubectl get omendbrestore`) and nothing is restored."""
+Create an OmenDBRestore: the operator stops NAME's pods, restores backup --backup-id (default `latest`),
+optionally to --to-lsn or --to-time, starts the pods again and verifies the restored LSN and record count.
+The previous data is kept aside until then; a failed restore puts it back. With --wait, follow it until it
+finishes. See docs/operations/backup-and-restore.md."""
+
+BACKUP_HELP = """\
+Create an OmenDBBackup: the operator runs a backup Job (the scheduled backups' Job) against NAME's primary
+and reports the backup id and size in the resource's status. With --wait, follow it until it finishes."""
+POLL_SECONDS = 2.0
 
 
 class PluginError(Exception):
@@ -44,13 +50,23 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="phase, version, pods, last backup, conditions and recent events")
     p.add_argument("name", metavar="NAME")
 
-    p = sub.add_parser("backup", help="start a full backup now (a Job from the NAME-backup-full CronJob)")
+    p = sub.add_parser("backup", help="take a backup now (an OmenDBBackup); see `backup --help`",
+                       description=BACKUP_HELP)
     p.add_argument("name", metavar="NAME")
+    p.add_argument("--type", choices=("full", "incremental"), default="full", help="default full")
+    p.add_argument("--wait", action="store_true", help="wait until the backup succeeded or failed")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
 
-    p = sub.add_parser("restore", help="request a restore (OmenDBRestore); see `restore --help`",
+    p = sub.add_parser("restore", help="restore a backup (an OmenDBRestore); see `restore --help`",
                        description=RESTORE_HELP)
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--backup-id", required=True, help="the backup to restore, or `latest`")
+    p.add_argument("--backup-id", default="latest", help="the backup to restore (default `latest`)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--to-lsn", type=int, help="restore the state right after this LSN")
+    target.add_argument("--to-time", help="restore the state as of this time (RFC 3339, e.g. "
+                                          "2026-11-27T08:00:00Z)")
+    p.add_argument("--wait", action="store_true", help="wait until the restore succeeded or failed")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits (default 1800)")
 
     p = sub.add_parser("logs", help="the logs of NAME's pods (every pod, or --pod)")
     p.add_argument("name", metavar="NAME")
@@ -126,35 +142,74 @@ def _events(kube: Any, name: str, namespace: str) -> list[dict[str, Any]]:
     return [e for e in events if pattern.match((e.get("involvedObject") or {}).get("name", ""))]
 
 
+def _operations(kube: Any, name: str, namespace: str) -> list[dict[str, Any]]:
+    """The OmenDBBackups and OmenDBRestores naming OmenDB ``name``."""
+    out = []
+    for kind in (builders.BACKUP_KIND, builders.RESTORE_KIND):
+        for item in kube.list(L.API_VERSION, kind, namespace=namespace):
+            if ((item.get("spec") or {}).get("cluster") or {}).get("name") == name:
+                item.setdefault("kind", kind)
+                out.append(item)
+    return out
+
+
 def cmd_status(kube: Any, args: argparse.Namespace, namespace: str) -> str:
     omendb = _omendb(kube, args.name, namespace)
     pods = kube.list("v1", "Pod", namespace=namespace, label_selector=L.selector_string(args.name))
-    return render.status_text(omendb, pods, _events(kube, args.name, namespace), dt.datetime.now(dt.UTC))
+    return render.status_text(omendb, pods, _events(kube, args.name, namespace), dt.datetime.now(dt.UTC),
+                              _operations(kube, args.name, namespace))
+
+
+def _follow(kube: Any, kind: str, name: str, namespace: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """Poll an OmenDBBackup/OmenDBRestore until it succeeded or failed; (lines seen, last status)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while True:
+        obj = kube.get(L.API_VERSION, kind, name, namespace) or {}
+        status = obj.get("status") or {}
+        line = render.operation_line(kind, status)
+        if not seen or seen[-1] != line:
+            seen.append(line)
+            sys.stdout.write(f"  {line}\n")
+            sys.stdout.flush()
+        if status.get("phase") in ("Succeeded", "Failed"):
+            return "", status
+        if time.monotonic() > deadline:
+            raise PluginError(f"{kind} {name} did not finish within {timeout:.0f}s (still {line}); follow it "
+                              f"with `kubectl -n {namespace} get {kind.lower()} {name} -w`")
+        time.sleep(POLL_SECONDS)
+
+
+def _created(kube: Any, args: argparse.Namespace, namespace: str, obj: dict[str, Any], what: str) -> str:
+    kind, name = obj["kind"], obj["metadata"]["name"]
+    kube.resource(L.API_VERSION, kind).create(body=obj, namespace=namespace)
+    head = f"{kind.lower()}.omendb.io/{name} created ({what})\n"
+    if not args.wait:
+        return head + f"  follow it: kubectl -n {namespace} get {kind.lower()} {name} -w\n"
+    sys.stdout.write(head)
+    _, status = _follow(kube, kind, name, namespace, args.timeout)
+    if status.get("phase") == "Failed":
+        raise PluginError(f"{kind} {name} failed: {status.get('error')}")
+    return f"{kind} {name} succeeded\n"
 
 
 def cmd_backup(kube: Any, args: argparse.Namespace, namespace: str) -> str:
     _omendb(kube, args.name, namespace)
-    cron_name = L.Names(args.name).backup_full
-    cronjob = kube.get("batch/v1", "CronJob", cron_name, namespace)
-    if cronjob is None:
-        raise PluginError(f"CronJob {cron_name} not found: backups are off for OmenDB {args.name} or the "
-                          "operator has not made it yet (see spec.backup and `kubectl omendb status`)")
-    job = builders.job_from_cronjob(cronjob, dt.datetime.now(dt.UTC))
-    kube.resource("batch/v1", "Job").create(body=job, namespace=namespace)
-    return (f"job.batch/{job['metadata']['name']} created (a full backup of {args.name})\n"
-            f"  follow it: kubectl -n {namespace} logs -f job/{job['metadata']['name']}\n")
+    backup = builders.backup_resource(args.name, namespace, args.type, dt.datetime.now(dt.UTC))
+    return _created(kube, args, namespace, backup, f"a {args.type} backup of {args.name}")
 
 
 def cmd_restore(kube: Any, args: argparse.Namespace, namespace: str) -> str:
     _omendb(kube, args.name, namespace)
     try:
-        restore = builders.restore_resource(args.name, namespace, args.backup_id, dt.datetime.now(dt.UTC))
+        restore = builders.restore_resource(args.name, namespace, args.backup_id, dt.datetime.now(dt.UTC),
+                                            args.to_lsn, args.to_time)
     except ValueError as exc:
         raise PluginError(str(exc)) from None
-    kube.resource(L.API_VERSION, builders.RESTORE_KIND).create(body=restore, namespace=namespace)
-    return (f"omendbrestore.omendb.io/{restore['metadata']['name']} created (restore {args.name} from "
-            f"{args.backup_id})\n  Note: it is carried out only by an operator with the restore controller "
-            "(issue 7).\n")
+    target = f" to LSN {args.to_lsn}" if args.to_lsn is not None else (f" to {args.to_time}" if args.to_time else "")
+    return _created(kube, args, namespace, restore, f"restore {args.name} from {args.backup_id}{target}")
 
 
 def cmd_logs(kube: Any, args: argparse.Namespace, namespace: str) -> str:

@@ -68,8 +68,29 @@ def failover_line(status: dict[str, Any]) -> str:
     return text
 
 
+def operation_line(kind: str, status: dict[str, Any]) -> str:
+    """One line about an OmenDBBackup or OmenDBRestore: phase, step, result or error, or what it waits for."""
+    phase = status.get("phase") or "Pending"
+    parts = [phase]
+    if status.get("step"):
+        parts.append(f"step {status['step']}")
+    if status.get("backupId"):
+        parts.append(f"backup {status['backupId']}")
+    if status.get("sizeBytes") is not None and kind == "OmenDBBackup" and status.get("backupId"):
+        parts.append(f"{status['sizeBytes']} bytes")
+    if status.get("restoredLSN") is not None:
+        parts.append(f"LSN {status['restoredLSN']}, {status.get('recordCount')} records")
+    if phase == "Failed" and status.get("error"):
+        parts.append(str(status["error"]))
+    elif phase != "Succeeded":
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+        if ready and ready.get("message"):
+            parts.append(str(ready["message"]))
+    return ": ".join([parts[0], ", ".join(parts[1:])]) if len(parts) > 1 else parts[0]
+
+
 def status_text(omendb: dict[str, Any], pods: list[dict[str, Any]], events: list[dict[str, Any]],
-                now: dt.datetime) -> str:
+                now: dt.datetime, operations: list[dict[str, Any]] | None = None) -> str:
     meta, spec, status = omendb["metadata"], omendb.get("spec") or {}, omendb.get("status") or {}
     out = [
         f"OmenDB {meta['namespace']}/{meta['name']}",
@@ -87,8 +108,17 @@ def status_text(omendb: dict[str, Any], pods: list[dict[str, Any]], events: list
     if status.get("credentialsSecret"):
         out.append(f"  Credentials: Secret {status['credentialsSecret']} (keys username, password)")
     last = status.get("lastBackup") or {}
-    out.append("  Last backup: " + (", ".join(f"{kind} {when} ({_age(when, now)} ago)"
-                                              for kind, when in sorted(last.items())) or "none yet"))
+    out.append("  Last backup: " + (", ".join(f"{kind} {last[kind]} ({_age(last[kind], now)} ago)"
+                                              for kind in ("full", "incremental") if last.get(kind))
+                                    or "none yet"))
+    if last.get("id"):
+        out.append(f"  Newest backup: {last['id']} ({last.get('type', '-')}, {last.get('sizeBytes', '-')} bytes)")
+    if status.get("restore"):
+        out.append(f"  Restore:    {status['restore'].get('name')} in progress (step {status['restore'].get('step')}; "
+                   "pods held, scheduled backups suspended)")
+    boot = status.get("bootstrap") or {}
+    if boot:
+        out.append(f"  Bootstrap:  {boot.get('phase')} ({boot.get('message') or boot.get('error') or ''})")
     if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
         out.append(f"  Note: generation {meta.get('generation')} not yet processed "
                    f"(observed {status.get('observedGeneration', 0)})")
@@ -102,6 +132,14 @@ def status_text(omendb: dict[str, Any], pods: list[dict[str, Any]], events: list
         out += ["  " + line for line in table(rows)]
     else:
         out.append("  none")
+
+    if operations:
+        out += ["", "Backups and restores:"]
+        rows = [["KIND", "NAME", "AGE", "STATUS"]]
+        for op in sorted(operations, key=lambda o: str(o["metadata"].get("creationTimestamp") or ""))[-10:]:
+            rows.append([op["kind"], op["metadata"]["name"], _age(op["metadata"].get("creationTimestamp"), now),
+                         operation_line(op["kind"], op.get("status") or {})])
+        out += ["  " + line for line in table(rows)]
 
     out += ["", "Conditions:"]
     conditions = status.get("conditions") or []
