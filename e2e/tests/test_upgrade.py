@@ -6,9 +6,8 @@ e2e/images.py): every record readable, the new version in status and in the pod 
 becomes Ready: rolled back after spec.upgrade.timeout with the records intact -> hibernate (no pod, the
 volumes kept) and wake with the records intact.
 
-The upgrades here opt out of the pre-upgrade backup (spec.upgrade.backupBeforeUpgrade: false) because
-the OmenDBBackup controller is built on another branch; test_upgrade_takes_a_backup_first is the journey
-with the backup, marked xfail(strict) until both are merged (see its docstring).
+The first upgrades opt out of the pre-upgrade backup (spec.upgrade.backupBeforeUpgrade: false) to keep the
+journey short; test_upgrade_takes_a_backup_first is the journey with the backup (the default).
 """
 
 from __future__ import annotations
@@ -179,13 +178,9 @@ def test_hibernate_and_wake_with_the_same_data(kube: Kube, db: Db) -> None:
     assert _records(kube, db) == f"records {RECORDS} readable {RECORDS}"
 
 
-@pytest.mark.xfail(strict=True, reason="needs the OmenDBBackup controller (branch backups): remove this mark "
-                                       "when both branches are merged")
 def test_upgrade_takes_a_backup_first(kube: Kube, db: Db) -> None:
     """With spec.upgrade.backupBeforeUpgrade (the default), an upgrade first creates the OmenDBBackup
-    NAME-pre-upgrade-<hash> and waits for its phase Succeeded. Without the backups controller nothing
-    sets that phase and this fails within 40 s (xfail); once it is merged it passes, and strict xfail
-    turns the pass into a failure until the mark is removed."""
+    NAME-pre-upgrade-<hash>, waits for its phase Succeeded, then rolls the pods."""
     _patch(kube, db, {"upgrade": {"backupBeforeUpgrade": True, "timeout": "5m"}, "version": "0.1.0"})
     backup = kube.wait_until("the pre-upgrade OmenDBBackup", lambda: (_status(kube, db).get("upgrade") or {}).get(
         "backupName"), 60, interval=2)

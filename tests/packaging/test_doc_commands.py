@@ -167,13 +167,6 @@ def test_a_broken_manifest_is_reported(tmp_path, apiserver, ctx):
     assert "spec.replicas must be at least 1" in _dry_run(apiserver, ctx.kubectl, obj)
 
 
-# Pages other helpers write in parallel (docs/operations/README.md links them). Tolerated as missing only
-# while they do not exist; once merged they are checked like every other page, so this list can never hide a
-# broken link to a page that exists. Empty it after the merge.
-PAGES_WRITTEN_IN_PARALLEL = {"docs/operations/failover-and-scaling.md", "docs/operations/backup-and-restore.md",
-                             "docs/operations/upgrades.md", "docs/operations/hibernation-and-storage.md"}
-
-
 def test_every_relative_link_in_the_docs_resolves():
     """Relative links (files, directories, `#anchors` of Markdown headings) in README.md and docs/ point at
     something that exists."""
@@ -190,8 +183,7 @@ def test_every_relative_link_in_the_docs_resolves():
                 problems.append(f"{rel}:{line}: {target} points outside the repository")
                 continue
             if not dest.exists():
-                if dest_rel not in PAGES_WRITTEN_IN_PARALLEL:
-                    problems.append(f"{rel}:{line}: {target}: {dest_rel} does not exist")
+                problems.append(f"{rel}:{line}: {target}: {dest_rel} does not exist")
                 continue
             if anchor and dest.suffix == ".md" and anchor not in dc.heading_anchors(dest):
                 problems.append(f"{rel}:{line}: {target}: no heading with anchor #{anchor} in {dest_rel} "
