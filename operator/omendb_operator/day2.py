@@ -23,6 +23,7 @@ from omendb_operator import failover, hibernation, metrics, rollout, upgrade, vo
 from omendb_operator import labels as L
 from omendb_operator.kube import Kube
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.statefulset import POD_MANAGEMENT_POLICY
 from omendb_operator.status import timestamp
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,10 @@ def switchover(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict
         return True, "a single pod: nothing to switch over"
     progress = failover.switchover_step(kube, owner, spec, status, target, engines=engines)
     return progress.done, progress.message
+
+
+def _pod_policy_drift(live_sts: dict[str, Any]) -> bool:
+    return (live_sts.get("spec") or {}).get("podManagementPolicy", "OrderedReady") != POD_MANAGEMENT_POLICY
 
 
 class Day2:
@@ -194,17 +199,19 @@ class Day2:
             before.upgrade.waiting = before.upgrade.waiting or plan.waiting
         if live_sts and live_sts["metadata"].get("deletionTimestamp"):
             before.skip_statefulset, before.requeue = True, 2.0
-        elif live_sts and plan.recreate_statefulset:
-            # Claim templates are immutable: delete the StatefulSet but not its pods (they are adopted by
-            # the new one, whose template is the same) and apply it again once it is gone.
+        elif live_sts and (plan.recreate_statefulset or _pod_policy_drift(live_sts)):
+            # Claim templates and the pod management policy (older operators made OrderedReady StatefulSets)
+            # are immutable: delete the StatefulSet but not its pods (they are adopted by the new one, whose
+            # template is the same) and apply it again once it is gone.
             try:
                 self.kube.resource("apps/v1", "StatefulSet").delete(
                     name=live_sts["metadata"]["name"], namespace=namespace, body={"propagationPolicy": "Orphan"})
                 metrics.API_WRITES.labels(kind="StatefulSet", verb="delete").inc()
             except NotFoundError:
                 pass
-            before.events.append(("Normal", "StatefulSetRecreated",
-                                  "recreating the StatefulSet (pods kept) so new pods get the new volume sizes"))
+            why = ("new pods get the new volume sizes" if plan.recreate_statefulset
+                   else f"all pods start at once (podManagementPolicy {POD_MANAGEMENT_POLICY})")
+            before.events.append(("Normal", "StatefulSetRecreated", f"recreating the StatefulSet (pods kept) so {why}"))
             before.skip_statefulset, before.requeue = True, 2.0
 
     # ------------------------------------------------------------------ after the children are applied

@@ -19,6 +19,7 @@ from omendb_operator.security import container_security_context, pod_security_co
 from omendb_operator.spec import OmenDBSpec
 
 CONTAINER_NAME = "omendb"  # the guide's `kubectl set image ... omendb=omendb:$VERSION` names it
+POD_MANAGEMENT_POLICY = "Parallel"
 TERMINATION_GRACE_SECONDS = 60  # time for a final checkpoint on SIGTERM
 IMAGE_ANNOTATION = f"{L.GROUP}/image"
 
@@ -168,7 +169,9 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
             "replicas": spec.replicas if replicas is None else replicas,
             "serviceName": names.headless_service,
             "selector": {"matchLabels": L.selector_labels(name)},
-            "podManagementPolicy": "OrderedReady",  # pod 0, the first primary, starts first
+            # All pods start at once: after a full restart the primary may be any pod, and with OrderedReady
+            # pod 0 (then a replica waiting for its primary) would hold back the very pod it waits for.
+            "podManagementPolicy": POD_MANAGEMENT_POLICY,
             # The operator replaces pods itself, one at a time, replicas first and the primary last after
             # a switchover, with a backup first and a rollback on timeout (rollout.py, upgrade.py).
             "updateStrategy": {"type": "OnDelete"},
