@@ -63,17 +63,22 @@ class After:
     hibernation: str | None
     events: list[Event] = field(default_factory=list)
     requeue: float | None = None
+    # primaryPod, pods and failover as a switchover step left them (it writes status itself): the reconcile's
+    # status write must carry these, not what it observed before the switchover.
+    replication: dict[str, Any] | None = None
 
 
 def switchover(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict[str, Any],
-               target: str | None, engines: failover.Engines | None = None) -> tuple[bool, str]:
-    """Move the primary to ``target`` before the primary's pod is replaced: (done, message).
+               target: str | None, engines: failover.Engines | None = None
+               ) -> tuple[bool, str, dict[str, Any] | None]:
+    """Move the primary to ``target`` before the primary's pod is replaced: (done, message, the status
+    fragment of the switchover, None when none ran).
 
     failover.py does the work; a single pod has no replica to hand over to."""
     if spec.replicas < 2:
-        return True, "a single pod: nothing to switch over"
+        return True, "a single pod: nothing to switch over", None
     progress = failover.switchover_step(kube, owner, spec, status, target, engines=engines)
-    return progress.done, progress.message
+    return progress.done, progress.message, progress.status
 
 
 def _pod_policy_drift(live_sts: dict[str, Any]) -> bool:
@@ -243,9 +248,14 @@ class Day2:
         delete = acts.delete_pod
         if acts.switchover_pod and acts.state is not None:
             meta = owner["metadata"]
-            done, message = switchover(self.kube, owner, spec, previous, acts.switchover_target,
-                                       self.engines(self.kube, meta["name"], meta["namespace"], spec))
-            if done:
+            done, message, after.replication = switchover(
+                self.kube, owner, spec, previous, acts.switchover_target,
+                self.engines(self.kube, meta["name"], meta["namespace"], spec))
+            if done and after.replication is not None:
+                # The pod goes on the next reconcile, as a replica: by then the ConfigMap's primary-pod key
+                # (read by the pod at start) names the new primary, so it cannot come back as a primary.
+                acts.state["message"] = f"switched over from {acts.switchover_pod} ({message}); replacing it next"
+            elif done:
                 delete = acts.switchover_pod
                 acts.state.update(pod=delete, podReplacedAt=timestamp(now),
                                   message=f"replacing pod {delete} (the primary last; {message or 'switched over'})")

@@ -236,6 +236,7 @@ class SwitchoverProgress:
     primary_pod: str
     phase: str
     message: str = ""
+    status: dict[str, Any] = field(default_factory=dict)  # primaryPod, pods, failover: for build_status
 
 
 def switchover_step(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status: dict[str, Any],
@@ -255,9 +256,11 @@ def switchover_step(kube: Kube, owner: dict[str, Any], spec: OmenDBSpec, status:
     phase = str(result.status["failover"].get("phase"))
     finished = result.switchover_finished or ""
     if finished.startswith("refused"):
-        return SwitchoverProgress(done=False, primary_pod=result.primary_pod, phase=phase, message=finished)
+        return SwitchoverProgress(done=False, primary_pod=result.primary_pod, phase=phase, message=finished,
+                                  status=result.status)
     target = target_pod or str(result.status["failover"].get("to") or
                                (result.status["failover"].get("last") or {}).get("to") or "")
     done = phase == T.IDLE and (result.primary_pod == target if target else bool(finished))
     return SwitchoverProgress(done=done, primary_pod=result.primary_pod, phase=phase,
-                              message=finished or str(result.status["failover"].get("message", "")))
+                              message=finished or str(result.status["failover"].get("message", "")),
+                              status=result.status)

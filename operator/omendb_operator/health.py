@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,10 +22,16 @@ log = logging.getLogger(__name__)
 
 
 class PodHealth:
-    def __init__(self, kube: Kube, port: int = L.API_PORT, timeout: float = 3.0) -> None:
+    """``port``: the API port of every pod, or a function of the pod's name giving it (tests run one engine
+    per pod on loopback, all at the same IP, so each is told apart by its port)."""
+
+    def __init__(self, kube: Kube, port: int | Callable[[str], int] = L.API_PORT, timeout: float = 3.0) -> None:
         self.kube = kube
         self.port = port
         self.timeout = timeout
+
+    def _port(self, pod: str) -> int:
+        return self.port(pod) if callable(self.port) else self.port
 
     def _verify(self, name: str, namespace: str, spec: OmenDBSpec) -> ssl.SSLContext | bool:
         if not spec.tls.enabled:
@@ -50,7 +57,8 @@ class PodHealth:
         scheme = "https" if spec.tls.enabled else "http"
         try:
             verify = self._verify(name, namespace, spec)
-            r = httpx.get(f"{scheme}://{host}:{self.port}/health", verify=verify, timeout=self.timeout)
+            port = self._port(pod["metadata"]["name"])
+            r = httpx.get(f"{scheme}://{host}:{port}/health", verify=verify, timeout=self.timeout)
         except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
             if "refused" in str(exc).lower():  # the pod answered: nothing listens, it is not healthy
                 log.info("health check of pod %s/%s refused: %s", namespace, pod["metadata"]["name"], exc)

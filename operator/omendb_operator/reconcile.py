@@ -222,7 +222,7 @@ class Reconciler:
                 "full": self.kube.get("batch/v1", "CronJob", names.backup_full, namespace),
                 "incremental": self.kube.get("batch/v1", "CronJob", names.backup_incremental, namespace),
             }
-        obs.replication = repl.status
+        obs.replication = after.replication or repl.status  # an upgrade's switchover moved the primary
         new = build_status(owner, spec, obs, previous, now)
         if status_changed(previous, new):
             self.kube.patch_status(L.API_VERSION, L.KIND, name, namespace, status_patch(previous, new))

@@ -3,9 +3,12 @@
 There is no kubelet or StatefulSet controller here, so the test plays them: it creates the database pods
 with the revision label the controller would give them, marks them Ready with a pod IP of 127.0.0.1 (a
 real ``omendb serve`` answers /health there), and writes the StatefulSet's status; likewise it writes the
-OmenDBBackup's phase as the backup controller would. Everything the operator does (the OmenDBBackup it
-creates, the pods it deletes, the StatefulSet it recreates, the claims it patches, status, events) is real
-API traffic, checked by reading it back. A new Reconciler stands for an operator restart.
+OmenDBBackup's phase as the backup controller would. Rollouts that reach the primary of several pods
+need a real switchover, so there each pod has its own engine (the replication tests' cluster: a primary
+and replicas on loopback, told apart by port) and a replaced pod's engine restarts on its data.
+Everything the operator does (the OmenDBBackup it creates, the pods it deletes, the StatefulSet it
+recreates, the claims it patches, status, events) is real API traffic, checked by reading it back. A new
+Reconciler stands for an operator restart.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,9 +30,14 @@ from kubernetes.config import new_client_from_config
 
 from omendb.cli import render_toml
 from omendb.config import Config
+from omendb_operator import failover
 from omendb_operator.health import PodHealth
 from omendb_operator.kube import Kube
 from omendb_operator.reconcile import Reconciler
+
+# tests/operator is not a package (its helpers import by file name); the replication tests' cluster is.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.replication.cluster import ADMIN, Cluster, api, caught_up, info, lookup  # noqa: E402
 
 BASE = "/apis/omendb.io/v1alpha1"
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -86,14 +96,30 @@ class World:
     def __init__(self, http: httpx.Client, namespace: str, kube: Kube, engine_port: int) -> None:
         self.http, self.ns, self.kube = http, namespace, kube
         self.reconciler = Reconciler(kube, health=PodHealth(kube, port=engine_port))
+        self.cluster: Cluster | None = None  # one engine per pod (engine_per_pod)
+        self.created: set[str] = set()
         # No ServiceAccount controller here: pods need the namespace's default account to exist.
         r = http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
                       json={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
         assert r.status_code in (201, 409), r.text
 
+    def engine_per_pod(self, cluster: Cluster) -> None:
+        """Pod db-N is node db-N of ``cluster``: the operator checks its /health at its own port and reaches
+        its engine (roles, switchover) at its loopback URL instead of the pod's DNS name."""
+        self.cluster = cluster
+
+        def engines(_kube: Kube, _name: str, _ns: str, _spec: Any) -> failover.Engines:
+            def url(pod: str) -> str:
+                return cluster.nodes[pod].url
+            return failover.Engines(url, url, ADMIN)
+
+        self.reconciler = Reconciler(self.kube, health=PodHealth(self.kube, port=lambda pod: cluster.nodes[pod].port),
+                                     engines=engines)
+
     def reconcile(self, restart: bool = False) -> str:
         if restart:  # a new operator process: nothing but the cluster's state carries over
-            self.reconciler = Reconciler(self.kube, health=self.reconciler.day2.health)
+            self.reconciler = Reconciler(self.kube, health=self.reconciler.day2.health,
+                                         engines=self.reconciler.engines)
         return self.reconciler.reconcile(self.ns, "db")
 
     def url(self, kind: str, name: str = "", sub: str = "") -> str:
@@ -141,6 +167,7 @@ class World:
         for i in range(want):
             name = f"db-{i}"
             if name not in pods:
+                self.restart_engine(name)
                 self.create_pod(name, revision, ready)
         for name in list(pods):
             if int(name.rsplit("-", 1)[1]) >= want:
@@ -153,6 +180,17 @@ class World:
             "readyReplicas": ready_n, "currentReplicas": len(pods), "updatedReplicas": updated,
             "currentRevision": revision, "updateRevision": revision, "availableReplicas": ready_n}}, "status")
 
+    def restart_engine(self, pod: str) -> None:
+        """The kubelet starts a replaced pod's container: its engine restarts on its own data, as the primary
+        or as a replica of the pod the ConfigMap's primary-pod key names (``omendb serve --primary-pod-file``)."""
+        if self.cluster is None or pod not in self.created:
+            return
+        old = self.cluster.nodes[pod]
+        if old.proc is not None and old.proc.poll() is None:
+            old.stop()
+        primary = self.kube.get("v1", "ConfigMap", "db-config", self.ns)["data"]["primary-pod"].strip()
+        self.cluster.node(pod, None if primary == pod else self.cluster.nodes[primary])
+
     def create_pod(self, name: str, revision: str, ready: bool) -> None:
         labels = {**SELECTOR, "app.kubernetes.io/managed-by": "omendb-operator",
                   "app.kubernetes.io/component": "database", "controller-revision-hash": revision,
@@ -161,13 +199,17 @@ class World:
                 "spec": {"containers": [{"name": "omendb", "image": self.image()}]}}
         r = self.http.post(self.url("pods"), json=body)
         assert r.status_code == 201, r.text
+        self.created.add(name)
         self.set_ready(name, ready)
 
     def set_ready(self, name: str, ready: bool) -> None:
-        self.patch("pods", name, {"status": {"phase": "Running", "podIP": "127.0.0.1",
-                                             "podIPs": [{"ip": "127.0.0.1"}],
-                                             "conditions": [{"type": "Ready",
-                                                             "status": "True" if ready else "False"}]}}, "status")
+        status: dict[str, Any] = {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                                  "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+        if self.cluster is not None:  # a running container: the operator asks its engine about its role
+            status["containerStatuses"] = [{"name": "omendb", "image": self.image(), "imageID": "",
+                                            "ready": ready, "restartCount": 0,
+                                            "state": {"running": {"startedAt": "2026-11-27T07:00:00Z"}}}]
+        self.patch("pods", name, {"status": status}, "status")
 
     def spec(self, spec: dict) -> None:
         self.patch("omendbs", "db", {"spec": spec})
@@ -204,6 +246,34 @@ def world(apiserver, namespace, kube, engine) -> Iterator[World]:
         yield World(http, namespace, kube, engine)
 
 
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[Callable[[int], Cluster]]:
+    """Starts N real engines: db-0 the primary, db-1.. its replicas (authentication on, as in a cluster)."""
+    clusters: list[Cluster] = []
+
+    def start(replicas: int) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster-{len(clusters)}")
+        clusters.append(cluster)
+        cluster.replicas(cluster.node("db-0"), *(f"db-{i}" for i in range(1, replicas)))
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.stop_all()
+
+
+def _write(world: World, keys: range) -> list[int]:
+    """Writes to the engine of the pod status names the primary: the keys acknowledged (none while a
+    switchover is in flight: the old primary then refuses writes, which loses nothing)."""
+    assert world.cluster is not None
+    status = world.status()
+    if (status.get("failover") or {}).get("phase", "Idle") != "Idle":
+        return []
+    with api(world.cluster.nodes[status.get("primaryPod") or "db-0"]) as c:
+        c.post("/v1/records", json={"records": [{"key": k, "value": k / 4} for k in keys]}).raise_for_status()
+    return list(keys)
+
+
 def _create(world: World, spec: dict) -> None:
     doc = {"apiVersion": "omendb.io/v1alpha1", "kind": "OmenDB", "metadata": {"name": "db"},
            "spec": {"tls": {"enabled": False}, "monitoring": {"prometheusRule": False, "serviceMonitor": False},
@@ -216,8 +286,11 @@ def _create(world: World, spec: dict) -> None:
     assert world.status()["phase"] == "Ready", world.status()
 
 
-def test_upgrade_backup_first_one_pod_at_a_time_primary_last_resumable(world):
+def test_upgrade_backup_first_one_pod_at_a_time_primary_last_resumable(world, replicated):
+    world.engine_per_pod(cluster := replicated(3))
     _create(world, {"replicas": 3, "version": "0.1.0"})
+    assert world.status()["primaryPod"] == "db-0" and info(cluster.nodes["db-0"])["role"] == "primary"
+    written = _write(world, range(0, 200))
     uids = {n: p["metadata"]["uid"] for n, p in world.pods().items()}
     assert world.sts()["spec"]["updateStrategy"] == {"type": "OnDelete"}
 
@@ -243,21 +316,31 @@ def test_upgrade_backup_first_one_pod_at_a_time_primary_last_resumable(world):
 
     world.reconcile()
     assert world.status()["upgrade"]["phase"] == "RollingOut" and world.image() == "omendb/omendb:0.1.1"
-    order = []
-    for _ in range(12):
+    order, primary_when_replaced = [], {}
+    for i in range(20):
         world.controller()  # the controller sees the new template, then recreates what was deleted
+        written += _write(world, range(200 + 50 * i, 250 + 50 * i))  # acknowledged writes all along
         before = set(world.pods())
         world.reconcile(restart=len(order) == 1)  # an operator restart in the middle changes nothing
         gone = before - set(world.pods())
         assert len(gone) <= 1, gone  # one pod at a time
         order += sorted(gone)
+        primary_when_replaced.update({pod: world.status()["primaryPod"] for pod in gone})
         if world.status()["upgrade"]["phase"] == "Succeeded":
             break
     assert order == ["db-2", "db-1", "db-0"], order  # replicas first, highest first, the primary last
+    # The primary moved to an updated replica (a real switchover) before its pod went.
+    assert primary_when_replaced == {"db-2": "db-0", "db-1": "db-0", "db-0": "db-1"}, primary_when_replaced
+    assert info(cluster.nodes["db-1"])["role"] == "primary"
+    assert len(written) >= 300
+    assert lookup(cluster.nodes["db-1"], written) == [k / 4 for k in written]  # no acknowledged write lost
+    caught_up(cluster.nodes["db-0"], cluster.nodes["db-1"])  # the replaced old primary follows the new one
+    assert info(cluster.nodes["db-0"])["role"] == "replica"
     world.controller()
     world.reconcile()
     status = world.status()
     assert status["phase"] == "Ready" and status["currentVersion"] == "0.1.1", status
+    assert status["primaryPod"] == "db-1" and status["failover"]["last"]["reason"] == "switchover", status
     assert status["upgrade"]["phase"] == "Succeeded" and status["upgrade"]["finishedAt"]
     assert all(p["metadata"]["uid"] != uids[n] for n, p in world.pods().items())
     reasons = world.reasons()
@@ -318,7 +401,8 @@ def test_a_failed_backup_blocks_until_it_is_deleted(world):
     assert world.status()["upgrade"]["phase"] == "BackingUp" and world.get("omendbbackups", name)
 
 
-def test_config_change_rolls_pods_one_at_a_time_without_backup(world):
+def test_config_change_rolls_pods_one_at_a_time_without_backup(world, replicated):
+    world.engine_per_pod(cluster := replicated(2))  # the primary's pod goes last, after a real switchover
     _create(world, {"replicas": 2})
     world.spec({"config": {"index": {"max_error": 7}}})
     world.reconcile()
@@ -331,6 +415,7 @@ def test_config_change_rolls_pods_one_at_a_time_without_backup(world):
         world.controller()
         world.reconcile()
     assert world.status()["upgrade"]["phase"] == "Succeeded"
+    assert world.status()["primaryPod"] == "db-1" and info(cluster.nodes["db-1"])["role"] == "primary"
     assert not world.http.get(f"{BASE}/namespaces/{world.ns}/omendbbackups").json()["items"]
 
 
