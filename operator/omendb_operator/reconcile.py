@@ -24,6 +24,7 @@ from omendb_operator.day2 import Day2, HealthCheck
 from omendb_operator.health import PodHealth
 from omendb_operator.kube import Kube
 from omendb_operator.operations import Operations
+from omendb_operator.podcount import decide_pod_count
 from omendb_operator.secrets import HTPASSWD_KEY, decode_secret_data
 from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
 from omendb_operator.statefulset import claim_template_drift
@@ -140,6 +141,9 @@ class Reconciler:
         # No failover while the pods are held at zero on purpose (restore, bootstrap, hibernation).
         repl = self._replication(body, owner, spec, previous, live_sts,
                                  paused=0 in (ops.replicas_override, before.replicas_override))
+        pods = decide_pod_count(spec.replicas, int(((live_sts or {}).get("spec") or {}).get("replicas") or 0),
+                                restore_hold=ops.replicas_override, hibernation_hold=before.replicas_override,
+                                switchover_hold=repl.replicas_hold, backup_jobs=before.active_backup_jobs)
         wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
         observed = Observed(
             users_secret=decode_secret_data(users_live),
@@ -149,10 +153,7 @@ class Reconciler:
             monitoring_api=(self.kube.has_kind(monitoring.MONITORING_API, "PrometheusRule")
                             and self.kube.has_kind(monitoring.MONITORING_API, "ServiceMonitor")),
             primary_pod=repl.primary_pod,
-            # A restore or bootstrap, then hibernation, hold the pod count; else a scale-down may wait on a
-            # switchover.
-            replicas_override=next((n for n in (ops.replicas_override, before.replicas_override,
-                                                repl.replicas_hold) if n is not None), None),
+            replicas_override=pods.override,
             suspend_backups=ops.suspend_backups,
             user_tls_ca=bool(spec.tls.enabled and not spec.tls.generate and decode_secret_data(
                 self._secret(str(spec.tls.secret_name), namespace)).get("ca.crt")),
@@ -212,7 +213,7 @@ class Reconciler:
         obs.upgrade, obs.storage = after.upgrade_state, before.volumes.status
         obs.upgrade_condition = upgrade.upgrade_condition(after.upgrade_state) if after.upgrade_state else None
         obs.storage_condition = before.volumes.condition
-        obs.operation_waiting, obs.hibernation = after.waiting, after.hibernation
+        obs.operation_waiting, obs.hibernation = after.waiting or pods.waiting, after.hibernation
         obs.warnings += before.volumes.warnings
         if before.upgrade.version != (spec.image or spec.version):
             obs.running_version = before.upgrade.version
