@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,17 +115,10 @@ def _restore(kube: Kube, d: Db, name: str, **spec: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def db(kube: Kube, operator: str, request: pytest.FixtureRequest) -> Iterator[Db]:
-    d = Db(f"backuprestore-{uuid.uuid4().hex[:5]}")
-    kube.kubectl("create", "namespace", d.namespace)
-    kube.wait_until("default ServiceAccount",
-                    lambda: kube.get_or_none(d.namespace, "serviceaccount", "default"), 60)
+def db(kube: Kube, operator: str, journey_namespace: str) -> Iterator[Db]:
+    d = Db(journey_namespace)
     kube.apply(d.namespace, _omendb(d.name))
-    failed_before = request.session.testsfailed
     yield d
-    if request.session.testsfailed > failed_before:
-        print(f"\n===== dump of namespace {d.namespace} =====\n{kube.dump(d.namespace)}")
-    kube.kubectl("delete", "namespace", d.namespace, "--wait=false", check=False)
 
 
 def _backup(kube: Kube, d: Db, name: str, kind: str) -> dict[str, Any]:

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import yaml
 from e2e import layout as L
 from e2e import procs
 from e2e.kube import Kube
-from e2e.tests.test_operator_journey import SAMPLE, Db, _pods, _ready, operator  # noqa: F401 - fixture
+from e2e.tests.test_operator_journey import SAMPLE, Db, _pods, _ready
 
 BATCH = 10  # keys per write
 WRITER = """
@@ -72,23 +71,17 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def db(kube: Kube, operator: str, request: pytest.FixtureRequest) -> Iterator[Db]:  # noqa: F811
+def db(kube: Kube, operator: str, journey_namespace: str) -> Iterator[Db]:
     sample = yaml.safe_load(SAMPLE.read_text())
-    d = Db(f"failover-{uuid.uuid4().hex[:5]}", "fo")
+    d = Db(journey_namespace, "fo")
     sample["metadata"]["name"] = d.name
     spec = sample["spec"]
     spec["backup"] = {"enabled": False}
     spec["monitoring"] = {"prometheusRule": False, "serviceMonitor": False}
     spec["failover"] = {"delaySeconds": 1}
     spec["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-    kube.kubectl("create", "namespace", d.namespace)
-    kube.wait_until("default ServiceAccount", lambda: kube.get_or_none(d.namespace, "serviceaccount", "default"), 60)
     kube.apply(d.namespace, sample)
-    failed_before = request.session.testsfailed
     yield d
-    if request.session.testsfailed > failed_before:
-        print(f"\n===== dump of namespace {d.namespace} =====\n{kube.dump(d.namespace)}")
-    kube.kubectl("delete", "namespace", d.namespace, "--wait=false", check=False)
 
 
 def _status(kube: Kube, d: Db) -> dict[str, Any]:

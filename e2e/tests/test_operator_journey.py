@@ -15,7 +15,6 @@ import json
 import re
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,8 @@ import yaml
 from e2e.kube import Kube
 from e2e.operator_deploy import OPERATOR_NS
 from e2e.operator_deploy import operator_pod as _operator_pod
-from e2e.tests import conftest as _shared
 
 ROOT = Path(__file__).resolve().parents[2]
-# The operator fixture lives in e2e/tests/conftest.py; re-exported for journeys that import it from here.
-operator = _shared.operator
 SAMPLE = ROOT / "manifests" / "samples" / "omendb-development.yaml"
 
 # Children named after the OmenDB (docs/operator.md, "What one OmenDB named NAME owns").
@@ -55,19 +51,12 @@ class Db:
 
 
 @pytest.fixture(scope="module")
-def db(kube: Kube, operator: str, request: pytest.FixtureRequest) -> Iterator[Db]:
+def db(kube: Kube, operator: str, journey_namespace: str) -> Iterator[Db]:
     """The development sample, applied as its comment says, in a namespace of its own."""
     sample = yaml.safe_load(SAMPLE.read_text())
-    d = Db(f"opjourney-{uuid.uuid4().hex[:5]}", sample["metadata"]["name"])
-    kube.kubectl("create", "namespace", d.namespace)
-    kube.wait_until("default ServiceAccount",
-                    lambda: kube.get_or_none(d.namespace, "serviceaccount", "default"), 60)
+    d = Db(journey_namespace, sample["metadata"]["name"])
     kube.kubectl("apply", "-n", d.namespace, "-f", str(SAMPLE))
-    failed_before = request.session.testsfailed
     yield d
-    if request.session.testsfailed > failed_before:
-        print(f"\n===== dump of namespace {d.namespace} =====\n{kube.dump(d.namespace)}")
-    kube.kubectl("delete", "namespace", d.namespace, "--wait=false", check=False)
 
 
 def _names(kind: str, d: Db) -> list[str]:

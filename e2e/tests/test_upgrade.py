@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ import pytest
 import yaml
 
 from e2e.kube import Kube
-from e2e.tests.test_operator_journey import operator  # noqa: F401 - the module-scoped operator fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "manifests" / "samples" / "omendb-development.yaml"
@@ -89,21 +87,15 @@ def _reasons(kube: Kube, d: Db) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def db(kube: Kube, operator: str, request: pytest.FixtureRequest) -> Iterator[Db]:  # noqa: F811
+def db(kube: Kube, operator: str, journey_namespace: str) -> Iterator[Db]:
     doc = yaml.safe_load(SAMPLE.read_text())
     doc["metadata"]["name"] = "up"
     doc["spec"].update(imagePullPolicy="Never", upgrade={"backupBeforeUpgrade": False},
                        monitoring={"prometheusRule": False, "serviceMonitor": False})
     doc["spec"]["backup"]["volume"]["deleteOnDelete"] = True
-    d = Db(f"upgrade-{uuid.uuid4().hex[:5]}", "up")
-    kube.kubectl("create", "namespace", d.namespace)
-    kube.wait_until("default ServiceAccount", lambda: kube.get_or_none(d.namespace, "serviceaccount", "default"), 60)
+    d = Db(journey_namespace, "up")
     kube.apply(d.namespace, doc)
-    failed_before = request.session.testsfailed
     yield d
-    if request.session.testsfailed > failed_before:
-        print(f"\n===== dump of namespace {d.namespace} =====\n{kube.dump(d.namespace)}")
-    kube.kubectl("delete", "namespace", d.namespace, "--wait=false", check=False)
 
 
 def test_ready_and_records_written(kube: Kube, db: Db) -> None:
