@@ -32,7 +32,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2e import binaries, oci
+from e2e import binaries, host, oci
 from e2e import layout as L
 
 REPO = Path(__file__).resolve().parent.parent
@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("e2e.images: building images needs root (debootstrap, chroot, overlay mounts)")
+    # A fresh machine has no debootstrap: `make test` builds the images before any cluster starts.
+    host.ensure_packages()
     t0 = time.monotonic()
     tarballs = project_images()
     for t in tarballs:
