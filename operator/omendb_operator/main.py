@@ -11,10 +11,14 @@ Configuration comes from the environment (see docs/operator.md, "Running the ope
   ``none`` runs standalone. ``OMENDB_OPERATOR_PRIORITY``: this replica's priority (default random).
 - ``OMENDB_OPERATOR_CLUSTER_DOMAIN``: for certificate names; default ``cluster.local``.
 - ``OMENDB_OPERATOR_LOG_FORMAT``: ``json`` (default) or ``text``; ``OMENDB_OPERATOR_LOG_LEVEL``.
+
+Each has a command-line flag that wins over the variable (``--log-level debug`` over
+``OMENDB_OPERATOR_LOG_LEVEL``): the Helm chart's ``extraArgs`` pass them.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import datetime as dt
@@ -192,8 +196,33 @@ class Operator:
             await runner.cleanup()
 
 
+# Command-line flags and the variable each one overrides; both go through Settings.from_env's checks.
+FLAGS = {
+    "--namespaces": "OMENDB_OPERATOR_NAMESPACES",
+    "--resync-seconds": "OMENDB_OPERATOR_RESYNC_SECONDS",
+    "--port": "OMENDB_OPERATOR_PORT",
+    "--workers": "OMENDB_OPERATOR_WORKERS",
+    "--peering": "OMENDB_OPERATOR_PEERING",
+    "--priority": "OMENDB_OPERATOR_PRIORITY",
+    "--cluster-domain": "OMENDB_OPERATOR_CLUSTER_DOMAIN",
+    "--log-format": "OMENDB_OPERATOR_LOG_FORMAT",
+    "--log-level": "OMENDB_OPERATOR_LOG_LEVEL",
+}
+
+
+def settings_from(argv: list[str], env: Mapping[str, str]) -> Settings:
+    """Settings from the environment, each flag in ``argv`` overriding its variable."""
+    ap = argparse.ArgumentParser(prog="omendb-operator", description="Run the OmenDB operator.",
+                                 epilog="Every flag overrides the environment variable named in its help.")
+    for flag, var in FLAGS.items():
+        ap.add_argument(flag, metavar="VALUE", help=f"overrides ${var}")
+    args = vars(ap.parse_args(argv))
+    given = {FLAGS[f"--{key.replace('_', '-')}"]: value for key, value in args.items() if value is not None}
+    return Settings.from_env({**env, **given})
+
+
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env(os.environ)
+    settings = settings_from(sys.argv[1:] if argv is None else argv, os.environ)
     kopf.configure(verbose=settings.log_level == "debug",
                    log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL)
     logging.getLogger().setLevel(settings.log_level.upper() if settings.log_level != "warn" else "WARNING")

@@ -512,6 +512,10 @@ def check_helm(cmd: Command, ctx: Context) -> list[str]:
             continue
         template.append(str(ROOT / a) if j == chart_index else a)
         j += 1
+    if args[0] != "template" and "--kube-version" not in template:
+        # install/upgrade render for the cluster's version; offline, say which (the chart's kubeVersion
+        # refuses helm's own default, v1.20). A documented `helm template` must name one itself.
+        template += ["--kube-version", "1.33.0"]
     out = subprocess.run([str(ctx.helm), *template], capture_output=True, text=True, timeout=120, env=_tool_env())
     if out.returncode != 0:
         return [f"`helm {' '.join(template)}` fails: {out.stderr.strip()}"]

@@ -14,7 +14,7 @@ import yaml
 from operator_pss import restricted_violations
 
 from omendb_operator import security
-from omendb_operator.main import Settings
+from omendb_operator.main import Settings, settings_from
 
 ROOT = Path(__file__).resolve().parents[2]
 # Kinds only ever cluster-scoped: in namespaced mode none of their rights may be granted by a Role.
@@ -39,13 +39,23 @@ def triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     return out
 
 
+AGGREGATED = ("omendb-view", "omendb-edit")
+
+
+def operator_cluster_roles(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's own ClusterRoles (the aggregated user-facing roles aside)."""
+    return [r for r in by_kind(objs, "ClusterRole") if r["metadata"]["name"] not in AGGREGATED]
+
+
 def reference_rules() -> set[tuple[str, str, str]]:
     role = by_kind(docs((ROOT / "manifests" / "rbac.yaml").read_text()), "ClusterRole")[0]
     return triples(role["rules"])
 
 
 def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [str(pkg.helm()), *args] + (["--kubeconfig", str(kubeconfig)] if kubeconfig else [])
+    # Offline commands render for the e2e pin (helm's own default, v1.20, is below the chart's kubeVersion).
+    offline = ["--kube-version", pkg.KUBE_VERSION] if args[0] in ("lint", "template") else []
+    argv = [str(pkg.helm()), *args, *offline] + (["--kubeconfig", str(kubeconfig)] if kubeconfig else [])
     out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if check:
         assert out.returncode == 0, f"helm {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
@@ -77,7 +87,7 @@ def test_install_yaml_is_rendered_from_the_current_chart():
 
 def test_cluster_mode_rbac_equals_manifests_rbac():
     objs = docs(pkg.template())
-    [role] = by_kind(objs, "ClusterRole")
+    [role] = operator_cluster_roles(objs)
     assert triples(role["rules"]) == reference_rules()
     [binding] = by_kind(objs, "ClusterRoleBinding")
     [sa] = by_kind(objs, "ServiceAccount")
@@ -94,7 +104,7 @@ def test_namespaced_mode_grants_only_per_namespace_plus_crd_reads():
     namespaced = {t for t in reference_rules() if (t[0], t[1]) not in CLUSTER_SCOPED}
     for role in roles:
         assert triples(role["rules"]) == namespaced
-    [cluster_role] = by_kind(objs, "ClusterRole")
+    [cluster_role] = operator_cluster_roles(objs)
     assert triples(cluster_role["rules"]) == {("apiextensions.k8s.io", "customresourcedefinitions", v)
                                               for v in ("get", "list", "watch")} | {
         ("storage.k8s.io", "storageclasses", "get")}
@@ -125,6 +135,70 @@ def test_deployment_matches_what_the_operator_serves():
     assert Settings.from_env(env).peering is None and Settings.from_env(env).namespaces == ()
 
 
+def test_the_operator_cannot_list_or_watch_secrets():
+    """It reads Secrets by name only; list/watch would let it enumerate every credential it can reach."""
+    for objs in (docs(pkg.template()), docs(pkg.template(*NAMESPACED))):
+        for role in operator_cluster_roles(objs) + by_kind(objs, "Role"):
+            granted = {verb for group, res, verb in triples(role["rules"]) if (group, res) == ("", "secrets")}
+            assert not granted & {"list", "watch"}, role["metadata"]["name"]
+    assert {v for g, r, v in reference_rules() if (g, r) == ("", "secrets")} == {"get", "create", "patch", "delete"}
+
+
+def test_rbac_create_false_renders_no_rbac():
+    objs = docs(pkg.template("--set", "rbac.create=false"))
+    assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+    assert by_kind(objs, "Deployment") and by_kind(objs, "ServiceAccount")
+
+
+def test_aggregated_roles_reach_view_edit_and_admin():
+    objs = {r["metadata"]["name"]: r for r in by_kind(docs(pkg.template()), "ClusterRole")}
+    agg = "rbac.authorization.k8s.io/aggregate-to-"
+    view, edit = objs["omendb-view"], objs["omendb-edit"]
+    assert {k for k, v in view["metadata"]["labels"].items() if k.startswith(agg) and v == "true"} == {
+        agg + "view", agg + "edit", agg + "admin"}
+    assert {k for k, v in edit["metadata"]["labels"].items() if k.startswith(agg) and v == "true"} == {
+        agg + "edit", agg + "admin"}
+    assert {v for _, _, v in triples(view["rules"])} == {"get", "list", "watch"}
+    assert {("omendb.io", "omendbs", "delete"), ("omendb.io", "omendbrestores", "create")} <= triples(edit["rules"])
+    assert not [r for r in by_kind(docs(pkg.template("--set", "rbac.aggregateToDefaultRoles=false")),
+                                   "ClusterRole") if r["metadata"]["name"] in AGGREGATED]
+
+
+def test_crds_are_templates_kept_on_uninstall_and_optional():
+    crds = by_kind(docs(pkg.template()), "CustomResourceDefinition")
+    assert {c["metadata"]["name"] for c in crds} == {
+        d["metadata"]["name"] for p in pkg.CRDS.glob("*.yaml") for d in docs(p.read_text())}
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in crds)
+    assert not (pkg.CHART / "crds").exists(), "Helm never upgrades a chart's crds/ directory"
+    assert not by_kind(docs(pkg.template("--set", "crds.create=false")), "CustomResourceDefinition")
+
+
+def test_extra_env_args_spread_and_a_strategy_that_never_runs_two_operators():
+    values = ["--set-json", 'extraEnv=[{"name":"HTTPS_PROXY","value":"http://proxy:3128"}]',
+              "--set-json", 'extraArgs=["--log-level=debug","--workers=4"]',
+              "--set-json", 'topologySpreadConstraints=[{"maxSkew":1,"topologyKey":"topology.kubernetes.io/zone",'
+                            '"whenUnsatisfiable":"ScheduleAnyway","labelSelector":{"matchLabels":{"a":"b"}}}]',
+              "--set", "podAnnotations.team=db"]
+    [dep] = by_kind(docs(pkg.template(*values)), "Deployment")
+    pod = dep["spec"]["template"]
+    [c] = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value", "") for e in c["env"]}
+    assert env["HTTPS_PROXY"] == "http://proxy:3128"
+    settings = settings_from(c["args"], env)  # the operator's own parser takes the extra flags
+    assert settings.log_level == "debug" and settings.workers == 4
+    assert pod["spec"]["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert pod["metadata"]["annotations"] == {"team": "db"}
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    [rolling] = by_kind(docs(pkg.template("--set", "updateStrategy.type=RollingUpdate")), "Deployment")
+    assert rolling["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_chart_metadata_names_kube_version_icon_and_sources():
+    chart = yaml.safe_load((pkg.CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"].startswith(">=1.29") and chart["sources"] and chart["icon"].startswith("https://")
+    assert chart["icon"].endswith("/docs/images/omendb-icon.svg") and (ROOT / "docs/images/omendb-icon.svg").is_file()
+
+
 def test_service_and_service_monitor_select_the_operator_pods():
     objs = docs(pkg.template("--set", "serviceMonitor.enabled=true,serviceMonitor.labels.release=prom"))
     [dep], [svc], [sm] = by_kind(objs, "Deployment"), by_kind(objs, "Service"), by_kind(objs, "ServiceMonitor")
@@ -142,6 +216,8 @@ def test_service_and_service_monitor_select_the_operator_pods():
     (["--set", "watchNamespaces={Bad_Name}"], "watchNamespaces"),
     (["--set", "nosuchkey=1"], "nosuchkey"),
     (["--set", "serviceMonitor.enabled=true,metricsService.enabled=false"], "metricsService.enabled"),
+    (["--set", "updateStrategy.type=Surge"], "updateStrategy"),
+    (["--set-json", 'extraEnv=[{"value":"x"}]'], "extraEnv"),
 ])
 def test_bad_values_are_refused_with_the_key_named(args, message):
     out = helm("template", "x", str(pkg.CHART), *args, check=False)
@@ -155,7 +231,7 @@ def test_bad_values_are_refused_with_the_key_named(args, message):
 
 def test_notes_tell_the_user_what_to_do_next(apiserver):
     out = helm("install", "omendb-operator", str(pkg.CHART), "--dry-run", "--namespace", pkg.NAMESPACE,
-               *NAMESPACED, kubeconfig=apiserver.kubeconfig)
+               *NAMESPACED, "--set", "crds.create=false", kubeconfig=apiserver.kubeconfig)
     assert "kubectl -n omendb-system rollout status deployment/omendb-operator" in out.stdout
     assert "watches: team-a, team-b" in out.stdout
     assert "omendb-development.yaml" in out.stdout and "kubectl omendb status" in out.stdout
@@ -198,7 +274,7 @@ def test_the_dry_run_check_catches_a_pod_breaking_the_restricted_profile(apiserv
 
 def test_cluster_mode_passes_server_side_dry_run(apiserver):
     ensure_namespace(apiserver, pkg.NAMESPACE)
-    out = server_dry_run(apiserver, pkg.template("--include-crds", "--set", "serviceMonitor.enabled=true"))
+    out = server_dry_run(apiserver, pkg.template("--set", "serviceMonitor.enabled=true"))
     for what in ("deployment.apps/omendb-operator", "clusterrole.rbac.authorization.k8s.io/omendb-operator",
                  "servicemonitor.monitoring.coreos.com/omendb-operator",
                  "clusterkopfpeering.kopf.dev/omendb-operator", "service/omendb-operator-metrics"):
@@ -223,8 +299,10 @@ def test_helm_install_then_upgrade_in_namespaced_mode(apiserver, namespace):
     and the upgrade's new value reaches the Deployment."""
     release_ns = namespace + "-op"
     ensure_namespace(apiserver, release_ns)
+    # The shared API server has the CRDs already (not Helm's), and other tests may own the aggregated roles.
     common = ["--namespace", release_ns, "--set", f"watchNamespaces={{{namespace}}}",
-              "--set", "fullnameOverride=op-" + namespace[-8:]]
+              "--set", "fullnameOverride=op-" + namespace[-8:],
+              "--set", "crds.create=false", "--set", "rbac.aggregateToDefaultRoles=false"]
     helm("install", "op", str(pkg.CHART), *common, kubeconfig=apiserver.kubeconfig)
     helm("upgrade", "op", str(pkg.CHART), *common, "--set", "operator.logLevel=debug",
          kubeconfig=apiserver.kubeconfig)
@@ -239,3 +317,48 @@ def test_helm_install_then_upgrade_in_namespaced_mode(apiserver, namespace):
     history = helm("history", "op", "--namespace", release_ns, kubeconfig=apiserver.kubeconfig).stdout
     assert "deployed" in history and "superseded" in history
     helm("uninstall", "op", "--namespace", release_ns, kubeconfig=apiserver.kubeconfig)
+
+
+def test_helm_upgrade_upgrades_the_crds_and_uninstall_keeps_them(tmp_path):
+    """On an API server of its own (the shared one has the CRDs already, not installed by Helm): install,
+    then upgrade to a chart whose OmenDB CRD has a new field; the field is accepted afterwards (and refused
+    before, with strict field validation); uninstall leaves the CRDs."""
+    import shutil
+
+    from operator_apiserver import running_apiserver
+
+    changed = tmp_path / "omendb-operator"
+    shutil.copytree(pkg.CHART, changed)
+    crd_file = changed / "templates" / "crds" / "omendb.io_omendbs.yaml"
+    text = crd_file.read_text()
+    anchor = "            properties:\n              version:\n"
+    assert anchor in text, "the OmenDB CRD's spec.version moved: update this test's anchor"
+    crd_file.write_text(text.replace(anchor, "            properties:\n              chartUpgradeProbe:\n"
+                                             "                type: string\n              version:\n", 1))
+    obj = {"apiVersion": "omendb.io/v1alpha1", "kind": "OmenDB",
+           "metadata": {"name": "probe", "namespace": "default"},
+           "spec": {"version": "0.1.0", "chartUpgradeProbe": "x"}}
+    with running_apiserver() as server, server.client() as http:
+        release = ["--namespace", "default", "--set", "peering.enabled=false"]
+        helm("install", "op", str(pkg.CHART), *release, kubeconfig=server.kubeconfig)
+        url = "/apis/omendb.io/v1alpha1/namespaces/default/omendbs?fieldValidation=Strict&dryRun=All"
+        before = _post_when_served(http, url, obj)
+        assert before.status_code == 400 and "chartUpgradeProbe" in before.text, before.text
+        helm("upgrade", "op", str(changed), *release, kubeconfig=server.kubeconfig)
+        after = _post_when_served(http, url, obj, accepted=True)
+        assert after.status_code == 201, after.text
+        helm("uninstall", "op", "--namespace", "default", kubeconfig=server.kubeconfig)
+        crds = http.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions").json()["items"]
+        assert "omendbs.omendb.io" in {c["metadata"]["name"] for c in crds}, "uninstall deleted the CRD"
+
+
+def _post_when_served(http, url: str, obj: dict[str, Any], accepted: bool = False):
+    """POST once the API server serves the (new) schema: a CRD change takes a moment to reach the handler."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        r = http.post(url, json=obj)
+        if r.status_code != 404 and (not accepted or r.status_code == 201) or time.monotonic() > deadline:
+            return r
+        time.sleep(0.3)
