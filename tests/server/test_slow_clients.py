@@ -242,5 +242,8 @@ def test_each_timeout_closes_its_connection(site: Site) -> None:
             c.close()
     closed = {r: site.metric(r) - closed_before[r] for r in closed_before}
     assert closed == {"first_request_timeout": 1, "header_timeout": 1, "body_timeout": 1, "idle_timeout": 2}
+    # The access log says what the client got.
+    line = site.server.wait_for_log(lambda r: r.get("path") == "/v1/records/lookup")
+    assert line["status"] == 408, line
     # The server still answers, and the cut-off body left nothing behind.
     assert site.timed_get()[0] == 200

@@ -29,6 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from omendb.config import HttpSection
 from omendb.server.errors import error_body
+from omendb.server.middleware import SENT_STATUS
 
 log = logging.getLogger("omendb.server")
 
@@ -191,5 +192,6 @@ class TimedProtocol(HttpToolsProtocol):
             # The application is waiting for the body: it sees a disconnect and its answer is dropped.
             cycle.disconnected = True
             cycle.message_event.set()
+            cycle.scope[SENT_STATUS] = 408  # type: ignore[literal-required]  # for the access log
             transport.write(self.policy.answers[reason])
         transport.close()
