@@ -77,6 +77,16 @@ class HttpSection:
     max_concurrent_requests: int = _key(1000, "Requests handled at once; excess ones get 503 with "
                                               "Retry-After.", minimum=1)
     max_body_mb: int = _key(64, "Largest request body accepted (413 beyond).", minimum=1)
+    first_request_timeout_ms: int = _key(10000, "A new connection is closed unless its TLS handshake (with "
+                                                "TLS) and then the first byte of its first request each "
+                                                "come within this long.", minimum=1)
+    header_timeout_ms: int = _key(10000, "A request head (request line and headers) must be complete this "
+                                         "long after its first byte; otherwise 408 and the connection is "
+                                         "closed.", minimum=1)
+    body_timeout_ms: int = _key(30000, "A request body must be complete this long after its head; otherwise "
+                                       "408 and the connection is closed.", minimum=1)
+    idle_timeout_ms: int = _key(5000, "A keep-alive connection idle this long between requests is closed.",
+                                minimum=1)
     shutdown_grace_seconds: float = _key(25, "On SIGTERM, how long in-flight requests may run before they "
                                              "are cancelled; keep it below the pod's "
                                              "terminationGracePeriodSeconds.", minimum=0, maximum=3600)

@@ -85,26 +85,32 @@ def test_request_timeout(limited: Server) -> None:
     assert "request_timeout_ms = 1500" in r.json()["error"]["message"]
 
 
-def test_connections_beyond_max_connections_are_refused(limited: Server) -> None:
-    held = [socket.create_connection((HOST, limited.port)) for _ in range(3)]
-    try:
-        time.sleep(0.2)
-        with httpx.Client(timeout=10) as client:
-            r = client.get(f"{limited.url}/health")
-        assert r.status_code == 503 and r.json()["error"]["code"] == "too_many_connections"
-        assert "max_connections = 3" in r.json()["error"]["message"]
-        assert "omendb_active_connections 3.0" in httpx.get(limited.metrics_url).text
-        # A refused client that sends nothing still gets the answer, and the socket is closed.
-        with socket.create_connection((HOST, limited.port), timeout=10) as silent:
-            reply = b""
-            while chunk := silent.recv(4096):
-                reply += chunk
-        assert reply.startswith(b"HTTP/1.1 503") and b"too_many_connections" in reply
-    finally:
-        for s in held:
-            s.close()
-    time.sleep(0.3)
-    assert httpx.get(f"{limited.url}/health").status_code == 200
+def test_connections_beyond_max_connections_are_refused(tmp_path: Path) -> None:
+    """Refused only when every connection has a request in progress; idle ones are evicted instead
+    (tests/server/test_slow_clients.py)."""
+    server = Server(tmp_path, {"http": {"max_concurrent_requests": 10},
+                               "limits": {"max_connections": 3}})
+    with server:
+        server.start()
+        busy = [SlowUpload(server, hold=20) for _ in range(3)]
+        try:
+            with httpx.Client(timeout=10) as client:
+                r = client.get(f"{server.url}/health")
+            assert r.status_code == 503 and r.json()["error"]["code"] == "too_many_connections"
+            assert "max_connections = 3" in r.json()["error"]["message"]
+            assert "omendb_active_connections 3.0" in httpx.get(server.metrics_url).text
+            # A refused client that sends nothing still gets the answer, and the socket is closed.
+            with socket.create_connection((HOST, server.port), timeout=10) as silent:
+                reply = b""
+                while chunk := silent.recv(4096):
+                    reply += chunk
+            assert reply.startswith(b"HTTP/1.1 503") and b"too_many_connections" in reply
+            assert 'omendb_rejected_requests_total{limit="max_connections"}' in httpx.get(server.metrics_url).text
+        finally:
+            for upload in busy:
+                assert upload.finish().status_code == 200
+        time.sleep(0.3)
+        assert httpx.get(f"{server.url}/health").status_code == 200
 
 
 def test_long_scan_stops_with_a_clear_error(limited: Server) -> None:
@@ -122,7 +128,7 @@ def test_long_scan_stops_with_a_clear_error(limited: Server) -> None:
 
 def test_metrics_count_refusals(limited: Server) -> None:
     text = httpx.get(limited.metrics_url).text
-    for limit in ("max_concurrent_requests", "request_timeout_ms", "max_connections"):
+    for limit in ("max_concurrent_requests", "request_timeout_ms"):
         assert f'omendb_rejected_requests_total{{limit="{limit}"}}' in text, limit
 
 

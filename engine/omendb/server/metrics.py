@@ -93,6 +93,12 @@ class Metrics:
                                 ["method", "route", "status"], registry=r)
         self.rejected = Counter("omendb_rejected_requests", "Requests refused by a limit.", ["limit"],
                                 registry=r)
+        self.connections_closed = Counter("omendb_http_connections_closed", "API connections the server "
+                                          "closed: timeouts ([http] *_timeout_ms) and idle connections "
+                                          "evicted for a new one at [limits] max_connections.", ["reason"],
+                                          registry=r)
+        for reason in ("first_request_timeout", "header_timeout", "body_timeout", "idle_timeout", "evicted"):
+            self.connections_closed.labels(reason)  # present at 0, so rate() and alerts work from the start
         self.build_info = Gauge("omendb_build_info", "Version of the running server.",
                                 ["version", "python"], registry=r)
         self.build_info.labels(omendb.__version__, platform.python_version()).set(1)

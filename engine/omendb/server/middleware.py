@@ -32,6 +32,7 @@ log = logging.getLogger("omendb.server")
 _PROBES = frozenset({"/health", "/ready"})
 _POINT_PREFIX = "/v1/records/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SENT_STATUS = "omendb.sent_status"  # scope key: the status the connection layer answered in the app's stead
 
 
 class _BodyTooLarge(HTTPException):
@@ -191,6 +192,9 @@ class RequestGuard:
                           [(b"connection", b"close")])
 
     def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        # A request whose body timed out was answered 408 by the connection layer (timeouts.py); what the
+        # application made of the disconnect it then saw was never sent.
+        status = scope.get(SENT_STATUS, status)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         route = scope.get("route")
         route_path = getattr(route, "path", None) or scope.get("omendb.route", "unmatched")
