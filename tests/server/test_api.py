@@ -97,13 +97,16 @@ def test_a_forged_cursor_cannot_leave_the_range(alice: httpx.Client) -> None:
     raw[-8:] = struct.pack(">q", 300_000)  # before the start
     before_start = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
     for forged in (old_style, past_end, before_start):
-        r = alice.get("/v1/records", params={**params, "cursor": forged})
-        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor", r.text
+        # With the scan's start/end, with end only (as omendb.client pages), or with the cursor alone.
+        for bounds in (params, {"end": 300_010, "limit": 2}, {"limit": 2}):
+            r = alice.get("/v1/records", params={**bounds, "cursor": forged})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor", (bounds, r.text)
     # A real cursor with other start/end is refused, naming the scan it belongs to.
     r = alice.get("/v1/records", params={"start": 300_000, "end": 300_020, "cursor": cursor})
     assert r.status_code == 400 and "start=300005, end=300010" in r.json()["error"]["message"]
-    rest = alice.get("/v1/records", params={**params, "cursor": cursor}).json()
-    assert [rec["key"] for rec in rest["records"]] == [300_007, 300_008]
+    for bounds in (params, {"end": 300_010, "limit": 2}, {"limit": 2}):
+        rest = alice.get("/v1/records", params={**bounds, "cursor": cursor}).json()
+        assert [rec["key"] for rec in rest["records"]] == [300_007, 300_008]
 
 
 def test_range_scan_pages_with_a_cursor(alice: httpx.Client) -> None:

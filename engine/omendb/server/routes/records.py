@@ -60,8 +60,10 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 # A cursor carries the scan's start and end along with the next key, and is checked against the request's
 # start/end: a forged or edited cursor cannot move the scan outside [start, end), and a cursor reused with
-# other start/end is refused. No secret is involved, so any pod behind a Service accepts another's cursor
-# (an HMAC under a per-process key would not survive a restart or a load-balanced next page).
+# other start/end is refused. A bound the request leaves out is the cursor's (clients may send the cursor
+# alone with end, as omendb.client does); the next key must still lie inside the scan's bounds. No secret
+# is involved, so any pod behind a Service accepts another's cursor (an HMAC under a per-process key would
+# not survive a restart or a load-balanced next page).
 _CURSOR = struct.Struct(">Bqqq")  # version | has_end, start, end (0 when open), next
 _CURSOR_V1 = 0x10
 _HAS_END = 0x01
@@ -73,8 +75,9 @@ def encode_cursor(start: int, end: int | None, next_key: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str, start: int, end: int | None) -> int:
-    """The next key of a cursor for a scan of [start, end), or a 400 saying why the cursor is refused."""
+def decode_cursor(cursor: str, start: int | None, end: int | None) -> tuple[int, int, int | None]:
+    """(next key, start, end) of a cursor used with the request's start/end (None: not given), or a 400
+    saying why the cursor is refused."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):
@@ -85,15 +88,16 @@ def decode_cursor(cursor: str, start: int, end: int | None) -> int:
                                               "again without it")
     flags, c_start, c_end, next_key = _CURSOR.unpack(raw)
     c_end_or_none = c_end if flags & _HAS_END else None
-    if (c_start, c_end_or_none) != (start, end):
+    if (start is not None and start != c_start) or (end is not None and end != c_end_or_none):
         raise APIError(400, "invalid_cursor", f"cursor belongs to a scan of start={c_start}, end="
                                               f"{'(none)' if c_end_or_none is None else c_end_or_none}, not "
-                                              f"start={start}, end={'(none)' if end is None else end}; pass "
-                                              "the same start and end with every page")
-    if next_key < start or (end is not None and next_key >= end):
+                                              f"start={'(none)' if start is None else start}, end="
+                                              f"{'(none)' if end is None else end}; pass the same start and "
+                                              "end with every page")
+    if next_key < c_start or (c_end_or_none is not None and next_key >= c_end_or_none):
         raise APIError(400, "invalid_cursor", f"cursor points at key {next_key}, outside the scan's "
                                               "[start, end); use next_cursor exactly as returned")
-    return next_key
+    return next_key, c_start, c_end_or_none
 
 
 class PointReader:
@@ -221,8 +225,10 @@ def build_router(state: ServerState) -> APIRouter:
                                                                        "page")] = None,
     ) -> Response:
         db = state.ready_db()
-        first = INT64_MIN if start is None else start
-        position = decode_cursor(cursor, first, end) if cursor else first
+        if cursor:
+            position, first, end = decode_cursor(cursor, start, end)
+        else:
+            position = first = INT64_MIN if start is None else start
         page = limit or state.config.performance.prefetch_size
         started = time.perf_counter()
         try:
