@@ -41,7 +41,8 @@ OWNED = {
     "prometheusrule": ["{n}"],
     "servicemonitor": ["{n}"],
 }
-GUIDE_ALERTS = {"OmenDBDown", "HighQueryLatency", "HighMemoryUsage", "WALSizeGrowth", "OmenDBBackupFailing"}
+GUIDE_ALERTS = {"OmenDBDown", "HighQueryLatency", "HighMemoryUsage", "WALSizeGrowth", "OmenDBBackupFailing",
+                "OmenDBCertificateExpiringSoon"}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""PrometheusRule (the guide's four alerts plus OmenDBBackupFailing) and ServiceMonitor for one OmenDB.
+"""PrometheusRule (the guide's four alerts plus OmenDBBackupFailing and OmenDBCertificateExpiringSoon) and
+ServiceMonitor for one OmenDB.
 
 The guide's alerts.yml is written for one standalone server (``job="omendb"``); here every expression is
 scoped to this OmenDB's namespace and instance so two OmenDBs never fire each other's alerts. The
@@ -16,6 +17,9 @@ from omendb_operator.spec import OmenDBSpec
 
 MONITORING_API = "monitoring.coreos.com/v1"
 INSTANCE_TARGET_LABEL = "app_kubernetes_io_instance"  # how Prometheus spells the copied pod label
+# The server logs a WARNING from the same point (omendb.server.tls.EXPIRY_WARNING_SECONDS); renewal
+# (cert-manager, or the operator's renewBeforeDays = 30) normally happens long before.
+CERT_EXPIRY_ALERT_SECONDS = 7 * 86400
 
 
 def _number(value: float) -> str:
@@ -89,6 +93,18 @@ def alert_rules(name: str, namespace: str, spec: OmenDBSpec) -> list[dict[str, A
                             "description": "The last run of {{ $labels.cronjob }} has not succeeded; "
                                            f"see `kubectl -n {namespace} get jobs -l "
                                            f"app.kubernetes.io/instance={name}`."},
+        },
+        {
+            "alert": "OmenDBCertificateExpiringSoon",
+            # Exported by each pod for the certificate it serves (TLS only): it is what clients see, even
+            # when the Secret was renewed but not yet loaded.
+            "expr": f"omendb_tls_cert_expiry_seconds{{{sel}}} < {CERT_EXPIRY_ALERT_SECONDS}",
+            "for": "10m",
+            "labels": {"severity": "warning", **common},
+            "annotations": {"summary": "OmenDB TLS certificate expires within 7 days",
+                            "description": "{{ $labels.pod }} serves a certificate that expires in "
+                                           "{{ $value | humanizeDuration }} (negative: expired); see the "
+                                           "certificate-expiry runbook."},
         },
     ]
     return rules

@@ -18,6 +18,7 @@ def test_the_guides_four_alerts_and_a_backup_alert():
         "HighMemoryUsage",
         "WALSizeGrowth",
         "OmenDBBackupFailing",
+        "OmenDBCertificateExpiringSoon",
     ]
     assert rules["OmenDBDown"]["expr"] == f'up{{job="omendb",{SEL}}} == 0'
     assert rules["OmenDBDown"]["for"] == "30s"
@@ -76,7 +77,7 @@ def test_prometheus_rule_and_service_monitor(owner):
     rule = build_prometheus_rule(owner, spec)
     assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert len(rule["spec"]["groups"][0]["rules"]) == 5
+    assert len(rule["spec"]["groups"][0]["rules"]) == 6
     sm = build_service_monitor(owner, spec)
     assert sm["spec"]["jobLabel"] == "app"  # job="omendb", as the guide's OmenDBDown expects
     assert sm["spec"]["selector"]["matchLabels"]["omendb.io/metrics"] == "true"

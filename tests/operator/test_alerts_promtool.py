@@ -32,7 +32,7 @@ def test_rules_pass_promtool_check(tmp_path):
         [str(_promtool()), "check", "rules", str(_rules_file(tmp_path))], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 5 rules found" in out.stdout
+    assert "SUCCESS: 6 rules found" in out.stdout
 
 
 def test_each_alert_fires_when_it_should(tmp_path):
@@ -68,6 +68,11 @@ def test_each_alert_fires_when_it_should(tmp_path):
                     # last run scheduled at t=1000, last success at t=500: failing.
                     {"series": f"kube_cronjob_status_last_schedule_time{{{CRON}}}", "values": "1000x200"},
                     {"series": f"kube_cronjob_status_last_successful_time{{{CRON}}}", "values": "500x200"},
+                    # 8 days left on prod-0 (healthy); prod-1's certificate has 3 days left.
+                    {"series": f"omendb_tls_cert_expiry_seconds{{{SEL}}}", "values": f"{8 * 86400}-30x40"},
+                    {"series": 'omendb_tls_cert_expiry_seconds{namespace="prod-ns", '
+                               'app_kubernetes_io_instance="prod", pod="prod-1"}',
+                     "values": f"{3 * 86400}-30x40"},
                 ],
                 "alert_rule_test": [
                     {
@@ -166,6 +171,27 @@ def test_each_alert_fires_when_it_should(tmp_path):
                                     "description": "The last run of prod-backup-full has not succeeded; see "
                                     "`kubectl -n prod-ns get jobs -l "
                                     "app.kubernetes.io/instance=prod`.",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "5m", "alertname": "OmenDBCertificateExpiringSoon", "exp_alerts": []},
+                    {
+                        "eval_time": "15m",
+                        "alertname": "OmenDBCertificateExpiringSoon",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "omendb": "prod",
+                                    "namespace": "prod-ns",
+                                    "app_kubernetes_io_instance": "prod",
+                                    "pod": "prod-1",
+                                },
+                                "exp_annotations": {
+                                    "summary": "OmenDB TLS certificate expires within 7 days",
+                                    "description": "prod-1 serves a certificate that expires in 2d 23h 45m "
+                                    "0s (negative: expired); see the certificate-expiry runbook.",
                                 },
                             }
                         ],

@@ -14,6 +14,7 @@ import pytest
 from omendb.config import Config
 from omendb.errors import ConfigError
 from tests.replication.cluster import ADMIN, Cluster, api, caught_up, info, lookup, wait_until
+from tests.server.harness import Server, free_port
 
 
 def test_replica_serves_reads_refuses_writes_and_reports_lag(tmp_path: Path) -> None:
@@ -181,5 +182,52 @@ def test_follow_and_wal_requests_are_validated(tmp_path: Path) -> None:
             assert r.status_code == 200  # still the primary
         with httpx.Client(base_url=p.url, timeout=5) as anonymous:
             assert anonymous.post("/admin/promote").status_code == 401
+    finally:
+        cluster.stop_all()
+
+
+def test_follow_checks_the_new_primary_before_changing_anything(tmp_path: Path) -> None:
+    """POST /admin/follow is refused, with nothing changed, when the target cannot be followed: it does not
+    answer, its term is older (a replaced primary: following it would take its fenced timeline), or this
+    node has no working replication credentials. A primary stays a writable primary."""
+    cluster = Cluster(tmp_path)
+    try:
+        stale = cluster.node("stale")
+        current = cluster.node("current", stale)
+        with api(stale) as c:
+            c.post("/v1/records", json={"records": [{"key": 1, "value": 1.0}]}).raise_for_status()
+        caught_up(current, stale)
+        with api(current) as c:
+            assert c.post("/admin/promote").json()["term"] == 2  # stale is now a replaced primary, term 1
+        nocreds = cluster.node("nocreds", credentials_file="")
+        badcreds = cluster.node("badcreds", credentials_file=str(tmp_path / "missing.credentials"))
+        unreachable = f"http://127.0.0.1:{free_port()}"
+
+        def refused(node: Server, target: str, status: int, code: str, fragment: str) -> None:
+            before = info(node)
+            with api(node) as c:
+                r = c.post("/admin/follow", json={"primary_url": target})
+                assert r.status_code == status, r.text
+                error = r.json()["error"]
+                assert error["code"] == code and fragment in error["message"], error
+                assert "nothing was changed" in error["message"]
+                # Still a writable primary on its own term, following nobody.
+                stats = c.get("/v1/stats").json()
+                assert stats["role"] == "primary" and stats["primary"] is None and "replication" not in stats
+                assert c.post("/v1/records", json={"records": [{"key": 7, "value": 7.0}]}).status_code == 200
+            after = info(node)
+            assert (after["role"], after["term"], after["term_history"]) == \
+                   (before["role"], before["term"], before["term_history"])
+
+        refused(current, stale.url, 409, "cannot_follow", "older than this server's term 2")
+        refused(current, unreachable, 409, "cannot_follow", "cannot be reached")
+        refused(nocreds, current.url, 400, "replication_credentials", "no replication credentials")
+        refused(badcreds, current.url, 400, "replication_credentials", "missing.credentials")
+        # The way that works: the replaced primary follows the current one (and rewinds to its timeline).
+        with api(stale) as c:
+            r = c.post("/admin/follow", json={"primary_url": current.url})
+            assert r.status_code == 200 and r.json()["role"] == "replica", r.text
+        caught_up(stale, current)
+        assert lookup(stale, [7]) == [7.0]
     finally:
         cluster.stop_all()

@@ -40,15 +40,18 @@ class CertificateAuthority:
         path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         return path
 
-    def issue(self, cert_path: Path, key_path: Path, common_name: str = "localhost") -> int:
-        """Write a server certificate for localhost/127.0.0.1 (atomically, like a Secret update)."""
+    def issue(self, cert_path: Path, key_path: Path, common_name: str = "localhost",
+              not_after: datetime.timedelta = datetime.timedelta(days=1)) -> int:
+        """Write a server certificate for localhost/127.0.0.1 (atomically, like a Secret update), valid from
+        five minutes before now to ``not_after`` from now (negative: already expired)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
+        not_before = min(now - datetime.timedelta(minutes=5), now + not_after - datetime.timedelta(days=1))
         serial = x509.random_serial_number()
         cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(self.cert.subject)
                 .public_key(key.public_key()).serial_number(serial)
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
+                .not_valid_before(not_before)
+                .not_valid_after(now + not_after)
                 .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
                                                             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                                critical=False)

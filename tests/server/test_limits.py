@@ -139,3 +139,38 @@ def test_prometheus_disabled_means_no_listener(tmp_path: Path) -> None:
         with pytest.raises(httpx.ConnectError):
             httpx.get(server.metrics_url, timeout=2)
         assert server.stop() == 0
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
+def test_an_oversized_batch_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """A 61 MiB lookup is under max_body_mb = 64 but far over what 50,000 keys need: it used to be read
+    and parsed into Python objects (767 MiB peak) before the 413. Now the size is checked as it streams."""
+    big = b'{"keys": [' + b"1234567," * (61 * 2**20 // 8) + b"1]}"
+    server = Server(tmp_path)  # default limits: max_body_mb = 64, max_insert_batch_size = 50000
+    with server:
+        server.start()
+        assert server.proc is not None
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            assert client.post("/v1/records/lookup", json={"keys": [1]}).status_code == 200
+            before = _peak_rss_mib(server.proc.pid)
+
+            def chunks() -> Iterator[bytes]:
+                for i in range(0, len(big), 1 << 20):
+                    yield big[i:i + (1 << 20)]
+
+            for content in (big, chunks()):  # with Content-Length, and chunked without it
+                r = client.post("/v1/records/lookup", content=content, headers={"content-type": "application/json"})
+                assert r.status_code == 413, r.text[:300]
+                error = r.json()["error"]
+                assert error["code"] == "batch_too_large", error
+                assert "max_insert_batch_size = 50000" in error["message"]
+            growth = _peak_rss_mib(server.proc.pid) - before
+        assert growth < 100, f"peak RSS grew {growth:.0f} MiB while refusing a 61 MiB batch"
+        text = httpx.get(server.metrics_url).text
+        assert 'omendb_rejected_requests_total{limit="max_insert_batch_size"} 2.0' in text

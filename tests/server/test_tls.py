@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import ssl
 import time
@@ -79,3 +80,46 @@ def test_unreadable_certificate_is_refused_at_startup(tmp_path: Path) -> None:
                               tls_key_file=str(tmp_path / "no.key"))
     with pytest.raises(ConfigError, match="tls_cert_file"):
         build_server(config)
+
+
+def _expiry_metric(server: Server) -> float:
+    for line in httpx.get(server.metrics_url).text.splitlines():
+        if line.startswith("omendb_tls_cert_expiry_seconds "):
+            return float(line.split()[1])
+    raise AssertionError("omendb_tls_cert_expiry_seconds is not exported")
+
+
+def test_certificate_expiry_is_a_metric_and_a_warning(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create()
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    ca.issue(cert, key, not_after=datetime.timedelta(hours=-1))  # expired an hour ago
+    server = Server(tmp_path / "srv", {"security": {"tls_enabled": True, "tls_cert_file": str(cert),
+                                                    "tls_key_file": str(key)}})
+    trusting = ssl.create_default_context(cafile=str(ca.write_ca(tmp_path / "ca.crt")))
+    unverified = ssl.create_default_context()
+    unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+    with server:
+        server.start(verify=False)
+        expired = server.wait_for_log(lambda r: r.get("level") == "WARNING" and "has expired" in r.get("msg", ""))
+        assert -3700 < expired["expires_in_seconds"] < -3500
+        assert -3700 < _expiry_metric(server) < -3500
+
+        time.sleep(1.1)  # rotated to one that expires in two days: the reload warns again
+        soon = ca.issue(cert, key, not_after=datetime.timedelta(days=2))
+        while served_serial(server.port, unverified) != soon:
+            time.sleep(0.2)
+        warning = server.wait_for_log(lambda r: r.get("level") == "WARNING" and "expires in 2.0 days" in
+                                      r.get("msg", ""))
+        assert 2 * 86400 - 120 < warning["expires_in_seconds"] <= 2 * 86400
+        assert 2 * 86400 - 120 < _expiry_metric(server) <= 2 * 86400
+
+        time.sleep(1.1)  # a healthy 90-day certificate: the gauge follows, no warning
+        healthy = ca.issue(cert, key, not_after=datetime.timedelta(days=90))
+        while served_serial(server.port, unverified) != healthy:
+            time.sleep(0.2)
+        assert 90 * 86400 - 120 < _expiry_metric(server) <= 90 * 86400
+        warnings = [r for r in server.log_records() if r.get("logger") == "omendb.tls" and r["level"] == "WARNING"]
+        assert len(warnings) == 2, warnings
+        with httpx.Client(base_url=server.url, verify=trusting) as client:
+            assert client.get("/health").status_code == 200
+        assert server.stop() == 0

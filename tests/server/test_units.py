@@ -90,11 +90,23 @@ def test_log_formats_end_with_the_duration() -> None:
 
 
 def test_cursor_round_trip_and_tampering() -> None:
-    for key in (-(2**63), -1, 0, 42, 2**63 - 1):
-        assert decode_cursor(encode_cursor(key)) == key
-    for bad in ("", "AAAA", "!!!!!!!!!!!", encode_cursor(5) + "A"):
+    lo, hi = -(2**63), 2**63 - 1
+    for key in (lo, -1, 0, 42, hi):
+        assert decode_cursor(encode_cursor(lo, None, key), lo, None) == (key, lo, None)
+    assert decode_cursor(encode_cursor(-5, 50, 7), -5, 50) == (7, -5, 50)
+    # Bounds the request leaves out are the cursor's (omendb.client sends the cursor and end only).
+    assert decode_cursor(encode_cursor(-5, 50, 7), None, 50) == (7, -5, 50)
+    assert decode_cursor(encode_cursor(-5, 50, 7), None, None) == (7, -5, 50)
+    for bad in ("", "AAAA", "!!!!!!!!!!!", encode_cursor(lo, None, 5) + "A", encode_cursor(lo, None, 5) + "!"):
         with pytest.raises(Exception, match="cursor"):
-            decode_cursor(bad)
+            decode_cursor(bad, lo, None)
+    # A cursor outside [start, end), or from a scan with other bounds, is refused.
+    for cursor, start, end in ((encode_cursor(0, 10, 10), 0, 10), (encode_cursor(0, 10, -1), 0, 10),
+                               (encode_cursor(0, 10, 5), 0, 20), (encode_cursor(0, None, 5), 0, 10),
+                               (encode_cursor(0, 10, 5), 1, 10), (encode_cursor(0, 10, 50), None, None),
+                               (encode_cursor(0, None, -3), None, None)):
+        with pytest.raises(Exception, match="cursor"):
+            decode_cursor(cursor, start, end)
 
 
 def test_phases_before_the_database_is_open() -> None:

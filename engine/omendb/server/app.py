@@ -12,7 +12,7 @@ from pydantic import BaseModel
 import omendb
 from omendb.server import errors
 from omendb.server.middleware import RequestGuard
-from omendb.server.models import UpsertRequest
+from omendb.server.models import INT64_MAX, INT64_MIN, UpsertRequest
 from omendb.server.replica import Replication
 from omendb.server.routes import admin, auth, backup, health, records, replication
 from omendb.server.state import ServerState
@@ -65,9 +65,34 @@ def _document_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
                 for name, sub in schema.pop("$defs", {}).items():
                     schemas.setdefault(name, sub)
                 schemas[model.__name__] = schema
-            app.openapi_schema = spec
+            app.openapi_schema = exact_int_bounds(spec)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+
+
+def exact_int_bounds(node: Any) -> Any:
+    """Integer bounds as exact JSON integers, in place.
+
+    FastAPI writes the ``ge``/``le`` of model fields as floats: 2**63 - 1 becomes 9.223372036854776e18,
+    which is 2**63 (outside int64) once a client reads it back. Integer schemas get their integers back,
+    and int64 keys say ``format: int64``.
+    """
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                value = node.get(bound)
+                if isinstance(value, float) and value.is_integer():
+                    exact = int(value)
+                    # float(2**63 - 1) == 2**63: the only float that rounds there is the int64 bound itself
+                    node[bound] = INT64_MAX if exact == 2**63 else exact
+            if node.get("minimum") == INT64_MIN and node.get("maximum") == INT64_MAX:
+                node.setdefault("format", "int64")
+        for value in node.values():
+            exact_int_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            exact_int_bounds(value)
+    return node

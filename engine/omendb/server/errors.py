@@ -62,21 +62,36 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def invalid_json_message(detail: str) -> str:
+    """The one message for a body that is not JSON, on every route (docs/server.md, "Errors")."""
+    return f"the body is not valid JSON ({detail}); send a JSON object as described in /docs"
+
+
 def describe_validation(exc: RequestValidationError, content_type: str = "application/json") -> str:
     problems = []
     if "json" not in content_type and any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors()):
         return (f"the body must be JSON sent with 'Content-Type: application/json' (got "
                 f"'{content_type or 'no content type'}'); see /docs for the request schema")
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            at = f" at byte {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+            return invalid_json_message(f"{err.get('ctx', {}).get('error', 'decode error')}{at}")
+        if err.get("type") == "missing" and loc == ("body",):
+            return invalid_json_message("the body is empty")  # FastAPI does not parse an empty body
     for err in exc.errors()[:5]:
         msg = err.get("msg", "invalid")
-        if err.get("type") == "json_invalid":
-            problems.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', msg)})")
-            continue
         problems.append(f"{_location(tuple(err.get('loc', ())))}: {msg}")
     more = len(exc.errors()) - 5
     if more > 0:
         problems.append(f"and {more} more")
     return "; ".join(problems)
+
+
+def describe_path_key(raw: Any) -> str:
+    return (f"the key in the path must be a signed 64-bit integer written in plain decimal: digits with an "
+            f"optional leading '-', from -9223372036854775808 to 9223372036854775807, no '+', spaces or "
+            f"'_' (got {str(raw)!r})")
 
 
 def install(app: FastAPI) -> None:
@@ -86,6 +101,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        bad_key = next((e for e in exc.errors() if tuple(e.get("loc", ()))[:2] == ("path", "key")), None)
+        if bad_key is not None:
+            return error_response(400, "invalid_key", describe_path_key(bad_key.get("input")))
         content_type = request.headers.get("content-type", "")
         return error_response(422, "invalid_request", describe_validation(exc, content_type))
 
@@ -97,7 +115,8 @@ def install(app: FastAPI) -> None:
             message = f"no such endpoint: {request.method} {request.url.path}; see /docs for the API"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message,
+        code = getattr(exc, "code", None) or codes.get(exc.status_code, "http_error")  # middleware's 413s
+        return error_response(exc.status_code, code, message,
                               getattr(exc, "headers", None))
 
     @app.exception_handler(engine_errors.OmenDBError)

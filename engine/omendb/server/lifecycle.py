@@ -175,7 +175,7 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
 def build_server(config: Config) -> tuple[OmenServer, ServerState]:
     """Everything for one server, validated: a bad htpasswd file or certificate fails here, at startup."""
     state = ServerState(config)
-    tls = ReloadingTLS(config.security.tls_cert_file, config.security.tls_key_file) \
+    tls = ReloadingTLS(config.security.tls_cert_file, config.security.tls_key_file, state.metrics.registry) \
         if config.security.tls_enabled else None
     box: list[OmenServer] = []
     app = build_asgi(state, lifespan=_lifespan(state, box))

@@ -5,6 +5,8 @@
 - ``[http] max_concurrent_requests``: excess requests get 503 with Retry-After at once, never a queue;
 - the body size limit ``[http] max_body_mb`` (413), checked on Content-Length and while streaming
   (FastAPI's own ``max_body_size`` answers a too-long Content-Length in its own format, not the API's);
+  batch bodies (upsert, lookup, delete) are held to what ``[limits] max_insert_batch_size`` items can
+  take (``BATCH_ITEM_BYTES`` each), so an oversized batch is refused before it is buffered or parsed;
 - ``[http] request_timeout_ms``: a request still unanswered by then gets 503;
 - the access log line (method, path, status, user, request_id, duration_ms) and request metrics.
 
@@ -33,14 +35,33 @@ _PROBES = frozenset({"/health", "/ready"})
 _POINT_PREFIX = "/v1/records/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SENT_STATUS = "omendb.sent_status"  # scope key: the status the connection layer answered in the app's stead
+# Routes whose body is a batch of at most [limits] max_insert_batch_size records or keys.
+_BATCH_PATHS = frozenset({"/v1/records", "/v1/records/lookup", "/v1/records/delete"})
+# The most bytes one item of a valid batch needs: a record at its longest is about 70 bytes of JSON
+# ({"key": -9223372036854775808, "value": -2.2250738585072014e-308}, ), the rest is room for indentation.
+# Parsing costs ~10x the body in Python objects: a 61 MiB lookup refused only after parsing peaked at
+# ~670 MiB RSS (tests/server/test_limits.py measures it).
+BATCH_ITEM_BYTES = 128
+BATCH_SLACK_BYTES = 64 * 1024
 
 
 class _BodyTooLarge(HTTPException):
-    """Raised from ``receive``; an HTTPException so FastAPI's body parsing passes it through as a 413."""
+    """Raised from ``receive``; an HTTPException so FastAPI's body parsing passes it through as a 413.
+    ``code`` is the API error code (errors.py answers with it when the app sees the exception first)."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is larger than [http] max_body_mb = {limit // 2**20} MiB; "
-                              "split it into smaller requests")
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(413, message)
+        self.code = code
+
+
+class _BodyLimit:
+    """One request's body limit: the byte count, the limit's name (metrics) and the refusal."""
+
+    def __init__(self, limit: int, name: str, code: str, message: str) -> None:
+        self.limit, self.name, self.code, self.message = limit, name, code, message
+
+    def error(self) -> _BodyTooLarge:
+        return _BodyTooLarge(self.code, self.message)
 
 
 async def _send_error(send: Send, status: int, code: str, message: str,
@@ -59,6 +80,16 @@ class RequestGuard:
         http = state.config.http
         self.max_concurrent = http.max_concurrent_requests
         self.max_body = http.max_body_mb * 1024 * 1024
+        batch = state.config.limits.max_insert_batch_size
+        self.body_limit = _BodyLimit(self.max_body, "max_body_mb", "body_too_large",
+                                     f"the request body is larger than [http] max_body_mb = {http.max_body_mb} "
+                                     "MiB; split it into smaller requests")
+        batch_bytes = batch * BATCH_ITEM_BYTES + BATCH_SLACK_BYTES
+        self.batch_limit = self.body_limit if batch_bytes >= self.max_body else _BodyLimit(
+            batch_bytes, "max_insert_batch_size", "batch_too_large",
+            f"the request body is larger than {batch_bytes} bytes, more than a batch of [limits] "
+            f"max_insert_batch_size = {batch} records or keys needs ({BATCH_ITEM_BYTES} bytes each); split it "
+            "into smaller batches")
         self.timeout = http.request_timeout_ms / 1000
         self.in_flight = 0
         self.access = state.access_log
@@ -103,9 +134,11 @@ class RequestGuard:
                 return
             self.in_flight += 1
             counted = True
-            receive = self._limit_body(scope, receive)
+            body_limit = (self.batch_limit if scope["method"] == "POST" and path in _BATCH_PATHS
+                          else self.body_limit)
+            receive = self._limit_body(scope, receive, body_limit)
             if receive is None:
-                await self._too_large(send_with_id)
+                await self._too_large(send_with_id, body_limit)
                 return
             try:
                 async with asyncio.timeout(self.timeout):
@@ -127,7 +160,7 @@ class RequestGuard:
                                       [(b"retry-after", b"1")])
             except _BodyTooLarge:
                 if status_box[0] == 0:
-                    await self._too_large(send_with_id)
+                    await self._too_large(send_with_id, body_limit, count=False)
             except Exception:
                 # The exception handlers answer everything expected; this is a bug, so log it with its
                 # traceback and still answer in the API's error shape.
@@ -162,18 +195,22 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
         return True
 
-    def _limit_body(self, scope: Scope, receive: Receive) -> Any:
-        """``receive`` wrapped to enforce the size limit, or None if Content-Length already exceeds it."""
+    def _limit_body(self, scope: Scope, receive: Receive, body_limit: _BodyLimit) -> Any:
+        """``receive`` wrapped to enforce the size limit, or None if Content-Length already exceeds it.
+
+        The count is taken on each chunk as it arrives, so a refused body never sits in memory beyond the
+        limit plus one chunk; the refusal is counted in the metrics here, once, whoever answers it."""
+        limit = body_limit.limit
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    if int(value) > self.max_body:
+                    if int(value) > limit:
                         return None
                 except ValueError:
                     pass
                 break
         seen = 0
-        limit = self.max_body
+        rejected = self.state.metrics.rejected
 
         async def limited() -> Message:
             nonlocal seen
@@ -181,15 +218,16 @@ class RequestGuard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge(limit)
+                    rejected.labels(body_limit.name).inc()
+                    raise body_limit.error()
             return message
 
         return limited
 
-    async def _too_large(self, send: Send) -> None:
-        self.state.metrics.rejected.labels("max_body_mb").inc()
-        await _send_error(send, 413, "body_too_large", str(_BodyTooLarge(self.max_body).detail),
-                          [(b"connection", b"close")])
+    async def _too_large(self, send: Send, body_limit: _BodyLimit, count: bool = True) -> None:
+        if count:
+            self.state.metrics.rejected.labels(body_limit.name).inc()
+        await _send_error(send, 413, body_limit.code, body_limit.message, [(b"connection", b"close")])
 
     def _log(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         # A request whose body timed out was answered 408 by the connection layer (timeouts.py); what the

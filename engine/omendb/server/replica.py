@@ -33,6 +33,7 @@ from omendb.checkpoint import read_base, read_manifest, write_manifest
 from omendb.database import ARCHIVED_FILE
 from omendb.errors import OmenDBError
 from omendb.replication import Fenced, divergence_lsn, term_at
+from omendb.server.errors import APIError
 from omendb.server.state import Phase, ServerState
 from omendb.wal import decode_frames, fsync_dir, list_segments, read_frames
 
@@ -42,6 +43,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per long poll w
 STAGING = "reseed-staging"  # in the data directory: the snapshot being installed
 MAX_POLL_BYTES = 8 << 20  # per WAL response: bounds a replica's memory while catching up
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
+PREFLIGHT_TIMEOUT = 10.0  # POST /admin/follow asks the new primary before changing anything
 
 
 class Resync(Exception):
@@ -54,6 +56,10 @@ class Resync(Exception):
 
 class FollowError(Exception):
     """The primary cannot be followed right now (unreachable, not a primary, refused us); retried."""
+
+
+class CredentialsError(FollowError):
+    """No replication credentials, or the primary refused them."""
 
 
 def read_only_reason(primary_url: str) -> str:
@@ -158,10 +164,28 @@ class Follower:
                                                                    "error": message})
         self.last_error = message
 
-    def _get(self, path: str, **params: Any) -> httpx.Response:
-        response = self.client.get(path, params=params)
+    def preflight(self) -> None:
+        """Check, before anything changes, that the primary can be followed: it answers with these
+        credentials, is a primary of this database, and its term is not older than this server's (a
+        primary on an older term has been replaced: following it would take a fenced timeline). A
+        timeline this server must rewind to (an old primary being demoted) is fine: that is what following
+        does. Raises FollowError saying what is wrong."""
+        try:
+            self._check_timeline(timeout=PREFLIGHT_TIMEOUT)
+        except Resync:
+            pass
+        except httpx.HTTPError as exc:
+            raise FollowError(f"{self.primary_url} cannot be reached ({type(exc).__name__}: {exc}); check "
+                              f"primary_url and that the primary is running") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FollowError(f"{self.primary_url}/admin/replication/info is not an OmenDB answer "
+                              f"({type(exc).__name__}: {exc})") from None
+
+    def _get(self, path: str, timeout: float | None = None, **params: Any) -> httpx.Response:
+        response = self.client.get(path, params=params,
+                                   timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
         if response.status_code in (401, 403):
-            raise FollowError(f"the primary {self.primary_url} refused this replica's credentials "
+            raise CredentialsError(f"the primary {self.primary_url} refused this replica's credentials "
                               f"({response.status_code}: {_message(response)}); set [replication] "
                               f"credentials_file to an admin user of the primary")
         return response
@@ -172,9 +196,9 @@ class Follower:
             raise FollowError("the database is not open")
         return db
 
-    def _check_timeline(self) -> None:
+    def _check_timeline(self, timeout: float | None = None) -> None:
         """Make sure this node's log is a prefix of the primary's before streaming from it."""
-        response = self._get("/admin/replication/info")
+        response = self._get("/admin/replication/info", timeout=timeout)
         if response.status_code != 200:
             raise FollowError(f"{self.primary_url}/admin/replication/info answered {response.status_code}: "
                               f"{_message(response)}")
@@ -382,20 +406,41 @@ class Replication:
             return {"role": "primary", "term": term, "lsn": db.lsn(), "promoted": True}
 
     def follow(self, primary_url: str) -> dict[str, Any]:
-        """Become (or stay) a replica of `primary_url`: a repointed replica, or a demoted old primary."""
+        """Become (or stay) a replica of `primary_url`: a repointed replica, or a demoted old primary.
+
+        The new primary is checked first (Follower.preflight); when it cannot be followed the answer is an
+        error and nothing changed: a primary stays a writable primary, a replica keeps its primary."""
         with self._lock:
             db = self.state.ready_db()
+            primary_url = primary_url.rstrip("/")
+            try:
+                follower = Follower(self.state, primary_url)
+            except OmenDBError as exc:  # the credentials file cannot be read or parsed
+                raise APIError(400, "replication_credentials", f"{exc.message}; nothing was changed") from None
+            try:
+                if follower.client.auth is None and self.state.config.security.auth_enabled:
+                    raise CredentialsError("no replication credentials are configured: set [replication] "
+                                           "credentials_file (or OMENDB_USER and OMENDB_PASSWORD) to an admin "
+                                           "user of the primary")
+                follower.preflight()
+            except FollowError as exc:
+                follower.client.close()
+                status, code = ((400, "replication_credentials") if isinstance(exc, CredentialsError)
+                                else (409, "cannot_follow"))
+                log.warning("refused to follow", extra={"primary": primary_url, "role": self.role,
+                                                        "error": str(exc)})
+                raise APIError(status, code, f"{exc}; nothing was changed (still {self.role}"
+                               f"{f' of {self.primary_url}' if self.primary_url else ''})") from None
             if self.follower is not None:
                 self.follower.stop()
                 self.follower = None
-            primary_url = primary_url.rstrip("/")
             db.set_read_only(read_only_reason(primary_url))
             db.sync_replicas = 0
             if self.role == "primary":
                 log.warning("this primary becomes a replica", extra={"primary": primary_url, "term": db.term,
                                                                    "lsn": db.lsn()})
             self.role, self.primary_url = "replica", primary_url
-            self.follower = Follower(self.state, primary_url)
+            self.follower = follower
             self.follower.start()
             return {"role": "replica", "primary": primary_url, "term": db.term, "lsn": db.lsn()}
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from omendb.server.bodies import JSONRoute
 from omendb.server.models import error_responses
 from omendb.server.routes.records import _json
 from omendb.server.state import ServerState
@@ -15,7 +16,7 @@ from omendb.server.state import ServerState
 
 def build_router(state: ServerState) -> APIRouter:
     # Authentication and the admin check happen before routing (auth.gate).
-    router = APIRouter(prefix="/admin", responses=error_responses(401, 403, 503))
+    router = APIRouter(prefix="/admin", responses=error_responses(401, 403, 503), route_class=JSONRoute)
 
     async def timed(fn_name: str) -> Response:
         db = state.ready_db()

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from omendb.server.auth import USER_KEY, check_password, parse_basic, refuse
+from omendb.server.bodies import JSONRoute
 from omendb.server.errors import APIError
 from omendb.server.models import LoginRequest, LoginResult, error_responses
 from omendb.server.routes.records import _json
@@ -13,7 +14,7 @@ from omendb.server.state import ServerState
 
 
 def build_router(state: ServerState) -> APIRouter:
-    router = APIRouter(prefix="/auth")
+    router = APIRouter(prefix="/auth", route_class=JSONRoute)
 
     @router.post("/login", response_model=LoginResult, responses=error_responses(400, 401, 422),
                  summary="Get a session token (expires after [security] session_timeout_seconds)")

@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator
 from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from omendb.backup.source import empty_base_bytes, read_restored_from
 from omendb.checkpoint import BASE_HEADER, read_manifest
+from omendb.server.bodies import JSONRoute
 from omendb.server.errors import APIError
-from omendb.server.models import error_responses
+from omendb.server.models import INT64_MAX, error_responses
 from omendb.server.routes.records import _json
 from omendb.server.state import ServerState
 from omendb.wal import encode_frame, read_frames
@@ -37,7 +38,10 @@ LSN_HEADER = "X-OmenDB-LSN"
 
 
 class ArchivedRequest(BaseModel):
-    lsn: int = Field(ge=0, description="Backups hold every WAL frame up to and including this LSN.")
+    # strict: true is not LSN 1, nor "5" LSN 5 (bool is an int subclass, and lax mode parses strings).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    lsn: int = Field(ge=0, le=INT64_MAX, description="Backups hold every WAL frame up to and including this LSN.")
 
 
 def _open_checkpoint(db: Any) -> tuple[IO[bytes] | None, int, int, int]:
@@ -97,7 +101,7 @@ def _collect_frames(db: Any, after_lsn: int, limit: int | None) -> tuple[bytes, 
 
 def build_router(state: ServerState) -> APIRouter:
     # Authentication and the admin check happen before routing for every /admin/ path (server/auth.py).
-    router = APIRouter(prefix="/admin", responses=error_responses(401, 403, 503))
+    router = APIRouter(prefix="/admin", responses=error_responses(401, 403, 503), route_class=JSONRoute)
 
     @router.get("/backup/info", summary="What an online backup needs to know about this database")
     async def info() -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from omendb.server.bodies import JSONRoute
 from omendb.server.errors import error_response
 from omendb.server.models import Status, error_responses
 from omendb.server.routes.records import _json
@@ -17,7 +18,7 @@ from omendb.server.state import Phase, ServerState
 
 
 def build_router(state: ServerState) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=JSONRoute)
 
     @router.get("/health", response_model=Status, responses=error_responses(503), summary="Liveness")
     async def health() -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 import time
 from collections.abc import Callable
@@ -12,14 +13,16 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import BeforeValidator
 from starlette.responses import Response
 
 import omendb
-from omendb.server.bodies import body_schema, parse_records
+from omendb.server.bodies import JSONRoute, body_schema, parse_records
 from omendb.server.errors import APIError, error_body
 from omendb.server.models import (
     INT64_MAX,
     INT64_MIN,
+    Key,
     KeysRequest,
     LookupResult,
     RangePage,
@@ -34,7 +37,20 @@ MAX_PAGE = 100_000
 # A range scan reads the engine in slices this big, checking [limits] max_query_duration_ms in between.
 SCAN_SLICE = 8192
 
-KeyPath = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer key.")]
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def _plain_decimal(raw: Any) -> Any:
+    # Python's int() (and pydantic's lax mode) take "+5", " 5", "5 " and "1_000"; a key in the path is
+    # only digits with an optional '-', so each key has one spelling (leading zeros aside) and "/v1/records/+5"
+    # is a 400, not key 5. Same rule as PointReader.parse_key on the fast path.
+    if isinstance(raw, str) and not _DECIMAL.fullmatch(raw):
+        raise ValueError("not a plain decimal integer")
+    return raw
+
+
+KeyPath = Annotated[Key, BeforeValidator(_plain_decimal),
+                    Path(description="A signed 64-bit integer key, in decimal.")]
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -42,20 +58,46 @@ def _json(payload: Any, status: int = 200) -> Response:
                     media_type="application/json")
 
 
-def encode_cursor(next_key: int) -> str:
-    return base64.urlsafe_b64encode(struct.pack(">q", next_key)).rstrip(b"=").decode()
+# A cursor carries the scan's start and end along with the next key, and is checked against the request's
+# start/end: a forged or edited cursor cannot move the scan outside [start, end), and a cursor reused with
+# other start/end is refused. A bound the request leaves out is the cursor's (clients may send the cursor
+# alone with end, as omendb.client does); the next key must still lie inside the scan's bounds. No secret
+# is involved, so any pod behind a Service accepts another's cursor (an HMAC under a per-process key would
+# not survive a restart or a load-balanced next page).
+_CURSOR = struct.Struct(">Bqqq")  # version | has_end, start, end (0 when open), next
+_CURSOR_V1 = 0x10
+_HAS_END = 0x01
 
 
-def decode_cursor(cursor: str) -> int:
+def encode_cursor(start: int, end: int | None, next_key: int) -> str:
+    flags = _CURSOR_V1 | (_HAS_END if end is not None else 0)
+    raw = _CURSOR.pack(flags, start, 0 if end is None else end, next_key)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str, start: int | None, end: int | None) -> tuple[int, int, int | None]:
+    """(next key, start, end) of a cursor used with the request's start/end (None: not given), or a 400
+    saying why the cursor is refused."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) != 8 or encode_cursor(struct.unpack(">q", raw)[0]) != cursor:
+    canonical = base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == cursor
+    if not canonical or len(raw) != _CURSOR.size or raw[0] & ~_HAS_END != _CURSOR_V1:
         raise APIError(400, "invalid_cursor", "cursor is not one this server returned as next_cursor; start "
                                               "again without it")
-    value: int = struct.unpack(">q", raw)[0]
-    return value
+    flags, c_start, c_end, next_key = _CURSOR.unpack(raw)
+    c_end_or_none = c_end if flags & _HAS_END else None
+    if (start is not None and start != c_start) or (end is not None and end != c_end_or_none):
+        raise APIError(400, "invalid_cursor", f"cursor belongs to a scan of start={c_start}, end="
+                                              f"{'(none)' if c_end_or_none is None else c_end_or_none}, not "
+                                              f"start={'(none)' if start is None else start}, end="
+                                              f"{'(none)' if end is None else end}; pass the same start and "
+                                              "end with every page")
+    if next_key < c_start or (c_end_or_none is not None and next_key >= c_end_or_none):
+        raise APIError(400, "invalid_cursor", f"cursor points at key {next_key}, outside the scan's "
+                                              "[start, end); use next_cursor exactly as returned")
+    return next_key, c_start, c_end_or_none
 
 
 class PointReader:
@@ -102,7 +144,7 @@ class PointReader:
 
 def build_router(state: ServerState) -> APIRouter:
     # Authentication happens before routing (auth.gate); the 401 is documented here.
-    router = APIRouter(prefix="/v1", responses=error_responses(401, 422, 503))
+    router = APIRouter(prefix="/v1", responses=error_responses(401, 422, 503), route_class=JSONRoute)
     limits = state.config.limits
     m = state.metrics
     point_reader = state.point_reader = PointReader(state)
@@ -153,7 +195,7 @@ def build_router(state: ServerState) -> APIRouter:
         lsn = await write("upsert", len(keys), db.put_many, keys, values)
         return _json({"lsn": lsn, "count": len(keys)})
 
-    @router.get("/records/{key}", response_model=Record, responses=error_responses(404),
+    @router.get("/records/{key}", response_model=Record, responses=error_responses(400, 404),
                 summary="Get one record")
     async def get_record(key: KeyPath) -> Response:
         status, body = point_reader.read(key)
@@ -183,7 +225,10 @@ def build_router(state: ServerState) -> APIRouter:
                                                                        "page")] = None,
     ) -> Response:
         db = state.ready_db()
-        position = decode_cursor(cursor) if cursor else (INT64_MIN if start is None else start)
+        if cursor:
+            position, first, end = decode_cursor(cursor, start, end)
+        else:
+            position = first = INT64_MIN if start is None else start
         page = limit or state.config.performance.prefetch_size
         started = time.perf_counter()
         try:
@@ -193,7 +238,7 @@ def build_router(state: ServerState) -> APIRouter:
             raise
         query_time["range"].observe(time.perf_counter() - started)
         searches["range"].inc()
-        next_cursor = encode_cursor(keys[page]) if len(keys) > page else None
+        next_cursor = encode_cursor(first, end, keys[page]) if len(keys) > page else None
         records = [{"key": k, "value": v} for k, v in zip(keys[:page], values[:page], strict=True)]
         return _json({"records": records, "next_cursor": next_cursor})
 
@@ -218,7 +263,8 @@ def build_router(state: ServerState) -> APIRouter:
                                "limit and follow next_cursor, or narrow start/end")
         return keys, values
 
-    @router.delete("/records/{key}", response_model=WriteResult, summary="Delete one record (idempotent)")
+    @router.delete("/records/{key}", response_model=WriteResult, responses=error_responses(400),
+                   summary="Delete one record (idempotent)")
     async def delete_record(key: KeyPath) -> Response:
         db = state.ready_db()
         lsn = await write("delete", 1, db.delete_many, np.asarray([key], dtype=np.int64))

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
 from omendb.replication import term_at
+from omendb.server.bodies import JSONRoute
 from omendb.server.errors import APIError
 from omendb.server.models import error_responses
 from omendb.server.replica import Replication
@@ -66,7 +67,7 @@ def _frames(db: Any, after_lsn: int, max_bytes: int) -> tuple[bytes, int]:
 
 
 def build_router(state: ServerState, replication: Replication) -> APIRouter:
-    router = APIRouter(prefix="/admin", responses=error_responses(401, 403, 503))
+    router = APIRouter(prefix="/admin", responses=error_responses(401, 403, 503), route_class=JSONRoute)
 
     @router.get("/replication/info", summary="Role, term history and LSN: what a replica checks first")
     async def info() -> Response:
