@@ -165,15 +165,14 @@ class Follower:
         self.last_error = message
 
     def preflight(self) -> None:
-        """Check, before anything changes, that the primary can be followed: it answers with these
-        credentials, is a primary of this database, and its term is not older than this server's (a
-        primary on an older term has been replaced: following it would take a fenced timeline). A
-        timeline this server must rewind to (an old primary being demoted) is fine: that is what following
-        does. Raises FollowError saying what is wrong."""
+        """Check, before anything changes, that the new primary can be followed: it answers with these
+        credentials, serves this database, and its term is not older than this server's (a primary on an
+        older term has been replaced: following it would take a fenced timeline). It need not be a primary
+        yet: a planned switchover demotes the old primary to follow the replica it then promotes. A timeline
+        this server must rewind to (an old primary being demoted) is fine too: that is what following does.
+        Raises FollowError saying what is wrong."""
         try:
-            self._check_timeline(timeout=PREFLIGHT_TIMEOUT)
-        except Resync:
-            pass
+            self._peer_info(timeout=PREFLIGHT_TIMEOUT)
         except httpx.HTTPError as exc:
             raise FollowError(f"{self.primary_url} cannot be reached ({type(exc).__name__}: {exc}); check "
                               f"primary_url and that the primary is running") from None
@@ -196,23 +195,29 @@ class Follower:
             raise FollowError("the database is not open")
         return db
 
-    def _check_timeline(self, timeout: float | None = None) -> None:
-        """Make sure this node's log is a prefix of the primary's before streaming from it."""
+    def _peer_info(self, timeout: float | None = None) -> dict[str, Any]:
+        """The peer's /admin/replication/info, checked to serve this database on a term not older than ours."""
         response = self._get("/admin/replication/info", timeout=timeout)
         if response.status_code != 200:
             raise FollowError(f"{self.primary_url}/admin/replication/info answered {response.status_code}: "
                               f"{_message(response)}")
-        info = response.json()
+        info: dict[str, Any] = response.json()
         db = self._db()
-        if info["role"] != "primary":
-            raise FollowError(f"{self.primary_url} is not a primary (role {info['role']}); waiting for it "
-                              f"to be promoted, or point [replication] primary_url at the primary")
         if info["database"] != db.config.database.name:
             raise FollowError(f"{self.primary_url} serves database {info['database']!r}, this server "
                               f"{db.config.database.name!r}; point primary_url at the right primary")
         if info["term"] < db.term:
             raise FollowError(f"{self.primary_url} is at term {info['term']}, older than this server's term "
                               f"{db.term}: it is a replaced (fenced) primary; follow the current primary")
+        return info
+
+    def _check_timeline(self) -> None:
+        """Make sure this node's log is a prefix of the primary's before streaming from it."""
+        info = self._peer_info()
+        db = self._db()
+        if info["role"] != "primary":
+            raise FollowError(f"{self.primary_url} is not a primary (role {info['role']}); waiting for it "
+                              f"to be promoted, or point [replication] primary_url at the primary")
         history = [(int(t), int(first)) for t, first in info["term_history"]]
         diverged = divergence_lsn(db.term_history, db.lsn(), history)
         if diverged is not None:
