@@ -318,12 +318,7 @@ class Database:
             stale = self.wal_dir / segment_name(self._lsn + 1)
             if not resume and stale.exists():
                 stale.unlink()  # an empty segment (previous release, or a header never written) to start anew
-            self._wal = WalWriter(
-                self.wal_dir, self._lsn + 1, max_file_bytes=cfg.wal.max_file_size_mb * 1024 * 1024,
-                rotation_seconds=cfg.wal.rotation_interval_hours * 3600,
-                sync_interval_s=None if cfg.wal.sync_on_write else cfg.storage.sync_interval_ms / 1000,
-                database_id=self.database_id, term=lambda: self.term, on_new_segment=self._record_wal_head,
-                resume=resume)
+            self._wal = self._open_wal(self._lsn + 1, resume)
             if resume:
                 self._record_wal_head(list_segments(self.wal_dir)[-1][0])
         else:
@@ -354,6 +349,15 @@ class Database:
                                 index_meta={}, term_history=[list(entry) for entry in self.term_history])
         write_manifest(self.data_dir, dataclasses.replace(manifest, database_id=self.database_id, wal_dir=wal_dir,
                                                           format_version=MANIFEST_VERSION))
+
+    def _open_wal(self, next_lsn: int, resume: bool) -> WalWriter:
+        cfg = self.config
+        return WalWriter(
+            self.wal_dir, next_lsn, max_file_bytes=cfg.wal.max_file_size_mb * 1024 * 1024,
+            rotation_seconds=cfg.wal.rotation_interval_hours * 3600,
+            sync_interval_s=None if cfg.wal.sync_on_write else cfg.storage.sync_interval_ms / 1000,
+            database_id=self.database_id, term=lambda: self.term, on_new_segment=self._record_wal_head,
+            resume=resume)
 
     def _record_wal_head(self, first_lsn: int) -> None:
         """Called once each new WAL segment is durable: from now on recovery requires it (see wal_chain)."""
@@ -802,6 +806,27 @@ class Database:
             self._start_term(self.term + 1, self._lsn + 1)
         self.read_only = None
         return self.term
+
+    def adopt_identity(self, database_id: str) -> None:
+        """Take the primary's identity (a replica is a copy of its primary). Only an empty database can: one
+        holding writes re-seeds from the primary's snapshot instead, which brings the identity along."""
+        with self._write_lock:
+            self._check_open()
+            if self._lsn != 0 or self._checkpoint_lsn != 0:
+                raise OmenDBError(f"database {self.database_id} holds writes (LSN {self._lsn}); it cannot take "
+                                  f"the identity {database_id} without re-seeding")
+            if self._wal is not None:
+                self._wal.close()
+                for _, path in list_segments(self.wal_dir):
+                    path.unlink()  # empty: LSN 0
+                fsync_dir(self.wal_dir)
+            self.database_id = database_id
+            manifest = read_manifest(self.data_dir)
+            assert manifest is not None  # written at open
+            write_manifest(self.data_dir, dataclasses.replace(manifest, database_id=database_id))
+            if self._wal is not None:
+                self._wal = self._open_wal(1, resume=False)
+        log.info("took the primary's identity %s", database_id)
 
     def _start_term(self, term: int, first_lsn: int) -> None:
         """Record a new term in the history and the manifest (called with the write lock held)."""

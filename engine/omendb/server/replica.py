@@ -35,6 +35,7 @@ from omendb.errors import OmenDBError
 from omendb.replication import Fenced, divergence_lsn, term_at
 from omendb.server.state import Phase, ServerState
 from omendb.wal import decode_frames, fsync_dir, list_segments, read_frames
+from omendb.wal_chain import HEAD_FILE
 
 log = logging.getLogger("omendb.replication")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per long poll would drown the server log
@@ -189,6 +190,15 @@ class Follower:
         if info["term"] < db.term:
             raise FollowError(f"{self.primary_url} is at term {info['term']}, older than this server's term "
                               f"{db.term}: it is a replaced (fenced) primary; follow the current primary")
+        primary_id = info.get("database_id")  # absent on a primary of the previous release
+        if primary_id and primary_id != db.database_id:
+            # A replica is a copy of its primary and carries its identity (as a PostgreSQL standby shares the
+            # system identifier). An empty one takes it; one holding writes of another identity re-seeds.
+            if db.lsn() == 0:
+                db.adopt_identity(primary_id)
+            else:
+                raise Resync(f"this server holds database {db.database_id}, the primary {self.primary_url} "
+                             f"database {primary_id}: not a copy of it", 1)
         history = [(int(t), int(first)) for t, first in info["term_history"]]
         diverged = divergence_lsn(db.term_history, db.lsn(), history)
         if diverged is not None:
@@ -244,7 +254,7 @@ class Follower:
         config = db.config
         log.warning("re-seeding from the primary's snapshot", extra={"primary": self.primary_url,
                                                                    "reason": reason, "local_lsn": db.lsn()})
-        data_dir, wal_dir = Path(config.database.data_dir), config.wal_dir
+        data_dir, wal_dir = Path(config.database.data_dir), db.wal_dir
         staging = data_dir / STAGING
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -276,14 +286,19 @@ class Follower:
             db.close(checkpoint=False)
             try:
                 # The old WAL goes: its frames are either in the snapshot or not on the primary's timeline.
-                for _, segment in list_segments(wal_dir):
+                # WAL_HEAD first, then the newest segments first: a crash in between leaves a WAL that is a
+                # contiguous prefix (recovery accepts it, and the timeline check re-seeds again).
+                (data_dir / HEAD_FILE).unlink(missing_ok=True)
+                fsync_dir(data_dir)
+                for _, segment in reversed(list_segments(wal_dir)):
                     segment.unlink()
                 (wal_dir / ARCHIVED_FILE).unlink(missing_ok=True)
                 fsync_dir(wal_dir)
                 os.replace(staging / manifest.base_file, data_dir / manifest.base_file)
                 fsync_dir(data_dir)
-                write_manifest(data_dir, dataclasses.replace(manifest, term=term,
-                                                             term_history=[list(e) for e in history]))
+                write_manifest(data_dir, dataclasses.replace(
+                    manifest, term=term, term_history=[list(e) for e in history], wal_dir=str(wal_dir),
+                    database_id=info.get("database_id") or db.database_id))
             finally:
                 self._reopen(config)  # the new data, or after a failure whatever the directory holds
         finally:
