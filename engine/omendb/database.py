@@ -43,7 +43,7 @@ from omendb.checkpoint import (
     write_base,
     write_manifest,
 )
-from omendb.config import Config, default_wal_dir, load_config
+from omendb.config import Config, load_config
 from omendb.errors import (
     CorruptionError,
     DatabaseClosed,
@@ -75,7 +75,7 @@ from omendb.wal import (
     read_segment_header,
     segment_name,
 )
-from omendb.wal_chain import HEAD_FILE, head_bytes, prove
+from omendb.wal_chain import HEAD_FILE, head_bytes, locate_wal_dir, prove
 
 log = logging.getLogger("omendb.database")
 
@@ -163,7 +163,7 @@ class Database:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.data_dir = Path(config.database.data_dir)
-        self.wal_dir = config.wal_dir  # the MANIFEST's recorded location may replace it (see _resolve_wal_dir)
+        self.wal_dir = config.wal_dir  # the MANIFEST's recorded location may replace it (see locate_wal_dir)
         self.database_id = ""
         self._compiled = config.performance.enable_simd
         self._state_lock = threading.Lock()  # guards _view, _active
@@ -187,7 +187,7 @@ class Database:
         self.sync_replicas, self.sync_timeout_s = 0, 0.0  # synchronous replication: replicas to wait for
         self.last_commit_us = 0  # commit time (on the primary that wrote it) of the newest visible batch
         self._lsn_changed = threading.Condition()
-        opened_before = (self.data_dir / "LOCK").exists()  # a previous release left it (see _resolve_wal_dir)
+        opened_before = (self.data_dir / "LOCK").exists()  # a previous release left it (see locate_wal_dir)
         self._lock_fd = self._lock_dir(self.data_dir, "data directory")
         self._wal_lock_fd = -1
         try:
@@ -233,28 +233,11 @@ class Database:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
 
-    def _resolve_wal_dir(self, manifest: Manifest | None, opened_before: bool) -> Path:
-        """[wal] dir if set; else where the MANIFEST says the WAL lives; else, for a database of the previous
-        release (which put every WAL in <data_dir>/../wal), that directory if it holds segments; else the
-        default for this data directory."""
-        if self.config.wal.dir:
-            return Path(os.path.abspath(self.config.wal.dir))
-        if manifest is not None and manifest.wal_dir:
-            return Path(manifest.wal_dir)
-        legacy = Path(os.path.abspath(self.data_dir)).parent / "wal"
-        if (manifest is not None or opened_before) and list_segments(legacy) and \
-                all(read_segment_header(path).database_id is None for _, path in list_segments(legacy)):
-            if legacy != default_wal_dir(self.data_dir):
-                log.warning("upgrading %s: keeping its WAL in %s, where the previous release put it (recorded in "
-                            "the MANIFEST from now on)", self.data_dir, legacy)
-            return legacy
-        return default_wal_dir(self.data_dir)
-
     def _recover(self, opened_before: bool) -> None:
         started = time.perf_counter()
         cfg = self.config
         manifest = read_manifest(self.data_dir)
-        self.wal_dir = self._resolve_wal_dir(manifest, opened_before)
+        self.wal_dir = locate_wal_dir(self.data_dir, self.config.wal.dir, manifest, opened_before)
         self.database_id = manifest.database_id if manifest is not None and manifest.database_id else ""
         if not self.database_id:
             self.database_id = str(uuid.uuid4())

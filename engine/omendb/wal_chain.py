@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omendb.checkpoint import Manifest
+from omendb.config import default_wal_dir
 from omendb.errors import CorruptionError
 from omendb.wal import (
     SEGMENT_HEADER_V1,
@@ -59,6 +61,25 @@ class WalChain:
     resume: bool = False  # the newest segment is this release's and ends at end_lsn: keep appending to it
     legacy: bool = False  # previous-release segments were read
     gap: WalGap | None = None  # set when the WAL does not continue the checkpoint (frames hold the prefix)
+
+
+def locate_wal_dir(data_dir: Path, configured: str, manifest: Manifest | None, opened_before: bool) -> Path:
+    """Where a database's WAL is: [wal] dir if set; else where its MANIFEST says; else, for a database of the
+    previous release (which put every WAL in <data_dir>/../wal), that directory if it holds previous-release
+    segments; else the default for this data directory (config.default_wal_dir)."""
+    if configured:
+        return Path(os.path.abspath(configured))
+    if manifest is not None and manifest.wal_dir:
+        return Path(manifest.wal_dir)
+    legacy = Path(os.path.abspath(data_dir)).parent / "wal"
+    segments = list_segments(legacy)
+    if (manifest is not None or opened_before) and segments and \
+            all(read_segment_header(path).database_id is None for _, path in segments):
+        if legacy != default_wal_dir(data_dir):
+            log.warning("upgrading %s: keeping its WAL in %s, where the previous release put it (recorded in the "
+                        "MANIFEST from now on)", data_dir, legacy)
+        return legacy
+    return default_wal_dir(data_dir)
 
 
 def read_head(data_dir: Path) -> tuple[str, int] | None:
