@@ -238,6 +238,9 @@ class Database:
         cfg = self.config
         manifest = read_manifest(self.data_dir)
         self.wal_dir = locate_wal_dir(self.data_dir, self.config.wal.dir, manifest, opened_before)
+        if manifest is not None and manifest.wal_dir and manifest.wal_dir != str(self.wal_dir):
+            log.warning("[wal] dir = %s, but the MANIFEST of %s records its WAL in %s: using [wal] dir (recovery "
+                        "refuses to start if the WAL is not there)", self.wal_dir, self.data_dir, manifest.wal_dir)
         self.database_id = manifest.database_id if manifest is not None and manifest.database_id else ""
         if not self.database_id:
             self.database_id = str(uuid.uuid4())

@@ -100,7 +100,8 @@ def head_bytes(database_id: str, first_lsn: int) -> bytes:
 def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, *, repair: bool = False
           ) -> WalChain:
     """Check the WAL against the checkpoint. Foreign segments raise ForeignWal; a gap is returned in
-    ``chain.gap`` (with the frames before it) so recovery can refuse or, when told to, start anyway."""
+    ``chain.gap`` (with the frames before it) so recovery can refuse or, when told to, start anyway. With
+    `repair`, a torn tail is truncated on disk, but only when there is no gap: a refused WAL is left as is."""
     segments = list_segments(wal_dir)
     head = read_head(data_dir)
     chain = WalChain(end_lsn=checkpoint_lsn)
@@ -138,16 +139,14 @@ def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, 
                                f"segment (LSN {head_lsn} onward) is missing. Put it back, or restore from a "
                                f"backup (backup_tool restore --backup-id latest --force), {ACCEPT_GAP_HINT}")
     last_in_newest: int | None = None
+    torn: tuple[Path, int] | None = None
     for i, (first, path) in enumerate(segments):
         is_last = i == len(segments) - 1
         if not is_last and segments[i + 1][0] <= checkpoint_lsn + 1:
             continue  # wholly covered by the checkpoint
         frames, truncate_at = read_segment(path, is_last)
-        if truncate_at is not None and repair:
-            with open(path, "r+b") as f:
-                f.truncate(truncate_at)
-                f.flush()
-                os.fsync(f.fileno())
+        if truncate_at is not None:
+            torn = (path, truncate_at)
         if is_last:
             last_in_newest = frames[-1].lsn if frames else first - 1
         for frame in frames:
@@ -165,6 +164,11 @@ def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, 
     if segments and segments[-1][0] > chain.end_lsn + 1:
         chain.gap = chain.gap or _missing(chain.end_lsn + 1, segments[-1][0] - 1, segments[-1][1], checkpoint_lsn)
     chain.resume = bool(segments) and newest_version == SEGMENT_VERSION and last_in_newest == chain.end_lsn
+    if repair and torn is not None and chain.gap is None:
+        with open(torn[0], "r+b") as f:
+            f.truncate(torn[1])
+            f.flush()
+            os.fsync(f.fileno())
     return chain
 
 

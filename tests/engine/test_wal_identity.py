@@ -186,3 +186,23 @@ def test_a_complete_final_frame_with_a_bad_checksum_is_not_called_unacknowledged
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors and "may have been acknowledged" in errors[0].getMessage()
     assert "never acknowledged" not in caplog.text
+
+
+def test_a_wal_tail_lost_behind_the_checkpoint_does_not_break_the_next_open(tmp_path):
+    """With sync_on_write = false a checkpoint may hold writes whose WAL frames a crash then loses. The log
+    must go on after the checkpoint in a new segment, not after the surviving frames in the old one."""
+    config = make_config(tmp_path)
+    with Database.open(config) as db:
+        for i in range(5):
+            db.put_many([i], [float(i)])
+        db.checkpoint()
+        db.close(checkpoint=False)
+    path = list_segments(config.wal_dir)[-1][1]
+    frame = (path.stat().st_size - SEGMENT_HEADER.size) // 5
+    with open(path, "r+b") as f:
+        f.truncate(SEGMENT_HEADER.size + 3 * frame)  # frames 4 and 5 lost; the checkpoint holds them
+    with Database.open(config) as db:
+        assert db.lsn() == 5 and db.put_many([6], [6.0]) == 6
+        db.close(checkpoint=False)
+    with Database.open(config) as db:
+        assert db.lsn() == 6 and db.get(4) == 4.0 and db.get(6) == 6.0
