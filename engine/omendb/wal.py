@@ -149,11 +149,13 @@ _REMEDY = ("restore from the latest backup (backup_tool restore --backup-id late
            "of the writes it holds")
 
 
-def read_segment(path: Path, is_last: bool) -> tuple[list[Frame], int | None]:
+def read_segment(path: Path, is_last: bool, report: bool = True) -> tuple[list[Frame], int | None]:
     """Frames of one segment, and the offset to truncate it to when its tail is torn (None if intact).
 
     A torn tail (a partial or checksum-failing final frame of the last segment, with nothing valid after it)
-    is expected after a crash; any other damage raises CorruptionError naming the file and offset."""
+    is expected after a crash; any other damage raises CorruptionError naming the file and offset. `report`
+    logs what a torn tail means (recovery); readers of a live WAL pass False: there a "torn" tail is usually
+    a frame still being written."""
     data = path.read_bytes()
     if len(data) < SEGMENT_HEADER_V1.size and is_last:
         return [], 0  # created, but the crash came before its header reached the disk
@@ -162,6 +164,8 @@ def read_segment(path: Path, is_last: bool) -> tuple[list[Frame], int | None]:
     if problem is None:
         return frames, None
     if is_last and _nothing_valid_after(data, offset):
+        if not report:
+            return frames, offset
         if problem == "checksum mismatch":
             # The frame is all there: it may have been fsynced and acknowledged, then damaged on disk. Only a
             # short frame is provably a write that never completed.
@@ -239,7 +243,7 @@ def read_frames(wal_dir: Path, after_lsn: int, repair: bool = False) -> Iterator
         is_last = i == len(segments) - 1
         if not is_last and segments[i + 1][0] <= after_lsn + 1:
             continue  # wholly before the point we replay from
-        frames, truncate_at = read_segment(path, is_last)
+        frames, truncate_at = read_segment(path, is_last, report=repair)
         if truncate_at is not None and repair:
             with open(path, "r+b") as f:
                 f.truncate(truncate_at)

@@ -102,8 +102,10 @@ def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, 
     """Check the WAL against the checkpoint. Foreign segments raise ForeignWal; a gap is returned in
     ``chain.gap`` (with the frames before it) so recovery can refuse or, when told to, start anyway. With
     `repair`, a torn tail is truncated on disk, but only when there is no gap: a refused WAL is left as is."""
-    segments = list_segments(wal_dir)
+    # WAL_HEAD before the listing: a server rotating meanwhile (backup_tool reads a live directory) then
+    # only makes the listing newer than the head, never older.
     head = read_head(data_dir)
+    segments = list_segments(wal_dir)
     chain = WalChain(end_lsn=checkpoint_lsn)
     newest_version = SEGMENT_VERSION
     for i, (first, path) in enumerate(segments):
@@ -144,7 +146,7 @@ def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, 
         is_last = i == len(segments) - 1
         if not is_last and segments[i + 1][0] <= checkpoint_lsn + 1:
             continue  # wholly covered by the checkpoint
-        frames, truncate_at = read_segment(path, is_last)
+        frames, truncate_at = read_segment(path, is_last, report=repair)
         if truncate_at is not None:
             torn = (path, truncate_at)
         if is_last:
