@@ -53,6 +53,10 @@ class Manifest:
     term_history: list[list[int]] = field(default_factory=lambda: [[1, 1]])  # [term, first LSN], ascending
     database_id: str | None = None  # None only in a previous-release MANIFEST, until the engine adopts one
     wal_dir: str | None = None  # absolute; None until the engine has opened a WAL for this database
+    # The identity was given when a previous-release database was upgraded: a replica may still exchange it
+    # for its primary's in place (every node of a cluster got its own on upgrade).
+    identity_from_upgrade: bool = False
+    previous_database_id: str | None = None  # set only while segments are being relabelled (see adopt_identity)
 
     def to_json(self) -> str:
         fields = {**self.__dict__, "format_version": MANIFEST_VERSION}

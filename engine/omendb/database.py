@@ -73,9 +73,10 @@ from omendb.wal import (
     fsync_dir,
     list_segments,
     read_segment_header,
+    relabel_segment,
     segment_name,
 )
-from omendb.wal_chain import HEAD_FILE, head_bytes, locate_wal_dir, prove
+from omendb.wal_chain import HEAD_FILE, head_bytes, locate_wal_dir, prove, read_head
 
 log = logging.getLogger("omendb.database")
 
@@ -165,6 +166,7 @@ class Database:
         self.data_dir = Path(config.database.data_dir)
         self.wal_dir = config.wal_dir  # the MANIFEST's recorded location may replace it (see locate_wal_dir)
         self.database_id = ""
+        self.identity_from_upgrade = False  # see Manifest.identity_from_upgrade
         self._compiled = config.performance.enable_simd
         self._state_lock = threading.Lock()  # guards _view, _active
         self._write_lock = threading.Lock()  # orders LSN assignment and WAL appends
@@ -242,9 +244,11 @@ class Database:
             log.warning("[wal] dir = %s, but the MANIFEST of %s records its WAL in %s: using [wal] dir (recovery "
                         "refuses to start if the WAL is not there)", self.wal_dir, self.data_dir, manifest.wal_dir)
         self.database_id = manifest.database_id if manifest is not None and manifest.database_id else ""
+        self.identity_from_upgrade = manifest is not None and manifest.identity_from_upgrade
         if not self.database_id:
             self.database_id = str(uuid.uuid4())
             if manifest is not None:
+                self.identity_from_upgrade = True
                 log.warning("upgrading %s: the database gets the identity %s", self.data_dir, self.database_id)
         self.term = manifest.term if manifest else 1
         self.term_history: TermHistory = [(int(t), int(first)) for t, first in manifest.term_history] \
@@ -275,9 +279,14 @@ class Database:
         if cfg.wal.enabled:
             if os.path.abspath(self.wal_dir) != os.path.abspath(self.data_dir):
                 self._wal_lock_fd = self._lock_dir(self.wal_dir, "WAL directory")
-            chain = prove(self.wal_dir, self.data_dir, self.database_id, base.lsn, repair=True)
+            previous = manifest.previous_database_id if manifest is not None else None
+            chain = prove(self.wal_dir, self.data_dir, self.database_id, base.lsn, repair=True,
+                          previous_id=previous)
             if chain.gap is not None and not cfg.wal.accept_gap:
                 raise chain.gap
+            if previous:
+                self._relabel_wal(previous)  # an adopt_identity interrupted by a crash
+                manifest = read_manifest(self.data_dir)
             self._record_identity(manifest)
             keys_l, values_l, lsns_l, live_l = [], [], [], []
             for frame in chain.frames:
@@ -326,7 +335,8 @@ class Database:
         (a new database gets its MANIFEST now, not at its first checkpoint)."""
         wal_dir = str(os.path.abspath(self.wal_dir))
         if manifest is not None and manifest.database_id == self.database_id and manifest.wal_dir == wal_dir \
-                and manifest.format_version == MANIFEST_VERSION:
+                and manifest.format_version == MANIFEST_VERSION \
+                and manifest.identity_from_upgrade == self.identity_from_upgrade:
             return
         if manifest is None:
             manifest = Manifest(database=self.config.database.name, checkpoint_lsn=0, term=self.term,
@@ -334,7 +344,8 @@ class Database:
                                 model_type=self.config.index.model_type, max_error=self.config.index.max_error,
                                 index_meta={}, term_history=[list(entry) for entry in self.term_history])
         write_manifest(self.data_dir, dataclasses.replace(manifest, database_id=self.database_id, wal_dir=wal_dir,
-                                                          format_version=MANIFEST_VERSION))
+                                                          format_version=MANIFEST_VERSION,
+                                                          identity_from_upgrade=self.identity_from_upgrade))
 
     def _open_wal(self, next_lsn: int, resume: bool) -> WalWriter:
         cfg = self.config
@@ -661,6 +672,7 @@ class Database:
             records=len(base.keys), created_at=time.time(), model_type=index.model_type,
             max_error=index.max_error, term_history=[list(entry) for entry in self.term_history],
             database_id=self.database_id, wal_dir=str(os.path.abspath(self.wal_dir)),
+            identity_from_upgrade=self.identity_from_upgrade,
             index_meta={"observed_max_error": index.observed_max_error,
                         "observed_mean_error": index.observed_mean_error, "depth": index.depth,
                         "train_seconds": index.train_seconds}))
@@ -793,26 +805,52 @@ class Database:
         self.read_only = None
         return self.term
 
+    @property
+    def can_adopt_identity(self) -> bool:
+        """An empty database, or one whose identity was only given on upgrade, may take another in place."""
+        return (self._lsn == 0 and self._checkpoint_lsn == 0) or self.identity_from_upgrade
+
     def adopt_identity(self, database_id: str) -> None:
-        """Take the primary's identity (a replica is a copy of its primary). Only an empty database can: one
-        holding writes re-seeds from the primary's snapshot instead, which brings the identity along."""
-        with self._write_lock:
+        """Take the primary's identity (a replica is a copy of its primary; the caller checked that this log is
+        a prefix of the primary's). Only when can_adopt_identity; otherwise a replica re-seeds from the
+        primary's snapshot, which brings the identity along. For the replica's follower thread: no other
+        writer may be running."""
+        with self._merge_lock, self._write_lock:
             self._check_open()
-            if self._lsn != 0 or self._checkpoint_lsn != 0:
+            if not self.can_adopt_identity:
                 raise OmenDBError(f"database {self.database_id} holds writes (LSN {self._lsn}); it cannot take "
                                   f"the identity {database_id} without re-seeding")
+            old, empty = self.database_id, self._lsn == 0 and self._checkpoint_lsn == 0
             if self._wal is not None:
                 self._wal.close()
-                for _, path in list_segments(self.wal_dir):
-                    path.unlink()  # empty: LSN 0
-                fsync_dir(self.wal_dir)
-            self.database_id = database_id
+                if empty:
+                    for _, path in list_segments(self.wal_dir):
+                        path.unlink()  # no frames: LSN 0
+                    fsync_dir(self.wal_dir)
             manifest = read_manifest(self.data_dir)
             assert manifest is not None  # written at open
-            write_manifest(self.data_dir, dataclasses.replace(manifest, database_id=database_id))
+            # The MANIFEST first, still accepting the old identity: a crash while segments are relabelled
+            # leaves a WAL that recovery accepts and finishes relabelling.
+            self.database_id, self.identity_from_upgrade = database_id, False
+            write_manifest(self.data_dir, dataclasses.replace(manifest, database_id=database_id,
+                                                              previous_database_id=old, identity_from_upgrade=False))
+            self._relabel_wal(old)
             if self._wal is not None:
-                self._wal = self._open_wal(1, resume=False)
-        log.info("took the primary's identity %s", database_id)
+                self._wal = self._open_wal(self._lsn + 1, resume=not empty)
+        log.info("took the primary's identity %s (was %s)", database_id, old)
+
+    def _relabel_wal(self, old: str) -> None:
+        """Give every segment (and WAL_HEAD) of identity `old` this database's identity, then drop `old` from
+        the MANIFEST."""
+        for _, path in list_segments(self.wal_dir):
+            if read_segment_header(path).database_id == old:
+                relabel_segment(path, self.database_id)
+        head = read_head(self.data_dir)
+        if head is not None:
+            self._record_wal_head(head[1])
+        manifest = read_manifest(self.data_dir)
+        assert manifest is not None
+        write_manifest(self.data_dir, dataclasses.replace(manifest, previous_database_id=None))
 
     def _start_term(self, term: int, first_lsn: int) -> None:
         """Record a new term in the history and the manifest (called with the write lock held)."""

@@ -116,6 +116,16 @@ def parse_segment_header(data: bytes, path: Path) -> SegmentHeader:
     return SegmentHeader(version, str(uuid.UUID(bytes=ident)), first_lsn, term)
 
 
+def relabel_segment(path: Path, database_id: str) -> None:
+    """Rewrite a segment's header (same size, same first LSN and term) with another identity, durably."""
+    header = read_segment_header(path)
+    assert header.first_lsn is not None and header.term is not None
+    with open(path, "r+b") as f:
+        f.write(pack_segment_header(database_id, header.first_lsn, header.term))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def read_segment_header(path: Path) -> SegmentHeader:
     with open(path, "rb") as f:
         return parse_segment_header(f.read(SEGMENT_HEADER.size), path)

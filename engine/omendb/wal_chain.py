@@ -97,8 +97,8 @@ def head_bytes(database_id: str, first_lsn: int) -> bytes:
     return json.dumps({"database_id": database_id, "first_lsn": first_lsn}).encode()
 
 
-def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, *, repair: bool = False
-          ) -> WalChain:
+def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, *, repair: bool = False,
+          previous_id: str | None = None) -> WalChain:
     """Check the WAL against the checkpoint. Foreign segments raise ForeignWal; a gap is returned in
     ``chain.gap`` (with the frames before it) so recovery can refuse or, when told to, start anyway. With
     `repair`, a torn tail is truncated on disk, but only when there is no gap: a refused WAL is left as is."""
@@ -114,7 +114,7 @@ def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, 
         header = read_segment_header(path)
         if header.database_id is None:
             chain.legacy = True
-        elif header.database_id != database_id:
+        elif header.database_id not in (database_id, previous_id):
             raise ForeignWal(f"WAL segment {path} (LSN {first} onward) belongs to database {header.database_id}, "
                              f"not to {database_id} ({data_dir}/MANIFEST): two databases share the WAL "
                              f"directory {wal_dir}. Give each database its own [wal] dir and move this "
@@ -126,7 +126,7 @@ def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, 
     if head is not None:
         head_id, head_lsn = head
         where = f"{data_dir / HEAD_FILE} says the newest WAL segment is {wal_dir / segment_name(head_lsn)}"
-        if head_id != database_id:
+        if head_id not in (database_id, previous_id):
             raise ForeignWal(f"{data_dir / HEAD_FILE} belongs to database {head_id}, not to {database_id}: "
                              f"the data directory was assembled from two databases; restore from a backup")
         if not segments:

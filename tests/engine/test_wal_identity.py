@@ -3,17 +3,17 @@ continues its checkpoint without a gap."""
 
 import json
 import logging
-import struct
 
 import numpy as np
 import pytest
 
 from omendb import Config, CorruptionError, Database, DatabaseLocked
 from omendb.checkpoint import MANIFEST
-from omendb.wal import SEGMENT_HEADER, SEGMENT_MAGIC, list_segments, read_segment_header
-from omendb.wal_chain import HEAD_FILE, ForeignWal, WalGap
+from omendb.wal import SEGMENT_HEADER, list_segments, read_segment_header
+from omendb.wal_chain import ForeignWal, WalGap
 
 from .conftest import make_config
+from .previous_release import downgrade_to_previous_release
 
 
 def _rotating(tmp_path, **wal):
@@ -138,19 +138,6 @@ def test_the_manifest_carries_identity_wal_location_and_a_checksum(tmp_path):
         Database.open(config)
 
 
-def _downgrade_to_previous_release(data, wal):
-    """Rewrite files as the previous release wrote them: MANIFEST v1, 16-byte segment headers, no WAL_HEAD."""
-    raw = json.loads((data / MANIFEST).read_text())
-    for key in ("database_id", "wal_dir", "checksum"):
-        raw.pop(key)
-    raw["format_version"] = 1
-    (data / MANIFEST).write_text(json.dumps(raw))
-    (data / HEAD_FILE).unlink()
-    for _, path in list_segments(wal):
-        body = path.read_bytes()[SEGMENT_HEADER.size:]
-        path.write_bytes(struct.pack("<8sII", SEGMENT_MAGIC, 1, 0) + body)
-
-
 def test_a_previous_release_database_opens_and_is_upgraded(tmp_path):
     data, legacy_wal = tmp_path / "db1", tmp_path / "wal"  # the previous default: <data_dir>/../wal
     config = Config().replace("database", data_dir=str(data))
@@ -159,7 +146,7 @@ def test_a_previous_release_database_opens_and_is_upgraded(tmp_path):
         db.checkpoint()
         db.put_many([3], [3.0])
         db.close(checkpoint=False)
-    _downgrade_to_previous_release(data, legacy_wal)
+    downgrade_to_previous_release(data, legacy_wal)
     with Database.open(config) as db:  # [wal] dir empty, as in the previous release's omendb.toml
         assert db.wal_dir == legacy_wal and db.lsn() == 2 and db.get(3) == 3.0
         assert db.put_many([4], [4.0]) == 3

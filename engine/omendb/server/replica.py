@@ -190,15 +190,6 @@ class Follower:
         if info["term"] < db.term:
             raise FollowError(f"{self.primary_url} is at term {info['term']}, older than this server's term "
                               f"{db.term}: it is a replaced (fenced) primary; follow the current primary")
-        primary_id = info.get("database_id")  # absent on a primary of the previous release
-        if primary_id and primary_id != db.database_id:
-            # A replica is a copy of its primary and carries its identity (as a PostgreSQL standby shares the
-            # system identifier). An empty one takes it; one holding writes of another identity re-seeds.
-            if db.lsn() == 0:
-                db.adopt_identity(primary_id)
-            else:
-                raise Resync(f"this server holds database {db.database_id}, the primary {self.primary_url} "
-                             f"database {primary_id}: not a copy of it", 1)
         history = [(int(t), int(first)) for t, first in info["term_history"]]
         diverged = divergence_lsn(db.term_history, db.lsn(), history)
         if diverged is not None:
@@ -207,6 +198,17 @@ class Follower:
         if db.lsn() > info["lsn"]:
             raise Resync(f"this server holds LSN {db.lsn()}, ahead of the primary's {info['lsn']} on the "
                          f"same term: those writes never reached the primary", info["lsn"] + 1)
+        primary_id = info.get("database_id")  # absent on a primary of the previous release
+        if primary_id and primary_id != db.database_id:
+            # A replica is a copy of its primary and carries its identity (as a PostgreSQL standby shares the
+            # system identifier). An empty one takes it, and so does one whose identity was only given when
+            # the previous release's files were upgraded (every node got its own then); one holding writes of
+            # another database re-seeds, which brings the identity along.
+            if db.can_adopt_identity:
+                db.adopt_identity(primary_id)
+            else:
+                raise Resync(f"this server holds database {db.database_id}, the primary {self.primary_url} "
+                             f"database {primary_id}: not a copy of it", 1)
         self.primary_lsn, self.primary_commit_us = info["lsn"], info["last_commit_us"]
         self.last_contact = time.monotonic()
 
