@@ -158,6 +158,14 @@ def _push_run(runs: tuple[Run, ...], run: Run) -> tuple[Run, ...]:
     return tuple(out)
 
 
+def _segment_term(path: Path) -> int:
+    """The term a segment was started in (0 when its header does not say: previous release, or damaged)."""
+    try:
+        return read_segment_header(path).term or 0
+    except (CorruptionError, OSError):
+        return 0
+
+
 class Database:
     """A durable int64 -> float64 store. Thread-safe; use ``Database.open``."""
 
@@ -318,6 +326,9 @@ class Database:
                 self._record_wal_head(list_segments(self.wal_dir)[-1][0])
         else:
             self._record_identity(manifest)
+            # Writes are not logged from now on: WAL_HEAD no longer describes them (a WAL directory cleared
+            # while the WAL is off must not stop the next start with WAL on).
+            (self.data_dir / HEAD_FILE).unlink(missing_ok=True)
             self._wal = None
         self._visible_lsn = self._lsn
         self._remove_stale_files(manifest)
@@ -367,8 +378,7 @@ class Database:
         log.error("[wal] accept_gap = true: starting although %s. Writes after LSN %d that were acknowledged are "
                   "LOST; the WAL segments are moved to %s; the database continues on a new term. Turn "
                   "accept_gap off again.", gap, self._lsn, aside)
-        newest_term = max([self.term, *(read_segment_header(path).term or 0
-                                        for _, path in list_segments(self.wal_dir))])
+        newest_term = max([self.term, *(_segment_term(path) for _, path in list_segments(self.wal_dir))])
         self._start_term(newest_term + 1, self._lsn + 1)
         self._merge(self._freeze())  # the replayed frames go into a checkpoint before their segments go
         aside.mkdir()
