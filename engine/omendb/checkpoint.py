@@ -3,8 +3,10 @@
 ``base-<lsn>.odb`` holds every record as of checkpoint LSN ``lsn``: a header, blocks of ``[storage]
 batch_size`` records (keys delta-encoded, values, LSNs; zstandard-compressed when ``enable_compression``),
 each with its own crc32, the index model, and an end marker. ``MANIFEST`` (JSON) names the current base
-file and its LSN. Both are written atomically: temporary file, fsync, rename, fsync of the directory, so a
-crash leaves either the old checkpoint or the new one, never a mix.
+file and its LSN, the database's identity (``database_id``, a uuid4 given at creation and carried by every WAL
+segment), where its WAL lives, and a crc32 of its own canonical JSON (``checksum``). Both are written
+atomically: temporary file, fsync, rename, fsync of the directory, so a crash leaves either the old checkpoint
+or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from omendb.rmi import NODE_DTYPE, LearnedIndex
 from omendb.wal import fsync_dir
 
 MANIFEST = "MANIFEST"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of base files
+MANIFEST_VERSION = 2  # 2 adds database_id, wal_dir and checksum; version 1 (previous release) is upgraded
 BASE_MAGIC = b"OMBASE01"
 BASE_END = b"OMBASEND"
 BASE_HEADER = struct.Struct("<8sIIQQq")  # magic, version, flags, records, block size, lsn
@@ -46,11 +49,24 @@ class Manifest:
     model_type: str
     max_error: int
     index_meta: dict[str, float]  # observed errors, depth and training time of the stored model
-    format_version: int = FORMAT_VERSION
+    format_version: int = MANIFEST_VERSION
     term_history: list[list[int]] = field(default_factory=lambda: [[1, 1]])  # [term, first LSN], ascending
+    database_id: str | None = None  # None only in a previous-release MANIFEST, until the engine adopts one
+    wal_dir: str | None = None  # absolute; None until the engine has opened a WAL for this database
+    # The identity was given when a previous-release database was upgraded: a replica may still exchange it
+    # for its primary's in place (every node of a cluster got its own on upgrade).
+    identity_from_upgrade: bool = False
+    previous_database_id: str | None = None  # set only while segments are being relabelled (see adopt_identity)
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True)
+        fields = {**self.__dict__, "format_version": MANIFEST_VERSION}
+        return json.dumps({**fields, "checksum": manifest_checksum(fields)}, indent=2, sort_keys=True)
+
+
+def manifest_checksum(fields: dict[str, Any]) -> str:
+    """crc32 of the canonical JSON of every field but the checksum itself."""
+    body = {k: v for k, v in fields.items() if k != "checksum"}
+    return f"{zlib.crc32(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()):08x}"
 
 
 def base_name(lsn: int) -> str:
@@ -75,10 +91,13 @@ def read_manifest(data_dir: Path) -> Manifest | None:
         return None
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptionError(f"{path} is not valid JSON ({exc}); {_REMEDY}") from None
-    version = raw.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CorruptionError(f"{path}: format version {version} is not supported (this OmenDB reads "
-                              f"{FORMAT_VERSION}); run the OmenDB version that wrote it")
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version not in (1, MANIFEST_VERSION):
+        raise CorruptionError(f"{path}: format version {version} is not supported (this OmenDB reads 1 and "
+                              f"{MANIFEST_VERSION}); run the OmenDB version that wrote it")
+    if version == MANIFEST_VERSION and raw.pop("checksum", None) != manifest_checksum(raw):
+        raise CorruptionError(f"{path}: checksum mismatch (the file was damaged or edited by hand); {_REMEDY}, "
+                              f"or put back a copy of this MANIFEST that passes its checksum")
     try:
         return Manifest(**raw)
     except TypeError as exc:

@@ -59,11 +59,18 @@ class IndexSection:
 class WalSection:
     enabled: bool = _key(True, "Write-ahead logging. When false, writes since the last checkpoint are "
                                "lost on a crash.")
-    dir: str = _key("", "WAL directory (its own volume in production); empty means <data_dir>/../wal.")
+    dir: str = _key("", "WAL directory (its own volume in production); empty means <data_dir>/../wal when the "
+                        "data directory is named 'data' (the guide's /var/lib/omendb/{data,wal}), else "
+                        "<data_dir>-wal, so two databases never share one; a database keeps the WAL "
+                        "location its MANIFEST records.")
     sync_on_write: bool = _key(True, "fsync the WAL before acknowledging each write (group commit).")
     max_file_size_mb: int = _key(100, "Rotate a WAL segment when it reaches this size.", minimum=1)
     rotation_interval_hours: float = _key(24, "Rotate a WAL segment after this long even if small.",
                                           minimum=0.001)
+    accept_gap: bool = _key(False, "Start even though the WAL does not continue the checkpoint (a missing "
+                                   "segment or WAL directory): the writes after the gap are lost, an ERROR is "
+                                   "logged and the database continues on a new term. Set it for one start "
+                                   "only, after deciding that restoring a backup is not an option.")
     max_retained_mb: int = _key(4096, "WAL kept for backups beyond the last checkpoint; past it, segments "
                                       "are released, a warning is logged and the next backup must be full.",
                                 minimum=1)
@@ -170,6 +177,15 @@ SECTIONS: dict[str, type] = {
 }
 
 
+def default_wal_dir(data_dir: Path) -> Path:
+    """``<parent>/wal`` for a data directory named ``data`` (the guide's layout), else ``<data_dir>-wal``:
+    a function of the data directory's own name, so sibling databases never share a WAL directory."""
+    data_dir = Path(os.path.abspath(data_dir))
+    if data_dir.name == "data":
+        return data_dir.parent / "wal"
+    return data_dir.parent / f"{data_dir.name}-wal"
+
+
 @dataclass(frozen=True)
 class Config:
     database: DatabaseSection = field(default_factory=DatabaseSection)
@@ -186,9 +202,11 @@ class Config:
     # Derived values used by the engine.
     @property
     def wal_dir(self) -> Path:
+        """The configured WAL directory, or the default for the data directory (see default_wal_dir). An
+        existing database uses the location its MANIFEST records when [wal] dir is empty."""
         if self.wal.dir:
             return Path(self.wal.dir)
-        return Path(self.database.data_dir).parent / "wal"
+        return default_wal_dir(Path(self.database.data_dir))
 
     @property
     def memory_limit_bytes(self) -> int:

@@ -24,6 +24,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 
 from omendb import rmi
 from omendb.checkpoint import (
+    MANIFEST_VERSION,
     Manifest,
     atomic_write,
     base_name,
@@ -63,7 +65,18 @@ from omendb.runs import (
     slice_range,
 )
 from omendb.validation import INT64_MAX, INT64_MIN, as_key, as_keys, as_values
-from omendb.wal import Frame, WalWriteError, WalWriter, encode_frame, read_frames
+from omendb.wal import (
+    Frame,
+    WalWriteError,
+    WalWriter,
+    encode_frame,
+    fsync_dir,
+    list_segments,
+    read_segment_header,
+    relabel_segment,
+    segment_name,
+)
+from omendb.wal_chain import HEAD_FILE, head_bytes, locate_wal_dir, prove, read_head
 
 log = logging.getLogger("omendb.database")
 
@@ -145,13 +158,23 @@ def _push_run(runs: tuple[Run, ...], run: Run) -> tuple[Run, ...]:
     return tuple(out)
 
 
+def _segment_term(path: Path) -> int:
+    """The term a segment was started in (0 when its header does not say: previous release, or damaged)."""
+    try:
+        return read_segment_header(path).term or 0
+    except (CorruptionError, OSError):
+        return 0
+
+
 class Database:
     """A durable int64 -> float64 store. Thread-safe; use ``Database.open``."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.data_dir = Path(config.database.data_dir)
-        self.wal_dir = config.wal_dir
+        self.wal_dir = config.wal_dir  # the MANIFEST's recorded location may replace it (see locate_wal_dir)
+        self.database_id = ""
+        self.identity_from_upgrade = False  # see Manifest.identity_from_upgrade
         self._compiled = config.performance.enable_simd
         self._state_lock = threading.Lock()  # guards _view, _active
         self._write_lock = threading.Lock()  # orders LSN assignment and WAL appends
@@ -174,11 +197,15 @@ class Database:
         self.sync_replicas, self.sync_timeout_s = 0, 0.0  # synchronous replication: replicas to wait for
         self.last_commit_us = 0  # commit time (on the primary that wrote it) of the newest visible batch
         self._lsn_changed = threading.Condition()
-        self._lock_fd = self._lock_data_dir()
+        opened_before = (self.data_dir / "LOCK").exists()  # a previous release left it (see locate_wal_dir)
+        self._lock_fd = self._lock_dir(self.data_dir, "data directory")
+        self._wal_lock_fd = -1
         try:
-            self._recover()
+            self._recover(opened_before)
         except BaseException:
             os.close(self._lock_fd)
+            if self._wal_lock_fd >= 0:
+                os.close(self._wal_lock_fd)
             raise
 
     # ---- opening -------------------------------------------------------------------------------------
@@ -198,26 +225,39 @@ class Database:
                 config = load_config(path)
         return cls(config)
 
-    def _lock_data_dir(self) -> int:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        path = self.data_dir / "LOCK"
+    @staticmethod
+    def _lock_dir(directory: Path, what: str) -> int:
+        """Hold an exclusive flock on `directory`/LOCK for as long as the database is open."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "LOCK"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise DatabaseLocked(f"data directory {self.data_dir} is in use by process {holder} (an `omendb "
-                                 f"serve` or a backup_tool run); stop it before opening the database here") \
-                from None
+            raise DatabaseLocked(f"{what} {directory} is in use by process {holder} (an `omendb serve` or a "
+                                 f"backup_tool run); stop it before opening the database here, or give each "
+                                 f"database its own directory") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
 
-    def _recover(self) -> None:
+    def _recover(self, opened_before: bool) -> None:
         started = time.perf_counter()
         cfg = self.config
         manifest = read_manifest(self.data_dir)
+        self.wal_dir = locate_wal_dir(self.data_dir, self.config.wal.dir, manifest, opened_before)
+        if manifest is not None and manifest.wal_dir and manifest.wal_dir != str(self.wal_dir):
+            log.warning("[wal] dir = %s, but the MANIFEST of %s records its WAL in %s: using [wal] dir (recovery "
+                        "refuses to start if the WAL is not there)", self.wal_dir, self.data_dir, manifest.wal_dir)
+        self.database_id = manifest.database_id if manifest is not None and manifest.database_id else ""
+        self.identity_from_upgrade = manifest is not None and manifest.identity_from_upgrade
+        if not self.database_id:
+            self.database_id = str(uuid.uuid4())
+            if manifest is not None:
+                self.identity_from_upgrade = True
+                log.warning("upgrading %s: the database gets the identity %s", self.data_dir, self.database_id)
         self.term = manifest.term if manifest else 1
         self.term_history: TermHistory = [(int(t), int(first)) for t, first in manifest.term_history] \
             if manifest else [(1, 1)]
@@ -245,8 +285,19 @@ class Database:
         self._lsn = base.lsn
         replayed = 0
         if cfg.wal.enabled:
+            if os.path.abspath(self.wal_dir) != os.path.abspath(self.data_dir):
+                self._wal_lock_fd = self._lock_dir(self.wal_dir, "WAL directory")
+            previous = manifest.previous_database_id if manifest is not None else None
+            chain = prove(self.wal_dir, self.data_dir, self.database_id, base.lsn, repair=True,
+                          previous_id=previous)
+            if chain.gap is not None and not cfg.wal.accept_gap:
+                raise chain.gap
+            if previous:
+                self._relabel_wal(previous)  # an adopt_identity interrupted by a crash
+                manifest = read_manifest(self.data_dir)
+            self._record_identity(manifest)
             keys_l, values_l, lsns_l, live_l = [], [], [], []
-            for frame in read_frames(self.wal_dir, after_lsn=base.lsn, repair=True):
+            for frame in chain.frames:
                 n = len(frame.keys)
                 keys_l.append(frame.keys)
                 values_l.append(frame.values if frame.values is not None else np.zeros(n))
@@ -261,11 +312,23 @@ class Database:
             if keys_l:
                 self._active.runs = (latest_per_key(np.concatenate(keys_l), np.concatenate(values_l),
                                                     np.concatenate(lsns_l), np.concatenate(live_l)),)
-            self._wal: WalWriter | None = WalWriter(
-                self.wal_dir, self._lsn + 1, max_file_bytes=cfg.wal.max_file_size_mb * 1024 * 1024,
-                rotation_seconds=cfg.wal.rotation_interval_hours * 3600,
-                sync_interval_s=None if cfg.wal.sync_on_write else cfg.storage.sync_interval_ms / 1000)
+            self._visible_lsn = self._lsn
+            self._wal: WalWriter | None = None
+            resume = chain.resume
+            if chain.gap is not None:
+                self._start_after_gap(str(chain.gap))
+                resume = False
+            stale = self.wal_dir / segment_name(self._lsn + 1)
+            if not resume and stale.exists():
+                stale.unlink()  # an empty segment (previous release, or a header never written) to start anew
+            self._wal = self._open_wal(self._lsn + 1, resume)
+            if resume:
+                self._record_wal_head(list_segments(self.wal_dir)[-1][0])
         else:
+            self._record_identity(manifest)
+            # Writes are not logged from now on: WAL_HEAD no longer describes them (a WAL directory cleared
+            # while the WAL is off must not stop the next start with WAL on).
+            (self.data_dir / HEAD_FILE).unlink(missing_ok=True)
             self._wal = None
         self._visible_lsn = self._lsn
         self._remove_stale_files(manifest)
@@ -277,6 +340,52 @@ class Database:
                         cfg.database.expected_size * RUN_RECORD_BYTES >> 20, cfg.memory_limit_bytes >> 20)
         if len(self._active) >= cfg.index.retrain_threshold:
             self._start_merge()
+
+    def _record_identity(self, manifest: Manifest | None) -> None:
+        """Make the MANIFEST carry this database's identity and WAL location before any segment carries them
+        (a new database gets its MANIFEST now, not at its first checkpoint)."""
+        wal_dir = str(os.path.abspath(self.wal_dir))
+        if manifest is not None and manifest.database_id == self.database_id and manifest.wal_dir == wal_dir \
+                and manifest.format_version == MANIFEST_VERSION \
+                and manifest.identity_from_upgrade == self.identity_from_upgrade:
+            return
+        if manifest is None:
+            manifest = Manifest(database=self.config.database.name, checkpoint_lsn=0, term=self.term,
+                                base_file=None, records=0, created_at=time.time(),
+                                model_type=self.config.index.model_type, max_error=self.config.index.max_error,
+                                index_meta={}, term_history=[list(entry) for entry in self.term_history])
+        write_manifest(self.data_dir, dataclasses.replace(manifest, database_id=self.database_id, wal_dir=wal_dir,
+                                                          format_version=MANIFEST_VERSION,
+                                                          identity_from_upgrade=self.identity_from_upgrade))
+
+    def _open_wal(self, next_lsn: int, resume: bool) -> WalWriter:
+        cfg = self.config
+        return WalWriter(
+            self.wal_dir, next_lsn, max_file_bytes=cfg.wal.max_file_size_mb * 1024 * 1024,
+            rotation_seconds=cfg.wal.rotation_interval_hours * 3600,
+            sync_interval_s=None if cfg.wal.sync_on_write else cfg.storage.sync_interval_ms / 1000,
+            database_id=self.database_id, term=lambda: self.term, on_new_segment=self._record_wal_head,
+            resume=resume)
+
+    def _record_wal_head(self, first_lsn: int) -> None:
+        """Called once each new WAL segment is durable: from now on recovery requires it (see wal_chain)."""
+        atomic_write(self.data_dir / HEAD_FILE, head_bytes(self.database_id, first_lsn))
+
+    def _start_after_gap(self, gap: str) -> None:
+        """[wal] accept_gap: keep what the WAL proves, checkpoint it, set the rest of the WAL aside and go on in
+        a new term, so LSNs after the gap are never handed out twice under one term."""
+        aside = self.wal_dir / f"gap-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        log.error("[wal] accept_gap = true: starting although %s. Writes after LSN %d that were acknowledged are "
+                  "LOST; the WAL segments are moved to %s; the database continues on a new term. Turn "
+                  "accept_gap off again.", gap, self._lsn, aside)
+        newest_term = max([self.term, *(_segment_term(path) for _, path in list_segments(self.wal_dir))])
+        self._start_term(newest_term + 1, self._lsn + 1)
+        self._merge(self._freeze())  # the replayed frames go into a checkpoint before their segments go
+        aside.mkdir()
+        for _, path in list_segments(self.wal_dir):
+            os.replace(path, aside / path.name)
+        fsync_dir(self.wal_dir)
+        (self.data_dir / HEAD_FILE).unlink(missing_ok=True)
 
     def _remove_stale_files(self, manifest: Manifest | None) -> None:
         current = manifest.base_file if manifest else None
@@ -572,6 +681,8 @@ class Database:
             database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
             records=len(base.keys), created_at=time.time(), model_type=index.model_type,
             max_error=index.max_error, term_history=[list(entry) for entry in self.term_history],
+            database_id=self.database_id, wal_dir=str(os.path.abspath(self.wal_dir)),
+            identity_from_upgrade=self.identity_from_upgrade,
             index_meta={"observed_max_error": index.observed_max_error,
                         "observed_mean_error": index.observed_mean_error, "depth": index.depth,
                         "train_seconds": index.train_seconds}))
@@ -704,6 +815,53 @@ class Database:
         self.read_only = None
         return self.term
 
+    @property
+    def can_adopt_identity(self) -> bool:
+        """An empty database, or one whose identity was only given on upgrade, may take another in place."""
+        return (self._lsn == 0 and self._checkpoint_lsn == 0) or self.identity_from_upgrade
+
+    def adopt_identity(self, database_id: str) -> None:
+        """Take the primary's identity (a replica is a copy of its primary; the caller checked that this log is
+        a prefix of the primary's). Only when can_adopt_identity; otherwise a replica re-seeds from the
+        primary's snapshot, which brings the identity along. For the replica's follower thread: no other
+        writer may be running."""
+        with self._merge_lock, self._write_lock:
+            self._check_open()
+            if not self.can_adopt_identity:
+                raise OmenDBError(f"database {self.database_id} holds writes (LSN {self._lsn}); it cannot take "
+                                  f"the identity {database_id} without re-seeding")
+            old, empty = self.database_id, self._lsn == 0 and self._checkpoint_lsn == 0
+            if self._wal is not None:
+                self._wal.close()
+                if empty:
+                    for _, path in list_segments(self.wal_dir):
+                        path.unlink()  # no frames: LSN 0
+                    fsync_dir(self.wal_dir)
+            manifest = read_manifest(self.data_dir)
+            assert manifest is not None  # written at open
+            # The MANIFEST first, still accepting the old identity: a crash while segments are relabelled
+            # leaves a WAL that recovery accepts and finishes relabelling.
+            self.database_id, self.identity_from_upgrade = database_id, False
+            write_manifest(self.data_dir, dataclasses.replace(manifest, database_id=database_id,
+                                                              previous_database_id=old, identity_from_upgrade=False))
+            self._relabel_wal(old)
+            if self._wal is not None:
+                self._wal = self._open_wal(self._lsn + 1, resume=not empty)
+        log.info("took the primary's identity %s (was %s)", database_id, old)
+
+    def _relabel_wal(self, old: str) -> None:
+        """Give every segment (and WAL_HEAD) of identity `old` this database's identity, then drop `old` from
+        the MANIFEST."""
+        for _, path in list_segments(self.wal_dir):
+            if read_segment_header(path).database_id == old:
+                relabel_segment(path, self.database_id)
+        head = read_head(self.data_dir)
+        if head is not None:
+            self._record_wal_head(head[1])
+        manifest = read_manifest(self.data_dir)
+        assert manifest is not None
+        write_manifest(self.data_dir, dataclasses.replace(manifest, previous_database_id=None))
+
     def _start_term(self, term: int, first_lsn: int) -> None:
         """Record a new term in the history and the manifest (called with the write lock held)."""
         self.term = term
@@ -716,7 +874,8 @@ class Database:
             manifest = Manifest(database=self.config.database.name, checkpoint_lsn=0, term=term, base_file=None,
                                 records=0, created_at=time.time(), model_type=self.config.index.model_type,
                                 max_error=self.config.index.max_error, index_meta={},
-                                term_history=[list(entry) for entry in self.term_history])
+                                term_history=[list(entry) for entry in self.term_history],
+                                database_id=self.database_id, wal_dir=str(os.path.abspath(self.wal_dir)))
         write_manifest(self.data_dir, manifest)
         log.warning("term %d starts at LSN %d", term, first_lsn)
 
@@ -743,7 +902,8 @@ class Database:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "records": self.count(), "lsn": self.lsn(), "checkpoint_lsn": self._checkpoint_lsn,
+            "database_id": self.database_id, "records": self.count(), "lsn": self.lsn(),
+            "checkpoint_lsn": self._checkpoint_lsn,
             "term": self.term, "term_history": self.term_history, "last_commit_us": self.last_commit_us,
             "memory_usage_bytes": self.memory_usage_bytes(),
             "memory_limit_bytes": self.config.memory_limit_bytes,
@@ -778,6 +938,8 @@ class Database:
             if self._wal is not None:
                 self._wal.close()
             os.close(self._lock_fd)
+            if self._wal_lock_fd >= 0:
+                os.close(self._wal_lock_fd)
 
     def __enter__(self) -> Database:
         return self

@@ -1,6 +1,8 @@
 """The write-ahead log: segment files of checksummed frames, one frame per committed batch.
 
-Segment ``<first-lsn>.wal`` = a 16-byte header (magic, format version) followed by frames. A frame is a
+Segment ``<first-lsn>.wal`` = a 56-byte header (magic, format version, the database's identity, the segment's
+first LSN, the term it was started in, crc32 of the header) followed by frames; segments of the previous
+release have a 16-byte header (magic, version 1) and are still read, once, on upgrade. A frame is a
 36-byte header ``magic, payload length, LSN, term, commit time (µs), crc32`` and a payload ``op, count,
 keys[count] (int64), values[count] (float64, puts only)``. The crc covers the header fields and the
 payload. Segments rotate by size or age; a segment is fsynced before the next one is created, so only
@@ -19,8 +21,9 @@ import os
 import struct
 import threading
 import time
+import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +34,9 @@ from omendb.errors import CorruptionError, OmenDBError
 log = logging.getLogger("omendb.wal")
 
 SEGMENT_MAGIC = b"OMWALSEG"
-SEGMENT_HEADER = struct.Struct("<8sII")  # magic, format version, reserved
-SEGMENT_VERSION = 1
+SEGMENT_HEADER_V1 = struct.Struct("<8sII")  # previous release: magic, format version, reserved
+SEGMENT_HEADER = struct.Struct("<8sII16sqqI4x")  # magic, version, reserved, database id, first LSN, term, crc32
+SEGMENT_VERSION = 2
 FRAME_MAGIC = b"OMF1"
 FRAME_HEADER = struct.Struct("<4sIqqqI")  # magic, payload length, lsn, term, commit µs, crc32
 PAYLOAD_HEADER = struct.Struct("<BxxxxxxxQ")  # op, count (8-byte aligned arrays follow)
@@ -70,6 +74,63 @@ def encode_frame(lsn: int, term: int, commit_us: int, keys: np.ndarray, values: 
     return head + struct.pack("<I", crc) + payload
 
 
+@dataclass(frozen=True)
+class SegmentHeader:
+    """Who wrote a segment and where it starts: recovery refuses a segment of another database, or one
+    whose first LSN does not continue the chain."""
+
+    version: int
+    database_id: str | None  # None: a previous-release (version 1) segment, which carries no identity
+    first_lsn: int | None
+    term: int | None
+
+    @property
+    def size(self) -> int:
+        return SEGMENT_HEADER.size if self.version == SEGMENT_VERSION else SEGMENT_HEADER_V1.size
+
+
+def pack_segment_header(database_id: str, first_lsn: int, term: int) -> bytes:
+    ident = uuid.UUID(database_id).bytes
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, ident, first_lsn, term, 0)
+    crc = zlib.crc32(head[:SEGMENT_HEADER.size - 8])
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0, ident, first_lsn, term, crc)
+
+
+def parse_segment_header(data: bytes, path: Path) -> SegmentHeader:
+    """The header at the start of `data` (a segment's bytes); CorruptionError naming the file if damaged."""
+    if len(data) < SEGMENT_HEADER_V1.size:
+        raise CorruptionError(f"WAL segment {path} is shorter than its header; {_REMEDY}")
+    magic, version, _ = SEGMENT_HEADER_V1.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        raise CorruptionError(f"{path} at offset 0: not an OmenDB WAL segment (bad magic); {_REMEDY}")
+    if version == 1:
+        return SegmentHeader(1, None, None, None)
+    if version != SEGMENT_VERSION:
+        raise CorruptionError(f"{path}: WAL format version {version} is not supported by this OmenDB "
+                              f"(supports 1 and {SEGMENT_VERSION}); run the OmenDB version that wrote it")
+    if len(data) < SEGMENT_HEADER.size:
+        raise CorruptionError(f"WAL segment {path} is shorter than its header; {_REMEDY}")
+    _, _, _, ident, first_lsn, term, crc = SEGMENT_HEADER.unpack_from(data, 0)
+    if zlib.crc32(bytes(data[:SEGMENT_HEADER.size - 8])) != crc:
+        raise CorruptionError(f"{path} at offset 0: WAL segment header checksum mismatch; {_REMEDY}")
+    return SegmentHeader(version, str(uuid.UUID(bytes=ident)), first_lsn, term)
+
+
+def relabel_segment(path: Path, database_id: str) -> None:
+    """Rewrite a segment's header (same size, same first LSN and term) with another identity, durably."""
+    header = read_segment_header(path)
+    assert header.first_lsn is not None and header.term is not None
+    with open(path, "r+b") as f:
+        f.write(pack_segment_header(database_id, header.first_lsn, header.term))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_segment_header(path: Path) -> SegmentHeader:
+    with open(path, "rb") as f:
+        return parse_segment_header(f.read(SEGMENT_HEADER.size), path)
+
+
 def segment_name(first_lsn: int) -> str:
     return f"{first_lsn:020d}{SUFFIX}"
 
@@ -98,28 +159,33 @@ _REMEDY = ("restore from the latest backup (backup_tool restore --backup-id late
            "of the writes it holds")
 
 
-def read_segment(path: Path, is_last: bool) -> tuple[list[Frame], int | None]:
+def read_segment(path: Path, is_last: bool, report: bool = True) -> tuple[list[Frame], int | None]:
     """Frames of one segment, and the offset to truncate it to when its tail is torn (None if intact).
 
     A torn tail (a partial or checksum-failing final frame of the last segment, with nothing valid after it)
-    is expected after a crash; any other damage raises CorruptionError naming the file and offset."""
+    is expected after a crash; any other damage raises CorruptionError naming the file and offset. `report`
+    logs what a torn tail means (recovery); readers of a live WAL pass False: there a "torn" tail is usually
+    a frame still being written."""
     data = path.read_bytes()
-    if len(data) < SEGMENT_HEADER.size:
-        if is_last:
-            return [], 0
-        raise CorruptionError(f"WAL segment {path} is shorter than its header; {_REMEDY}")
-    magic, version, _ = SEGMENT_HEADER.unpack_from(data, 0)
-    if magic != SEGMENT_MAGIC:
-        raise CorruptionError(f"{path} at offset 0: not an OmenDB WAL segment (bad magic); {_REMEDY}")
-    if version != SEGMENT_VERSION:
-        raise CorruptionError(f"{path}: WAL format version {version} is not supported by this OmenDB "
-                              f"(supports {SEGMENT_VERSION}); run the OmenDB version that wrote it")
-    frames, offset, problem = decode_frames(data, str(path), SEGMENT_HEADER.size)
+    if len(data) < SEGMENT_HEADER_V1.size and is_last:
+        return [], 0  # created, but the crash came before its header reached the disk
+    header = parse_segment_header(data, path)
+    frames, offset, problem = decode_frames(data, str(path), header.size)
     if problem is None:
         return frames, None
     if is_last and _nothing_valid_after(data, offset):
-        log.warning("WAL %s: truncating torn tail at offset %d (%s, %d bytes): the write it held was never "
-                    "acknowledged", path, offset, problem, len(data) - offset)
+        if not report:
+            return frames, offset
+        if problem == "checksum mismatch":
+            # The frame is all there: it may have been fsynced and acknowledged, then damaged on disk. Only a
+            # short frame is provably a write that never completed.
+            last = frames[-1].lsn if frames else None
+            log.error("WAL %s: the final frame at offset %d (after LSN %s) is complete but fails its checksum; "
+                      "it is dropped. It may have been acknowledged to a client before it was damaged: if "
+                      "that write matters, compare with a replica or the latest backup", path, offset, last)
+        else:
+            log.warning("WAL %s: truncating torn tail at offset %d (%s, %d bytes): a write that never "
+                        "completed, so it was never acknowledged", path, offset, problem, len(data) - offset)
         return frames, offset
     raise CorruptionError(f"WAL segment {path} is corrupt at offset {offset} ({problem}); {_REMEDY}")
 
@@ -187,14 +253,16 @@ def read_frames(wal_dir: Path, after_lsn: int, repair: bool = False) -> Iterator
         is_last = i == len(segments) - 1
         if not is_last and segments[i + 1][0] <= after_lsn + 1:
             continue  # wholly before the point we replay from
-        frames, truncate_at = read_segment(path, is_last)
+        frames, truncate_at = read_segment(path, is_last, report=repair)
         if truncate_at is not None and repair:
             with open(path, "r+b") as f:
                 f.truncate(truncate_at)
                 f.flush()
                 os.fsync(f.fileno())
         for frame in frames:
-            if expected is not None and frame.lsn != expected:
+            # A gap among frames the checkpoint covers is harmless (a crash may lose a WAL tail that the
+            # checkpoint already holds, and the log then continues in a new segment after the checkpoint).
+            if expected is not None and frame.lsn != expected and frame.lsn > after_lsn + 1:
                 raise CorruptionError(f"WAL segment {path}: LSN {frame.lsn} follows LSN {expected - 1}; "
                                       f"frames are missing; {_REMEDY}")
             expected = frame.lsn + 1
@@ -206,8 +274,12 @@ class WalWriter:
     """Appends frames to the newest segment, rotates segments and makes appended bytes durable."""
 
     def __init__(self, wal_dir: Path, next_lsn: int, *, max_file_bytes: int, rotation_seconds: float,
-                 sync_interval_s: float | None) -> None:
+                 sync_interval_s: float | None, database_id: str, term: Callable[[], int] = lambda: 1,
+                 on_new_segment: Callable[[int], None] | None = None, resume: bool = True) -> None:
+        """`resume`: append to the newest segment (it ends right before `next_lsn`); otherwise start a new
+        segment at `next_lsn`. `on_new_segment(first_lsn)` runs once each new segment is durable."""
         self.dir = wal_dir
+        self.database_id, self._term, self._on_new_segment = database_id, term, on_new_segment
         self.max_file_bytes = max_file_bytes
         self.rotation_seconds = rotation_seconds
         self._append_lock = threading.Lock()
@@ -221,8 +293,8 @@ class WalWriter:
         self._sync_error: WalWriteError | None = None  # after a failed fsync, never trust a later one
         self.dir.mkdir(parents=True, exist_ok=True)
         segments = list_segments(self.dir)
-        if segments:
-            self._open_existing(segments[-1][1])
+        if segments and resume:
+            self._open_existing(*segments[-1])
         else:
             self._start_segment(next_lsn)
         self._syncer: threading.Thread | None = None
@@ -232,23 +304,28 @@ class WalWriter:
                                             name="omendb-wal-sync", daemon=True)
             self._syncer.start()
 
-    def _open_existing(self, path: Path) -> None:
+    def _open_existing(self, first_lsn: int, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._size = os.fstat(self._fd).st_size
         if self._size < SEGMENT_HEADER.size:  # created but its header never made it to disk
             os.ftruncate(self._fd, 0)
-            os.write(self._fd, SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
+            os.write(self._fd, self._segment_header(first_lsn))
             os.fsync(self._fd)
             self._size = SEGMENT_HEADER.size
         self._opened_at = time.monotonic()
 
+    def _segment_header(self, first_lsn: int) -> bytes:
+        return pack_segment_header(self.database_id, first_lsn, self._term())
+
     def _start_segment(self, first_lsn: int) -> None:
         path = self.dir / segment_name(first_lsn)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
-        os.write(fd, SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
+        os.write(fd, self._segment_header(first_lsn))
         os.fsync(fd)
         fsync_dir(self.dir)
         self._fd, self._size, self._opened_at = fd, SEGMENT_HEADER.size, time.monotonic()
+        if self._on_new_segment is not None:
+            self._on_new_segment(first_lsn)  # e.g. record the WAL's head, so a lost newest segment is noticed
 
     def append(self, frame: bytes, lsn: int) -> int:
         """Write a frame (not yet durable); returns the ticket to pass to sync()."""

@@ -149,7 +149,7 @@ def test_interrupted_swap_is_rolled_back(big, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert read_state(resolve(target)) == old
     assert sorted(p.name for p in (target / "data").iterdir()) == sorted(
-        ["LOCK", "MANIFEST", next(p.name for p in (target / "data").glob("base-*"))])
+        ["LOCK", "MANIFEST", "WAL_HEAD", next(p.name for p in (target / "data").glob("base-*"))])
 
 
 def test_sigkill_during_cleanup_never_breaks_a_chain(big, tmp_path):

@@ -63,6 +63,10 @@ def _parent_chain(store: BackupStore, database: str, info: SourceInfo
     if info.engine_database and parent.engine_database and info.engine_database != parent.engine_database:
         return None, (f"the source is database {info.engine_database!r} but {parent.id} was taken from "
                       f"{parent.engine_database!r}")
+    parent_id = parent.source.get("database_id")
+    if info.database_id and parent_id and info.database_id != parent_id:
+        return None, (f"the source is database {info.database_id} but {parent.id} was taken from database "
+                      f"{parent_id}")
     restored = info.restored_from
     if restored and float(restored.get("restored_at", 0)) > parent.created_at_epoch \
             and int(restored.get("lsn", 0)) < parent.end_lsn:

@@ -2,7 +2,8 @@
 
 The guide passes the parent of ``data/`` and ``wal/`` (``/var/lib/omendb``) and sometimes the data directory
 itself; both are accepted. A directory holding ``MANIFEST`` or ``base-*`` files (or an OmenDB ``LOCK``) is
-the data directory and its WAL is ``../wal``, as the engine's default ``[wal] dir``; otherwise it is the
+the data directory and its WAL is where the engine finds it (``wal_chain.locate_wal_dir``: the location the
+MANIFEST records, else the default ``[wal] dir``); otherwise it is the
 parent and the database lives in ``D/data`` and ``D/wal``. A missing or empty directory therefore means the
 guide's layout, which is what a restore onto a fresh volume creates.
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from omendb.checkpoint import MANIFEST
+from omendb.checkpoint import MANIFEST, read_manifest
+from omendb.errors import CorruptionError
+from omendb.wal_chain import locate_wal_dir
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,14 @@ def _looks_like_data_dir(path: Path) -> bool:
 def resolve(data_dir: str | Path, wal_dir: str | Path | None = None) -> Layout:
     d = Path(data_dir).absolute()
     is_data = d.is_dir() and _looks_like_data_dir(d)
-    layout = Layout(d, d.parent / "wal") if is_data else Layout(d / "data", d / "wal")
+    if is_data:
+        try:
+            manifest = read_manifest(d)
+        except CorruptionError:
+            manifest = None  # reported by whatever reads the database next
+        layout = Layout(d, locate_wal_dir(d, "", manifest, True))
+    else:
+        layout = Layout(d / "data", d / "wal")
     if wal_dir:
         layout = Layout(layout.data_dir, Path(wal_dir).absolute())
     return layout

@@ -194,17 +194,27 @@ def check_against_manifest(state: State, manifest: BackupManifest) -> None:
 # ---- writing a data directory ------------------------------------------------------------------------
 
 
-def write_checkpoint(state: State, directory: Path, database: str, index: dict[str, object]) -> list[Path]:
-    """A checkpoint of `state` (base file + MANIFEST) in `directory`; returns the files written."""
+def write_checkpoint(state: State, directory: Path, database: str, index: dict[str, object],
+                     database_id: str | None = None, new_term: bool = False) -> list[Path]:
+    """A checkpoint of `state` (base file + MANIFEST) in `directory`; returns the files written.
+
+    `database_id`: the identity the database keeps (None: the engine gives it one when it opens it).
+    `new_term`: continue on a term of its own after `state.lsn`, as a restore does: the backed-up database
+    may have gone on past that LSN (or a copy restored elsewhere may), and one (LSN, term) must never name
+    two different writes of one database."""
     model_type = str(index.get("model_type", "recursive"))
     max_error = int(str(index.get("max_error", 50)))
     learned = rmi.train(state.keys, model_type, max_error)
     name = base_name(state.lsn)
     write_base(directory / name, state.lsn, state.keys, state.values, state.lsns, learned, compress=True,
                block_size=100_000)
-    manifest = Manifest(database=database, checkpoint_lsn=state.lsn, term=state.term, base_file=name,
+    term, history = state.term, [[1, 1]]
+    if new_term:
+        term += 1
+        history.append([term, state.lsn + 1])
+    manifest = Manifest(database=database, checkpoint_lsn=state.lsn, term=term, base_file=name,
                         records=len(state.keys), created_at=time.time(), model_type=learned.model_type,
-                        max_error=learned.max_error,
+                        max_error=learned.max_error, database_id=database_id, term_history=history,
                         index_meta={"observed_max_error": learned.observed_max_error,
                                     "observed_mean_error": learned.observed_mean_error,
                                     "depth": learned.depth,
@@ -356,7 +366,8 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
         if staged.exists():
             shutil.rmtree(staged)
         staged.mkdir()
-        write_checkpoint(state, staged, last.engine_database or last.database, last.index)
+        write_checkpoint(state, staged, last.engine_database or last.database, last.index,
+                         database_id=last.source.get("database_id"), new_term=True)
         _write_synced(staged / RESTORED_FROM, json.dumps({
             "backup_id": last.id, "database": last.database, "lsn": state.lsn, "term": state.term,
             "restored_at": time.time()}).encode())
@@ -365,7 +376,7 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
                 f"`{command_hint}` again to finish it, or `backup_tool --data-dir {layout.data_dir} "
                 f"rollback-restore` to put the previous data back.")
         swap_in(layout, staged, hint)
-    return RestoreResult(last.id, state.lsn, state.term, len(state.keys), recovered, last.end_lsn, last.records)
+    return RestoreResult(last.id, state.lsn, state.term + 1, len(state.keys), recovered, last.end_lsn, last.records)
 
 
 def rollback(layout: Layout) -> str:

@@ -31,6 +31,7 @@ from omendb.checkpoint import MANIFEST, atomic_write, read_manifest, write_base
 from omendb.database import ARCHIVED_FILE
 from omendb.errors import CorruptionError
 from omendb.wal import Frame, read_frames
+from omendb.wal_chain import check_source
 
 RESTORED_FROM = "RESTORED_FROM"  # in a data directory: which backup and LSN it was restored from
 RESTORE_POISON = b"RESTORE IN PROGRESS"
@@ -46,6 +47,7 @@ class SourceInfo:
     model_type: str
     max_error: int
     restored_from: dict[str, Any] | None
+    database_id: str | None = None  # the engine's identity (None: a previous-release source)
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,38 @@ class LocalSource:
         if manifest is None and not any(self.layout.wal_dir.glob("*.wal")):
             raise BackupError(f"{self.layout.data_dir} holds no OmenDB database (no MANIFEST and no WAL in "
                               f"{self.layout.wal_dir}); check --data-dir (and --wal-dir if [wal] dir is set)")
-        lsn = manifest.checkpoint_lsn if manifest else 0
-        term = manifest.term if manifest else 1
-        try:
-            for frame in read_frames(self.layout.wal_dir, after_lsn=lsn):
-                lsn, term = frame.lsn, max(term, frame.term)
-        except (CorruptionError, FileNotFoundError):
-            pass  # reported precisely by frames_after; info is only a summary
+        lsn, term = self._check_wal(manifest)
+        database_id = manifest.database_id if manifest else None
+        if database_id:
+            self.description["database_id"] = database_id  # a restore gives the restored database this identity
         return SourceInfo(manifest.database if manifest else "", lsn, term,
                           manifest.model_type if manifest else "recursive",
-                          manifest.max_error if manifest else 50, read_restored_from(self.layout.data_dir))
+                          manifest.max_error if manifest else 50, read_restored_from(self.layout.data_dir),
+                          database_id)
+
+    def _check_wal(self, manifest: Any) -> tuple[int, int]:
+        """(newest LSN, term) of the source, refusing one whose WAL does not continue its checkpoint (the same
+        proof the engine's recovery makes). A server may be running on the directory: a checkpoint that
+        releases segments while we look changes the MANIFEST, and then we look again."""
+        for _ in range(20):
+            checkpoint = manifest.checkpoint_lsn if manifest else 0
+            try:
+                chain = check_source(self.layout.wal_dir, self.layout.data_dir,
+                                     manifest.database_id if manifest else None, checkpoint)
+            except FileNotFoundError:
+                manifest = self._manifest()
+                continue
+            except CorruptionError as exc:
+                again = self._manifest()
+                if again is not None and manifest is not None and again.checkpoint_lsn != checkpoint:
+                    manifest = again
+                    continue
+                raise Corrupt(f"cannot back up {self.layout.data_dir}: its WAL and checkpoint disagree: "
+                              f"{exc.message}") from None
+            term = max([manifest.term if manifest else 1, *(frame.term for frame in chain.frames)])
+            return chain.end_lsn, term
+        raise BackupError(f"the checkpoint of {self.layout.data_dir} kept changing while its WAL was checked; "
+                          f"retry the backup")
 
     def snapshot(self, sink: Sink) -> Snapshot:
         for _ in range(50):
@@ -242,8 +266,10 @@ class RemoteSource:
     def info(self) -> SourceInfo:
         with self._request("GET", "/admin/backup/info") as response:
             body = json.loads(response.read())
+        if body.get("database_id"):
+            self.description["database_id"] = body["database_id"]
         return SourceInfo(body["database"], body["lsn"], body["term"], body["model_type"], body["max_error"],
-                          body.get("restored_from"))
+                          body.get("restored_from"), body.get("database_id"))
 
     def snapshot(self, sink: Sink) -> Snapshot:
         with self._request("GET", "/admin/backup/snapshot") as response:

@@ -36,6 +36,7 @@ from omendb.replication import Fenced, divergence_lsn, term_at
 from omendb.server.errors import APIError
 from omendb.server.state import Phase, ServerState
 from omendb.wal import decode_frames, fsync_dir, list_segments, read_frames
+from omendb.wal_chain import HEAD_FILE
 
 log = logging.getLogger("omendb.replication")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per long poll would drown the server log
@@ -226,6 +227,17 @@ class Follower:
         if db.lsn() > info["lsn"]:
             raise Resync(f"this server holds LSN {db.lsn()}, ahead of the primary's {info['lsn']} on the "
                          f"same term: those writes never reached the primary", info["lsn"] + 1)
+        primary_id = info.get("database_id")  # absent on a primary of the previous release
+        if primary_id and primary_id != db.database_id:
+            # A replica is a copy of its primary and carries its identity (as a PostgreSQL standby shares the
+            # system identifier). An empty one takes it, and so does one whose identity was only given when
+            # the previous release's files were upgraded (every node got its own then); one holding writes of
+            # another database re-seeds, which brings the identity along.
+            if db.can_adopt_identity:
+                db.adopt_identity(primary_id)
+            else:
+                raise Resync(f"this server holds database {db.database_id}, the primary {self.primary_url} "
+                             f"database {primary_id}: not a copy of it", 1)
         self.primary_lsn, self.primary_commit_us = info["lsn"], info["last_commit_us"]
         self.last_contact = time.monotonic()
 
@@ -273,7 +285,7 @@ class Follower:
         config = db.config
         log.warning("re-seeding from the primary's snapshot", extra={"primary": self.primary_url,
                                                                    "reason": reason, "local_lsn": db.lsn()})
-        data_dir, wal_dir = Path(config.database.data_dir), config.wal_dir
+        data_dir, wal_dir = Path(config.database.data_dir), db.wal_dir
         staging = data_dir / STAGING
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -305,14 +317,19 @@ class Follower:
             db.close(checkpoint=False)
             try:
                 # The old WAL goes: its frames are either in the snapshot or not on the primary's timeline.
-                for _, segment in list_segments(wal_dir):
+                # WAL_HEAD first, then the newest segments first: a crash in between leaves a WAL that is a
+                # contiguous prefix (recovery accepts it, and the timeline check re-seeds again).
+                (data_dir / HEAD_FILE).unlink(missing_ok=True)
+                fsync_dir(data_dir)
+                for _, segment in reversed(list_segments(wal_dir)):
                     segment.unlink()
                 (wal_dir / ARCHIVED_FILE).unlink(missing_ok=True)
                 fsync_dir(wal_dir)
                 os.replace(staging / manifest.base_file, data_dir / manifest.base_file)
                 fsync_dir(data_dir)
-                write_manifest(data_dir, dataclasses.replace(manifest, term=term,
-                                                             term_history=[list(e) for e in history]))
+                write_manifest(data_dir, dataclasses.replace(
+                    manifest, term=term, term_history=[list(e) for e in history], wal_dir=str(wal_dir),
+                    database_id=info.get("database_id") or db.database_id))
             finally:
                 self._reopen(config)  # the new data, or after a failure whatever the directory holds
         finally:

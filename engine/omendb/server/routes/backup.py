@@ -108,7 +108,7 @@ def build_router(state: ServerState) -> APIRouter:
         db = state.ready_db()
         cfg = db.config
         return _json({
-            "database": cfg.database.name, "lsn": db.lsn(), "term": db.term,
+            "database": cfg.database.name, "database_id": db.database_id, "lsn": db.lsn(), "term": db.term,
             "archived_lsn": await state.run(db.archived_lsn),
             "wal_released_unarchived": db.wal_released_unarchived, "wal_enabled": cfg.wal.enabled,
             "model_type": cfg.index.model_type, "max_error": cfg.index.max_error,

@@ -72,7 +72,7 @@ def build_router(state: ServerState, replication: Replication) -> APIRouter:
     @router.get("/replication/info", summary="Role, term history and LSN: what a replica checks first")
     async def info() -> Response:
         db = state.ready_db()
-        return _json({"database": db.config.database.name, "role": replication.role,
+        return _json({"database": db.config.database.name, "database_id": db.database_id, "role": replication.role,
                       "primary": replication.primary_url, "lsn": db.lsn(), "term": db.term,
                       "term_history": [list(e) for e in db.term_history], "last_commit_us": db.last_commit_us})
 
