@@ -1,6 +1,9 @@
 """Who is calling: HTTP Basic against the htpasswd users, or a bearer token from /auth/login.
 
-Every refusal is logged (user, remote address, path, why) and counted; passwords and tokens never are.
+Every refusal is logged (user, remote address, path, why) and counted; passwords and tokens never are,
+nor names that are not users (see ``user_fields``). Password checks go through the failed-login throttle
+(throttle.py), then the cache of verified passwords (credentials.py), then bcrypt/apr1 on the auth
+thread pool (state.run_auth), never on the worker threads that serve database calls.
 With ``[security] auth_enabled = false`` every caller is the anonymous user with the admin role.
 """
 

@@ -7,13 +7,13 @@ Retry-After until the window ends, without running bcrypt. Refused attempts are 
 window does not slide forward), and a success resets nothing: with HTTP Basic every request of a real
 client is a success, which would otherwise wipe an attacker's count. Counters live in memory, at most
 ``MAX_KEYS`` per scope (least recently failed dropped first), so a spray of made-up names cannot grow it.
+Used from the event loop only (auth.check_password), so it needs no lock.
 """
 
 from __future__ import annotations
 
 import collections
 import math
-import threading
 import time
 from collections.abc import Callable
 
@@ -63,21 +63,18 @@ class LoginThrottle:
         self.window = window_seconds
         self._scopes = {USER: _Counters(per_user, window_seconds, clock, self.MAX_KEYS),
                         ADDRESS: _Counters(per_address, window_seconds, clock, self.MAX_KEYS)}
-        self._lock = threading.Lock()
 
     def check(self, user: str, address: str) -> tuple[str, int] | None:
         """The throttled scope and its Retry-After in seconds, or None if this attempt may go ahead."""
-        with self._lock:
-            for scope, key in ((ADDRESS, address), (USER, user)):
-                seconds = self._scopes[scope].retry_after(key)
-                if seconds:
-                    return scope, seconds
+        for scope, key in ((ADDRESS, address), (USER, user)):
+            seconds = self._scopes[scope].retry_after(key)
+            if seconds:
+                return scope, seconds
         return None
 
     def fail(self, user: str, address: str) -> list[str]:
         """Count a wrong password; the scopes this failure started throttling (for the audit line)."""
-        with self._lock:
-            return [scope for scope, key in ((USER, user), (ADDRESS, address)) if self._scopes[scope].fail(key)]
+        return [scope for scope, key in ((USER, user), (ADDRESS, address)) if self._scopes[scope].fail(key)]
 
     def sizes(self) -> dict[str, int]:
         return {scope: len(counters) for scope, counters in self._scopes.items()}
