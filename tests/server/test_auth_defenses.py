@@ -166,6 +166,8 @@ def test_a_password_typed_as_the_user_name_is_not_logged(throttled: Server) -> N
     assert unknown[0]["user"] == "-" and len(unknown[0]["user_hash"]) == 12
     assert any(r.get("user") == "bob" for r in lines)  # a real user name is logged as it is
     assert typed not in throttled.log_text()
+    r = httpx.get(f"{throttled.url}/v1/stats", auth=("n" * 257, "x"))  # bounds what the throttle keeps
+    assert r.status_code == 401 and "longer than 256 characters" in r.json()["error"]["message"]
 
 
 def _login(server: Server, user: str, password: str) -> dict[str, str]:

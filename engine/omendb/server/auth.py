@@ -26,6 +26,7 @@ log = logging.getLogger("omendb.auth")
 
 ANONYMOUS = "-"
 USER_KEY = "omendb.user"  # where the authenticated name is kept in the ASGI scope for the access log
+MAX_USER_LENGTH = 256  # the LoginRequest model's limit too
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="omendb", charset="UTF-8"'}
 # Names that are not users are logged as an HMAC under this per-process key: someone who types a password
 # into the user name field must not find it in the log, and a plain hash of a short password is guessed
@@ -105,6 +106,10 @@ async def check_password(state: ServerState, scope: Scope, user: str, password: 
     name or the client address is throttled (checked first, so a throttled guess costs no bcrypt)."""
     users = state.users
     assert users is not None
+    if len(user) > MAX_USER_LENGTH:
+        # Bounds what the failed-login throttle keeps per name.
+        raise refuse(state, scope, 401, "malformed_credentials", ANONYMOUS,
+                     f"the user name is longer than {MAX_USER_LENGTH} characters")
     address = remote(scope)
     throttled = state.throttle.check(user, address)
     if throttled is not None:
