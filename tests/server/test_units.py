@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -106,6 +107,7 @@ def test_login_throttle_counts_per_user_and_address() -> None:
     assert throttle.check("alice", "10.0.0.1") == ("user", 15)
     now[0] = 60.0
     assert throttle.check("alice", "10.0.0.1") is None and throttle.check("bob", "10.0.0.7") is None
+    assert throttle.sizes() == {"user": 0, "address": 0}  # ended windows are forgotten
     off = LoginThrottle(per_user=0, per_address=0, window_seconds=60)
     assert all(off.fail("x", "y") == [] for _ in range(100)) and off.check("x", "y") is None
     LoginThrottle.MAX_KEYS, saved = 100, LoginThrottle.MAX_KEYS
@@ -189,3 +191,10 @@ def test_phases_before_the_database_is_open() -> None:
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
     assert failed_health.status_code == 503 and "locked" in failed_health.json()["error"]["message"]
     assert failed_ready.status_code == 503
+
+
+
+def test_credential_cache_key_is_hmac_sha256() -> None:
+    secret = bytes(range(32))
+    assert CredentialCache(60, secret=secret).key("a", "b") == hmac.digest(secret, b"1:a:b", "sha256")
+    assert CredentialCache(60).key("a", "b") != CredentialCache(60).key("a", "b")  # a random key each

@@ -37,6 +37,15 @@ class _Counters:
         left = entry[1] + self.window - self._clock()
         return math.ceil(left) if left > 0 else 0
 
+    def purge(self) -> None:
+        """Drop counters whose window has ended, oldest failure first (so the common case stays empty)."""
+        now = self._clock()
+        while self._counts:
+            key, (_count, start) = next(iter(self._counts.items()))
+            if now < start + self.window:
+                return
+            del self._counts[key]
+
     def fail(self, key: str) -> bool:
         """Count one failure; True if it made ``key`` reach the limit (throttling starts now)."""
         if self.limit <= 0:
@@ -63,9 +72,14 @@ class LoginThrottle:
         self.window = window_seconds
         self._scopes = {USER: _Counters(per_user, window_seconds, clock, self.MAX_KEYS),
                         ADDRESS: _Counters(per_address, window_seconds, clock, self.MAX_KEYS)}
+        self._counters = tuple(self._scopes.values())
 
     def check(self, user: str, address: str) -> tuple[str, int] | None:
         """The throttled scope and its Retry-After in seconds, or None if this attempt may go ahead."""
+        if not self._counters[0]._counts and not self._counters[1]._counts:
+            return None  # no recent failures at all: the common case, on every Basic request
+        for counters in self._counters:
+            counters.purge()
         for scope, key in ((ADDRESS, address), (USER, user)):
             seconds = self._scopes[scope].retry_after(key)
             if seconds:
