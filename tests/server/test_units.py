@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from omendb.errors import ConfigError
-from omendb.server.credentials import CredentialCache
-from omendb.server.htpasswd import UserFile, dummy_hash, parse_htpasswd, profile, typical_profile, verify_hash
+from omendb.server.credentials import CredentialCache, basic_credentials
+from omendb.server.htpasswd import UserFile, Users, dummy_hash, parse_htpasswd, profile, typical_profile, verify_hash
 from omendb.server.logs import JsonFormatter, TextFormatter
 from omendb.server.routes.records import decode_cursor, encode_cursor
 from omendb.server.sessions import SessionStore
@@ -66,21 +66,23 @@ def test_user_file_reloads_and_keeps_users_on_a_bad_file(tmp_path: Path) -> None
 def test_credential_cache_forgets_on_reload_expiry_and_hash_change() -> None:
     now = [0.0]
     cache = CredentialCache(60, clock=lambda: now[0])
-    cache.remember("a", "pa", "hash1", 0)
-    assert cache.lookup("a", "pa", "hash1", 0)
-    assert not cache.lookup("a", "wrong", "hash1", 0) and not cache.lookup("b", "pa", "hash1", 0)
-    assert not cache.lookup("a", "pa", "hash2", 0)  # the user's hash changed
-    # ("a:b", "c") and ("a", "b:c") are different credentials.
-    cache.remember("a", "b:c", "h", 0)
-    assert not cache.lookup("a:b", "c", "h", 0)
+    users = Users({"a": "hash1", "b": "hash1"}, 0)
+    cache.remember(basic_credentials("a", "pa"), "a", "hash1", 0)
+    assert cache.user_of(basic_credentials("a", "pa"), users) == "a"
+    assert cache.user_of(basic_credentials("a", "wrong"), users) is None
+    assert cache.user_of(basic_credentials("b", "pa"), users) is None
+    assert cache.user_of(basic_credentials("a", "pa"), Users({"a": "hash2"}, 0)) is None  # hash changed
     assert not any(b"pa" in key for key in cache._entries)  # HMACs only, never the password
     now[0] = 60.0
-    assert not cache.lookup("a", "pa", "hash1", 0)  # bounded lifetime
-    cache.remember("a", "pa", "hash1", 0)
-    assert not cache.lookup("a", "pa", "hash1", 1) and len(cache) == 0  # a reload drops everything
-    cache.remember("a", "pa", "hash1", 0)  # a check that began before the reload is not remembered
+    assert cache.user_of(basic_credentials("a", "pa"), users) is None  # bounded lifetime
+    cache.remember(basic_credentials("a", "pa"), "a", "hash1", 0)
+    assert cache.user_of(basic_credentials("a", "pa"), Users(users.entries, 1)) is None
+    assert len(cache) == 0  # a reload drops everything
+    cache.remember(basic_credentials("a", "pa"), "a", "hash1", 0)  # a check begun before the reload
     assert len(cache) == 0
-    assert not CredentialCache(0).lookup("a", "pa", "hash1", 0)
+    off = CredentialCache(0)
+    off.remember(basic_credentials("a", "pa"), "a", "hash1", 0)
+    assert off.user_of(basic_credentials("a", "pa"), users) is None
 
 
 def test_dummy_hash_for_unknown_users_matches_the_file_cost() -> None:
@@ -196,5 +198,6 @@ def test_phases_before_the_database_is_open() -> None:
 
 def test_credential_cache_key_is_hmac_sha256() -> None:
     secret = bytes(range(32))
-    assert CredentialCache(60, secret=secret).key("a", "b") == hmac.digest(secret, b"1:a:b", "sha256")
-    assert CredentialCache(60).key("a", "b") != CredentialCache(60).key("a", "b")  # a random key each
+    assert basic_credentials("a", "b") == "YTpi"  # what HTTP Basic sends for a:b
+    assert CredentialCache(60, secret=secret).key("YTpi") == hmac.digest(secret, b"YTpi", "sha256")
+    assert CredentialCache(60).key("YTpi") != CredentialCache(60).key("YTpi")  # a random key each

@@ -18,6 +18,7 @@ import secrets
 
 from starlette.types import Scope
 
+from omendb.server.credentials import basic_credentials
 from omendb.server.errors import APIError
 from omendb.server.htpasswd import UserFile
 from omendb.server.state import ServerState
@@ -86,11 +87,11 @@ def parse_basic(header_value: str) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-async def _verify(state: ServerState, user: str, password: str) -> tuple[str | None, int]:
+async def _verify(state: ServerState, user: str, password: str, credentials: str) -> tuple[str | None, int]:
     """bcrypt/apr1 on the auth pool. Identical checks running at once share one computation (a client
     opening many connections with the same credentials pays bcrypt once, not once per connection)."""
     assert state.users is not None
-    key = state.verified.key(user, password)
+    key = state.verified.key(credentials)
     pending = state.verified.pending
     future = pending.get(key)
     if future is None:
@@ -101,9 +102,11 @@ async def _verify(state: ServerState, user: str, password: str) -> tuple[str | N
     return await asyncio.shield(future)
 
 
-async def check_password(state: ServerState, scope: Scope, user: str, password: str) -> str:
+async def check_password(state: ServerState, scope: Scope, user: str, password: str,
+                         credentials: str | None = None) -> str:
     """Check a user's password; the hash it matched (sessions record it). Raises 401, or 429 while the user
-    name or the client address is throttled (checked first, so a throttled guess costs no bcrypt)."""
+    name or the client address is throttled (checked first, so a throttled guess costs no bcrypt).
+    ``credentials``: the Basic form of the two as the client sent it, if it did (the cache's key)."""
     users = state.users
     assert users is not None
     if len(user) > MAX_USER_LENGTH:
@@ -114,11 +117,12 @@ async def check_password(state: ServerState, scope: Scope, user: str, password: 
     throttled = state.throttle.check(user, address)
     if throttled is not None:
         raise _throttled(state, scope, *throttled)
+    if credentials is None:
+        credentials = basic_credentials(user, password)
     current = users.current()
-    hash_ = current.entries.get(user)
-    if hash_ is not None and state.verified.lookup(user, password, hash_, current.generation):
-        return hash_
-    verified, generation = await _verify(state, user, password)
+    if state.verified.user_of(credentials, current) == user:
+        return current.entries[user]
+    verified, generation = await _verify(state, user, password, credentials)
     if verified is None:
         for which in state.throttle.fail(user, address):
             log.warning("auth throttled", extra={"status": 429, "reason": f"too_many_failures_per_{which}",
@@ -127,7 +131,7 @@ async def check_password(state: ServerState, scope: Scope, user: str, password: 
                                                  "window_seconds": state.throttle.window})
         raise refuse(state, scope, 401, "bad_credentials", user,
                      "wrong user name or password (users come from [security] htpasswd_file)")
-    state.verified.remember(user, password, verified, generation)
+    state.verified.remember(credentials, user, verified, generation)
     return verified
 
 
@@ -169,7 +173,7 @@ async def authenticate(state: ServerState, scope: Scope) -> str:
             raise refuse(state, scope, 401, "malformed_credentials", ANONYMOUS,
                          "malformed Basic credentials: expected base64 of 'user:password'")
         user, password = parsed
-        await check_password(state, scope, user, password)
+        await check_password(state, scope, user, password, credentials.strip())
         return user
     if scheme == "bearer":
         return session_of(state, scope, credentials.strip())
@@ -182,6 +186,19 @@ PROTECTED_PREFIXES = ("/v1/", "/admin/")
 ADMIN_PREFIX = "/admin/"
 
 
+def _cached_basic(state: ServerState, scope: Scope) -> str | None:
+    """The user of HTTP Basic credentials verified recently, found without decoding them; None sends the
+    request down the full path (which also answers everything else: errors, throttling, bcrypt)."""
+    assert state.users is not None
+    value = header(scope, b"authorization")
+    if value[:6].lower() != "basic ":
+        return None
+    user = state.verified.user_of(value[6:].strip(), state.users.current())
+    if user is None or state.throttle.check(user, remote(scope)) is not None:
+        return None
+    return user
+
+
 async def gate(state: ServerState, scope: Scope) -> None:
     """Authenticate (and for /admin authorize) a request before routing; raises APIError with 401/403.
 
@@ -191,7 +208,7 @@ async def gate(state: ServerState, scope: Scope) -> None:
     path: str = scope["path"]
     if state.users is None or not path.startswith(PROTECTED_PREFIXES):
         return
-    user = await authenticate(state, scope)
+    user = _cached_basic(state, scope) or await authenticate(state, scope)
     scope[USER_KEY] = user
     if path.startswith(ADMIN_PREFIX) and user not in state.admins:
         raise refuse(state, scope, 403, "not_admin", user,

@@ -1,14 +1,17 @@
 """Passwords verified recently, so HTTP Basic does not pay bcrypt on every request.
 
-An entry is keyed by HMAC-SHA256 under a random per-process key of the user name and password, so the
-cache never holds a password or anything an attacker could test guesses against offline (the key never
-leaves the process). An entry lives at most ``[security] credential_cache_seconds``, only for the
-generation of the htpasswd file it was verified under (a reload forgets everything), and only for the
-hash it was verified against. Only successes are stored; the size is bounded (oldest dropped first).
+An entry is keyed by HMAC-SHA256, under a random per-process key, of the user name and password in the
+form HTTP Basic sends them (base64 of ``user:password``), so the cache never holds a password or anything
+an attacker could test guesses against offline (the key never leaves the process), and a request's
+Authorization header is looked up without decoding it (this is on every Basic request's path). An entry
+lives at most ``[security] credential_cache_seconds``, only for the generation of the htpasswd file it was
+verified under (a reload forgets everything), and only for the hash it was verified against. Only
+successes are stored; the size is bounded (oldest dropped first).
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import hashlib
 import secrets
@@ -17,6 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from omendb.server.htpasswd import Users
+
+
+def basic_credentials(user: str, password: str) -> str:
+    """What HTTP Basic sends for a user and password: base64 of ``user:password``."""
+    return base64.b64encode(f"{user}:{password}".encode("utf-8", "surrogatepass")).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -44,29 +54,31 @@ class CredentialCache:
         self._lock = threading.Lock()
         self.pending: dict[bytes, Any] = {}  # key -> the verification running now (see auth._verify)
 
-    def key(self, user: str, password: str) -> bytes:
-        # The user's length first, so ("a:b", "c") and ("a", "b:c") differ (a JSON login name may hold ':').
+    def key(self, credentials: str) -> bytes:
         inner = self._inner.copy()
-        inner.update(f"{len(user)}:{user}:{password}".encode("utf-8", "surrogatepass"))
+        inner.update(credentials.encode("latin-1", "replace"))  # base64 is ASCII; header values are latin-1
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
 
-    def lookup(self, user: str, password: str, hash_: str | None, generation: int) -> bool:
-        """True if this password was verified for the user's current hash within the lifetime."""
-        if hash_ is None or not self._entries:
-            return False
-        if generation != self._generation:
-            self.drop_if_reloaded(generation)
-            return False
-        entry = self._entries.get(self.key(user, password))
-        return (entry is not None and entry.generation == generation and entry.user == user
-                and entry.hash_ == hash_ and self._clock() < entry.expires_at)
+    def user_of(self, credentials: str, users: Users) -> str | None:
+        """The user these Basic credentials were verified for, if that was within the lifetime, in this
+        version of the htpasswd file, and against the user's current hash; else None."""
+        if not self._entries:
+            return None
+        if users.generation != self._generation:
+            self.drop_if_reloaded(users.generation)
+            return None
+        entry = self._entries.get(self.key(credentials))
+        if (entry is None or entry.generation != users.generation or self._clock() >= entry.expires_at
+                or users.entries.get(entry.user) != entry.hash_):
+            return None
+        return entry.user
 
-    def remember(self, user: str, password: str, hash_: str, generation: int) -> None:
+    def remember(self, credentials: str, user: str, hash_: str, generation: int) -> None:
         if self.lifetime <= 0:
             return
-        key = self.key(user, password)
+        key = self.key(credentials)
         with self._lock:
             if generation != self._generation:
                 # The file was reloaded: nothing verified before may be trusted any more.

@@ -26,6 +26,7 @@ def build_router(state: ServerState) -> APIRouter:
     async def login(request: Request, body: LoginRequest | None = None) -> Response:
         if state.users is None:
             raise _auth_disabled()
+        credentials = None
         if body is not None:
             user, password = body.username, body.password
         else:
@@ -35,7 +36,8 @@ def build_router(state: ServerState) -> APIRouter:
                 raise refuse(state, request.scope, 401, "missing_credentials", ANONYMOUS,
                              'send {"username": ..., "password": ...} or HTTP Basic credentials')
             user, password = parsed
-        credential = await check_password(state, request.scope, user, password)
+            credentials = request.headers["authorization"].partition(" ")[2].strip()
+        credential = await check_password(state, request.scope, user, password, credentials)
         request.scope[USER_KEY] = user
         token = state.sessions.create(user, credential)
         return _json({"token": token, "token_type": "Bearer",
