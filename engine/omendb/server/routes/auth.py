@@ -26,7 +26,7 @@ def build_router(state: ServerState) -> APIRouter:
     async def login(request: Request, body: LoginRequest | None = None) -> Response:
         if state.users is None:
             raise _auth_disabled()
-        credentials = None
+        credentials: str | None = None  # as HTTP Basic sent them, if it did: the credential cache's key
         if body is not None:
             user, password = body.username, body.password
         else:
@@ -36,7 +36,7 @@ def build_router(state: ServerState) -> APIRouter:
                 raise refuse(state, request.scope, 401, "missing_credentials", ANONYMOUS,
                              'send {"username": ..., "password": ...} or HTTP Basic credentials')
             user, password = parsed
-            credentials = request.headers["authorization"].partition(" ")[2].strip()
+            credentials = credentials.strip()
         credential = await check_password(state, request.scope, user, password, credentials)
         request.scope[USER_KEY] = user
         token = state.sessions.create(user, credential)
