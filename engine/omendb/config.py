@@ -110,6 +110,18 @@ class SecuritySection:
     htpasswd_file: str = _key("/etc/omendb/users.htpasswd", "Users, as `htpasswd` writes them (bcrypt or "
                                                             "apr1 entries); reloaded when it changes.")
     admin_users: tuple[str, ...] = _key(("admin",), "Users allowed to call /admin endpoints.")
+    credential_cache_seconds: int = _key(60, "How long a verified HTTP Basic password is trusted without "
+                                             "bcrypt (kept as an HMAC, dropped when the htpasswd file "
+                                             "reloads; 0 = verify every request).", minimum=0, maximum=3600)
+    login_failures_per_user: int = _key(10, "Wrong passwords for one user name within "
+                                            "login_failure_window_seconds before its logins get 429 "
+                                            "(0 = no per-user limit).", minimum=0)
+    login_failures_per_address: int = _key(30, "Wrong passwords from one client address within "
+                                               "login_failure_window_seconds before its logins get 429 "
+                                               "(0 = no per-address limit).", minimum=0)
+    login_failure_window_seconds: int = _key(60, "Window in which wrong passwords are counted; a throttled "
+                                                 "user or address may try again when it ends.", minimum=1,
+                                             maximum=86400)
 
 
 @dataclass(frozen=True)

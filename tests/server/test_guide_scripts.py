@@ -105,5 +105,5 @@ def test_guide_log_analyses_on_json_logs(auth_server: Server) -> None:
     counted = subprocess.run(["bash", "-c", f'grep -E "(ERROR|WARN)" {auth_server.log_path} | sort | uniq -c | '
                                             "sort -nr"], capture_output=True, text=True, timeout=30)
     assert counted.returncode == 0
-    httpx.get(f"{auth_server.url}/v1/stats", auth=("nobody", "x"))
-    auth_server.wait_for_log(lambda r: r.get("level") == "WARNING" and r.get("user") == "nobody")
+    httpx.get(f"{auth_server.url}/v1/stats", auth=("alice", "not-alices-password"))
+    auth_server.wait_for_log(lambda r: r.get("level") == "WARNING" and r.get("user") == "alice")

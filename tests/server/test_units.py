@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -10,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from omendb.errors import ConfigError
-from omendb.server.htpasswd import UserFile, parse_htpasswd, verify_hash
+from omendb.server.credentials import CredentialCache, basic_credentials
+from omendb.server.htpasswd import UserFile, Users, dummy_hash, parse_htpasswd, profile, typical_profile, verify_hash
 from omendb.server.logs import JsonFormatter, TextFormatter
 from omendb.server.routes.records import decode_cursor, encode_cursor
 from omendb.server.sessions import SessionStore
+from omendb.server.throttle import LoginThrottle
 from tests.server.harness import htpasswd_apr1, htpasswd_bcrypt
 
 
@@ -49,27 +52,87 @@ def test_user_file_reloads_and_keeps_users_on_a_bad_file(tmp_path: Path) -> None
     path.write_text(htpasswd_bcrypt("a", "pa") + "\n")
     users = UserFile(path)
     users.CHECK_INTERVAL = 0.0
-    assert users.verify("a", "pa") and users.verify("a", "pa")  # second time from the memo
-    assert not users.verify("a", "wrong") and not users.verify("ghost", "pa")
+    first, generation = users.verify("a", "pa")
+    assert first is not None and first == users.hash_of("a") and generation == 0
+    assert users.verify("a", "wrong")[0] is None and users.verify("ghost", "pa")[0] is None
     path.write_text(htpasswd_apr1("a", "new") + "\n")
     time.sleep(0.01)
-    assert not users.verify("a", "pa")  # the memo does not outlive a password change
-    assert users.verify("a", "new")
+    assert users.verify("a", "pa") == (None, 1)
+    assert users.verify("a", "new")[0] is not None
     path.write_text("broken\n")
-    assert users.verify("a", "new") and len(users) == 1
+    assert users.verify("a", "new")[0] is not None and len(users) == 1
+
+
+def test_credential_cache_forgets_on_reload_expiry_and_hash_change() -> None:
+    now = [0.0]
+    cache = CredentialCache(60, clock=lambda: now[0])
+    users = Users({"a": "hash1", "b": "hash1"}, 0)
+    cache.remember(basic_credentials("a", "pa"), "a", "hash1", 0)
+    assert cache.user_of(basic_credentials("a", "pa"), users) == "a"
+    assert cache.user_of(basic_credentials("a", "wrong"), users) is None
+    assert cache.user_of(basic_credentials("b", "pa"), users) is None
+    assert cache.user_of(basic_credentials("a", "pa"), Users({"a": "hash2"}, 0)) is None  # hash changed
+    assert not any(b"pa" in key for key in cache._entries)  # HMACs only, never the password
+    now[0] = 60.0
+    assert cache.user_of(basic_credentials("a", "pa"), users) is None  # bounded lifetime
+    cache.remember(basic_credentials("a", "pa"), "a", "hash1", 0)
+    assert cache.user_of(basic_credentials("a", "pa"), Users(users.entries, 1)) is None
+    assert len(cache) == 0  # a reload drops everything
+    cache.remember(basic_credentials("a", "pa"), "a", "hash1", 0)  # a check begun before the reload
+    assert len(cache) == 0
+    off = CredentialCache(0)
+    off.remember(basic_credentials("a", "pa"), "a", "hash1", 0)
+    assert off.user_of(basic_credentials("a", "pa"), users) is None
+
+
+def test_dummy_hash_for_unknown_users_matches_the_file_cost() -> None:
+    users = {"a": htpasswd_bcrypt("a", "x").split(":", 1)[1], "b": htpasswd_bcrypt("b", "y").split(":", 1)[1],
+             "c": htpasswd_apr1("c", "z").split(":", 1)[1]}
+    assert typical_profile(users) == ("bcrypt", 5)
+    assert profile(dummy_hash("bcrypt", 5)) == ("bcrypt", 5)
+    assert typical_profile({"c": users["c"]}) == ("apr1", 0)
+    assert dummy_hash("apr1", 0).startswith("$apr1$")
+
+
+def test_login_throttle_counts_per_user_and_address() -> None:
+    now = [0.0]
+    throttle = LoginThrottle(per_user=3, per_address=5, window_seconds=60, clock=lambda: now[0])
+    assert throttle.fail("alice", "10.0.0.1") == [] and throttle.fail("alice", "10.0.0.2") == []
+    assert throttle.check("alice", "10.0.0.3") is None
+    assert throttle.fail("alice", "10.0.0.3") == ["user"]
+    assert throttle.check("alice", "10.0.0.9") == ("user", 60)
+    assert throttle.check("bob", "10.0.0.1") is None  # other users from the same addresses may go on
+    for name in ("u1", "u2", "u3", "u4", "u5"):
+        started = throttle.fail(name, "10.0.0.7")
+    assert started == ["address"] and throttle.check("bob", "10.0.0.7") == ("address", 60)
+    now[0] = 45.5
+    assert throttle.check("alice", "10.0.0.1") == ("user", 15)
+    now[0] = 60.0
+    assert throttle.check("alice", "10.0.0.1") is None and throttle.check("bob", "10.0.0.7") is None
+    assert throttle.sizes() == {"user": 0, "address": 0}  # ended windows are forgotten
+    off = LoginThrottle(per_user=0, per_address=0, window_seconds=60)
+    assert all(off.fail("x", "y") == [] for _ in range(100)) and off.check("x", "y") is None
+    LoginThrottle.MAX_KEYS, saved = 100, LoginThrottle.MAX_KEYS
+    try:
+        bounded = LoginThrottle(per_user=3, per_address=0, window_seconds=60)
+        for i in range(1000):
+            bounded.fail(f"sprayed-{i}", "a")
+        assert bounded.sizes()["user"] == 100
+    finally:
+        LoginThrottle.MAX_KEYS = saved
 
 
 def test_sessions_expire() -> None:
     now = [100.0]
     store = SessionStore(60, clock=lambda: now[0])
-    token = store.create("alice")
+    token = store.create("alice", "hash")
     session, _ = store.lookup(token)
     assert session is not None and session.user == "alice"
     assert store.lookup("other")[1] == "unknown"
     now[0] += 60
     assert store.lookup(token) == (None, "expired")
     assert store.lookup(token)[1] == "unknown"  # expired sessions are dropped
-    second = store.create("bob")
+    second = store.create("bob", "hash")
     assert store.revoke(second) and store.lookup(second)[1] == "unknown"
 
 
@@ -142,3 +205,11 @@ def test_phases_before_the_database_is_open() -> None:
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
     assert failed_health.status_code == 503 and "locked" in failed_health.json()["error"]["message"]
     assert failed_ready.status_code == 503
+
+
+
+def test_credential_cache_key_is_hmac_sha256() -> None:
+    secret = bytes(range(32))
+    assert basic_credentials("a", "b") == "YTpi"  # what HTTP Basic sends for a:b
+    assert CredentialCache(60, secret=secret).key("YTpi") == hmac.digest(secret, b"YTpi", "sha256")
+    assert CredentialCache(60).key("YTpi") != CredentialCache(60).key("YTpi")  # a random key each

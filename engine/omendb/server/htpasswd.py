@@ -6,13 +6,12 @@ updates mounted ConfigMaps and Secrets by swapping a symlink), so no restart is 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import collections
+import functools
 import logging
-import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bcrypt
@@ -24,8 +23,6 @@ log = logging.getLogger("omendb.auth")
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
 _APR1_PREFIX = "$apr1$"
-# Compared against when the user does not exist, so an unknown name costs as much as a wrong password.
-_DUMMY_HASH = bcrypt.hashpw(b"omendb-dummy", bcrypt.gensalt(rounds=10)).decode()
 
 
 def _scheme(hash_: str) -> str | None:
@@ -34,6 +31,34 @@ def _scheme(hash_: str) -> str | None:
     if hash_.startswith(_APR1_PREFIX):
         return "apr1"
     return None
+
+
+def profile(hash_: str) -> tuple[str, int]:
+    """The scheme and cost of a hash: ("bcrypt", rounds) or ("apr1", 0) (apr1 has a fixed cost)."""
+    if _scheme(hash_) == "bcrypt":
+        try:
+            return "bcrypt", int(hash_[4:6])
+        except ValueError:
+            return "bcrypt", 10
+    return "apr1", 0
+
+
+@functools.lru_cache(maxsize=16)
+def dummy_hash(scheme: str, cost: int) -> str:
+    """A hash of a random password with the given scheme and cost, compared against when the user does not
+    exist, so that an unknown name takes as long to refuse as a wrong password (a fixed bcrypt cost would
+    not: htpasswd -B writes cost 5, and a cost-10 dummy made unknown names 20 times slower)."""
+    if scheme == "bcrypt":
+        return bcrypt.hashpw(b"omendb-dummy", bcrypt.gensalt(rounds=min(max(cost, 4), 31))).decode()
+    return str(apr_md5_crypt.hash("omendb-dummy"))
+
+
+def typical_profile(users: dict[str, str]) -> tuple[str, int]:
+    """The most common scheme and cost among the users (ties: the costlier): what unknown names pay."""
+    if not users:
+        return "bcrypt", 10
+    counts = collections.Counter(profile(h) for h in users.values())
+    return max(counts, key=lambda p: (counts[p], p[0] == "bcrypt", p[1]))
 
 
 def _describe(hash_: str) -> str:
@@ -92,11 +117,20 @@ def _stamp(path: Path) -> _Stamp:
     return _Stamp(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+@dataclass(frozen=True)
+class Users:
+    """One version of the file's users. Swapped whole on reload, so a check sees one consistent version."""
+
+    entries: dict[str, str]
+    generation: int  # bumped on every reload: what was verified under an older generation is forgotten
+    dummy: tuple[str, int] = field(default=("bcrypt", 10))
+
+
 class UserFile:
     """The users of an htpasswd file, reloaded when the file changes (checked at most once a second).
 
-    Verified passwords are remembered as an HMAC under a per-process key, so HTTP Basic does not pay
-    for bcrypt on every request; the memo is tied to the hash, so a changed password invalidates it.
+    Verification is blocking (bcrypt): ``verify`` runs on the auth thread pool (see auth.py); the cache of
+    verified passwords lives in credentials.py and is dropped when ``generation`` changes.
     """
 
     CHECK_INTERVAL = 1.0
@@ -104,15 +138,15 @@ class UserFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._memo_key = secrets.token_bytes(32)
-        self._memo: dict[tuple[str, str], bytes] = {}
         try:
             self._stamp = _stamp(self.path)
-            self._users = parse_htpasswd(self.path.read_text(), str(self.path))
+            entries = parse_htpasswd(self.path.read_text(), str(self.path))
         except OSError as exc:
             raise ConfigError(f"[security] htpasswd_file = {str(self.path)!r} cannot be read: "
                               f"{exc.strerror}; create it with `htpasswd -B -c {self.path} USER` or set "
                               "[security] auth_enabled = false") from None
+        self._users = Users(entries, 0, typical_profile(entries))
+        dummy_hash(*self._users.dummy)  # made now (at startup) rather than by the first unknown name
         self._checked = time.monotonic()
 
     def _maybe_reload(self) -> None:
@@ -127,40 +161,37 @@ class UserFile:
                 stamp = _stamp(self.path)
                 if stamp == self._stamp:
                     return
-                users = parse_htpasswd(self.path.read_text(), str(self.path))
+                entries = parse_htpasswd(self.path.read_text(), str(self.path))
             except (OSError, ConfigError) as exc:
                 # Keep serving the users we have: a half-written or broken file must not lock everyone out.
                 log.error("auth: could not reload the htpasswd file, keeping the previous users",
                           extra={"file": str(self.path), "error": str(exc)})
                 return
-            self._users, self._stamp, self._memo = users, stamp, {}
-            log.info("auth: reloaded the htpasswd file", extra={"file": str(self.path), "users": len(users)})
+            self._users = Users(entries, self._users.generation + 1, typical_profile(entries))
+            self._stamp = stamp
+            log.info("auth: reloaded the htpasswd file", extra={"file": str(self.path), "users": len(entries)})
+
+    def current(self) -> Users:
+        """The users now (re-reading the file if it changed): cheap, called on every request."""
+        self._maybe_reload()
+        return self._users
 
     def exists(self, user: str) -> bool:
-        self._maybe_reload()
-        return user in self._users
+        return user in self.current().entries
 
-    def verify_remembered(self, user: str, password: str) -> bool:
-        """True if this password was verified before for the user's current hash (cheap: no bcrypt)."""
-        self._maybe_reload()
-        hash_ = self._users.get(user)
-        if hash_ is None:
-            return False
-        remembered = self._memo.get((user, hash_))
-        digest = hmac.new(self._memo_key, password.encode(), hashlib.sha256).digest()
-        return remembered is not None and hmac.compare_digest(remembered, digest)
+    def hash_of(self, user: str) -> str | None:
+        return self.current().entries.get(user)
 
-    def verify(self, user: str, password: str) -> bool:
-        """True if the password is right. Blocking (bcrypt): call it off the event loop."""
-        if self.verify_remembered(user, password):
-            return True
-        hash_ = self._users.get(user)
-        digest = hmac.new(self._memo_key, password.encode(), hashlib.sha256).digest()
-        ok = verify_hash(password, hash_ if hash_ is not None else _DUMMY_HASH) and hash_ is not None
-        if ok and hash_ is not None:
-            self._memo[(user, hash_)] = digest
-        return ok
+    def verify(self, user: str, password: str) -> tuple[str | None, int]:
+        """The user's hash if the password is right (else None), and the generation it was checked in.
+
+        Blocking (bcrypt or apr1): call it off the event loop. An unknown user is checked against a dummy
+        of the file's usual scheme and cost, so it takes as long as a wrong password.
+        """
+        users = self.current()
+        hash_ = users.entries.get(user)
+        ok = verify_hash(password, hash_ if hash_ is not None else dummy_hash(*users.dummy))
+        return (hash_ if ok and hash_ is not None else None), users.generation
 
     def __len__(self) -> int:
-        return len(self._users)
-
+        return len(self._users.entries)

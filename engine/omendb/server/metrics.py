@@ -89,6 +89,9 @@ class Metrics:
                                        registry=r)
         self.auth_failures = Counter("omendb_auth_failures", "Requests refused by authentication (401) or "
                                      "authorization (403).", ["reason"], registry=r)
+        self.auth_throttled = Counter("omendb_auth_throttled", "Password checks refused with 429 because the "
+                                      "user name or the client address had too many wrong passwords.",
+                                      ["scope"], registry=r)
         self.requests = Counter("omendb_http_requests", "HTTP requests by route and status.",
                                 ["method", "route", "status"], registry=r)
         self.rejected = Counter("omendb_rejected_requests", "Requests refused by a limit.", ["limit"],

@@ -1,5 +1,6 @@
 """Session tokens from ``POST /auth/login``: random, kept only as their SHA-256, expiring after
-``[security] session_timeout_seconds`` counted from login (not sliding, so a leaked token dies)."""
+``[security] session_timeout_seconds`` counted from login (not sliding, so a leaked token dies), ended
+earlier by ``POST /auth/logout`` or when the user's entry in the htpasswd file changes or goes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Session:
     user: str
+    credential: str  # the user's password hash at login: a changed password ends the session
     expires_at: float  # time.monotonic()
 
 
@@ -28,11 +30,11 @@ class SessionStore:
         self._sessions: dict[bytes, Session] = {}
         self._lock = threading.Lock()
 
-    def create(self, user: str) -> str:
+    def create(self, user: str, credential: str) -> str:
         token = secrets.token_urlsafe(32)
         with self._lock:
             self._purge()
-            self._sessions[_digest(token)] = Session(user, self._clock() + self.timeout)
+            self._sessions[_digest(token)] = Session(user, credential, self._clock() + self.timeout)
         return token
 
     def lookup(self, token: str) -> tuple[Session | None, str]:

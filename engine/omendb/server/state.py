@@ -11,13 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from omendb.config import Config
+from omendb.server.credentials import CredentialCache
 from omendb.server.errors import APIError
 from omendb.server.htpasswd import UserFile
 from omendb.server.logs import AccessLog
 from omendb.server.metrics import Metrics
 from omendb.server.sessions import SessionStore
+from omendb.server.throttle import LoginThrottle
 
 T = TypeVar("T")
+
+# Threads that verify passwords (bcrypt). Their own small pool, apart from the worker pool, so that
+# guessed passwords — each costing milliseconds of CPU — queue behind each other and never in front of
+# database calls; one thread also caps the CPU guessing can take at one core.
+AUTH_THREADS = 1
 
 
 class Phase(enum.Enum):
@@ -46,6 +53,11 @@ class ServerState:
         if config.security.auth_enabled:
             self.users = UserFile(config.security.htpasswd_file)
         self.sessions = SessionStore(config.security.session_timeout_seconds)
+        security = config.security
+        self.auth_executor = ThreadPoolExecutor(max_workers=AUTH_THREADS, thread_name_prefix="omendb-auth")
+        self.verified = CredentialCache(security.credential_cache_seconds)
+        self.throttle = LoginThrottle(security.login_failures_per_user, security.login_failures_per_address,
+                                      security.login_failure_window_seconds)
         self.admins = frozenset(config.security.admin_users)
         self.metrics = Metrics()
         self.access_log = AccessLog(config.monitoring.log_format)
@@ -60,6 +72,11 @@ class ServerState:
         """Run a blocking engine call on the worker pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def run_auth(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a password verification on the auth pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.auth_executor, functools.partial(fn, *args))
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a long maintenance call on the io pool."""
