@@ -124,6 +124,7 @@ class RestoreTarget:
     time: str | None = None
     backups_claim: str | None = None  # default: the OmenDB's own NAME-backups
     key_secret: str | None = None  # the key of those backups; default: the OmenDB's own NAME-backup-key
+    allow_unkeyed: bool = False  # OmenDBRestore spec.allowUnkeyed: also accept a backup made without a key
 
     def argv(self) -> list[str]:
         out = ["--backup-id", self.backup_id or "latest"]
@@ -131,6 +132,8 @@ class RestoreTarget:
             out += ["--to-lsn", str(self.lsn)]
         elif self.time:
             out += ["--to-time", self.time]
+        if self.allow_unkeyed:
+            out.append("--allow-unkeyed")
         return out
 
 

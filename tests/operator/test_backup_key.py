@@ -89,3 +89,15 @@ def test_bootstrap_uses_the_source_clusters_key():
     owner = make_owner(name="copy", spec={"bootstrap": {"fromBackup": {"cluster": {"name": "prod"}}}})
     job = bootstrap.bootstrap_job(owner, parse_spec(owner["spec"]))
     _assert_key_mounted(_pod(job["spec"]), secret="prod-backup-key")
+
+
+def test_a_restore_accepts_unkeyed_backups_only_when_asked(owner, spec):
+    from omendb_operator import restores
+
+    restore = {"metadata": {"name": "r1", "uid": "u2"}, "kind": "OmenDBRestore", "spec": {}}
+    plain = restores.target_of(restore)
+    assert "--allow-unkeyed" not in plain.argv()
+    restore["spec"] = {"backupId": "b", "allowUnkeyed": True}
+    job = jobs.restore_job(owner, spec, restore, "r1", "restore", 0, restores.target_of(restore), {})
+    command = _pod(job["spec"])["containers"][0]["command"]
+    assert command[-4:] == ["--backup-id", "b", "--allow-unkeyed", "--force"]
