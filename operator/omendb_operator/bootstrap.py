@@ -58,7 +58,10 @@ def pod0_claims(owner: dict[str, Any], spec: OmenDBSpec) -> list[dict[str, Any]]
 def bootstrap_job(owner: dict[str, Any], spec: OmenDBSpec) -> dict[str, Any]:
     assert spec.bootstrap is not None
     b = spec.bootstrap
-    target = jobs.RestoreTarget(b.backup_id, b.lsn, b.time, L.Names(b.source_cluster).backup_volume)
+    source = L.Names(b.source_cluster)
+    # The source's backups are signed with the source's key (NAME-backup-key outlives its OmenDB as long
+    # as the backup volume does).
+    target = jobs.RestoreTarget(b.backup_id, b.lsn, b.time, source.backup_volume, source.backup_key)
     return jobs.restore_job(owner, spec, owner, job_base(owner["metadata"]["name"]), "restore", 0, target,
                             {f"{L.GROUP}/bootstrap": owner["metadata"]["name"]})
 

@@ -10,7 +10,17 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from omendb_operator import certificates, configmap, cronjobs, monitoring, pdb, secrets, services, statefulset
+from omendb_operator import (
+    backup_key,
+    certificates,
+    configmap,
+    cronjobs,
+    monitoring,
+    pdb,
+    secrets,
+    services,
+    statefulset,
+)
 from omendb_operator.spec import OmenDBSpec
 
 
@@ -19,6 +29,7 @@ class Observed:
     """What the reconcile shell read from the cluster before building."""
 
     users_secret: dict[str, str] = field(default_factory=dict)
+    backup_key_secret: dict[str, str] = field(default_factory=dict)  # NAME-backup-key's data, if it exists
     user_htpasswd: str | None = None
     ca_secret: dict[str, str] = field(default_factory=dict)
     tls_secret: dict[str, str] = field(default_factory=dict)
@@ -60,6 +71,14 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
         actions.append(("CredentialsGenerated",
                         f"generated credentials for user {spec.auth.admin_user!r} in Secret {name}-users"))
     warnings += users.warnings
+
+    # Always, not only with backups enabled: restore Jobs mount it too, and a key never changes once made.
+    key = backup_key.build_backup_key_secret(owner, spec, observed.backup_key_secret)
+    out.append(key.manifest)
+    if key.generated:
+        actions.append(("BackupKeyGenerated",
+                        f"generated the backup key in Secret {name}-backup-key: backups are signed with it; "
+                        "keep a copy, backups cannot be authenticated without it"))
 
     cert_not_after = None
     if spec.tls.enabled and spec.tls.generate:

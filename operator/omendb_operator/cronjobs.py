@@ -3,8 +3,9 @@
 Each Job runs ``backup_tool --source https://NAME.NS.svc:3000 --backup-dir /var/backups/omendb ...``
 against the primary over the network (an online backup), authenticated as the generated admin user from
 NAME-users (env OMENDB_USER / OMENDB_PASSWORD) and trusting the CA bundle from NAME-ca
-(env OMENDB_CA_FILE). Backups land on the PVC NAME-backups, which outlives the OmenDB unless
-spec.backup.volume.deleteOnDelete is set.
+(env OMENDB_CA_FILE), signing every backup with the key in NAME-backup-key (a file, env
+OMENDB_BACKUP_KEY_FILE; backup_key.py). Backups land on the PVC NAME-backups, which outlives the OmenDB
+unless spec.backup.volume.deleteOnDelete is set.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from omendb_operator import labels as L
+from omendb_operator.backup_key import key_volume
 from omendb_operator.secrets import PASSWORD_KEY, USERNAME_KEY
 from omendb_operator.security import container_security_context, pod_security_context, writable_env
 from omendb_operator.spec import OmenDBSpec
@@ -77,6 +79,11 @@ def job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str, comman
         {"name": "backups", "persistentVolumeClaim": {"claimName": names.backup_volume}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    # The backup key signs and authenticates backups: a file from NAME-backup-key, never on the backup volume.
+    key_vol, key_mount, key_env = key_volume(names.backup_key)
+    env.append(key_env)
+    mounts.append(key_mount)
+    volumes.append(key_vol)
     ca = _ca_source(name, spec)
     if ca:
         env.append({"name": "OMENDB_CA_FILE", "value": CA_FILE})

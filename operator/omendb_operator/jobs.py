@@ -17,6 +17,7 @@ from typing import Any
 
 from omendb_operator import cronjobs
 from omendb_operator import labels as L
+from omendb_operator.backup_key import key_volume
 from omendb_operator.configmap import DATA_DIR, WAL_DIR
 from omendb_operator.security import writable_env
 from omendb_operator.spec import OmenDBSpec
@@ -122,6 +123,8 @@ class RestoreTarget:
     lsn: int | None = None
     time: str | None = None
     backups_claim: str | None = None  # default: the OmenDB's own NAME-backups
+    key_secret: str | None = None  # the key of those backups; default: the OmenDB's own NAME-backup-key
+    allow_unkeyed: bool = False  # OmenDBRestore spec.allowUnkeyed: also accept a backup made without a key
 
     def argv(self) -> list[str]:
         out = ["--backup-id", self.backup_id or "latest"]
@@ -129,6 +132,8 @@ class RestoreTarget:
             out += ["--to-lsn", str(self.lsn)]
         elif self.time:
             out += ["--to-time", self.time]
+        if self.allow_unkeyed:
+            out.append("--allow-unkeyed")
         return out
 
 
@@ -153,7 +158,7 @@ def restore_job(owner: dict[str, Any], spec: OmenDBSpec, job_owner: dict[str, An
     pod = template["spec"]["template"]["spec"]
     container = pod["containers"][0]
     container["name"] = "restore"
-    # A restore needs no credentials and no CA: it reads files.
+    # A restore needs no credentials and no CA: it reads files (and the backup key, below).
     container["env"] = writable_env()
     mounts = [{"name": "data", "mountPath": DATA_DIR}, {"name": "wal", "mountPath": WAL_DIR},
               {"name": "tmp", "mountPath": "/tmp"}]
@@ -166,6 +171,12 @@ def restore_job(owner: dict[str, Any], spec: OmenDBSpec, job_owner: dict[str, An
         mounts.append({"name": "backups", "mountPath": cronjobs.BACKUP_DIR})
         volumes.append({"name": "backups", "persistentVolumeClaim": {
             "claimName": target.backups_claim or names.backup_volume}})
+        # backup_tool authenticates what it restores with the key the backups were signed with.
+        key_vol, key_mount, key_env = key_volume(target.key_secret or names.backup_key,
+                                                 optional=target.key_secret is not None)
+        container["env"].append(key_env)
+        mounts.append(key_mount)
+        volumes.append(key_vol)
     container["volumeMounts"] = mounts
     pod["volumes"] = volumes
     if action == "discard":

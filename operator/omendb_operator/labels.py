@@ -40,6 +40,7 @@ class Names:
         self.backup_incremental = f"{name}-backup-incremental"
         self.backup_cleanup = f"{name}-backup-cleanup"
         self.backup_volume = f"{name}-backups"
+        self.backup_key = f"{name}-backup-key"
         self.prometheus_rule = name
         self.service_monitor = name
 

@@ -147,6 +147,7 @@ class Reconciler:
         wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
         observed = Observed(
             users_secret=decode_secret_data(users_live),
+            backup_key_secret=decode_secret_data(self._secret(names.backup_key, namespace)),
             user_htpasswd=user_htpasswd,
             ca_secret=decode_secret_data(self._secret(names.ca, namespace)) if generated_tls else {},
             tls_secret=decode_secret_data(self._secret(names.tls, namespace)) if generated_tls else {},

@@ -75,7 +75,8 @@ def target_of(restore: dict[str, Any], backups_claim: str | None = None) -> jobs
     spec = restore.get("spec") or {}
     pit = spec.get("pointInTime") or {}
     return jobs.RestoreTarget(backup_id=str(spec.get("backupId") or "latest"), lsn=pit.get("lsn"),
-                              time=pit.get("time"), backups_claim=backups_claim)
+                              time=pit.get("time"), backups_claim=backups_claim,
+                              allow_unkeyed=bool(spec.get("allowUnkeyed", False)))
 
 
 def job_labels(restore_name: str) -> dict[str, str]:

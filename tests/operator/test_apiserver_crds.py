@@ -194,7 +194,8 @@ def test_backup_and_restore_resources(apiserver, namespace):
         "apiVersion": "omendb.io/v1alpha1",
         "kind": "OmenDBRestore",
         "metadata": {"name": "r1"},
-        "spec": {"cluster": {"name": "db"}, "backupId": "latest", "pointInTime": {"lsn": 42}},
+        "spec": {"cluster": {"name": "db"}, "backupId": "latest", "pointInTime": {"lsn": 42},
+                 "allowUnkeyed": True},
     }
     with apiserver.client() as http:
         assert _create(http, namespace, backup, "omendbbackups").status_code == 201

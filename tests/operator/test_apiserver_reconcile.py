@@ -29,6 +29,7 @@ BASE = "/apis/omendb.io/v1alpha1"
 CHILDREN = [
     ("v1", "ConfigMap", "db-config"),
     ("v1", "Secret", "db-users"),
+    ("v1", "Secret", "db-backup-key"),
     ("v1", "Secret", "db-ca"),
     ("v1", "Secret", "db-tls"),
     ("v1", "Service", "db"),
@@ -147,7 +148,8 @@ def test_reconcile_creates_children_then_a_resync_writes_nothing(apiserver, name
     with apiserver.client() as http:
         events = http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
     reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == "db"}
-    assert {"Reconciled", "CredentialsGenerated", "CertificateIssued", "PhaseCreating"} <= reasons
+    assert {"Reconciled", "CredentialsGenerated", "BackupKeyGenerated", "CertificateIssued",
+            "PhaseCreating"} <= reasons
 
 
 def test_hand_edits_are_put_back_and_other_managers_fields_kept(apiserver, namespace, kube):
@@ -289,6 +291,8 @@ def test_deleting_the_omendb_collects_children_and_keeps_volumes(apiserver, name
     assert kube.get("v1", "Service", "keep", namespace) is None
     assert kube.get("batch/v1", "CronJob", "keep-backup-full", namespace) is None
     assert kube.get("v1", "PersistentVolumeClaim", "keep-backups", namespace) is not None
+    # The key that signs those backups stays with them (a new OmenDB can bootstrap from them).
+    assert kube.get("v1", "Secret", "keep-backup-key", namespace) is not None
 
 
 def _free_port() -> int:

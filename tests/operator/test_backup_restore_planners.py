@@ -107,7 +107,7 @@ def test_backup_job_is_the_cronjobs_job_owned_by_the_backup(owner):
     assert command[-3:] == ["incremental-backup", "--database", "omendb"]
     assert command[command.index("--result-file") + 1] == "/dev/termination-log"
     assert pod["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert {v["name"] for v in pod["volumes"]} == {"backups", "tmp", "ca"}
+    assert {v["name"] for v in pod["volumes"]} == {"backups", "tmp", "ca", "backup-key"}
 
 
 def test_backup_result_comes_from_the_termination_message(owner):
@@ -215,7 +215,12 @@ def test_restore_walks_the_disaster_recovery_procedure(owner):
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
               if "persistentVolumeClaim" in v}
     assert claims == {"data": "data-prod-0", "wal": "wal-prod-0", "backups": "prod-backups"}
-    assert {v["name"] for v in pod["volumes"]} == {"data", "wal", "backups", "tmp"}  # no credentials, no CA
+    # No credentials, no CA; the backup key (a file, never on the backup volume) authenticates the backup.
+    assert {v["name"] for v in pod["volumes"]} == {"data", "wal", "backups", "tmp", "backup-key"}
+    key = next(v for v in pod["volumes"] if v["name"] == "backup-key")["secret"]
+    assert key["secretName"] == "prod-backup-key" and "optional" not in key
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["OMENDB_BACKUP_KEY_FILE"] == "/etc/omendb/backup-key/key"
     command = pod["containers"][0]["command"]
     assert command[:2] == ["sh", "-c"] and command[4] == "restore"
     assert command[5:] == ["backup_tool", "--data-dir", DATA_DIR, "--wal-dir", WAL_DIR, "--backup-dir",
@@ -324,6 +329,9 @@ def test_bootstrap_runs_once_before_any_pod(owner):
     assert job["metadata"]["ownerReferences"][0]["kind"] == "OmenDB"
     backups_claim = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "backups"]
     assert backups_claim[0]["persistentVolumeClaim"]["claimName"] == "prod-backups"
+    # The source's backups are authenticated with the source's key.
+    key = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "backup-key"][0]["secret"]
+    assert key["secretName"] == "prod-backup-key" and key["optional"] is True
     previous = {"bootstrap": plan.status}
     failed = _job(job["metadata"]["name"], "Failed", kind="OmenDB")
     plan = bootstrap.plan_bootstrap(owner, spec, previous, True, {"data-copy-0", "wal-copy-0"}, failed,

@@ -24,6 +24,7 @@ def test_every_child_of_the_design(owner):
     assert _names(desired) == [
         ("ConfigMap", "prod-config"),
         ("Secret", "prod-users"),
+        ("Secret", "prod-backup-key"),
         ("Secret", "prod-ca"),
         ("Secret", "prod-tls"),
         ("Service", "prod"),
@@ -42,10 +43,11 @@ def test_every_child_of_the_design(owner):
         assert LABELS.items() <= m["metadata"]["labels"].items(), m["metadata"]["name"]
         assert m["metadata"]["namespace"] == "omendb-prod"
         owned = "ownerReferences" in m["metadata"]
-        # Children are garbage-collected with the OmenDB, except the backups' volume.
-        assert owned == (m["kind"] != "PersistentVolumeClaim"), m["metadata"]["name"]
+        # Children are garbage-collected with the OmenDB, except the backups' volume and their key.
+        assert owned == (m["metadata"]["name"] not in ("prod-backups", "prod-backup-key")), m["metadata"]["name"]
     assert [r for r, _ in desired.actions] == [
         "CredentialsGenerated",
+        "BackupKeyGenerated",
         "CertificateIssued",
         "CertificateIssued",
     ]
@@ -59,6 +61,7 @@ def test_second_build_from_observed_state_is_identical(owner):
     by_name = {m["metadata"]["name"]: m for m in first.manifests if m["kind"] == "Secret"}
     observed = Observed(
         users_secret=decode_secret_data(by_name["prod-users"]),
+        backup_key_secret=decode_secret_data(by_name["prod-backup-key"]),
         ca_secret=decode_secret_data(by_name["prod-ca"]),
         tls_secret=decode_secret_data(by_name["prod-tls"]),
         monitoring_api=True,

@@ -128,6 +128,6 @@ def test_hibernated_statefulset_has_no_pods_and_backups_are_suspended():
         by_kind.setdefault(m["kind"], []).append(m)
     assert by_kind["StatefulSet"][0]["spec"]["replicas"] == 0
     assert all(c["spec"]["suspend"] for c in by_kind["CronJob"])
-    assert {m["metadata"]["name"] for m in by_kind["Secret"]} == {"db-users", "db-ca", "db-tls"}
+    assert {m["metadata"]["name"] for m in by_kind["Secret"]} == {"db-users", "db-backup-key", "db-ca", "db-tls"}
     assert [m["metadata"]["name"] for m in by_kind["PersistentVolumeClaim"]] == ["db-backups"]
     assert replicas_override(parse_spec({"replicas": 3})) is None

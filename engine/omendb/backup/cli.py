@@ -9,8 +9,9 @@
     backup_tool --data-dir D rollback-restore
 
 ``--source URL`` (with ``--credentials-file`` or OMENDB_USER/OMENDB_PASSWORD, and ``--ca-file`` or
-OMENDB_CA_FILE) backs up a running server instead of reading D. Exit codes are in omendb.backup.errors and
-docs/backup.md.
+OMENDB_CA_FILE) backs up a running server instead of reading D. ``--key-file PATH`` (or OMENDB_BACKUP_KEY_FILE,
+OMENDB_BACKUP_KEY) signs new backups and authenticates the ones read (keys.py). Exit codes are in
+omendb.backup.errors and docs/backup.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from omendb.backup.create import take_backup
 from omendb.backup.errors import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OK, BackupError, NotFound, Usage
+from omendb.backup.keys import KEY_ENV, KEY_FILE_ENV, load_key
 from omendb.backup.layout import resolve
 from omendb.backup.manifest import FULL, INCREMENTAL, BackupManifest, format_us, parse_time
 from omendb.backup.restore import Target, restore, rollback
@@ -80,6 +82,10 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                              "(default: OMENDB_USER / OMENDB_PASSWORD)")
     parser.add_argument("--ca-file", default=default,
                         help="for --source over TLS: CA certificate (PEM) (default: OMENDB_CA_FILE)")
+    parser.add_argument("--key-file", default=default, metavar="PATH",
+                        help=f"the backup key (HMAC-SHA256, at least 32 bytes): signs new backups, "
+                             f"authenticates the ones read (default: the file named by {KEY_FILE_ENV}, else "
+                             f"{KEY_ENV}). Keep it off the backup volume")
     parser.add_argument("--lock-timeout", type=float, default=argparse.SUPPRESS if suppress else 0.0,
                         help="seconds to wait for another backup_tool run on the backup directory (default "
                              "0)")
@@ -118,11 +124,16 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--to-lsn", type=int, help="restore the state right after this LSN")
     target.add_argument("--to-time", help="restore the state as of this time (ISO 8601, UTC if no offset)")
     p.add_argument("--force", action="store_true", help="replace a data directory that holds a database")
+    p.add_argument("--allow-unkeyed", action="store_true",
+                   help="with a backup key configured, still accept backups made without one (e.g. taken "
+                        "before backups were keyed); they are restored with a warning")
 
     p = sub.add_parser("verify", parents=[common], help="check a backup's checksums and chain")
     p.add_argument("--backup-id", required=True, help="a backup id, or 'latest'")
     p.add_argument("--database", help="with 'latest': the newest backup of this database")
     p.add_argument("--deep", action="store_true", help="also restore into a temporary directory and compare")
+    p.add_argument("--allow-unkeyed", action="store_true",
+                   help="with a backup key configured, still accept backups made without one (with a warning)")
 
     p = sub.add_parser("cleanup", parents=[common], help="delete backups older than the retention")
     p.add_argument("--retention-days", type=float, required=True)
@@ -139,6 +150,12 @@ def _need(args: argparse.Namespace, *names: str) -> None:
             raise Usage(f"{args.command} needs --{name.replace('_', '-')}")
 
 
+def _store(args: argparse.Namespace) -> BackupStore:
+    """The backup directory, with the configured key and --allow-unkeyed where the command has it."""
+    return BackupStore(args.backup_dir, load_key(getattr(args, "key_file", None)),
+                       bool(getattr(args, "allow_unkeyed", False)))
+
+
 def _human(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -152,7 +169,7 @@ def _list_row(m: BackupManifest) -> str:
     size = sum(f.size for f in m.files)
     return "\t".join([m.id, m.type, m.created_at, f"lsn={m.start_lsn}..{m.end_lsn}", f"records={m.records}",
                       f"size={_human(size)}", f"parent={m.parent or '-'}",
-                      f"last_commit={format_us(m.last_commit_us)}"])
+                      f"last_commit={format_us(m.last_commit_us)}", f"key={m.key_id or 'unkeyed'}"])
 
 
 def _write_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
@@ -178,7 +195,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     progress = Progress(args.command, args.quiet)
     started = time.monotonic()
     try:
-        manifest = take_backup(BackupStore(args.backup_dir), source, args.database, kind,
+        manifest = take_backup(_store(args), source, args.database, kind,
                                lock_timeout=args.lock_timeout, progress=progress,
                                level=args.compression_level)
     finally:
@@ -198,7 +215,7 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     _need(args, "backup_dir")
-    store = BackupStore(args.backup_dir)
+    store = BackupStore(args.backup_dir)  # listing authenticates nothing: no key needed
     good, damaged = store.scan()
     backups = [m for m in reversed(good) if args.database is None or m.database == args.database]
     for d in damaged:
@@ -217,8 +234,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         raise Usage("restore writes a data directory; --source is only for taking backups")
     target = Target(args.to_lsn, parse_time(args.to_time) if args.to_time else None)
     layout = resolve(args.data_dir, args.wal_dir)
+    store = _store(args)
     progress = Progress("restore", args.quiet)
-    store = BackupStore(args.backup_dir)
     hint = "backup_tool " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         with store.locked(False, args.lock_timeout):
@@ -242,7 +259,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         layout = resolve(args.data_dir, args.wal_dir)
         if layout.holds_database():
             verify_data_dir(layout, report)
-    store = BackupStore(args.backup_dir)
+    store = _store(args)
     missing = None
     with store.locked(False, args.lock_timeout):
         try:

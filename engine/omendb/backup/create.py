@@ -134,7 +134,8 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
                 last_commit_us=frames[-1].commit_us if frames else None,
                 earliest_restore_us=earliest, records=len(state.keys), content_sha256=state.digest(),
                 files=files, source=source.description, engine_database=info.engine_database,
-                index={"model_type": info.model_type, "max_error": info.max_error}, notice=notice)
+                index={"model_type": info.model_type, "max_error": info.max_error}, notice=notice,
+                parent_mac=None if chain is None or store.key is None else chain[-1].mac)
             store.publish(staging, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -145,7 +146,7 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
             log.warning("backup %s is complete, but recording that backups hold the WAL through LSN %d "
                         "failed (%s): the engine may release WAL the next incremental needs, which then "
                         "becomes a full backup", manifest.id, manifest.end_lsn, exc)
-        return manifest.sealed()
+        return manifest.sealed(store.key)
 
 
 def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: Progress | None, level: int

@@ -2,7 +2,9 @@
 
 Pure code: building, serializing and validating manifests. The manifest carries its own sha256 (over its
 canonical JSON without that field), so a change to any byte of any file of a backup, the manifest
-included, is detected.
+included, is detected. That catches damage, not forgery (anyone can recompute a sha256): a keyed backup's
+manifest also carries an HMAC-SHA256 (``mac``) made with the backup key (keys.py), checked by
+``authenticate``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import omendb
 from omendb.backup import FORMAT_VERSION
 from omendb.backup.errors import Corrupt
+from omendb.backup.keys import KEY_FILE_ENV, BackupKey, NotAuthentic
 
 MANIFEST_FILE = "manifest.json"
 FULL, INCREMENTAL = "full", "incremental"
@@ -64,6 +67,10 @@ class BackupManifest:
     notice: str | None = None  # e.g. why an incremental became a full backup
     tool_version: str = omendb.__version__
     format_version: int = FORMAT_VERSION
+    # Keyed backups only (absent from an unkeyed manifest, so manifests written before keys still verify):
+    key_id: str | None = None  # fingerprint of the backup key (keys.BackupKey.key_id)
+    parent_mac: str | None = None  # the parent's mac: the child's mac covers it, binding the chain
+    mac: str | None = None  # HMAC-SHA256 over signed_bytes()
     manifest_sha256: str = field(default="")
 
     @property
@@ -77,18 +84,75 @@ class BackupManifest:
     def snapshot(self) -> FileEntry | None:
         return self.file(SNAPSHOT_FILE) or self.file(SNAPSHOT_ZST)
 
-    def canonical(self) -> bytes:
+    @property
+    def keyed(self) -> bool:
+        return self.mac is not None
+
+    def _body(self) -> dict[str, Any]:
         body = asdict(self)
+        for name in _KEY_FIELDS:
+            if body[name] is None:
+                del body[name]
+        return body
+
+    def canonical(self) -> bytes:
+        """What manifest_sha256 covers: every field but itself (the mac included)."""
+        body = self._body()
         body.pop("manifest_sha256")
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
-    def sealed(self) -> BackupManifest:
+    def signed_bytes(self) -> bytes:
+        """What the mac covers: every field but the mac and manifest_sha256 (key_id and parent_mac
+        included), so every file's sha256, the parent's id and the parent's mac are authenticated."""
+        body = self._body()
+        body.pop("manifest_sha256")
+        body.pop("mac", None)
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def sealed(self, key: BackupKey | None = None) -> BackupManifest:
+        """With its manifest_sha256; with a key, also signed (key_id and mac)."""
         from dataclasses import replace
 
-        return replace(self, manifest_sha256=hashlib.sha256(self.canonical()).hexdigest())
+        m = self
+        if key is not None:
+            m = replace(m, key_id=key.key_id, mac=None)
+            m = replace(m, mac=key.mac(m.signed_bytes()))
+        return replace(m, manifest_sha256=hashlib.sha256(m.canonical()).hexdigest())
 
     def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
+        return (json.dumps(self._body(), indent=2, sort_keys=True) + "\n").encode()
+
+
+_KEY_FIELDS = ("key_id", "parent_mac", "mac")
+UNKEYED_WARNING = ("backup {id} is unkeyed: its checksums match but its authenticity is not checked (anyone "
+                   "who can write to the backup directory could have forged it); take keyed backups by "
+                   f"setting {KEY_FILE_ENV} or --key-file")
+
+
+def authenticate(manifest: BackupManifest, key: BackupKey | None, allow_unkeyed: bool = False) -> str | None:
+    """Check a manifest's mac against the configured key (docs/backup.md, "Keys"). Returns a warning for
+    an accepted unkeyed backup; raises NotAuthentic for everything refused, saying what to do."""
+    m = manifest
+    if not m.keyed:
+        if key is None or allow_unkeyed:
+            return UNKEYED_WARNING.format(id=m.id)
+        # Stripping key_id and mac from a forged manifest must not turn it into an acceptable backup.
+        raise NotAuthentic(f"backup {m.id} is unkeyed but a backup key is configured ({key.origin}): it may be "
+                           "a forgery with its signature stripped. If it was taken before backups were keyed "
+                           "and you trust it, pass --allow-unkeyed; otherwise restore a keyed backup")
+    if key is None:
+        raise NotAuthentic(f"backup {m.id} is keyed (key id {m.key_id}) and no backup key is configured, so "
+                           f"its authenticity cannot be checked; pass --key-file PATH or set {KEY_FILE_ENV} "
+                           "to the key it was made with")
+    if m.key_id != key.key_id:
+        raise NotAuthentic(f"backup {m.id} was made with key id {m.key_id}, the configured key ({key.origin}) "
+                           f"has key id {key.key_id}: use the key it was made with (or the backup was "
+                           "tampered with)")
+    if not key.verifies(m.signed_bytes(), m.mac or ""):
+        raise NotAuthentic(f"backup {m.id}: the manifest's signature (mac) does not match its content: the "
+                           "backup was modified after it was made (forged or tampered with); do not restore "
+                           "it — restore another backup (backup_tool list) and take a new full backup")
+    return None
 
 
 def check_database_name(name: str) -> str:

@@ -86,7 +86,10 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
                           f"{format_us(chain[0].earliest_restore_us)} to "
                           f"{format_us(chain[-1].last_commit_us)}; pick another backup (backup_tool list)")
         return chain
-    candidates = store.backups(database)
+    good, damaged = store.scan()
+    candidates = [m for m in good if database is None or m.database == database]
+    # An unreadable backup newer than every readable one might be the one that covers the target.
+    store.refuse_damaged_newer(damaged, candidates[-1] if candidates else None, database)
     if not candidates:
         raise NotFound(f"no backups{' for database ' + repr(database) if database else ''} in {store.root}")
     problems = []
@@ -94,6 +97,13 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
         try:
             chain = store.chain(manifest)
         except Corrupt as exc:
+            if _might_cover(manifest, target):
+                # Never fall back silently to an older backup than one that should have been used.
+                raise Corrupt(f"backup {manifest.id}, the newest one that may cover {target.describe()}, "
+                              f"cannot be used: {exc.message}. Refusing to fall back to an older backup "
+                              f"silently: check it with `backup_tool --backup-dir {store.root} verify "
+                              f"--backup-id {manifest.id}`, or name an older backup with --backup-id ID "
+                              "(backup_tool list)") from None
             problems.append(exc.message)
             continue
         if covers(chain, target):
@@ -107,6 +117,16 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
     detail = f" (skipped broken chains: {'; '.join(problems)})" if problems else ""
     raise Refused(f"no backup in {store.root} covers {target.describe()}{detail}; `backup_tool list` shows "
                   f"each backup's LSN range and times")
+
+
+def _might_cover(manifest: BackupManifest, target: Target) -> bool:
+    """Whether the chain of `manifest` could cover the target, from its own manifest alone (its chain
+    cannot be read): it holds every write up to end_lsn since earliest_restore_us (its chain's start)."""
+    if target.lsn is not None:
+        return target.lsn <= manifest.end_lsn and not (manifest.type == FULL and target.lsn < manifest.start_lsn)
+    if target.time_us is not None:
+        return manifest.earliest_restore_us <= target.time_us
+    return True
 
 
 def load_snapshot(store: BackupStore, manifest: BackupManifest, progress: Progress | None = None) -> State:

@@ -35,6 +35,9 @@ class Report:
     def ok(self, line: str) -> None:
         self.lines.append(f"OK   {line}")
 
+    def warn(self, line: str) -> None:
+        self.lines.append(f"WARN {line}")
+
     def bad(self, line: str) -> None:
         self.lines.append(f"FAIL {line}")
         self.problems.append(line)
@@ -48,6 +51,9 @@ def verify_backup(store: BackupStore, backup_id: str, database: str | None, deep
     except Corrupt as exc:
         report.bad(exc.message)
         return
+    finally:
+        for warning in store.warnings:
+            report.warn(warning)
     report.ok(f"chain of {manifest.id}: {' -> '.join(m.id for m in chain)} (LSN {chain[0].start_lsn}.."
               f"{manifest.end_lsn}, continuous)")
     for m in chain:
@@ -60,7 +66,8 @@ def verify_backup(store: BackupStore, backup_id: str, database: str | None, deep
         except Corrupt as exc:
             report.bad(exc.message)
             continue
-        report.ok(f"{m.id}: {len(m.files)} files, sha256 and WAL frame checksums match")
+        signed = f", signature verified with key id {m.key_id}" if m.keyed else ", unkeyed (no signature)"
+        report.ok(f"{m.id}: {len(m.files)} files, sha256 and WAL frame checksums match{signed}")
     if report.problems or not deep:
         return
     try:
