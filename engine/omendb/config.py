@@ -90,6 +90,8 @@ class SecuritySection:
     tls_cert_file: str = _key("/etc/omendb/tls/tls.crt",
                               "Server certificate (PEM); reloaded when it changes.")
     tls_key_file: str = _key("/etc/omendb/tls/tls.key", "Server private key (PEM).")
+    plain_http_probes: bool = _key(True, "With TLS on, also answer plain-HTTP /health and /ready on the API "
+                                         "port (the guide's health_check.sh); other plain requests get 400.")
     htpasswd_file: str = _key("/etc/omendb/users.htpasswd", "Users, as `htpasswd` writes them (bcrypt or "
                                                             "apr1 entries); reloaded when it changes.")
     admin_users: tuple[str, ...] = _key(("admin",), "Users allowed to call /admin endpoints.")

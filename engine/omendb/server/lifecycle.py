@@ -30,6 +30,7 @@ from omendb.server.limits import limited_protocol
 from omendb.server.logs import AccessLog, setup_logging
 from omendb.server.state import Phase, ServerState
 from omendb.server.tls import ReloadingTLS
+from omendb.server.tlsport import PlainProbesOnly, sniffing_protocol
 
 log = logging.getLogger("omendb.server")
 
@@ -158,14 +159,18 @@ def build_server(config: Config) -> tuple[OmenServer, ServerState]:
     tls = ReloadingTLS(config.security.tls_cert_file, config.security.tls_key_file) \
         if config.security.tls_enabled else None
     box: list[OmenServer] = []
-    app = build_asgi(state, lifespan=_lifespan(state, box))
+    app: Any = build_asgi(state, lifespan=_lifespan(state, box))
+    protocol = limited_protocol(config.limits.max_connections,
+                                lambda: state.metrics.rejected.labels("max_connections").inc())
+    if tls is not None:
+        # HTTPS, and plain HTTP for the probes on the same port (tlsport.py: the guide's health_check.sh).
+        context = tls.context
+        protocol = sniffing_protocol(protocol, lambda: context)
+        app = PlainProbesOnly(app, config.security.plain_http_probes)
     uv_config = uvicorn.Config(
-        app, host=config.http.host, port=config.http.port, loop="uvloop",
-        http=limited_protocol(config.limits.max_connections,
-                              lambda: state.metrics.rejected.labels("max_connections").inc()),
+        app, host=config.http.host, port=config.http.port, loop="uvloop", http=protocol,
         ws="none", lifespan="on", access_log=False, log_config=None, server_header=False,
         timeout_graceful_shutdown=int(config.http.shutdown_grace_seconds) or 1,
-        ssl_context_factory=(lambda _cfg, _default: tls.context) if tls else None,
         backlog=max(2048, config.limits.max_connections),
     )
     server = OmenServer(uv_config, state)
