@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omendb.errors import ConfigError
+from omendb.memory import MemoryLimit, effective_limit, own_cgroup_limit
 
 
 def _key(default: Any, doc: str, *, minimum: float | None = None, maximum: float | None = None,
@@ -122,7 +123,8 @@ class LimitsSection:
     max_connections: int = _key(1000, "Open client connections accepted at once.", minimum=1)
     max_query_duration_ms: int = _key(30000, "A scan running longer stops with an error.", minimum=1)
     max_insert_batch_size: int = _key(50000, "Records per insert request (413 beyond).", minimum=1)
-    memory_limit_mb: int = _key(8192, "Hard memory limit; the lower of this and max_memory_mb applies.",
+    memory_limit_mb: int = _key(8192, "Hard memory limit; the lowest of this, max_memory_mb and the "
+                                      "container's cgroup limit applies.",
                                 minimum=1)
 
 
@@ -183,8 +185,13 @@ class Config:
         return Path(self.database.data_dir).parent / "wal"
 
     @property
+    def memory_limit(self) -> MemoryLimit:
+        """The lowest of max_memory_mb, memory_limit_mb and the container's cgroup limit, and which won."""
+        return effective_limit(self.database.max_memory_mb, self.limits.memory_limit_mb, own_cgroup_limit())
+
+    @property
     def memory_limit_bytes(self) -> int:
-        return min(self.database.max_memory_mb, self.limits.memory_limit_mb) * 1024 * 1024
+        return self.memory_limit.bytes
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "configuration") -> Config:
