@@ -104,8 +104,9 @@ class MonitoringSection:
     prometheus_port: int = _key(9090, "Metrics port.", minimum=1, maximum=65535)
     health_check_interval_ms: int = _key(10000, "How often the server checks its own WAL and disk for "
                                                 "/health.", minimum=100)
-    log_level: str = _key("info", "Log level.", choices=("trace", "debug", "info", "warn", "warning",
-                                                         "error"))
+    log_level: str = _key("info", "Log level of OmenDB's own lines; debug and trace add recovery, merge, "
+                                  "checkpoint, WAL and replication steps; off writes nothing.",
+                          choices=("trace", "debug", "info", "warn", "warning", "error", "off"))
     log_format: str = _key("json", "Log line format.", choices=("json", "text"))
 
 
@@ -292,6 +293,36 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+_RUST_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
+
+
+def rust_log_level(value: str) -> str | None:
+    """The level RUST_LOG gives OmenDB, read as env_logger reads it: comma-separated directives, each
+    ``level`` (the default for every target) or ``target=level``; an ``omendb`` (or ``omendb::...``)
+    directive wins over the default, other targets (``hyper=warn``) are not ours. An optional ``/regex``
+    suffix is a message filter, ignored here. None: RUST_LOG says nothing about OmenDB."""
+    spec = value.split("/", 1)[0]
+    default: str | None = None
+    ours: str | None = None
+    for directive in (d.strip() for d in spec.split(",")):
+        if not directive:
+            continue
+        target, _, level = directive.rpartition("=")
+        level = level.strip().lower()
+        if not target and level not in _RUST_LEVELS:
+            # env_logger reads a bare word that is not a level as a target at the most verbose level.
+            target, level = level, "trace"
+        if level not in _RUST_LEVELS:
+            raise ConfigError(f"RUST_LOG={value!r}: {level!r} in {directive!r} is not a level (one of "
+                              f"{', '.join(_RUST_LEVELS)}); e.g. RUST_LOG=info or RUST_LOG=omendb=debug")
+        target = target.strip()
+        if not target:
+            default = level
+        elif target == "omendb" or target.startswith(("omendb::", "omendb.")):
+            ours = level
+    return ours or default
+
+
 def apply_env(config: Config, environ: dict[str, str] | None = None) -> Config:
     """Layer the guide's environment variables over a configuration (environment wins)."""
     env = os.environ if environ is None else environ
@@ -317,11 +348,11 @@ def apply_env(config: Config, environ: dict[str, str] | None = None) -> Config:
         if flag not in _TRUE | _FALSE:
             raise ConfigError(f"OMENDB_AUTH_DISABLED must be true or false, got {flag!r}")
         config = config.replace("security", auth_enabled=flag not in _TRUE)
-    level = env.get("OMENDB_LOG_LEVEL") or env.get("RUST_LOG")
-    if level:
-        # RUST_LOG is honoured for compatibility with the guide; only a plain level is meaningful here
-        # ("info", or the last "target=level" directive's level). OMENDB_LOG_LEVEL wins over it.
-        level = level.split(",")[-1].split("=")[-1].strip().lower()
-        config = config.replace("monitoring", log_level=level)
+    if env.get("OMENDB_LOG_LEVEL"):  # wins over RUST_LOG
+        config = config.replace("monitoring", log_level=env["OMENDB_LOG_LEVEL"].strip().lower())
+    elif env.get("RUST_LOG"):
+        level = rust_log_level(env["RUST_LOG"])
+        if level is not None:
+            config = config.replace("monitoring", log_level=level)
     config.check_consistency("configuration after environment overrides")
     return config
