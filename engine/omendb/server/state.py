@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from omendb.config import Config
 from omendb.server.errors import APIError
+from omendb.server.firstrun import users_file
 from omendb.server.htpasswd import UserFile
 from omendb.server.logs import AccessLog
 from omendb.server.metrics import Metrics
@@ -44,7 +45,7 @@ class ServerState:
                                               thread_name_prefix="omendb-io")
         self.users: UserFile | None = None
         if config.security.auth_enabled:
-            self.users = UserFile(config.security.htpasswd_file)
+            self.users = UserFile(users_file(config))  # firstrun.py: no users file yet, an admin user
         self.sessions = SessionStore(config.security.session_timeout_seconds)
         self.admins = frozenset(config.security.admin_users)
         self.metrics = Metrics()
