@@ -290,9 +290,10 @@ def review_user_tls_secret(secret: str, data: dict[str, str], name: str, namespa
             f"the CA that signed it ({cert.issuer.rfc4514_string()})"
         problems.append(
             f"Secret {secret} (spec.tls.secretName) has no key ca.crt (`kubectl create secret tls` writes only "
-            f"tls.crt and tls.key): backup, restore and upgrade Jobs and replicas verify the server against "
-            f"ca.crt and fail without it. Add {anchor} as ca.crt: `kubectl create secret generic {secret} "
-            f"--type=kubernetes.io/tls --from-file=tls.crt=CERT --from-file=tls.key=KEY "
+            f"tls.crt and tls.key): backup, restore and upgrade Jobs verify the server against ca.crt and "
+            f"fail without it (replicas fall back to the system's CAs). Add {anchor} as ca.crt: "
+            f"`kubectl create secret generic {secret} --type=kubernetes.io/tls --from-file=tls.crt=CERT "
+            f"--from-file=tls.key=KEY "
             f"--from-file=ca.crt={'CERT' if self_signed else 'CA'} -n {namespace} --dry-run=client -o yaml | "
             f"kubectl apply -f -`")
     missing = missing_service_names(cert, name, namespace, cluster_domain)
