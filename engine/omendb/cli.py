@@ -11,6 +11,7 @@ from typing import Any
 
 from omendb.config import SECTIONS, Config, apply_env, load_config
 from omendb.errors import ConfigError
+from omendb.memory import explain
 
 
 def _toml_value(value: Any) -> str:
@@ -61,6 +62,8 @@ def _check(args: argparse.Namespace) -> int:
     print(f"# {args.file}: valid ({len(SECTIONS)} sections)", file=sys.stderr)
     if overridden:
         print(f"# environment overrides applied: {', '.join(overridden)}", file=sys.stderr)
+    for line in explain(config.memory_limit):
+        print(f"# {line}", file=sys.stderr)
     sys.stdout.write(render_toml(config))
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omendb.errors import ConfigError
+from omendb.memory import MemoryLimit, effective_limit, own_cgroup_limit
 
 
 def _key(default: Any, doc: str, *, minimum: float | None = None, maximum: float | None = None,
@@ -107,6 +108,8 @@ class SecuritySection:
     tls_cert_file: str = _key("/etc/omendb/tls/tls.crt",
                               "Server certificate (PEM); reloaded when it changes.")
     tls_key_file: str = _key("/etc/omendb/tls/tls.key", "Server private key (PEM).")
+    plain_http_probes: bool = _key(True, "With TLS on, also answer plain-HTTP /health and /ready on the API "
+                                         "port (the guide's health_check.sh); other plain requests get 400.")
     htpasswd_file: str = _key("/etc/omendb/users.htpasswd", "Users, as `htpasswd` writes them (bcrypt or "
                                                             "apr1 entries); reloaded when it changes.")
     admin_users: tuple[str, ...] = _key(("admin",), "Users allowed to call /admin endpoints.")
@@ -130,8 +133,9 @@ class MonitoringSection:
     prometheus_port: int = _key(9090, "Metrics port.", minimum=1, maximum=65535)
     health_check_interval_ms: int = _key(10000, "How often the server checks its own WAL and disk for "
                                                 "/health.", minimum=100)
-    log_level: str = _key("info", "Log level.", choices=("trace", "debug", "info", "warn", "warning",
-                                                         "error"))
+    log_level: str = _key("info", "Log level of OmenDB's own lines; debug and trace add recovery, merge, "
+                                  "checkpoint, WAL and replication steps; off writes nothing.",
+                          choices=("trace", "debug", "info", "warn", "warning", "error", "off"))
     log_format: str = _key("json", "Log line format.", choices=("json", "text"))
 
 
@@ -149,7 +153,8 @@ class LimitsSection:
     max_connections: int = _key(1000, "Open client connections accepted at once.", minimum=1)
     max_query_duration_ms: int = _key(30000, "A scan running longer stops with an error.", minimum=1)
     max_insert_batch_size: int = _key(50000, "Records per insert request (413 beyond).", minimum=1)
-    memory_limit_mb: int = _key(8192, "Hard memory limit; the lower of this and max_memory_mb applies.",
+    memory_limit_mb: int = _key(8192, "Hard memory limit; the lowest of this, max_memory_mb and the "
+                                      "container's cgroup limit applies.",
                                 minimum=1)
 
 
@@ -221,8 +226,13 @@ class Config:
         return default_wal_dir(Path(self.database.data_dir))
 
     @property
+    def memory_limit(self) -> MemoryLimit:
+        """The lowest of max_memory_mb, memory_limit_mb and the container's cgroup limit, and which won."""
+        return effective_limit(self.database.max_memory_mb, self.limits.memory_limit_mb, own_cgroup_limit())
+
+    @property
     def memory_limit_bytes(self) -> int:
-        return min(self.database.max_memory_mb, self.limits.memory_limit_mb) * 1024 * 1024
+        return self.memory_limit.bytes
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "configuration") -> Config:
@@ -323,6 +333,36 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+_RUST_LEVELS = ("off", "error", "warn", "info", "debug", "trace")
+
+
+def rust_log_level(value: str) -> str | None:
+    """The level RUST_LOG gives OmenDB, read as env_logger reads it: comma-separated directives, each
+    ``level`` (the default for every target) or ``target=level``; an ``omendb`` (or ``omendb::...``)
+    directive wins over the default, other targets (``hyper=warn``) are not ours. An optional ``/regex``
+    suffix is a message filter, ignored here. None: RUST_LOG says nothing about OmenDB."""
+    spec = value.split("/", 1)[0]
+    default: str | None = None
+    ours: str | None = None
+    for directive in (d.strip() for d in spec.split(",")):
+        if not directive:
+            continue
+        target, _, level = directive.rpartition("=")
+        level = level.strip().lower()
+        if not target and level not in _RUST_LEVELS:
+            # env_logger reads a bare word that is not a level as a target at the most verbose level.
+            target, level = level, "trace"
+        if level not in _RUST_LEVELS:
+            raise ConfigError(f"RUST_LOG={value!r}: {level!r} in {directive!r} is not a level (one of "
+                              f"{', '.join(_RUST_LEVELS)}); e.g. RUST_LOG=info or RUST_LOG=omendb=debug")
+        target = target.strip()
+        if not target:
+            default = level
+        elif target == "omendb" or target.startswith(("omendb::", "omendb.")):
+            ours = level
+    return ours or default
+
+
 def apply_env(config: Config, environ: dict[str, str] | None = None) -> Config:
     """Layer the guide's environment variables over a configuration (environment wins)."""
     env = os.environ if environ is None else environ
@@ -348,11 +388,11 @@ def apply_env(config: Config, environ: dict[str, str] | None = None) -> Config:
         if flag not in _TRUE | _FALSE:
             raise ConfigError(f"OMENDB_AUTH_DISABLED must be true or false, got {flag!r}")
         config = config.replace("security", auth_enabled=flag not in _TRUE)
-    level = env.get("OMENDB_LOG_LEVEL") or env.get("RUST_LOG")
-    if level:
-        # RUST_LOG is honoured for compatibility with the guide; only a plain level is meaningful here
-        # ("info", or the last "target=level" directive's level). OMENDB_LOG_LEVEL wins over it.
-        level = level.split(",")[-1].split("=")[-1].strip().lower()
-        config = config.replace("monitoring", log_level=level)
+    if env.get("OMENDB_LOG_LEVEL"):  # wins over RUST_LOG
+        config = config.replace("monitoring", log_level=env["OMENDB_LOG_LEVEL"].strip().lower())
+    elif env.get("RUST_LOG"):
+        level = rust_log_level(env["RUST_LOG"])
+        if level is not None:
+            config = config.replace("monitoring", log_level=level)
     config.check_consistency("configuration after environment overrides")
     return config

@@ -276,6 +276,8 @@ class Database:
                 log.info("index settings changed since the checkpoint; retraining the model")
                 index = rmi.train(keys, cfg.index.model_type, cfg.index.max_error)
             base = Base(keys, values, lsns, index, manifest.checkpoint_lsn)
+            log.debug("recovery: loaded checkpoint %s at LSN %d (%d records)", manifest.base_file,
+                      manifest.checkpoint_lsn, len(keys))
         else:
             empty = np.zeros(0, np.int64)
             base = Base(empty, np.zeros(0), empty, rmi.train(empty, cfg.index.model_type, cfg.index.max_error),
@@ -285,6 +287,7 @@ class Database:
         self._lsn = base.lsn
         replayed = 0
         if cfg.wal.enabled:
+            log.debug("recovery: replaying the WAL in %s after LSN %d", self.wal_dir, base.lsn)
             if os.path.abspath(self.wal_dir) != os.path.abspath(self.data_dir):
                 self._wal_lock_fd = self._lock_dir(self.wal_dir, "WAL directory")
             previous = manifest.previous_database_id if manifest is not None else None
@@ -653,6 +656,8 @@ class Database:
         started = time.perf_counter()
         view = self._view
         base = view.base
+        log.debug("merge: %d delta records into a base of %d records (rebuild: %s)",
+                  len(frozen) if frozen else 0, len(base.keys), rebuild)
         keys, values, lsns = base.keys, base.values, base.lsns
         if frozen is not None:
             keys, values, lsns = apply_to_base(keys, values, lsns, frozen.combined())
@@ -674,6 +679,8 @@ class Database:
     def _write_checkpoint(self, base: Base) -> None:
         name = base_name(base.lsn)
         cfg = self.config
+        started = time.perf_counter()
+        log.debug("checkpoint: writing %s (LSN %d, %d records)", name, base.lsn, len(base.keys))
         write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
                    compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
         index = base.index
@@ -686,6 +693,7 @@ class Database:
             index_meta={"observed_max_error": index.observed_max_error,
                         "observed_mean_error": index.observed_mean_error, "depth": index.depth,
                         "train_seconds": index.train_seconds}))
+        log.debug("checkpoint: LSN %d written in %.3fs", base.lsn, time.perf_counter() - started)
         old = self._checkpoint_lsn
         self._checkpoint_lsn = base.lsn
         if old != base.lsn:
@@ -699,6 +707,8 @@ class Database:
             return
         archived = self.archived_lsn()
         through = self._checkpoint_lsn if archived is None else min(self._checkpoint_lsn, archived)
+        log.debug("WAL: releasing segments through LSN %d (checkpoint LSN %d, archived LSN %s)", through,
+                  self._checkpoint_lsn, archived)
         # Replicas that were streaming recently still need the WAL after their position: keep it (within
         # max_retained_mb), so a replica that was briefly away resumes instead of re-seeding from a snapshot.
         replica_floor = self.replicas.floor(REPLICA_WAL_RETENTION_S)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from omendb.errors import CorruptionError, OmenDBError
+from omendb.loglevels import TRACE
 
 log = logging.getLogger("omendb.wal")
 
@@ -351,6 +352,7 @@ class WalWriter:
             return self._written
 
     def _rotate(self, next_lsn: int) -> None:
+        log.debug("WAL: rotating to a new segment at LSN %d in %s", next_lsn, self.dir)
         os.fsync(self._fd)  # the old segment is complete and durable before the new one exists
         os.close(self._fd)
         self._start_segment(next_lsn)
@@ -369,6 +371,7 @@ class WalWriter:
                 fd = os.dup(self._fd)  # survives a concurrent rotation closing the original
             try:
                 os.fsync(fd)
+                log.log(TRACE, "WAL: fsync through byte %d (group commit)", target)
             except OSError as exc:
                 # Linux may report a failed writeback once and then succeed on the next fsync with the data
                 # gone (PostgreSQL's "fsyncgate"), so the failure is permanent for this process.

@@ -251,3 +251,56 @@ def build_tls_secret(owner: dict[str, Any], data: dict[str, str]) -> dict[str, A
         "metadata": L.metadata(owner, L.Names(owner["metadata"]["name"]).tls, "tls"),
         "data": encode_data(data),
     }
+
+
+def _covers(san: str, wanted: str) -> bool:
+    """Whether the certificate name ``san`` covers ``wanted`` the way TLS clients check host names (one
+    wildcard label, leftmost only; a wanted wildcard is covered only by the same wildcard)."""
+    san, wanted = san.lower().rstrip("."), wanted.lower().rstrip(".")
+    if san == wanted:
+        return True
+    if san.startswith("*.") and not wanted.startswith("*."):
+        head, _, rest = wanted.partition(".")
+        return bool(head) and rest == san[2:]
+    return False
+
+
+def missing_service_names(cert: x509.Certificate, name: str, namespace: str,
+                          cluster_domain: str = "cluster.local") -> list[str]:
+    """The Service and pod names (as the generated certificate carries them) that ``cert`` does not cover.
+    The common name does not count: clients check the subjectAltName extension only."""
+    sans = cert_dns_names(cert)
+    wanted = [n for n in server_dns_names(name, namespace, cluster_domain) if n != "localhost"]
+    return [n for n in wanted if not any(_covers(san, n) for san in sans)]
+
+
+def review_user_tls_secret(secret: str, data: dict[str, str], name: str, namespace: str,
+                           cluster_domain: str = "cluster.local") -> tuple[list[str], list[str]]:
+    """What is wrong with the user's TLS Secret (spec.tls.secretName) beyond being unreadable or expired:
+    (problems, warnings). A problem breaks backups, restores and upgrades (Degraded); a warning breaks
+    clients that check host names."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    cert = load_cert(data.get("tls.crt"))
+    if cert is None:
+        return problems, warnings
+    if not data.get("ca.crt"):
+        self_signed = cert.issuer == cert.subject
+        anchor = "tls.crt itself (the certificate is self-signed)" if self_signed else \
+            f"the CA that signed it ({cert.issuer.rfc4514_string()})"
+        problems.append(
+            f"Secret {secret} (spec.tls.secretName) has no key ca.crt (`kubectl create secret tls` writes only "
+            f"tls.crt and tls.key): backup, restore and upgrade Jobs verify the server against ca.crt and "
+            f"fail without it (replicas fall back to the system's CAs). Add {anchor} as ca.crt: "
+            f"`kubectl create secret generic {secret} --type=kubernetes.io/tls --from-file=tls.crt=CERT "
+            f"--from-file=tls.key=KEY "
+            f"--from-file=ca.crt={'CERT' if self_signed else 'CA'} -n {namespace} --dry-run=client -o yaml | "
+            f"kubectl apply -f -`")
+    missing = missing_service_names(cert, name, namespace, cluster_domain)
+    if missing:
+        warnings.append(
+            f"the certificate in Secret {secret} does not name {len(missing)} of the Service names "
+            f"(subjectAltName): {', '.join(missing)}; clients that check host names (backup, restore and "
+            f"upgrade Jobs, replicas, applications) refuse it. Issue it with those names, e.g. openssl req "
+            f"-addext \"subjectAltName=DNS:{missing[0]},...\"")
+    return problems, warnings

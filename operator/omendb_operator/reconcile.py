@@ -49,6 +49,29 @@ def _api_message(exc: Exception) -> str:
 EnginesFactory = Callable[[Kube, str, str, OmenDBSpec], failover.Engines]
 
 
+def users_source_error(secret: str, namespace: str, ref: dict[str, Any] | None,
+                       configmap: dict[str, Any] | None) -> str:
+    """Why spec.auth.htpasswdSecretName cannot be used, with the command that fixes it.
+
+    The guide keeps its htpasswd file in a ConfigMap (`kubectl create configmap omendb-users
+    --from-file=...`). That is refused: password hashes are credentials, and ConfigMaps are readable by
+    every role that may read configuration (and are printed by `kubectl describe`); the message says how
+    to move the same file into a Secret."""
+    create = f"`kubectl create secret generic {secret} --from-file={HTPASSWD_KEY}=PATH`"
+    if ref is None and configmap is not None:
+        keys = sorted((configmap.get("data") or {}).keys())
+        source = keys[0] if len(keys) == 1 else HTPASSWD_KEY
+        jsonpath = "{.data." + source.replace(".", "\\.") + "}"  # kubectl jsonpath escapes dots in keys
+        return (f"spec.auth.htpasswdSecretName names {secret}, which is a ConfigMap, not a Secret (the guide's "
+                f"`kubectl create configmap`): users are read from Secrets only, because password hashes are "
+                f"credentials and ConfigMaps are readable more widely. Move the file into a Secret: "
+                f"`kubectl get configmap {secret} -n {namespace} -o jsonpath='{jsonpath}' > {HTPASSWD_KEY}`, "
+                f"`kubectl create secret generic {secret} -n {namespace} --from-file={HTPASSWD_KEY}={HTPASSWD_KEY}`, "
+                f"then `kubectl delete configmap {secret} -n {namespace}`")
+    problem = "does not exist" if ref is None else f"has no key {HTPASSWD_KEY}"
+    return f"Secret {secret} (spec.auth.htpasswdSecretName) {problem}; create it with {create}"
+
+
 class Reconciler:
     def __init__(self, kube: Kube, cluster_domain: str = "cluster.local",
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -122,11 +145,10 @@ class Reconciler:
             ref = self._secret(spec.auth.htpasswd_secret_name, namespace)
             data = decode_secret_data(ref)
             if HTPASSWD_KEY not in data:
-                obs.apply_errors.append(
-                    f"Secret {spec.auth.htpasswd_secret_name} (spec.auth.htpasswdSecretName) "
-                    f"{'does not exist' if ref is None else 'has no key ' + HTPASSWD_KEY}; create it with "
-                    f"`kubectl create secret generic {spec.auth.htpasswd_secret_name} "
-                    f"--from-file={HTPASSWD_KEY}=PATH`")
+                obs.apply_errors.append(users_source_error(
+                    spec.auth.htpasswd_secret_name, namespace, ref,
+                    self.kube.get("v1", "ConfigMap", spec.auth.htpasswd_secret_name, namespace)
+                    if ref is None else None))
                 if users_live is not None:
                     skip.add(("Secret", names.users))  # keep today's users rather than drop them
             else:
@@ -164,7 +186,7 @@ class Reconciler:
         obs.monitoring_missing = desired.skipped_monitoring and wants_monitoring
         obs.tls_not_after = desired.cert_not_after
         if spec.tls.enabled and not spec.tls.generate:
-            self._check_user_tls(spec, namespace, now, obs)
+            self._check_user_tls(spec, name, namespace, now, obs)
 
         sts_manifest = next(m for m in desired.manifests if m["kind"] == "StatefulSet")
         obs.warnings += claim_template_drift(sts_manifest, live_sts)
@@ -258,7 +280,8 @@ class Reconciler:
             self.requeue(namespace, name, result.requeue_after)
         return result
 
-    def _check_user_tls(self, spec: OmenDBSpec, namespace: str, now: dt.datetime, obs: Observation) -> None:
+    def _check_user_tls(self, spec: OmenDBSpec, spec_name: str, namespace: str, now: dt.datetime,
+                        obs: Observation) -> None:
         secret = self._secret(str(spec.tls.secret_name), namespace)
         data = decode_secret_data(secret)
         cert = certificates.load_cert(data.get("tls.crt"))
@@ -270,3 +293,7 @@ class Reconciler:
             obs.tls_error = f"the certificate in {spec.tls.secret_name} expired at {cert.not_valid_after_utc}"
         else:
             obs.tls_not_after = cert.not_valid_after_utc
+            problems, warnings = certificates.review_user_tls_secret(
+                str(spec.tls.secret_name), data, spec_name, namespace, self.cluster_domain)
+            obs.tls_problems += problems
+            obs.tls_warnings += warnings

@@ -63,6 +63,10 @@ class Observation:
     warnings: list[str] = field(default_factory=list)
     tls_not_after: dt.datetime | None = None
     tls_error: str | None = None
+    # The user's TLS Secret: what breaks backups/restores/upgrades (Degraded) and what breaks host-name
+    # checks (a warning on TLSReady and Degraded), from certificates.review_user_tls_secret.
+    tls_problems: list[str] = field(default_factory=list)
+    tls_warnings: list[str] = field(default_factory=list)
     monitoring_missing: bool = False
     # Day-2 operations (day2.py): status.upgrade, status.storage and their conditions.
     upgrade: dict[str, Any] | None = None
@@ -182,14 +186,16 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         else:
             conditions.append(cond(PROGRESSING, "True", "RollingOut" if was_ready else "Creating",
                                    f"rolling out {version}: {ready}/{spec.replicas} pods ready"))
-    problems = list(obs.apply_errors)
+    problems = list(obs.apply_errors) + obs.tls_problems
     if was_ready and not done and not spec.hibernate and ready < min(replicas, spec.replicas):
         problems.append(f"{spec.replicas - ready} of {spec.replicas} pods are not ready")
     if problems:
-        conditions.append(cond(DEGRADED, "True", "ReconcileError" if obs.apply_errors else "PodsNotReady",
-                               "; ".join(problems)))
-    elif obs.warnings:
-        conditions.append(cond(DEGRADED, "False", "AsExpectedWithWarnings", "; ".join(obs.warnings)))
+        reason = "ReconcileError" if obs.apply_errors else "TLSSecretIncomplete" if obs.tls_problems else \
+            "PodsNotReady"
+        conditions.append(cond(DEGRADED, "True", reason, "; ".join(problems)))
+    elif obs.warnings or obs.tls_warnings:
+        conditions.append(cond(DEGRADED, "False", "AsExpectedWithWarnings",
+                               "; ".join(obs.warnings + obs.tls_warnings)))
     else:
         conditions.append(cond(DEGRADED, "False", "AsExpected", "no problems found"))
     conditions.append(cond(BACKUP_HEALTHY, *_backup_condition(spec, obs.cronjobs, obs.backup_failure)))
@@ -197,6 +203,11 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(TLS_READY, "False", "TLSDisabled", "spec.tls.enabled is false"))
     elif obs.tls_error:
         conditions.append(cond(TLS_READY, "False", "CertificateProblem", obs.tls_error))
+    elif obs.tls_not_after is not None and (obs.tls_problems or obs.tls_warnings):
+        conditions.append(cond(TLS_READY, "True", "CertificateIncomplete" if obs.tls_problems else
+                               "CertificateNamesMissing",
+                               f"the server certificate is valid until {timestamp(obs.tls_not_after)}, but "
+                               + "; ".join(obs.tls_problems + obs.tls_warnings)))
     elif obs.tls_not_after is not None:
         conditions.append(cond(TLS_READY, "True", "CertificateValid",
                                f"the server certificate is valid until {timestamp(obs.tls_not_after)}"))
@@ -211,7 +222,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(MONITORING_READY, "True", "MonitoringConfigured",
                                "alerts and scraping are configured as the spec asks"))
 
-    if obs.apply_errors:
+    if obs.apply_errors or obs.tls_problems:
         phase = PHASE_DEGRADED
     elif obs.hibernation:
         phase = PHASE_HIBERNATED if obs.hibernation == PHASE_HIBERNATED else PHASE_UPDATING

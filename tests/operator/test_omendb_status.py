@@ -179,3 +179,24 @@ def test_keys_no_longer_reported_are_removed_by_the_patch():
     assert patch["tls"] is None
     assert status_changed(with_tls, without)
     assert status_patch({"notOurs": {"step": 2}}, without).get("notOurs", "untouched") == "untouched"
+
+
+def test_user_tls_secret_problems_degrade_and_name_warnings_are_reported():
+    owner = make_owner()
+    spec = parse_spec({"tls": {"generate": False, "secretName": "omendb-tls"}})
+    missing_ca = "Secret omendb-tls (spec.tls.secretName) has no key ca.crt"
+    missing_names = "the certificate in Secret omendb-tls does not name 12 of the Service names: prod.ns.svc"
+    status = build_status(owner, spec, Observation(tls_not_after=NOW, tls_problems=[missing_ca],
+                                                   tls_warnings=[missing_names]), None, NOW)
+    conds = _conds(status)
+    assert status["phase"] == "Degraded"
+    assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("True", "TLSSecretIncomplete")
+    assert "no key ca.crt" in conds["Degraded"]["message"]
+    assert conds["TLSReady"]["reason"] == "CertificateIncomplete"
+    assert "prod.ns.svc" in conds["TLSReady"]["message"]
+    # Names alone are a warning: not Degraded.
+    warned = build_status(owner, spec, Observation(tls_not_after=NOW, tls_warnings=[missing_names]), None, NOW)
+    conds = _conds(warned)
+    assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("False", "AsExpectedWithWarnings")
+    assert "prod.ns.svc" in conds["Degraded"]["message"]
+    assert (conds["TLSReady"]["status"], conds["TLSReady"]["reason"]) == ("True", "CertificateNamesMissing")

@@ -165,3 +165,52 @@ def test_longest_names_still_get_certificates():
     plan = plan_certificates(name, namespace, {}, {}, NOW, 90 * DAY, 30 * DAY)
     cert = load_cert(plan.tls_data["tls.crt"])
     assert f"{name}.{namespace}.svc" in cert_dns_names(cert)
+
+
+# The operations guide's certificate command (Security Operations), prompts answered with Enter.
+GUIDE_OPENSSL = "yes '' | openssl req -new -x509 -keyout server.key -out server.pem -days 365 -nodes"
+
+
+def _guide_secret_data(tmp_path: Path) -> dict[str, str]:
+    """What `kubectl create secret tls omendb-tls --cert=server.pem --key=server.key` stores: no ca.crt."""
+    import subprocess
+
+    subprocess.run(["bash", "-c", GUIDE_OPENSSL], cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    return {"tls.crt": (tmp_path / "server.pem").read_text(), "tls.key": (tmp_path / "server.key").read_text()}
+
+
+def test_the_guides_tls_secret_is_degraded_for_ca_crt_and_warned_for_names(tmp_path):
+    from omendb_operator.certificates import review_user_tls_secret
+
+    problems, warnings = review_user_tls_secret("omendb-tls", _guide_secret_data(tmp_path), "prod", "omendb-prod")
+    assert len(problems) == 1
+    assert "Secret omendb-tls (spec.tls.secretName) has no key ca.crt" in problems[0]
+    # Self-signed: the fix is to add tls.crt itself as ca.crt, with the exact command.
+    assert "tls.crt itself" in problems[0] and "--from-file=ca.crt=CERT" in problems[0]
+    assert len(warnings) == 1
+    for missing in ("prod.omendb-prod.svc", "prod-ro.omendb-prod.svc", "*.prod-headless.omendb-prod.svc"):
+        assert missing in warnings[0]
+    assert "localhost" not in warnings[0]
+
+
+def test_a_complete_user_secret_has_no_findings_and_partial_names_are_listed():
+    from omendb_operator.certificates import review_user_tls_secret
+
+    plan = _plan()  # the generated certificate: every Service name, with ca.crt
+    assert review_user_tls_secret("mine", plan.tls_data, "prod", "omendb-prod") == ([], [])
+    # The same certificate for another OmenDB name: every name is missing; a CA-issued one without
+    # ca.crt is told to add its CA (not itself).
+    data = {k: plan.tls_data[k] for k in ("tls.crt", "tls.key")}
+    problems, warnings = review_user_tls_secret("mine", data, "other", "omendb-prod")
+    assert "the CA that signed it" in problems[0] and "--from-file=ca.crt=CA" in problems[0]
+    assert "other.omendb-prod.svc" in warnings[0] and "prod.omendb-prod.svc" not in warnings[0].split(": ", 1)[1]
+
+
+def test_wildcard_names_cover_one_label_only():
+    from omendb_operator.certificates import _covers
+
+    assert _covers("*.prod-headless.ns.svc", "prod-0.prod-headless.ns.svc")
+    assert not _covers("*.ns.svc", "prod-0.prod-headless.ns.svc")
+    assert _covers("*.prod-headless.ns.svc", "*.prod-headless.ns.svc")
+    assert not _covers("prod-0.prod-headless.ns.svc", "*.prod-headless.ns.svc")
+    assert _covers("PROD.ns.svc.", "prod.ns.svc")

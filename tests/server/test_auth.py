@@ -117,7 +117,9 @@ def test_unsupported_hash_scheme_is_refused_at_startup(tmp_path: Path) -> None:
     assert "line 2: user 'old' has a SHA-1 password hash" in log and "htpasswd -B" in log
 
 
-def test_missing_password_file_is_refused_at_startup(tmp_path: Path) -> None:
-    config = Config().replace("security", auth_enabled=True, htpasswd_file=str(tmp_path / "absent"))
+def test_unreadable_password_file_is_refused_at_startup(tmp_path: Path) -> None:
+    # A missing file is a first run (test_first_run.py); one that exists but cannot be read is an error.
+    config = Config().replace("security", auth_enabled=True, htpasswd_file=str(tmp_path))
+    config = config.replace("database", data_dir=str(tmp_path / "data"))
     with pytest.raises(ConfigError, match="htpasswd_file .* cannot be read.*auth_enabled = false"):
         build_server(config)

@@ -123,3 +123,31 @@ def test_certificate_expiry_is_a_metric_and_a_warning(tmp_path: Path) -> None:
         with httpx.Client(base_url=server.url, verify=trusting) as client:
             assert client.get("/health").status_code == 200
         assert server.stop() == 0
+
+
+def test_plain_http_on_the_tls_port(tmp_path: Path) -> None:
+    """Plain HTTP on the TLS port: the probes answer (the guide's health_check.sh), the API says to use
+    https://; with plain_http_probes = false nothing is answered in clear text."""
+    ca = CertificateAuthority.create()
+    context = ssl.create_default_context(cafile=str(ca.write_ca(tmp_path / "ca.crt")))
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    ca.issue(cert, key)
+    for probes in (True, False):
+        server = Server(tmp_path / f"srv-{probes}", {"security": {
+            "tls_enabled": True, "tls_cert_file": str(cert), "tls_key_file": str(key), "plain_http_probes": probes}})
+        with server:
+            server.start(verify=context)
+            plain = f"http://{HOST}:{server.port}"
+            health = httpx.get(f"{plain}/health", timeout=10)
+            assert (health.status_code, health.json().get("status")) == ((200, "ok") if probes else (400, None))
+            refused = httpx.post(f"{plain}/v1/records", json={"records": [{"key": 1, "value": 1.0}]}, timeout=10)
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "https_required"
+            assert f"https://{HOST}:{server.port}/v1/records" in refused.json()["error"]["message"]
+            # HTTPS on the same port, on a kept-alive connection, is unaffected.
+            with httpx.Client(base_url=server.url, verify=context) as client:
+                for key_ in range(3):
+                    body = {"records": [{"key": key_, "value": 1.0}]}
+                    assert client.post("/v1/records", json=body).status_code == 200
+                assert client.get("/v1/stats").json()["records"] == 3
+            assert server.stop() == 0

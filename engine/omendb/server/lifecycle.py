@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -33,10 +31,9 @@ from omendb.server.logs import AccessLog, setup_logging
 from omendb.server.state import Phase, ServerState
 from omendb.server.timeouts import Timeouts
 from omendb.server.tls import ReloadingTLS
+from omendb.server.tlsport import PlainProbesOnly, sniffing_protocol
 
 log = logging.getLogger("omendb.server")
-# How long a closing TLS connection waits for the client's close_notify (asyncio's default is 30 s).
-TLS_SHUTDOWN_SECONDS = 5.0
 
 
 class OmenServer(uvicorn.Server):
@@ -59,21 +56,6 @@ class OmenServer(uvicorn.Server):
         # Not recorded in _captured_signals: uvicorn would re-raise it after a clean shutdown and the
         # process would die by the signal instead of exiting 0.
         self.should_exit = True
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # uvicorn does not pass a TLS handshake timeout to create_server, and asyncio's default is 60 s: a
-        # client that connects and never says hello would hold a socket that long. The loop's create_server
-        # is wrapped for the duration of uvicorn's startup (the instance attribute shadows the method).
-        loop = asyncio.get_running_loop()
-        if self.config.is_ssl:
-            loop.create_server = functools.partial(  # type: ignore[method-assign]
-                loop.create_server, ssl_handshake_timeout=self.state.config.http.first_request_timeout_ms / 1000,
-                ssl_shutdown_timeout=TLS_SHUTDOWN_SECONDS)
-        try:
-            await super().startup(sockets)
-        finally:
-            if "create_server" in vars(loop):
-                delattr(loop, "create_server")
 
     def fail(self, message: str) -> None:
         self.exit_code = 1
@@ -178,16 +160,25 @@ def build_server(config: Config) -> tuple[OmenServer, ServerState]:
     tls = ReloadingTLS(config.security.tls_cert_file, config.security.tls_key_file, state.metrics.registry) \
         if config.security.tls_enabled else None
     box: list[OmenServer] = []
-    app = build_asgi(state, lifespan=_lifespan(state, box))
+    app: Any = build_asgi(state, lifespan=_lifespan(state, box))
+    timeouts = Timeouts.from_config(config.http)
+
+    def closed(reason: str) -> None:
+        state.metrics.connections_closed.labels(reason).inc()
+
+    protocol = limited_protocol(config.limits.max_connections, timeouts,
+                                lambda: state.metrics.rejected.labels("max_connections").inc(), closed)
+    if tls is not None:
+        # HTTPS, and plain HTTP for the probes on the same port (tlsport.py: the guide's health_check.sh).
+        # The TLS layer is built there, not by uvicorn, so the handshake bound is set there too.
+        context = tls.context
+        protocol = sniffing_protocol(protocol, lambda: context, timeouts.first_request, closed)
+        app = PlainProbesOnly(app, config.security.plain_http_probes)
     uv_config = uvicorn.Config(
-        app, host=config.http.host, port=config.http.port, loop="uvloop",
-        http=limited_protocol(config.limits.max_connections, Timeouts.from_config(config.http),
-                              lambda: state.metrics.rejected.labels("max_connections").inc(),
-                              lambda reason: state.metrics.connections_closed.labels(reason).inc()),
-        timeout_keep_alive=config.http.idle_timeout_ms / 1000,  # type: ignore[arg-type]  # a float works
+        app, host=config.http.host, port=config.http.port, loop="uvloop", http=protocol,
+        timeout_keep_alive=timeouts.idle,  # type: ignore[arg-type]  # a float works
         ws="none", lifespan="on", access_log=False, log_config=None, server_header=False,
         timeout_graceful_shutdown=int(config.http.shutdown_grace_seconds) or 1,
-        ssl_context_factory=(lambda _cfg, _default: tls.context) if tls else None,
         backlog=max(2048, config.limits.max_connections),
     )
     server = OmenServer(uv_config, state)

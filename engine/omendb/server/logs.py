@@ -17,11 +17,13 @@ from typing import Any
 
 import orjson
 
+from omendb.loglevels import OFF, TRACE
+
 ACCESS_LOGGER = "omendb.access"
 
-# Our level names (the guide's, plus Rust's "trace") mapped onto Python logging's.
-LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-          "warning": logging.WARNING, "error": logging.ERROR}
+# Our level names (the guide's, plus env_logger's "trace" and "off") mapped onto Python logging's.
+LEVELS = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "warning": logging.WARNING, "error": logging.ERROR, "off": OFF}
 
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and is printed as a field.
 # uvicorn adds color_message (the message with terminal colour codes): never wanted in a log file.
@@ -71,12 +73,17 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: str) -> None:
-    """Route our loggers and uvicorn's through one stdout handler in the configured format."""
+    """Route our loggers and uvicorn's through one stdout handler in the configured format.
+
+    The level applies to OmenDB's own loggers (``omendb.*``), as RUST_LOG's ``omendb=debug`` directive
+    would: debug and trace add recovery, merge, checkpoint, WAL and replication lines. Libraries (uvicorn,
+    httpx, numba) stay at info, whose debug output is noise for an operator; ``off`` silences everything."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(LEVELS[level])
+    root.setLevel(max(LEVELS[level], logging.INFO))
+    logging.getLogger("omendb").setLevel(LEVELS[level])
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         # uvicorn's loggers keep their own handlers otherwise; ours print the access line instead.
         logger = logging.getLogger(name)

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 import omendb
+from omendb.memory import process_rss_bytes
 
 log = logging.getLogger("omendb.metrics")
 
@@ -40,14 +41,20 @@ class _EngineCollector(Collector):
         except Exception as exc:  # a scrape must never fail because the engine is busy or closing
             log.warning("metrics: could not read engine stats", extra={"error": str(exc)})
             stats = None
+        # The process's resident memory, what the container limit and the OOM killer count: it is what
+        # HighMemoryUsage divides by the limit, so the alert fires before an OOMKill (the engine's own
+        # accounting, below, leaves out the interpreter, libraries, buffers and fragmentation).
+        yield GaugeMetricFamily("omendb_memory_usage_bytes", "Resident memory of the server process (RSS).",
+                                value=process_rss_bytes())
         ready = stats is not None
         yield GaugeMetricFamily("omendb_ready", "1 when the database is open and serving.", value=int(ready))
         if stats is None:
             return
         gauges = [
-            ("omendb_memory_usage_bytes", "Memory held by the database.", "memory_usage_bytes"),
-            ("omendb_memory_limit_bytes", "Memory the database may hold (the lower of [database] "
-                                          "max_memory_mb and [limits] memory_limit_mb).",
+            ("omendb_engine_memory_bytes", "Memory the engine accounts for: record arrays, index models and "
+                                           "the delta (what a write is checked against).", "memory_usage_bytes"),
+            ("omendb_memory_limit_bytes", "Effective memory limit: the lowest of [database] max_memory_mb, "
+                                          "[limits] memory_limit_mb and the container's cgroup limit.",
              "memory_limit_bytes"),
             ("omendb_wal_size_bytes", "Bytes of write-ahead log on disk.", "wal_size_bytes"),
             ("omendb_index_size_bytes", "Bytes held by the learned index models.", "index_size_bytes"),

@@ -32,6 +32,7 @@ from omendb.backup.source import load_credentials
 from omendb.checkpoint import read_base, read_manifest, write_manifest
 from omendb.database import ARCHIVED_FILE
 from omendb.errors import OmenDBError
+from omendb.loglevels import TRACE
 from omendb.replication import Fenced, divergence_lsn, term_at
 from omendb.server.errors import APIError
 from omendb.server.state import Phase, ServerState
@@ -240,6 +241,8 @@ class Follower:
                              f"database {primary_id}: not a copy of it", 1)
         self.primary_lsn, self.primary_commit_us = info["lsn"], info["last_commit_us"]
         self.last_contact = time.monotonic()
+        log.debug("replication: timeline checked against %s (primary LSN %d, term %d; local LSN %d)",
+                  self.primary_url, info["lsn"], info["term"], db.lsn())
 
     def _poll(self) -> None:
         db = self._db()
@@ -266,6 +269,10 @@ class Follower:
             raise FollowError(f"the primary sent LSN {frames[0].lsn} after {after}; retrying")
         if frames:
             db.apply_frames(frames)
+            log.debug("replication: applied %d frames (LSN %d..%d) from %s", len(frames), frames[0].lsn,
+                      frames[-1].lsn, self.primary_url)
+        else:
+            log.log(TRACE, "replication: poll after LSN %d returned nothing new", after)
         self.primary_lsn = int(response.headers["x-omendb-primary-lsn"])
         self.primary_commit_us = int(response.headers["x-omendb-primary-commit-us"])
         self.last_contact = time.monotonic()

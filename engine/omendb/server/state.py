@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from omendb.config import Config
 from omendb.server.credentials import CredentialCache
 from omendb.server.errors import APIError
+from omendb.server.firstrun import users_file
 from omendb.server.htpasswd import UserFile
 from omendb.server.logs import AccessLog
 from omendb.server.metrics import Metrics
@@ -51,7 +52,7 @@ class ServerState:
                                               thread_name_prefix="omendb-io")
         self.users: UserFile | None = None
         if config.security.auth_enabled:
-            self.users = UserFile(config.security.htpasswd_file)
+            self.users = UserFile(users_file(config))  # firstrun.py: no users file yet, an admin user
         self.sessions = SessionStore(config.security.session_timeout_seconds)
         security = config.security
         self.auth_executor = ThreadPoolExecutor(max_workers=AUTH_THREADS, thread_name_prefix="omendb-auth")
