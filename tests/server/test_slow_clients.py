@@ -241,7 +241,9 @@ def test_each_timeout_closes_its_connection(site: Site) -> None:
         for c in clients:
             c.close()
     closed = {r: site.metric(r) - closed_before[r] for r in closed_before}
-    assert closed == {"first_request_timeout": 1, "header_timeout": 1, "body_timeout": 1, "idle_timeout": 2}
+    # Under TLS the client that never says hello is a silent connection too, and counted as one.
+    silent = 2 if site.context is not None else 1
+    assert closed == {"first_request_timeout": silent, "header_timeout": 1, "body_timeout": 1, "idle_timeout": 2}
     # The access log says what the client got.
     line = site.server.wait_for_log(lambda r: r.get("path") == "/v1/records/lookup")
     assert line["status"] == 408, line
