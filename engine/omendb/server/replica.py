@@ -168,9 +168,10 @@ class Follower:
 
     def preflight(self) -> None:
         """Check, before anything changes, that the new primary can be followed: it answers with these
-        credentials, serves this database, and its term is not older than this server's (a primary on an
-        older term has been replaced: following it would take a fenced timeline). It need not be a primary
-        yet: a planned switchover demotes the old primary to follow the replica it then promotes. A timeline
+        credentials, serves this database, and, when it is a primary, its term is not older than this
+        server's (a primary on an older term has been replaced: following it would take a fenced timeline).
+        It need not be a primary yet: a planned switchover demotes the old primary to follow the replica it
+        then promotes. A timeline
         this server must rewind to (an old primary being demoted) is fine too: that is what following does.
         Raises FollowError saying what is wrong."""
         try:
@@ -198,7 +199,8 @@ class Follower:
         return db
 
     def _peer_info(self, timeout: float | None = None) -> dict[str, Any]:
-        """The peer's /admin/replication/info, checked to serve this database on a term not older than ours."""
+        """The peer's /admin/replication/info, checked to serve this database and, when it is a primary, to be
+        on a term not older than ours."""
         response = self._get("/admin/replication/info", timeout=timeout)
         if response.status_code != 200:
             raise FollowError(f"{self.primary_url}/admin/replication/info answered {response.status_code}: "
@@ -208,7 +210,9 @@ class Follower:
         if info["database"] != db.config.database.name:
             raise FollowError(f"{self.primary_url} serves database {info['database']!r}, this server "
                               f"{db.config.database.name!r}; point primary_url at the right primary")
-        if info["term"] < db.term:
+        # Only a *primary* on an older term is a replaced one. A replica may lag in terms it has not seen
+        # a frame of yet (a switchover target right after a promotion elsewhere): it is promoted past them.
+        if info["role"] == "primary" and info["term"] < db.term:
             raise FollowError(f"{self.primary_url} is at term {info['term']}, older than this server's term "
                               f"{db.term}: it is a replaced (fenced) primary; follow the current primary")
         return info
