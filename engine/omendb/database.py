@@ -50,6 +50,8 @@ from omendb.errors import (
     MemoryLimitExceeded,
     OmenDBError,
     ReadOnly,
+    StorageFull,
+    is_storage_full,
 )
 from omendb.replication import Fenced, FrameRing, ReplicaTracker, TermHistory
 from omendb.runs import (
@@ -532,6 +534,8 @@ class Database:
     def _merge_in_background(self, frozen: Delta | None) -> None:
         try:
             self._merge(frozen)
+        except StorageFull as exc:  # the new base serves from memory; the WAL still holds every write
+            log.error("background checkpoint failed: %s", exc.message)
         except Exception as exc:  # a failed merge leaves the delta in place; reads stay correct
             log.exception("background merge failed; the delta stays in memory and the WAL keeps every write")
             if isinstance(exc, OSError):
@@ -565,16 +569,30 @@ class Database:
     def _write_checkpoint(self, base: Base) -> None:
         name = base_name(base.lsn)
         cfg = self.config
-        write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
-                   compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
         index = base.index
-        write_manifest(self.data_dir, Manifest(
-            database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
-            records=len(base.keys), created_at=time.time(), model_type=index.model_type,
-            max_error=index.max_error, term_history=[list(entry) for entry in self.term_history],
-            index_meta={"observed_max_error": index.observed_max_error,
-                        "observed_mean_error": index.observed_mean_error, "depth": index.depth,
-                        "train_seconds": index.train_seconds}))
+        try:
+            write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
+                       compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
+            try:
+                write_manifest(self.data_dir, Manifest(
+                    database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
+                    records=len(base.keys), created_at=time.time(), model_type=index.model_type,
+                    max_error=index.max_error, term_history=[list(entry) for entry in self.term_history],
+                    index_meta={"observed_max_error": index.observed_max_error,
+                                "observed_mean_error": index.observed_mean_error, "depth": index.depth,
+                                "train_seconds": index.train_seconds}))
+            except BaseException:
+                if base.lsn != self._checkpoint_lsn:  # the MANIFEST still names the old base: drop the new
+                    with contextlib.suppress(OSError):
+                        (self.data_dir / name).unlink()
+                raise
+        except OSError as exc:
+            if not is_storage_full(exc):
+                raise
+            raise StorageFull(f"could not write a checkpoint in {self.data_dir}: {exc.strerror}; free space "
+                              f"on the data volume or expand it, then retry (POST /admin/checkpoint). The "
+                              f"database keeps serving from the previous checkpoint and the WAL: nothing is "
+                              f"lost") from exc
         old = self._checkpoint_lsn
         self._checkpoint_lsn = base.lsn
         if old != base.lsn:
@@ -757,9 +775,17 @@ class Database:
     def check_health(self) -> None:
         """Raise if the engine cannot accept writes: a failed fsync/checkpoint or an unwritable directory."""
         self._check_open()
+        if self._wal is not None and self._wal.sync_error is not None:
+            raise self._wal.sync_error
         for directory in (self.data_dir, self.wal_dir):
             if not os.access(directory, os.W_OK):
                 raise OmenDBError(f"directory {directory} is not writable")
+
+    def wal_full_reason(self) -> str | None:
+        """Why the WAL refuses writes for lack of space (bytes or inodes), or None. Not a liveness failure
+        (a restart frees nothing): the server reports it through readiness. Probes for freed space, so it
+        clears by itself."""
+        return self._wal.full_reason() if self._wal is not None else None
 
     # ---- closing -------------------------------------------------------------------------------------
 
@@ -770,7 +796,11 @@ class Database:
         try:
             self._wait_for_merge()
             if checkpoint and self._failed is None:
-                self.checkpoint()
+                try:
+                    self.checkpoint()
+                except StorageFull as exc:
+                    log.error("no checkpoint at close (%s); the WAL holds every write and the next open "
+                              "replays it", exc.message)
         finally:
             self._closed = True
             with self._lsn_changed:
