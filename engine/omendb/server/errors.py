@@ -42,6 +42,7 @@ def error_response(status: int, code: str, message: str,
 _ENGINE_STATUS: dict[type[Exception], int] = {
     engine_errors.InvalidInput: 422,
     engine_errors.MemoryLimitExceeded: 507,
+    engine_errors.StorageFull: 507,  # a full volume; writes resume by themselves once space is freed
     engine_errors.ReadOnly: 409,
     engine_errors.DatabaseClosed: 503,
     engine_errors.CorruptionError: 500,
@@ -109,5 +110,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
+        if isinstance(exc, OSError) and engine_errors.is_storage_full(exc):  # a file outside the write path
+            message = f"{exc.strerror}: {exc.filename}; free space on that volume or expand it, then retry"
+            log.error("storage full", extra={"code": "insufficient_storage", "error": message})
+            return error_response(507, "insufficient_storage", message)
         log.exception("unexpected error while handling a request")
         return error_response(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
