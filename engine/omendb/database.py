@@ -766,6 +766,7 @@ class Database:
             "memory_usage_bytes": self.memory_usage_bytes(),
             "memory_limit_bytes": self.config.memory_limit_bytes,
             "wal_size_bytes": self._wal.size_bytes() if self._wal else 0,
+            "wal_storage_full": bool(self._wal and self._wal.full),
             "index_size_bytes": self._view.base.index.model_bytes,
             "delta_size": self.index_stats()["delta_size"], "retrains_total": self.retrains_total,
             "retrain_seconds_total": self.retrain_seconds_total,

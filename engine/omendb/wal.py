@@ -335,6 +335,11 @@ class WalWriter:
         return None
 
     @property
+    def full(self) -> bool:
+        """The last append failed for lack of space and no append or probe has succeeded since."""
+        return self._full is not None
+
+    @property
     def sync_error(self) -> WalWriteError | None:
         """The failed fsync that stopped this writer for good, or None."""
         return self._sync_error

@@ -52,6 +52,7 @@ def test_full_volumes_over_http_refuse_then_resume_without_restart(tmp_path: Pat
                 assert str(wal_dir) in ready.json()["error"]["message"]
                 assert client.get("/health").status_code == 200  # alive: a restart frees no space
                 assert client.get(f"/v1/records/{BATCH}").json()["value"] == BATCH + 0.5  # reads still work
+                assert "omendb_wal_storage_full 1.0" in httpx.get(server.metrics_url).text
 
                 data_filler = fill_bytes(datafs / "filler")
                 r = client.post("/admin/checkpoint")
@@ -63,6 +64,7 @@ def test_full_volumes_over_http_refuse_then_resume_without_restart(tmp_path: Pat
                 wal_filler.unlink()
                 data_filler.unlink()
                 assert _wait_ready_status(client, 200).status_code == 200  # by itself, no write needed
+                assert "omendb_wal_storage_full 0.0" in httpx.get(server.metrics_url).text
                 for i in range(3, 6):
                     assert client.post("/v1/records", json=_records(i)).status_code == 200
                     acknowledged.append(i)
