@@ -571,9 +571,9 @@ class Database:
         cfg = self.config
         index = base.index
         try:
-            write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
-                       compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
             try:
+                write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
+                           compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
                 write_manifest(self.data_dir, Manifest(
                     database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
                     records=len(base.keys), created_at=time.time(), model_type=index.model_type,
@@ -582,9 +582,8 @@ class Database:
                                 "observed_mean_error": index.observed_mean_error, "depth": index.depth,
                                 "train_seconds": index.train_seconds}))
             except BaseException:
-                if base.lsn != self._checkpoint_lsn:  # the MANIFEST still names the old base: drop the new
-                    with contextlib.suppress(OSError):
-                        (self.data_dir / name).unlink()
+                if base.lsn != self._checkpoint_lsn:
+                    self._drop_unnamed_base(name)
                 raise
         except OSError as exc:
             if not is_storage_full(exc):
@@ -599,6 +598,17 @@ class Database:
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / base_name(old)).unlink()
         self._release_wal()
+
+    def _drop_unnamed_base(self, name: str) -> None:
+        """After a failed checkpoint, delete its new base file (space on a full volume) unless the MANIFEST
+        names it after all: the rename may have happened with only the directory fsync failing."""
+        try:
+            manifest = read_manifest(self.data_dir)
+        except Exception:  # noqa: BLE001 - cannot tell which base is current: keep the file
+            return
+        if manifest is None or manifest.base_file != name:
+            with contextlib.suppress(OSError):
+                (self.data_dir / name).unlink()
 
     def _release_wal(self) -> None:
         """Drop WAL segments covered by the checkpoint and, once backups track the WAL, archived by them."""

@@ -181,3 +181,30 @@ def test_concurrent_writers_on_a_full_volume_never_break_the_log(tmp_path, wal_t
         assert refused, "the 2 MB volume should have filled up"
         db.close(checkpoint=False)
     _all_present(config, acknowledged)
+
+
+def test_out_of_bytes_writing_the_manifest_drops_the_new_base(tmp_path, data_tmpfs):
+    config = _config(tmp_path, data_dir=data_tmpfs / "data", storage={"enable_compression": False})
+    with Database.open(config) as db:
+        for i in range(10):
+            db.put_many(*_batch(i))
+        db.checkpoint()
+        data_dir = data_tmpfs / "data"
+        manifest = (data_dir / "MANIFEST").read_bytes()
+        (old_base,) = data_dir.glob("base-*")
+        for i in range(10):  # the same keys again: the next base has exactly the old one's size
+            keys, values = _batch(i)
+            db.put_many(keys, values + 1.0)
+        filler = fill_bytes(data_tmpfs / "filler")
+        pages = -(-old_base.stat().st_size // 4096)
+        with open(filler, "r+b") as f:  # room for the new base file, not for the MANIFEST after it
+            f.truncate(filler.stat().st_size // 4096 * 4096 - pages * 4096)
+        with pytest.raises(StorageFull):
+            db.checkpoint()
+        assert sorted(p.name for p in data_dir.iterdir() if p.name != "LOCK") == ["MANIFEST", old_base.name]
+        assert (data_dir / "MANIFEST").read_bytes() == manifest
+        filler.unlink()
+        assert db.checkpoint() == 20
+        db.close(checkpoint=False)
+    with Database.open(config) as db:
+        assert db.get(5) == 6.5
