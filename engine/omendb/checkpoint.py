@@ -64,9 +64,11 @@ def _removed_on_failure(tmp: Path) -> Iterator[None]:
     """A temporary file that a failure (a full volume, say) must not leave behind taking space."""
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write or flush names no file
+            exc.filename = str(tmp)
         raise
 
 

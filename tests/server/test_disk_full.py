@@ -53,6 +53,10 @@ def test_full_volumes_over_http_refuse_then_resume_without_restart(tmp_path: Pat
                 assert client.get("/health").status_code == 200  # alive: a restart frees no space
                 assert client.get(f"/v1/records/{BATCH}").json()["value"] == BATCH + 0.5  # reads still work
                 assert "omendb_wal_storage_full 1.0" in httpx.get(server.metrics_url).text
+                r = client.post("/admin/wal/archived", json={"lsn": 1})  # <wal>/ARCHIVED cannot be written
+                assert r.status_code == 507, r.text
+                assert r.json()["error"]["code"] == "insufficient_storage" and not list(wal_dir.glob("*.tmp"))
+                assert str(wal_dir / "ARCHIVED") in r.json()["error"]["message"]
 
                 data_filler = fill_bytes(datafs / "filler")
                 r = client.post("/admin/checkpoint")

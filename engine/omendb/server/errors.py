@@ -108,11 +108,16 @@ def install(app: FastAPI) -> None:
             log.error("engine error", extra={"code": exc.code, "error": exc.message})
         return error_response(err.status, err.code, err.message)
 
+    @app.exception_handler(OSError)
+    async def _os_error(_request: Request, exc: OSError) -> Response:
+        # A full volume under a file outside the WAL's write path (e.g. <wal dir>/ARCHIVED): 507, one line.
+        if not engine_errors.is_storage_full(exc):
+            raise exc  # anything else is unexpected: the handler below answers 500 and logs the traceback
+        message = f"{exc.strerror}: {exc.filename}; free space on that volume or expand it, then retry"
+        log.error("storage full", extra={"code": "insufficient_storage", "error": message})
+        return error_response(507, "insufficient_storage", message)
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
-        if isinstance(exc, OSError) and engine_errors.is_storage_full(exc):  # a file outside the write path
-            message = f"{exc.strerror}: {exc.filename}; free space on that volume or expand it, then retry"
-            log.error("storage full", extra={"code": "insufficient_storage", "error": message})
-            return error_response(507, "insufficient_storage", message)
         log.exception("unexpected error while handling a request")
         return error_response(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
