@@ -12,6 +12,7 @@ from omendb.errors import (
     MemoryLimitExceeded,
     OmenDBError,
     ReadOnly,
+    StorageFull,
 )
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "DatabaseLocked",
     "InvalidInput",
     "MemoryLimitExceeded",
+    "StorageFull",
     "OmenDBError",
     "ReadOnly",
     "load_config",

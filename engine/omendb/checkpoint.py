@@ -11,10 +11,12 @@ or the new one, never a mix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,13 +75,27 @@ def base_name(lsn: int) -> str:
     return f"base-{lsn:020d}.odb"
 
 
+@contextlib.contextmanager
+def _removed_on_failure(tmp: Path) -> Iterator[None]:
+    """A temporary file that a failure (a full volume, say) must not leave behind taking space."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write or flush names no file
+            exc.filename = str(tmp)
+        raise
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _removed_on_failure(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     fsync_dir(path.parent)
 
 
@@ -113,7 +129,7 @@ def write_base(path: Path, lsn: int, keys: np.ndarray, values: np.ndarray, lsns:
     """Write a base file atomically; returns its size in bytes."""
     compressor = zstandard.ZstdCompressor(level=1) if compress else None
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with _removed_on_failure(tmp), open(tmp, "wb") as f:
         f.write(BASE_HEADER.pack(BASE_MAGIC, FORMAT_VERSION, FLAG_COMPRESSED if compress else 0, len(keys),
                                  block_size, lsn))
         for start in range(0, len(keys), block_size):
@@ -129,7 +145,8 @@ def write_base(path: Path, lsn: int, keys: np.ndarray, values: np.ndarray, lsns:
         f.flush()
         os.fsync(f.fileno())
         size = f.tell()
-    os.replace(tmp, path)
+    with _removed_on_failure(tmp):
+        os.replace(tmp, path)
     fsync_dir(path.parent)
     return size
 

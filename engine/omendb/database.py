@@ -52,6 +52,8 @@ from omendb.errors import (
     MemoryLimitExceeded,
     OmenDBError,
     ReadOnly,
+    StorageFull,
+    is_storage_full,
 )
 from omendb.replication import Fenced, FrameRing, ReplicaTracker, TermHistory
 from omendb.runs import (
@@ -371,8 +373,16 @@ class Database:
             resume=resume)
 
     def _record_wal_head(self, first_lsn: int) -> None:
-        """Called once each new WAL segment is durable: from now on recovery requires it (see wal_chain)."""
-        atomic_write(self.data_dir / HEAD_FILE, head_bytes(self.database_id, first_lsn))
+        """Called once each new WAL segment is durable: from now on recovery requires it (see wal_chain).
+        A failure after WAL_HEAD was replaced (its directory's fsync) is marked ``segment_recorded``: the
+        writer must then keep the new segment, which the head names."""
+        try:
+            atomic_write(self.data_dir / HEAD_FILE, head_bytes(self.database_id, first_lsn))
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                if read_head(self.data_dir) == (self.database_id, first_lsn):
+                    exc.segment_recorded = True  # type: ignore[attr-defined]
+            raise
 
     def _start_after_gap(self, gap: str) -> None:
         """[wal] accept_gap: keep what the WAL proves, checkpoint it, set the rest of the WAL aside and go on in
@@ -644,6 +654,8 @@ class Database:
     def _merge_in_background(self, frozen: Delta | None) -> None:
         try:
             self._merge(frozen)
+        except StorageFull as exc:  # the new base serves from memory; the WAL still holds every write
+            log.error("background checkpoint failed: %s", exc.message)
         except Exception as exc:  # a failed merge leaves the delta in place; reads stay correct
             log.exception("background merge failed; the delta stays in memory and the WAL keeps every write")
             if isinstance(exc, OSError):
@@ -681,18 +693,31 @@ class Database:
         cfg = self.config
         started = time.perf_counter()
         log.debug("checkpoint: writing %s (LSN %d, %d records)", name, base.lsn, len(base.keys))
-        write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
-                   compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
         index = base.index
-        write_manifest(self.data_dir, Manifest(
-            database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
-            records=len(base.keys), created_at=time.time(), model_type=index.model_type,
-            max_error=index.max_error, term_history=[list(entry) for entry in self.term_history],
-            database_id=self.database_id, wal_dir=str(os.path.abspath(self.wal_dir)),
-            identity_from_upgrade=self.identity_from_upgrade,
-            index_meta={"observed_max_error": index.observed_max_error,
-                        "observed_mean_error": index.observed_mean_error, "depth": index.depth,
-                        "train_seconds": index.train_seconds}))
+        try:
+            try:
+                write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
+                           compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
+                write_manifest(self.data_dir, Manifest(
+                    database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
+                    records=len(base.keys), created_at=time.time(), model_type=index.model_type,
+                    max_error=index.max_error, term_history=[list(entry) for entry in self.term_history],
+                    database_id=self.database_id, wal_dir=str(os.path.abspath(self.wal_dir)),
+                    identity_from_upgrade=self.identity_from_upgrade,
+                    index_meta={"observed_max_error": index.observed_max_error,
+                                "observed_mean_error": index.observed_mean_error, "depth": index.depth,
+                                "train_seconds": index.train_seconds}))
+            except BaseException:
+                if base.lsn != self._checkpoint_lsn:
+                    self._drop_unnamed_base(name)
+                raise
+        except OSError as exc:
+            if not is_storage_full(exc):
+                raise
+            raise StorageFull(f"could not write a checkpoint in {self.data_dir}: {exc.strerror}; free space "
+                              f"on the data volume or expand it, then retry (POST /admin/checkpoint). The "
+                              f"database keeps serving from the previous checkpoint and the WAL: nothing is "
+                              f"lost") from exc
         log.debug("checkpoint: LSN %d written in %.3fs", base.lsn, time.perf_counter() - started)
         old = self._checkpoint_lsn
         self._checkpoint_lsn = base.lsn
@@ -700,6 +725,17 @@ class Database:
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / base_name(old)).unlink()
         self._release_wal()
+
+    def _drop_unnamed_base(self, name: str) -> None:
+        """After a failed checkpoint, delete its new base file (space on a full volume) unless the MANIFEST
+        names it after all: the rename may have happened with only the directory fsync failing."""
+        try:
+            manifest = read_manifest(self.data_dir)
+        except Exception:  # noqa: BLE001 - cannot tell which base is current: keep the file
+            return
+        if manifest is None or manifest.base_file != name:
+            with contextlib.suppress(OSError):
+                (self.data_dir / name).unlink()
 
     def _release_wal(self) -> None:
         """Drop WAL segments covered by the checkpoint and, once backups track the WAL, archived by them."""
@@ -918,6 +954,7 @@ class Database:
             "memory_usage_bytes": self.memory_usage_bytes(),
             "memory_limit_bytes": self.config.memory_limit_bytes,
             "wal_size_bytes": self._wal.size_bytes() if self._wal else 0,
+            "wal_storage_full": bool(self._wal and self._wal.full),
             "index_size_bytes": self._view.base.index.model_bytes,
             "delta_size": self.index_stats()["delta_size"], "retrains_total": self.retrains_total,
             "retrain_seconds_total": self.retrain_seconds_total,
@@ -927,9 +964,17 @@ class Database:
     def check_health(self) -> None:
         """Raise if the engine cannot accept writes: a failed fsync/checkpoint or an unwritable directory."""
         self._check_open()
+        if self._wal is not None and self._wal.sync_error is not None:
+            raise self._wal.sync_error
         for directory in (self.data_dir, self.wal_dir):
             if not os.access(directory, os.W_OK):
                 raise OmenDBError(f"directory {directory} is not writable")
+
+    def wal_full_reason(self) -> str | None:
+        """Why the WAL refuses writes for lack of space (bytes or inodes), or None. Not a liveness failure
+        (a restart frees nothing): the server reports it through readiness. Probes for freed space, so it
+        clears by itself."""
+        return self._wal.full_reason() if self._wal is not None else None
 
     # ---- closing -------------------------------------------------------------------------------------
 
@@ -940,7 +985,11 @@ class Database:
         try:
             self._wait_for_merge()
             if checkpoint and self._failed is None:
-                self.checkpoint()
+                try:
+                    self.checkpoint()
+                except StorageFull as exc:
+                    log.error("no checkpoint at close (%s); the WAL holds every write and the next open "
+                              "replays it", exc.message)
         finally:
             self._closed = True
             with self._lsn_changed:

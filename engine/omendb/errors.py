@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class OmenDBError(Exception):
     code = "internal"
@@ -50,3 +52,15 @@ class ReadOnly(OmenDBError):
     """This instance does not accept writes (a replica, or a database being restored)."""
 
     code = "read_only"
+
+
+class StorageFull(OmenDBError):
+    """A volume is out of space (bytes or inodes). Nothing of the write was applied; writes resume by
+    themselves once space is freed."""
+
+    code = "insufficient_storage"
+
+
+def is_storage_full(exc: OSError) -> bool:
+    """True for the errors a full volume (bytes or inodes) or an exhausted quota returns."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omendb.errors import CorruptionError, OmenDBError
+from omendb.errors import CorruptionError, OmenDBError, StorageFull, is_storage_full
 from omendb.loglevels import TRACE
 
 log = logging.getLogger("omendb.wal")
@@ -48,6 +48,15 @@ SUFFIX = ".wal"
 
 class WalWriteError(OmenDBError):
     code = "wal_write_failed"
+
+
+class WalSyncFull(WalWriteError, StorageFull):
+    """fsync of the WAL reported a full volume: permanent for the process like any failed fsync."""
+
+    code = "insufficient_storage"
+
+
+PROBE_FILE = ".space-probe"  # scratch file that checks whether a full WAL volume has room again
 
 
 @dataclass(frozen=True)
@@ -292,6 +301,8 @@ class WalWriter:
         self._opened_at = 0.0
         self._closed = False
         self._sync_error: WalWriteError | None = None  # after a failed fsync, never trust a later one
+        # (reason, bytes the failed append needed, the full directory) while out of space
+        self._full: tuple[str, int, Path] | None = None
         self.dir.mkdir(parents=True, exist_ok=True)
         segments = list_segments(self.dir)
         if segments and resume:
@@ -321,41 +332,134 @@ class WalWriter:
     def _start_segment(self, first_lsn: int) -> None:
         path = self.dir / segment_name(first_lsn)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
-        os.write(fd, self._segment_header(first_lsn))
-        os.fsync(fd)
-        fsync_dir(self.dir)
+        try:
+            os.write(fd, self._segment_header(first_lsn))
+            os.fsync(fd)
+            fsync_dir(self.dir)
+            if self._on_new_segment is not None:
+                self._on_new_segment(first_lsn)  # e.g. record the WAL's head, so a lost newest segment is noticed
+        except BaseException as exc:
+            if getattr(exc, "segment_recorded", False):
+                # The head already names this segment (only a step after its record failed): it must stay,
+                # and it is where the log goes on.
+                self._fd, self._size, self._opened_at = fd, SEGMENT_HEADER.size, time.monotonic()
+                raise
+            # Out of space (or inodes) half-way: leave no segment behind that nothing names, so the retry
+            # starts clean and recovery never meets an empty newest segment.
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         self._fd, self._size, self._opened_at = fd, SEGMENT_HEADER.size, time.monotonic()
-        if self._on_new_segment is not None:
-            self._on_new_segment(first_lsn)  # e.g. record the WAL's head, so a lost newest segment is noticed
 
     def append(self, frame: bytes, lsn: int) -> int:
         """Write a frame (not yet durable); returns the ticket to pass to sync()."""
         with self._append_lock:
             if self._closed:
                 raise WalWriteError("the WAL is closed")
-            if self._size > SEGMENT_HEADER.size and (
-                    self._size + len(frame) > self.max_file_bytes
-                    or time.monotonic() - self._opened_at > self.rotation_seconds):
-                self._rotate(lsn)
+            if self._sync_error is not None:
+                raise self._sync_error
+            rotating = self._size > SEGMENT_HEADER.size and (
+                self._size + len(frame) > self.max_file_bytes
+                or time.monotonic() - self._opened_at > self.rotation_seconds)
             try:
+                if rotating:
+                    self._rotate(lsn)
                 view = memoryview(frame)
                 while view:
                     view = view[os.write(self._fd, view):]
             except OSError as exc:
-                # Take back the partial frame so the log stays well-formed, then report.
+                # Take back the partial frame so the log stays well-formed, then report. A failed rotation
+                # left the old segment open: the next append simply tries the rotation again.
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)
-                raise WalWriteError(f"could not write to the WAL in {self.dir}: {exc.strerror}; free space on "
-                                    f"the WAL volume (or enlarge it) and retry — nothing was applied") from exc
+                needed = len(frame) + (SEGMENT_HEADER.size if rotating else 0)
+                raise self._append_failed(exc, needed) from exc
             self._size += len(frame)
             self._written += len(frame)
+            if self._full is not None:
+                log.warning("the WAL in %s accepts writes again", self.dir)
+                self._full = None
             return self._written
+
+    def _append_failed(self, exc: OSError, needed: int) -> OmenDBError:
+        if not is_storage_full(exc):
+            return WalWriteError(f"could not write to the WAL in {self.dir}: {exc.strerror}; nothing was "
+                                 f"applied")
+        # Mostly the WAL's own volume; a rotation also records the WAL's head in the data directory.
+        where = Path(exc.filename).parent if exc.filename and Path(exc.filename).parent != self.dir else self.dir
+        reason = f"the WAL cannot be written: {exc.strerror} on the volume of {where}"
+        if self._full is None:
+            log.warning("%s; writes are refused (507) until space is freed", reason)
+        self._full = (reason, needed, where)
+        return StorageFull(f"{reason}; free space on it or expand the volume — writes resume by themselves "
+                           f"once there is room. Nothing of this batch was applied")
+
+    def full_reason(self) -> str | None:
+        """Why appends fail for lack of space (bytes or inodes), or None. While full, probes whether space
+        was freed by creating a scratch file as large as the failed append, so the answer clears by itself
+        even when no write comes (a not-ready server gets no traffic to retry with)."""
+        full = self._full
+        if full is None:
+            return None
+        reason, needed, where = full
+        probe = where / PROBE_FILE
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, needed)
+            finally:
+                os.close(fd)
+        except OSError:
+            return reason
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+        with self._append_lock:
+            if self._full is full:
+                self._full = None
+        log.warning("the volume of %s has room again", where)
+        return None
+
+    @property
+    def full(self) -> bool:
+        """The last append failed for lack of space and no append or probe has succeeded since."""
+        return self._full is not None
+
+    @property
+    def sync_error(self) -> WalWriteError | None:
+        """The failed fsync that stopped this writer for good, or None."""
+        return self._sync_error
+
+    def _fsync_failed(self, exc: OSError) -> WalWriteError:
+        # Linux may report a failed writeback once and then succeed on the next fsync with the data gone
+        # (PostgreSQL's "fsyncgate"), so the failure is permanent for this process — a full volume
+        # included: pages that could not be written back may already be dropped.
+        if is_storage_full(exc):
+            self._sync_error = WalSyncFull(
+                f"fsync of the WAL in {self.dir} failed: {exc.strerror}; the database stops accepting writes "
+                f"and must be restarted to recover from the WAL (whether this batch survives is unknown). "
+                f"Free space on the WAL volume or expand it")
+        else:
+            self._sync_error = WalWriteError(f"fsync of the WAL in {self.dir} failed: {exc.strerror}; the "
+                                             f"database stops accepting writes and must be restarted to "
+                                             f"recover from the WAL")
+        return self._sync_error
 
     def _rotate(self, next_lsn: int) -> None:
         log.debug("WAL: rotating to a new segment at LSN %d in %s", next_lsn, self.dir)
-        os.fsync(self._fd)  # the old segment is complete and durable before the new one exists
-        os.close(self._fd)
-        self._start_segment(next_lsn)
+        try:
+            os.fsync(self._fd)  # the old segment is complete and durable before the new one exists
+        except OSError as exc:
+            raise self._fsync_failed(exc) from exc
+        old = self._fd
+        # The new segment is created and prepared before the old descriptor is closed: if that fails (no
+        # space, no inodes) the writer still holds a good segment and the next append retries.
+        try:
+            self._start_segment(next_lsn)
+        finally:
+            if self._fd != old:  # switched (also when only a step after the head's record failed)
+                os.close(old)
 
     def sync(self, ticket: int) -> None:
         """Make every byte up to `ticket` durable, sharing one fsync among concurrent callers."""
@@ -373,12 +477,7 @@ class WalWriter:
                 os.fsync(fd)
                 log.log(TRACE, "WAL: fsync through byte %d (group commit)", target)
             except OSError as exc:
-                # Linux may report a failed writeback once and then succeed on the next fsync with the data
-                # gone (PostgreSQL's "fsyncgate"), so the failure is permanent for this process.
-                self._sync_error = WalWriteError(f"fsync of the WAL in {self.dir} failed: {exc.strerror}; the "
-                                                 f"database stops accepting writes and must be restarted to "
-                                                 f"recover from the WAL")
-                raise self._sync_error from exc
+                raise self._fsync_failed(exc) from exc
             finally:
                 os.close(fd)
             self._synced = target
@@ -387,8 +486,9 @@ class WalWriter:
         while not self._stop.wait(interval):
             try:
                 self.sync(self._written)
-            except WalWriteError:
-                log.exception("background WAL sync failed")
+            except WalWriteError as exc:
+                log.error("background WAL sync failed: %s", exc.message)
+                return
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for _, p in list_segments(self.dir))

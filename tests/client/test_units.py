@@ -23,6 +23,7 @@ from omendb.client import (
     ServerError,
     Settings,
     SettingsError,
+    StorageFull,
     Timeout,
     TooLarge,
     Unauthorized,
@@ -45,7 +46,8 @@ def body(code: str, message: str = "m", **extra: str) -> bytes:
     (413, "batch_too_large", TooLarge), (413, "body_too_large", TooLarge),
     (422, "invalid_request", InvalidInput),
     (400, "invalid_cursor", InvalidInput), (409, "read_only", ReadOnly), (503, "read_only", ReadOnly),
-    (507, "memory_limit_exceeded", InsufficientStorage), (503, "overloaded", Unavailable),
+    (507, "memory_limit_exceeded", InsufficientStorage), (507, "insufficient_storage", StorageFull),
+    (503, "overloaded", Unavailable),
     (429, "slow_down", RateLimited), (500, "internal", ServerError), (502, "http_502", Unavailable),
 ])
 def test_answers_map_to_typed_errors(status: int, code: str, cls: type, ) -> None:
@@ -60,6 +62,8 @@ def test_errors_are_also_the_embedded_engines_errors() -> None:
     assert isinstance(error_from_response(422, body("invalid_request"), {}), omendb.InvalidInput)
     assert isinstance(error_from_response(409, body("read_only"), {}), omendb.ReadOnly)
     assert isinstance(error_from_response(507, body("memory_limit_exceeded"), {}), omendb.MemoryLimitExceeded)
+    disk_full = error_from_response(507, body("insufficient_storage"), {})
+    assert isinstance(disk_full, omendb.StorageFull) and not isinstance(disk_full, omendb.MemoryLimitExceeded)
     assert isinstance(error_from_response(500, body("internal"), {}), omendb.OmenDBError)
 
 

@@ -1,8 +1,9 @@
 """Typed errors of the HTTP client, built from the server's ``{"error": {"code": ..., "message": ...}}``.
 
 Each class also derives from the embedded engine's error of the same meaning where there is one
-(``omendb.InvalidInput``, ``omendb.ReadOnly``, ``omendb.MemoryLimitExceeded``), so code written against
-``omendb.Database`` keeps catching the same exceptions when it switches to ``omendb.client.Client``.
+(``omendb.InvalidInput``, ``omendb.ReadOnly``, ``omendb.MemoryLimitExceeded``, ``omendb.StorageFull``), so
+code written against ``omendb.Database`` keeps catching the same exceptions when it switches to
+``omendb.client.Client``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ class InsufficientStorage(ClientError, engine_errors.MemoryLimitExceeded):
     """507: the write would take the server over its memory limit; nothing was applied."""
 
 
+class StorageFull(ClientError, engine_errors.StorageFull):
+    """507 ``insufficient_storage``: a server volume is out of space (WAL or data directory); nothing was
+    applied. Writes succeed again once space is freed there, without a restart."""
+
+
 class ServerError(ClientError):
     """500 and other unexpected server answers; the server log has the details under ``request_id``."""
 
@@ -120,6 +126,7 @@ _BY_CODE: dict[str, type[ClientError]] = {
     "batch_too_large": TooLarge,
     "body_too_large": TooLarge,
     "memory_limit_exceeded": InsufficientStorage,
+    "insufficient_storage": StorageFull,
     "invalid_request": InvalidInput,
     "invalid_input": InvalidInput,
     "invalid_cursor": InvalidInput,

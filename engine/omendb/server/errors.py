@@ -42,6 +42,7 @@ def error_response(status: int, code: str, message: str,
 _ENGINE_STATUS: dict[type[Exception], int] = {
     engine_errors.InvalidInput: 422,
     engine_errors.MemoryLimitExceeded: 507,
+    engine_errors.StorageFull: 507,  # a full volume; writes resume by themselves once space is freed
     engine_errors.ReadOnly: 409,
     engine_errors.DatabaseClosed: 503,
     engine_errors.CorruptionError: 500,
@@ -125,6 +126,15 @@ def install(app: FastAPI) -> None:
         if err.status >= 500:
             log.error("engine error", extra={"code": exc.code, "error": exc.message})
         return error_response(err.status, err.code, err.message)
+
+    @app.exception_handler(OSError)
+    async def _os_error(_request: Request, exc: OSError) -> Response:
+        # A full volume under a file outside the WAL's write path (e.g. <wal dir>/ARCHIVED): 507, one line.
+        if not engine_errors.is_storage_full(exc):
+            raise exc  # anything else is unexpected: the handler below answers 500 and logs the traceback
+        message = f"{exc.strerror}: {exc.filename}; free space on that volume or expand it, then retry"
+        log.error("storage full", extra={"code": "insufficient_storage", "error": message})
+        return error_response(507, "insufficient_storage", message)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:

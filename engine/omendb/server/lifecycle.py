@@ -120,6 +120,8 @@ async def _health_loop(state: ServerState) -> None:
                 if not state.healthy:
                     log.warning("health check passes again")
                 state.healthy, state.health_error = True, ""
+                # A full WAL volume makes the server not ready, not dead: a restart would free nothing.
+                state.storage_full = await state.run(db.wal_full_reason) or ""
         await asyncio.sleep(interval)
 
 

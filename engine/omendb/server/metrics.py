@@ -63,6 +63,8 @@ class _EngineCollector(Collector):
             ("omendb_checkpoint_lsn", "Log sequence number covered by the last checkpoint.",
              "checkpoint_lsn"),
             ("omendb_delta_records", "Records written since the index was last trained.", "delta_size"),
+            ("omendb_wal_storage_full", "1 while the WAL volume is full (bytes or inodes) and writes get "
+                                        "507; 0 once space is freed.", "wal_storage_full"),
         ]
         for name, doc, key in gauges:
             if key in stats:

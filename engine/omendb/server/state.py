@@ -44,6 +44,7 @@ class ServerState:
         self.reason = "the server is starting"
         self.healthy = True
         self.health_error = ""
+        self.storage_full = ""  # why the WAL cannot be written (a full volume): not ready, still alive
         self.executor = ThreadPoolExecutor(max_workers=config.performance.worker_threads,
                                            thread_name_prefix="omendb-worker")
         # [performance] io_threads: maintenance calls (retrain, rebuild, checkpoint) run here, so a long

@@ -2,7 +2,8 @@
 
 Liveness reports the last result of the periodic engine check (WAL and data directory writable, engine
 not failed), run every ``[monitoring] health_check_interval_ms``; a server still recovering is alive.
-Readiness is 503 with the reason until recovery and index load finish, and during shutdown.
+Readiness is 503 with the reason until recovery and index load finish, during shutdown, and while the WAL
+volume is full (liveness stays 200 then: a restart frees no space).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.get("/ready", response_model=Status, responses=error_responses(503), summary="Readiness")
     async def ready() -> Response:
+        if state.phase is Phase.READY and state.healthy and state.storage_full:
+            return error_response(503, "insufficient_storage", f"{state.storage_full}; free space on the "
+                                  f"volume or expand it", {"Retry-After": "1"})
         lagging = state.replication.not_ready_reason() if state.replication is not None else None
         if state.phase is Phase.READY and state.healthy and lagging is not None:
             return error_response(503, "replica_lagging", lagging, {"Retry-After": "1"})
