@@ -33,12 +33,15 @@ import numpy as np
 
 from omendb import rmi
 from omendb.checkpoint import (
+    BaseFile,
+    BaseWriter,
     Manifest,
     atomic_write,
+    base_format,
     base_name,
+    open_base,
     read_base,
     read_manifest,
-    write_base,
     write_manifest,
 )
 from omendb.config import Config, load_config
@@ -59,6 +62,8 @@ from omendb.runs import (
     apply_to_base,
     combine,
     latest_per_key,
+    merge_chunks,
+    merged_count,
     run_from_batch,
     slice_range,
 )
@@ -73,6 +78,9 @@ MEM_ENTRY_BYTES = 160  # measured cost of one dict entry (key, tuple, float, int
 ARCHIVED_FILE = "ARCHIVED"  # in the WAL dir: LSN up to which backups have archived the WAL
 REPLICA_WAL_RETENTION_S = 600  # WAL is kept for replicas heard from within this many seconds
 FRAME_RING_BYTES = 16 << 20  # newest WAL frames kept in memory for replicas (see replication.FrameRing)
+# A memory-mapped checkpoint up to this size is verified before open returns; a larger one in the background
+# after the database is ready (a bad block then fails health and writes loudly, see _verify_in_background).
+VERIFY_SYNC_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,9 @@ class Database:
         self._closed = False
         self._failed: OmenDBError | None = None
         self._merge_thread: threading.Thread | None = None
+        self._merge_extra_bytes = 0  # memory a running merge holds besides the base and the deltas
+        self._verify_thread: threading.Thread | None = None
+        self.checkpoint_verified: bool | None = None  # None: no mapped checkpoint, False: still checking
         self._count_cache: tuple[int, int] | None = None
         self.retrains_total = 0
         self.retrain_seconds_total = 0.0
@@ -221,8 +232,19 @@ class Database:
         self.term = manifest.term if manifest else 1
         self.term_history: TermHistory = [(int(t), int(first)) for t, first in manifest.term_history] \
             if manifest else [(1, 1)]
+        to_verify: BaseFile | None = None
         if manifest and manifest.base_file:
-            lsn, keys, values, lsns, nodes = read_base(self.data_dir / manifest.base_file)
+            path = self.data_dir / manifest.base_file
+            if base_format(path) == 2:  # mapped, not read: open costs no pass over the records
+                mapped = open_base(path)
+                lsn, keys, values, lsns, nodes = mapped.lsn, mapped.keys, mapped.values, mapped.lsns, mapped.nodes
+                if mapped.data_bytes <= VERIFY_SYNC_BYTES:
+                    mapped.verify()
+                    self.checkpoint_verified = True
+                else:
+                    to_verify, self.checkpoint_verified = mapped, False
+            else:
+                lsn, keys, values, lsns, nodes = read_base(path)
             if lsn != manifest.checkpoint_lsn:
                 raise CorruptionError(f"{manifest.base_file} holds LSN {lsn} but the manifest says "
                                       f"{manifest.checkpoint_lsn}; restore from a backup")
@@ -275,8 +297,25 @@ class Database:
             log.warning("[database] expected_size = %d records needs about %d MiB, more than the memory limit "
                         "of %d MiB", cfg.database.expected_size,
                         cfg.database.expected_size * RUN_RECORD_BYTES >> 20, cfg.memory_limit_bytes >> 20)
+        if to_verify is not None:
+            self._verify_thread = threading.Thread(target=self._verify_in_background, args=(to_verify,),
+                                                   name="omendb-verify", daemon=True)
+            self._verify_thread.start()
         if len(self._active) >= cfg.index.retrain_threshold:
             self._start_merge()
+
+    def _verify_in_background(self, mapped: BaseFile) -> None:
+        """Check every block of the mapped checkpoint while the database serves. A bad block fails the
+        database (health, writes and reads raise CorruptionError): the data must come from a backup."""
+        started = time.perf_counter()
+        try:
+            if mapped.verify(should_stop=lambda: self._closed):
+                self.checkpoint_verified = True
+                log.info("checkpoint %s verified in the background: %d records in %.2fs", mapped.path.name,
+                         len(mapped.keys), time.perf_counter() - started)
+        except CorruptionError as exc:
+            log.error("checkpoint verification failed, the database stops serving: %s", exc.message)
+            self._failed = exc
 
     def _remove_stale_files(self, manifest: Manifest | None) -> None:
         current = manifest.base_file if manifest else None
@@ -540,33 +579,49 @@ class Database:
             self._merge_lock.release()
 
     def _merge(self, frozen: Delta | None, rebuild: bool = False) -> None:
-        """Merge `frozen` (may be None: retrain only) into a new base, swap it in, write the checkpoint."""
+        """Merge `frozen` (may be None: retrain only) into a new base, swap it in, write the checkpoint.
+
+        The new base is streamed chunk by chunk into its checkpoint file and then memory-mapped, so a merge
+        holds the old base, the delta and one chunk, never two full copies of the base (the mapped file's
+        pages are page cache the kernel can write back and drop). `rebuild` needs nothing more: every merge
+        writes fresh, compact arrays."""
         started = time.perf_counter()
+        cfg = self.config
         view = self._view
         base = view.base
-        keys, values, lsns = base.keys, base.values, base.lsns
-        if frozen is not None:
-            keys, values, lsns = apply_to_base(keys, values, lsns, frozen.combined())
-        if rebuild:
-            keys, values, lsns = keys.copy(), values.copy(), lsns.copy()
-        index = rmi.train(keys, self.config.index.model_type, self.config.index.max_error)
-        new_base = Base(keys, values, lsns, index, view.frozen_lsn if frozen is not None else base.lsn)
+        lsn = view.frozen_lsn if frozen is not None else base.lsn
+        delta = frozen.combined() if frozen is not None else EMPTY_RUN
+        count = merged_count(base.keys, delta)
+        self._merge_extra_bytes = delta.nbytes + 8 * count  # the combined delta, the new keys while training
+        writer = BaseWriter(self.data_dir / base_name(lsn), count, lsn, cfg.storage.batch_size)
+        try:
+            for keys, values, lsns in merge_chunks(base.keys, base.values, base.lsns, delta):
+                writer.write(keys, values, lsns)
+            del delta
+            index = rmi.train(writer.keys(), cfg.index.model_type, cfg.index.max_error)
+            written = writer.finish(index)
+        except BaseException:
+            writer.abort()
+            self._merge_extra_bytes = 0
+            raise
+        new_base = Base(written.keys, written.values, written.lsns, index, lsn)
         with self._state_lock:
             self._view = View(new_base, None, new_base.lsn)
+        del view, base  # the old base's mapping goes once readers let go of it
+        self._merge_extra_bytes = 0
+        self.checkpoint_verified = True  # written and checksummed here
         elapsed = time.perf_counter() - started
         self.retrains_total += 1
         self.retrain_seconds_total += elapsed
         self.last_retrain_at, self.last_retrain_seconds = time.time(), elapsed
-        log.info("merged %d delta records into a base of %d and retrained the %s index (%d leaves, max error "
-                 "%d) in %.2fs", len(frozen) if frozen else 0, len(keys), index.model_type, index.leaves,
-                 index.observed_max_error, elapsed)
-        self._write_checkpoint(new_base)
+        log.info("merged %d delta records into a base of %d, retrained the %s index (%d leaves, max error "
+                 "%d) and wrote the checkpoint in %.2fs", len(frozen) if frozen else 0, count, index.model_type,
+                 index.leaves, index.observed_max_error, elapsed)
+        self._write_manifest(new_base)
 
-    def _write_checkpoint(self, base: Base) -> None:
-        name = base_name(base.lsn)
+    def _write_manifest(self, base: Base) -> None:
         cfg = self.config
-        write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
-                   compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
+        name = base_name(base.lsn)
         index = base.index
         write_manifest(self.data_dir, Manifest(
             database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
@@ -736,7 +791,7 @@ class Database:
 
     def memory_usage_bytes(self) -> int:
         view = self._view
-        total = view.base.nbytes + self._active.nbytes
+        total = view.base.nbytes + self._active.nbytes + self._merge_extra_bytes
         if view.frozen is not None:
             total += view.frozen.nbytes
         return total
@@ -752,6 +807,7 @@ class Database:
             "delta_size": self.index_stats()["delta_size"], "retrains_total": self.retrains_total,
             "retrain_seconds_total": self.retrain_seconds_total,
             "archived_lsn": self.archived_lsn(), "wal_released_unarchived": self.wal_released_unarchived,
+            "checkpoint_verified": self.checkpoint_verified,
         }
 
     def check_health(self) -> None:
@@ -773,6 +829,8 @@ class Database:
                 self.checkpoint()
         finally:
             self._closed = True
+            if self._verify_thread is not None:
+                self._verify_thread.join()
             with self._lsn_changed:
                 self._lsn_changed.notify_all()
             if self._wal is not None:
