@@ -119,7 +119,7 @@ def merged_count(base_keys: np.ndarray, delta: Run) -> int:
 
 
 def merge_chunks(base_keys: np.ndarray, base_values: np.ndarray, base_lsns: np.ndarray, delta: Run,
-                 chunk: int = 1 << 20) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                 chunk: int = 1 << 18) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The base with `delta` applied, in ascending chunks of at most about 2 * `chunk` records: a merge
     streams these to the new base file, so it never holds a second full copy of the base."""
     nb, nd = len(base_keys), len(delta)
