@@ -60,10 +60,11 @@ from omendb.runs import (
     RUN_RECORD_BYTES,
     Run,
     apply_to_base,
+    chunk_bounds,
     combine,
     latest_per_key,
     merge_chunks,
-    merged_count,
+    merged_count_runs,
     run_from_batch,
     slice_range,
 )
@@ -590,14 +591,15 @@ class Database:
         view = self._view
         base = view.base
         lsn = view.frozen_lsn if frozen is not None else base.lsn
-        delta = frozen.combined() if frozen is not None else EMPTY_RUN
-        count = merged_count(base.keys, delta)
-        self._merge_extra_bytes = delta.nbytes + 8 * count  # the combined delta, the new keys while training
+        runs = [*frozen.runs, frozen.mem_run()] if frozen is not None else []
+        bounds = chunk_bounds(base.keys, runs)
+        count = merged_count_runs(base.keys, runs, bounds)
+        self._merge_extra_bytes = 8 * count  # the new keys, mapped while the model trains
         writer = BaseWriter(self.data_dir / base_name(lsn), count, lsn, cfg.storage.batch_size)
         try:
-            for keys, values, lsns in merge_chunks(base.keys, base.values, base.lsns, delta):
+            for keys, values, lsns in merge_chunks(base.keys, base.values, base.lsns, runs, bounds):
                 writer.write(keys, values, lsns)
-            del delta
+            del runs
             index = rmi.train(writer.keys(), cfg.index.model_type, cfg.index.max_error)
             written = writer.finish(index)
         except BaseException:

@@ -118,26 +118,48 @@ def merged_count(base_keys: np.ndarray, delta: Run) -> int:
     return len(base_keys) + int(np.count_nonzero(delta.live & ~exists)) - int(np.count_nonzero(~delta.live & exists))
 
 
-def merge_chunks(base_keys: np.ndarray, base_values: np.ndarray, base_lsns: np.ndarray, delta: Run,
-                 chunk: int = 1 << 18) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The base with `delta` applied, in ascending chunks of at most about 2 * `chunk` records: a merge
-    streams these to the new base file, so it never holds a second full copy of the base."""
-    nb, nd = len(base_keys), len(delta)
-    b_lo = d_lo = 0
-    while b_lo < nb or d_lo < nd:
-        # The chunk holds every base and delta key below the boundary key `x` (None: no bound).
-        x = int(base_keys[b_lo + chunk]) if b_lo + chunk < nb else None
-        d_hi = nd if x is None else int(np.searchsorted(delta.keys, x))
-        if d_hi - d_lo > chunk:
-            x = int(delta.keys[d_lo + chunk])
-            d_hi = d_lo + chunk
-        b_hi = nb if x is None else int(np.searchsorted(base_keys, x))
-        size = b_hi - b_lo + d_hi - d_lo
+def chunk_bounds(base_keys: np.ndarray, runs_oldest_first: list[Run], chunk: int = 1 << 18) -> list[int]:
+    """Keys splitting the base and the delta's runs into pieces of about `chunk` records or fewer (each piece
+    holds the keys from one bound up to the next; the first starts at the smallest key, the last has no
+    upper bound)."""
+    marks = [base_keys[chunk::chunk]] + [r.keys[chunk::chunk] for r in runs_oldest_first]
+    return np.unique(np.concatenate(marks)).tolist() if any(len(m) for m in marks) else []
+
+
+def delta_pieces(base_keys: np.ndarray, runs_oldest_first: list[Run], bounds: list[int]
+                 ) -> Iterator[tuple[slice, Run]]:
+    """(base slice, combined delta) for each piece between `bounds`: the delta's runs are combined a piece
+    at a time, so a merge never holds a combined copy of the whole delta."""
+    b_lo, r_lo = 0, [0] * len(runs_oldest_first)
+    for x in [*bounds, None]:
+        b_hi = len(base_keys) if x is None else int(np.searchsorted(base_keys, x))
+        pieces = []
+        for i, run in enumerate(runs_oldest_first):
+            hi = len(run) if x is None else int(np.searchsorted(run.keys, x))
+            pieces.append(Run(run.keys[r_lo[i]:hi], run.values[r_lo[i]:hi], run.lsns[r_lo[i]:hi],
+                              run.live[r_lo[i]:hi]))
+            r_lo[i] = hi
+        yield slice(b_lo, b_hi), combine(pieces)
+        b_lo = b_hi
+
+
+def merged_count_runs(base_keys: np.ndarray, runs_oldest_first: list[Run], bounds: list[int]) -> int:
+    """Records in the base once the delta's runs are applied (piece by piece, see delta_pieces)."""
+    return sum(merged_count(base_keys[part], delta) if len(delta) else part.stop - part.start
+               for part, delta in delta_pieces(base_keys, runs_oldest_first, bounds))
+
+
+def merge_chunks(base_keys: np.ndarray, base_values: np.ndarray, base_lsns: np.ndarray,
+                 runs_oldest_first: list[Run], bounds: list[int]
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The base with the delta's runs applied, in ascending pieces between `bounds` (see chunk_bounds): a
+    merge streams these to the new base file, so it never holds a second full copy of the base."""
+    for part, delta in delta_pieces(base_keys, runs_oldest_first, bounds):
+        size = part.stop - part.start + len(delta)
         keys, values, lsns = np.empty(size, np.int64), np.empty(size, np.float64), np.empty(size, np.int64)
-        m = _merge_base(base_keys[b_lo:b_hi], base_values[b_lo:b_hi], base_lsns[b_lo:b_hi], delta.keys[d_lo:d_hi],
-                        delta.values[d_lo:d_hi], delta.lsns[d_lo:d_hi], delta.live[d_lo:d_hi], keys, values, lsns)
+        m = _merge_base(base_keys[part], base_values[part], base_lsns[part], delta.keys, delta.values,
+                        delta.lsns, delta.live, keys, values, lsns)
         yield keys[:m], values[:m], lsns[:m]
-        b_lo, d_lo = b_hi, d_hi
 
 
 @numba.njit(cache=True, nogil=True)

@@ -12,7 +12,7 @@ import pytest
 from omendb import Database, database, rmi
 from omendb.checkpoint import base_format, open_base, read_manifest, write_base_v1
 from omendb.errors import CorruptionError
-from omendb.runs import Run, apply_to_base, merge_chunks, merged_count
+from omendb.runs import Run, apply_to_base, chunk_bounds, combine, merge_chunks, merged_count_runs
 
 from .conftest import make_config
 
@@ -102,19 +102,22 @@ def test_background_verification_of_a_good_checkpoint_passes(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
-def test_merge_chunks_equal_apply_to_base(chunk):
+def test_merge_chunks_equal_apply_to_base_of_the_combined_runs(chunk):
     rng = np.random.default_rng(chunk)
     base_keys = np.unique(rng.integers(0, 5000, 2000))
     base_values, base_lsns = rng.random(len(base_keys)), np.ones(len(base_keys), np.int64)
-    dk = np.unique(rng.integers(-100, 5100, 1500))
-    delta = Run(dk, rng.random(len(dk)), np.full(len(dk), 2, np.int64), rng.random(len(dk)) < 0.7)
-    expected = apply_to_base(base_keys, base_values, base_lsns, delta)
-    chunks = list(merge_chunks(base_keys, base_values, base_lsns, delta, chunk=chunk))
+    runs = []
+    for lsn in (2, 3, 4):
+        dk = np.unique(rng.integers(-100, 5100, 700))
+        runs.append(Run(dk, rng.random(len(dk)), np.full(len(dk), lsn, np.int64), rng.random(len(dk)) < 0.7))
+    expected = apply_to_base(base_keys, base_values, base_lsns, combine(runs))
+    bounds = chunk_bounds(base_keys, runs, chunk)
+    chunks = list(merge_chunks(base_keys, base_values, base_lsns, runs, bounds))
     got = [np.concatenate([c[i] for c in chunks]) for i in range(3)]
-    assert merged_count(base_keys, delta) == len(expected[0])
+    assert merged_count_runs(base_keys, runs, bounds) == len(expected[0])
     for a, b in zip(got, expected, strict=True):
         assert np.array_equal(a, b)
-    assert all(len(c[0]) <= 2 * chunk for c in chunks)
+    assert all(len(c[0]) <= 4 * chunk for c in chunks)  # each input contributes at most `chunk` per piece
 
 
 MERGE_CHILD = textwrap.dedent("""
