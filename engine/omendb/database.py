@@ -174,6 +174,7 @@ class Database:
         self._merge_extra_bytes = 0  # memory a running merge holds besides the base and the deltas
         self._verify_thread: threading.Thread | None = None
         self.checkpoint_verified: bool | None = None  # None: no mapped checkpoint, False: still checking
+        self.checkpoint_verify_seconds: float | None = None  # how long the background verification took
         self._count_cache: tuple[int, int] | None = None
         self.retrains_total = 0
         self.retrain_seconds_total = 0.0
@@ -312,6 +313,7 @@ class Database:
         try:
             if mapped.verify(should_stop=lambda: self._closed):
                 self.checkpoint_verified = True
+                self.checkpoint_verify_seconds = time.perf_counter() - started
                 log.info("checkpoint %s verified in the background: %d records in %.2fs", mapped.path.name,
                          len(mapped.keys), time.perf_counter() - started)
         except CorruptionError as exc:

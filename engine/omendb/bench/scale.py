@@ -12,7 +12,9 @@ Each phase runs in a fresh child process, so its memory figures are its own:
    once; batch lookups (learned index alone, and `get_many`) against `numpy.searchsorted` on the same
    sorted array; the background verification of every block; steady RSS = VmRSS once every page of the
    checkpoint has been touched.
-3. backup and restore (`backup_tool`) against `tar | zstd -3` and `zstd -d | tar` of the same
+3. restart in place: `omendb serve` on the loaded data until `/ready` answers 200, against the same on an
+   empty database (the process's fixed start-up cost);
+4. backup and restore (`backup_tool`) against `tar | zstd -3` and `zstd -d | tar` of the same
    directories (omendb.bench.backup's measurement), `--skip-backup` to leave it out.
 
 Results go to the "## Scale" section of docs/benchmarks.md. `make bench` (10M) is unchanged.
@@ -36,7 +38,9 @@ import numpy as np
 
 from omendb import Config, Database, rmi
 from omendb.bench import backup as backup_bench
+from omendb.bench import http as http_bench
 from omendb.bench import record_section
+from omendb.cli import render_toml
 from omendb.errors import MemoryLimitExceeded
 
 DATABASE = "bench"
@@ -81,7 +85,24 @@ class RssSampler(threading.Thread):
                 self.peak[name] = max(self.peak[name], status[name])
 
 
+def raw_log_seconds(path: Path, records: int, batch: int) -> float:
+    """Baseline for durable inserts: appending each batch's keys and values (16 bytes a record) to a file
+    with one fsync per batch, the least a write-ahead log must do."""
+    piece = np.ones(2 * batch, np.int64).tobytes()
+    started = time.perf_counter()
+    with open(path, "wb") as f:
+        for start in range(0, records, batch):
+            f.write(piece[:16 * min(batch, records - start)])
+            f.flush()
+            os.fsync(f.fileno())
+    elapsed = time.perf_counter() - started
+    path.unlink()
+    return elapsed
+
+
 def phase_load(root: Path, records: int, batch: int) -> dict[str, Any]:
+    root.mkdir(parents=True, exist_ok=True)
+    raw_log_s = raw_log_seconds(root / "raw-log", records, batch)
     sampler = RssSampler()
     sampler.start()
     config = guide_config(root, records)
@@ -122,7 +143,8 @@ def phase_load(root: Path, records: int, batch: int) -> dict[str, Any]:
     sampler.stop.set()
     sampler.join()
     status = proc_status()
-    return {"written": written, "count": count, "insert_s": insert_s, "checkpoint_s": checkpoint_s,
+    return {"written": written, "count": count, "insert_s": insert_s, "raw_log_s": raw_log_s,
+            "checkpoint_s": checkpoint_s,
             "raw_write_s": raw_s, "wal_tail": tail, "pushed_back": pushed_back, "peak_rss": status["VmHWM"],
             "peak_anon": sampler.peak["RssAnon"], "peak_file": sampler.peak["RssFile"],
             "memory_usage_bytes": stats["memory_usage_bytes"], "retrains": stats["retrains_total"]}
@@ -149,17 +171,36 @@ def phase_reopen(root: Path, records: int, lookups: int) -> dict[str, Any]:
     if db._verify_thread is not None:
         db._verify_thread.join()
     verify_wait_s = time.perf_counter() - started
+    verify_s = db.checkpoint_verify_seconds
     np.add.reduce(base.values[::512])  # touch every page of every column (keys: the lookups and verify)
     np.add.reduce(base.lsns[::512])
     steady = proc_status()
     result = {"open_s": open_s, "read_file_s": read_s, "base_file_bytes": base_file.stat().st_size,
               "rss_after_open": after_open["VmRSS"], "steady_rss": steady["VmRSS"],
               "steady_anon": steady["RssAnon"], "steady_file": steady["RssFile"],
-              "verified": db.checkpoint_verified, "verify_wait_s": verify_wait_s,
+              "verified": db.checkpoint_verified, "verify_wait_s": verify_wait_s, "verify_s": verify_s,
               "searchsorted_s": searchsorted, "index_only_s": index_only, "get_many_s": get_many,
               "lookups": lookups, "records": len(base.keys), "index": db.index_stats()}
     db.close(checkpoint=False)
     return result
+
+
+def restart_seconds(root: Path, records: int, workdir: Path) -> float:
+    """Wall time from starting `omendb serve` on `root`'s data to its first 200 from /ready."""
+    port, metrics = http_bench.free_port(), http_bench.free_port()
+    config = guide_config(root, records)
+    config = Config.from_dict({**config.to_dict(), "http": {"host": http_bench.HOST, "port": port},
+                               "monitoring": {"prometheus_port": metrics}, "security": {"auth_enabled": False}})
+    path = workdir / f"omendb-{port}.toml"
+    path.write_text(render_toml(config))
+    started = time.perf_counter()
+    proc = http_bench.start([sys.executable, "-m", "omendb.cli", "serve", "--config", str(path)],
+                            workdir / f"serve-{port}.log")
+    try:
+        http_bench.wait_http(f"http://{http_bench.HOST}:{port}/ready", timeout=300)
+        return time.perf_counter() - started
+    finally:
+        http_bench.stop(proc)
 
 
 def child(phase: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -173,7 +214,7 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def render(args: argparse.Namespace, load: dict[str, Any], reopen: dict[str, Any],
+def render(args: argparse.Namespace, load: dict[str, Any], reopen: dict[str, Any], restart: tuple[float, float],
            backup: dict[str, Any] | None, loadavg: tuple[float, float]) -> str:
     n = load["count"]
     insert = load["written"] / load["insert_s"] / 1e6
@@ -183,14 +224,18 @@ def render(args: argparse.Namespace, load: dict[str, Any], reopen: dict[str, Any
     m = reopen["lookups"] / 1e6
     limit = 8192 * 2**20
     peak, steady = load["peak_rss"], reopen["steady_rss"]
+    raw_log = load["written"] / load["raw_log_s"] / 1e6
     rows = [
-        f"| insert, durable batches of {args.batch:,} | {insert:.2f} M records/s | — | — | — |",
+        f"| insert, durable batches of {args.batch:,} | {insert:.2f} M records/s | {raw_log:.2f} M records/s "
+        f"(16 bytes a record appended to a file, one fsync per batch) | {insert / raw_log:.2f}x | — |",
         f"| checkpoint (final merge, whole base written + fsynced) | {ckpt:.1f} M records/s "
         f"({load['checkpoint_s']:.1f} s) | {ckpt_base:.1f} M records/s (same bytes, one write + fsync) | "
         f"{ckpt / ckpt_base:.2f}x | — |",
         f"| open + recover ({load['wal_tail']:,} records in the WAL) | {reopen['open_s']:.2f} s | "
         f"{reopen['read_file_s']:.2f} s (reading the checkpoint file once) | "
         f"{reopen['read_file_s'] / reopen['open_s']:.2f}x | <= 1 s |",
+        f"| restart in place: `omendb serve` to its first 200 on `/ready` | {restart[0]:.2f} s | "
+        f"{restart[1]:.2f} s (the same on an empty database) | {restart[1] / restart[0]:.2f}x | — |",
         f"| batch lookup, learned index only | {m / io:.2f} M keys/s | {m / ss:.2f} M keys/s "
         f"(`numpy.searchsorted`, same array) | {ss / io:.2f}x | >= 6x |",
         f"| batch lookup, `get_many` | {m / gm:.2f} M keys/s | {m / ss:.2f} M keys/s | {ss / gm:.2f}x | — |",
@@ -224,7 +269,8 @@ VM, {os.cpu_count()} cores shared with other builds and agents (load average {lo
 {chr(10).join(rows)}
 
 RSS after open (before any page is touched): {gib(reopen['rss_after_open'])}. Background verification of
-every block finished {reopen['verify_wait_s']:.1f} s after the lookups (verified: {reopen['verified']}).
+every block took {reopen['verify_s'] or 0:.1f} s after the open, while the lookups ran (verified:
+{reopen['verified']}).
 Index: {idx['leaves']:,} leaves, depth {idx['depth']}, mean error {idx['observed_mean_error']}, max error
 {idx['observed_max_error']}. Engine memory accounting at the end of the load:
 {gib(load['memory_usage_bytes'])}.
@@ -256,8 +302,12 @@ def main() -> None:
         print(f"load: {load}", flush=True)
         reopen = child("reopen", root, args)
         print(f"reopen: {reopen}", flush=True)
+        restart = (restart_seconds(root, args.records, Path(tmp)),
+                   restart_seconds(Path(tmp) / "empty", args.records, Path(tmp)))
+        print(f"restart: {restart}", flush=True)
         backup = None if args.skip_backup else backup_bench.measure(root, args.repeats, Path(tmp), DATABASE)
-    section = render(args, load, reopen, backup, (before, os.getloadavg()[0]))
+        print(f"backup: {backup}", flush=True)
+    section = render(args, load, reopen, restart, backup, (before, os.getloadavg()[0]))
     print(section)
     if not args.no_record:
         docs = Path(__file__).resolve().parents[3] / "docs" / "benchmarks.md"
