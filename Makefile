@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := engine/omendb operator/omendb_operator
 
-.PHONY: venv lint test bench bench-engine bench-http bench-backup bench-client bench-failover lock clean
+.PHONY: venv lint test bench bench-engine bench-http bench-backup bench-client bench-failover bench-scale lock clean
 
 # The virtualenv is rebuilt when the lock file changes, so every machine runs the same versions.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -47,6 +47,13 @@ bench-client: venv
 # Primary SIGKILLed under load, failover to a replica: measured RTO and RPO vs a restart in place.
 bench-failover: venv
 	$(PY) -m omendb.bench.failover
+
+# The guide's sizing: 100M records with max_memory_mb = 8192 (insert, checkpoint, open, lookups, peak and
+# steady RSS, backup/restore vs tar | zstd); takes several minutes and about 6 GB of disk. Not part of
+# `make bench`. SCALE_RECORDS=10000000 for a quicker run.
+SCALE_RECORDS ?= 100000000
+bench-scale: venv
+	$(PY) -m omendb.bench.scale --records $(SCALE_RECORDS)
 
 # Regenerate the full pinned tree from pyproject's direct pins (run after changing a dependency).
 lock:

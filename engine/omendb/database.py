@@ -35,12 +35,15 @@ import numpy as np
 from omendb import rmi
 from omendb.checkpoint import (
     MANIFEST_VERSION,
+    BaseFile,
+    BaseWriter,
     Manifest,
     atomic_write,
+    base_format,
     base_name,
+    open_base,
     read_base,
     read_manifest,
-    write_base,
     write_manifest,
 )
 from omendb.config import Config, load_config
@@ -61,8 +64,11 @@ from omendb.runs import (
     RUN_RECORD_BYTES,
     Run,
     apply_to_base,
+    chunk_bounds,
     combine,
     latest_per_key,
+    merge_chunks,
+    merged_count_runs,
     run_from_batch,
     slice_range,
 )
@@ -88,6 +94,9 @@ MEM_ENTRY_BYTES = 160  # measured cost of one dict entry (key, tuple, float, int
 ARCHIVED_FILE = "ARCHIVED"  # in the WAL dir: LSN up to which backups have archived the WAL
 REPLICA_WAL_RETENTION_S = 600  # WAL is kept for replicas heard from within this many seconds
 FRAME_RING_BYTES = 16 << 20  # newest WAL frames kept in memory for replicas (see replication.FrameRing)
+# A memory-mapped checkpoint up to this size is verified before open returns; a larger one in the background
+# after the database is ready (a bad block then fails health and writes loudly, see _verify_in_background).
+VERIFY_SYNC_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,10 @@ class Database:
         self._closed = False
         self._failed: OmenDBError | None = None
         self._merge_thread: threading.Thread | None = None
+        self._merge_extra_bytes = 0  # memory a running merge holds besides the base and the deltas
+        self._verify_thread: threading.Thread | None = None
+        self.checkpoint_verified: bool | None = None  # None: no mapped checkpoint, False: still checking
+        self.checkpoint_verify_seconds: float | None = None  # how long the background verification took
         self._count_cache: tuple[int, int] | None = None
         self.retrains_total = 0
         self.retrain_seconds_total = 0.0
@@ -263,8 +276,19 @@ class Database:
         self.term = manifest.term if manifest else 1
         self.term_history: TermHistory = [(int(t), int(first)) for t, first in manifest.term_history] \
             if manifest else [(1, 1)]
+        to_verify: BaseFile | None = None
         if manifest and manifest.base_file:
-            lsn, keys, values, lsns, nodes = read_base(self.data_dir / manifest.base_file)
+            path = self.data_dir / manifest.base_file
+            if base_format(path) == 2:  # mapped, not read: open costs no pass over the records
+                mapped = open_base(path)
+                lsn, keys, values, lsns, nodes = mapped.lsn, mapped.keys, mapped.values, mapped.lsns, mapped.nodes
+                if mapped.data_bytes <= VERIFY_SYNC_BYTES:
+                    mapped.verify()
+                    self.checkpoint_verified = True
+                else:
+                    to_verify, self.checkpoint_verified = mapped, False
+            else:
+                lsn, keys, values, lsns, nodes = read_base(path)
             if lsn != manifest.checkpoint_lsn:
                 raise CorruptionError(f"{manifest.base_file} holds LSN {lsn} but the manifest says "
                                       f"{manifest.checkpoint_lsn}; restore from a backup")
@@ -343,6 +367,10 @@ class Database:
             log.warning("[database] expected_size = %d records needs about %d MiB, more than the memory limit "
                         "of %d MiB", cfg.database.expected_size,
                         cfg.database.expected_size * RUN_RECORD_BYTES >> 20, cfg.memory_limit_bytes >> 20)
+        if to_verify is not None:
+            self._verify_thread = threading.Thread(target=self._verify_in_background, args=(to_verify,),
+                                                   name="omendb-verify", daemon=True)
+            self._verify_thread.start()
         if len(self._active) >= cfg.index.retrain_threshold:
             self._start_merge()
 
@@ -399,6 +427,20 @@ class Database:
             os.replace(path, aside / path.name)
         fsync_dir(self.wal_dir)
         (self.data_dir / HEAD_FILE).unlink(missing_ok=True)
+
+    def _verify_in_background(self, mapped: BaseFile) -> None:
+        """Check every block of the mapped checkpoint while the database serves. A bad block fails the
+        database (health, writes and reads raise CorruptionError): the data must come from a backup."""
+        started = time.perf_counter()
+        try:
+            if mapped.verify(should_stop=lambda: self._closed):
+                self.checkpoint_verified = True
+                self.checkpoint_verify_seconds = time.perf_counter() - started
+                log.info("checkpoint %s verified in the background: %d records in %.2fs", mapped.path.name,
+                         len(mapped.keys), time.perf_counter() - started)
+        except CorruptionError as exc:
+            log.error("checkpoint verification failed, the database stops serving: %s", exc.message)
+            self._failed = exc
 
     def _remove_stale_files(self, manifest: Manifest | None) -> None:
         current = manifest.base_file if manifest else None
@@ -642,9 +684,20 @@ class Database:
         self._merge_thread.start()
 
     def _freeze(self) -> Delta | None:
-        """Under the state lock: hand the active delta to the merge and start a fresh one."""
+        """Under the state lock: hand the active delta to the merge and start a fresh one. The delta of a
+        merge that failed (a full data volume, say) is still in the view, and nowhere else but the WAL: it
+        goes into this merge too, under the newer writes, never dropped."""
         with self._apply_lock, self._state_lock:
             frozen = self._active
+            left = self._view.frozen
+            if left is not None and len(left):
+                if len(frozen):
+                    carried = Delta()
+                    carried.runs = tuple(r for r in (*left.runs, left.mem_run(), *frozen.runs) if len(r))
+                    carried.mem = frozen.mem
+                    frozen = carried
+                else:
+                    frozen = left
             if not len(frozen):
                 return None
             self._active = Delta()
@@ -664,40 +717,65 @@ class Database:
             self._merge_lock.release()
 
     def _merge(self, frozen: Delta | None, rebuild: bool = False) -> None:
-        """Merge `frozen` (may be None: retrain only) into a new base, swap it in, write the checkpoint."""
+        """Merge `frozen` (may be None: retrain only) into a new base, swap it in, write the checkpoint.
+
+        The new base is streamed chunk by chunk into its checkpoint file and then memory-mapped, so a merge
+        holds the old base, the delta and one chunk, never two full copies of the base (the mapped file's
+        pages are page cache the kernel can write back and drop). `rebuild` needs nothing more: every merge
+        writes fresh, compact arrays."""
         started = time.perf_counter()
+        cfg = self.config
         view = self._view
         base = view.base
         log.debug("merge: %d delta records into a base of %d records (rebuild: %s)",
                   len(frozen) if frozen else 0, len(base.keys), rebuild)
-        keys, values, lsns = base.keys, base.values, base.lsns
-        if frozen is not None:
-            keys, values, lsns = apply_to_base(keys, values, lsns, frozen.combined())
-        if rebuild:
-            keys, values, lsns = keys.copy(), values.copy(), lsns.copy()
-        index = rmi.train(keys, self.config.index.model_type, self.config.index.max_error)
-        new_base = Base(keys, values, lsns, index, view.frozen_lsn if frozen is not None else base.lsn)
+        lsn = view.frozen_lsn if frozen is not None else base.lsn
+        runs = [*frozen.runs, frozen.mem_run()] if frozen is not None else []
+        bounds = chunk_bounds(base.keys, runs)
+        count = merged_count_runs(base.keys, runs, bounds)
+        self._merge_extra_bytes = 8 * count  # the new keys, mapped while the model trains
+        log.debug("checkpoint: writing %s (LSN %d, %d records)", base_name(lsn), lsn, count)
+        try:
+            writer = BaseWriter(self.data_dir / base_name(lsn), count, lsn, cfg.storage.batch_size)
+            try:
+                for keys, values, lsns in merge_chunks(base.keys, base.values, base.lsns, runs, bounds):
+                    writer.write(keys, values, lsns)
+                del runs
+                index = rmi.train(writer.keys(), cfg.index.model_type, cfg.index.max_error)
+                written = writer.finish(index)
+            except BaseException:
+                writer.abort()  # no .tmp left behind, on a full volume least of all
+                raise
+        except OSError as exc:
+            self._merge_extra_bytes = 0
+            if (full := self._checkpoint_full(exc)) is None:
+                raise
+            raise full from exc
+        except BaseException:
+            self._merge_extra_bytes = 0
+            raise
+        new_base = Base(written.keys, written.values, written.lsns, index, lsn)
         with self._state_lock:
             self._view = View(new_base, None, new_base.lsn)
+        del view, base  # the old base's mapping goes once readers let go of it
+        self._merge_extra_bytes = 0
+        self.checkpoint_verified = True  # written and checksummed here
         elapsed = time.perf_counter() - started
         self.retrains_total += 1
         self.retrain_seconds_total += elapsed
         self.last_retrain_at, self.last_retrain_seconds = time.time(), elapsed
-        log.info("merged %d delta records into a base of %d and retrained the %s index (%d leaves, max error "
-                 "%d) in %.2fs", len(frozen) if frozen else 0, len(keys), index.model_type, index.leaves,
-                 index.observed_max_error, elapsed)
-        self._write_checkpoint(new_base)
+        log.info("merged %d delta records into a base of %d, retrained the %s index (%d leaves, max error "
+                 "%d) and wrote the checkpoint in %.2fs", len(frozen) if frozen else 0, count, index.model_type,
+                 index.leaves, index.observed_max_error, elapsed)
+        self._write_manifest(new_base)
 
-    def _write_checkpoint(self, base: Base) -> None:
-        name = base_name(base.lsn)
+    def _write_manifest(self, base: Base) -> None:
         cfg = self.config
         started = time.perf_counter()
-        log.debug("checkpoint: writing %s (LSN %d, %d records)", name, base.lsn, len(base.keys))
+        name = base_name(base.lsn)
         index = base.index
         try:
             try:
-                write_base(self.data_dir / name, base.lsn, base.keys, base.values, base.lsns, base.index,
-                           compress=cfg.storage.enable_compression, block_size=cfg.storage.batch_size)
                 write_manifest(self.data_dir, Manifest(
                     database=cfg.database.name, checkpoint_lsn=base.lsn, term=self.term, base_file=name,
                     records=len(base.keys), created_at=time.time(), model_type=index.model_type,
@@ -712,19 +790,24 @@ class Database:
                     self._drop_unnamed_base(name)
                 raise
         except OSError as exc:
-            if not is_storage_full(exc):
+            if (full := self._checkpoint_full(exc)) is None:
                 raise
-            raise StorageFull(f"could not write a checkpoint in {self.data_dir}: {exc.strerror}; free space "
-                              f"on the data volume or expand it, then retry (POST /admin/checkpoint). The "
-                              f"database keeps serving from the previous checkpoint and the WAL: nothing is "
-                              f"lost") from exc
-        log.debug("checkpoint: LSN %d written in %.3fs", base.lsn, time.perf_counter() - started)
+            raise full from exc
+        log.debug("checkpoint: LSN %d written in %.3fs (MANIFEST)", base.lsn, time.perf_counter() - started)
         old = self._checkpoint_lsn
         self._checkpoint_lsn = base.lsn
         if old != base.lsn:
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / base_name(old)).unlink()
         self._release_wal()
+
+    def _checkpoint_full(self, exc: OSError) -> StorageFull | None:
+        """A failed checkpoint write on a full volume as StorageFull (507); None for any other error."""
+        if not is_storage_full(exc):
+            return None
+        return StorageFull(f"could not write a checkpoint in {self.data_dir}: {exc.strerror}; free space on the "
+                           f"data volume or expand it, then retry (POST /admin/checkpoint). The database keeps "
+                           f"serving from the previous checkpoint and the WAL: nothing is lost")
 
     def _drop_unnamed_base(self, name: str) -> None:
         """After a failed checkpoint, delete its new base file (space on a full volume) unless the MANIFEST
@@ -941,7 +1024,7 @@ class Database:
 
     def memory_usage_bytes(self) -> int:
         view = self._view
-        total = view.base.nbytes + self._active.nbytes
+        total = view.base.nbytes + self._active.nbytes + self._merge_extra_bytes
         if view.frozen is not None:
             total += view.frozen.nbytes
         return total
@@ -959,6 +1042,7 @@ class Database:
             "delta_size": self.index_stats()["delta_size"], "retrains_total": self.retrains_total,
             "retrain_seconds_total": self.retrain_seconds_total,
             "archived_lsn": self.archived_lsn(), "wal_released_unarchived": self.wal_released_unarchived,
+            "checkpoint_verified": self.checkpoint_verified,
         }
 
     def check_health(self) -> None:
@@ -992,6 +1076,8 @@ class Database:
                               "replays it", exc.message)
         finally:
             self._closed = True
+            if self._verify_thread is not None:
+                self._verify_thread.join()
             with self._lsn_changed:
                 self._lsn_changed.notify_all()
             if self._wal is not None:

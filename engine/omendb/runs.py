@@ -7,8 +7,10 @@ key. All functions here are pure.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 RECORD_BYTES = 24  # key + value + LSN, the guide's capacity formula
@@ -54,8 +56,12 @@ def combine(runs_oldest_first: list[Run]) -> Run:
         return EMPTY_RUN
     if len(runs) == 1:
         return runs[0]
-    return latest_per_key(np.concatenate([r.keys for r in runs]), np.concatenate([r.values for r in runs]),
-                          np.concatenate([r.lsns for r in runs]), np.concatenate([r.live for r in runs]))
+    # Linear merges into preallocated arrays, newest (smallest) first: a delta's runs shrink geometrically
+    # towards the newest, so this copies about twice the delta in all and never sorts.
+    acc = runs[-1]
+    for run in reversed(runs[:-1]):
+        acc = merge_two(run, acc)
+    return acc
 
 
 def latest_per_key(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, live: np.ndarray) -> Run:
@@ -88,6 +94,108 @@ def apply_to_base(base_keys: np.ndarray, base_values: np.ndarray, base_lsns: np.
     values = np.insert(base.values[keep], at, delta.values[add])
     lsns = np.insert(base.lsns[keep], at, delta.lsns[add])
     return keys, values, lsns
+
+
+def merge_two(older: Run, newer: Run) -> Run:
+    """Two sorted runs as one (newer entries win), by a linear merge into preallocated arrays."""
+    n = len(older) + len(newer)
+    out = Run(np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.int64), np.empty(n, bool))
+    m = _merge_runs(older.keys, older.values, older.lsns, older.live, newer.keys, newer.values, newer.lsns,
+                    newer.live, out.keys, out.values, out.lsns, out.live)
+    if m == n:
+        return out
+    return Run(out.keys[:m].copy(), out.values[:m].copy(), out.lsns[:m].copy(), out.live[:m].copy())
+
+
+def merged_count(base_keys: np.ndarray, delta: Run) -> int:
+    """Records in the base once `delta` is applied."""
+    if len(delta) == 0:
+        return len(base_keys)
+    if len(base_keys) == 0:
+        return int(np.count_nonzero(delta.live))
+    pos = np.minimum(np.searchsorted(base_keys, delta.keys), len(base_keys) - 1)
+    exists = base_keys[pos] == delta.keys
+    return len(base_keys) + int(np.count_nonzero(delta.live & ~exists)) - int(np.count_nonzero(~delta.live & exists))
+
+
+def chunk_bounds(base_keys: np.ndarray, runs_oldest_first: list[Run], chunk: int = 1 << 18) -> list[int]:
+    """Keys splitting the base and the delta's runs into pieces of about `chunk` records or fewer (each piece
+    holds the keys from one bound up to the next; the first starts at the smallest key, the last has no
+    upper bound)."""
+    marks = [base_keys[chunk::chunk]] + [r.keys[chunk::chunk] for r in runs_oldest_first]
+    return np.unique(np.concatenate(marks)).tolist() if any(len(m) for m in marks) else []
+
+
+def delta_pieces(base_keys: np.ndarray, runs_oldest_first: list[Run], bounds: list[int]
+                 ) -> Iterator[tuple[slice, Run]]:
+    """(base slice, combined delta) for each piece between `bounds`: the delta's runs are combined a piece
+    at a time, so a merge never holds a combined copy of the whole delta."""
+    b_lo, r_lo = 0, [0] * len(runs_oldest_first)
+    for x in [*bounds, None]:
+        b_hi = len(base_keys) if x is None else int(np.searchsorted(base_keys, x))
+        pieces = []
+        for i, run in enumerate(runs_oldest_first):
+            hi = len(run) if x is None else int(np.searchsorted(run.keys, x))
+            pieces.append(Run(run.keys[r_lo[i]:hi], run.values[r_lo[i]:hi], run.lsns[r_lo[i]:hi],
+                              run.live[r_lo[i]:hi]))
+            r_lo[i] = hi
+        yield slice(b_lo, b_hi), combine(pieces)
+        b_lo = b_hi
+
+
+def merged_count_runs(base_keys: np.ndarray, runs_oldest_first: list[Run], bounds: list[int]) -> int:
+    """Records in the base once the delta's runs are applied (piece by piece, see delta_pieces)."""
+    return sum(merged_count(base_keys[part], delta) if len(delta) else part.stop - part.start
+               for part, delta in delta_pieces(base_keys, runs_oldest_first, bounds))
+
+
+def merge_chunks(base_keys: np.ndarray, base_values: np.ndarray, base_lsns: np.ndarray,
+                 runs_oldest_first: list[Run], bounds: list[int]
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The base with the delta's runs applied, in ascending pieces between `bounds` (see chunk_bounds): a
+    merge streams these to the new base file, so it never holds a second full copy of the base."""
+    for part, delta in delta_pieces(base_keys, runs_oldest_first, bounds):
+        size = part.stop - part.start + len(delta)
+        keys, values, lsns = np.empty(size, np.int64), np.empty(size, np.float64), np.empty(size, np.int64)
+        m = _merge_base(base_keys[part], base_values[part], base_lsns[part], delta.keys, delta.values,
+                        delta.lsns, delta.live, keys, values, lsns)
+        yield keys[:m], values[:m], lsns[:m]
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_base(bk, bv, bl, dk, dv, dl, dlive, ok, ov, ol):  # pragma: no cover - compiled
+    i = j = o = 0
+    nb, nd = len(bk), len(dk)
+    while i < nb or j < nd:
+        if j >= nd or (i < nb and bk[i] < dk[j]):
+            ok[o], ov[o], ol[o] = bk[i], bv[i], bl[i]
+            o += 1
+            i += 1
+        else:
+            if i < nb and bk[i] == dk[j]:  # replaced or deleted by the delta
+                i += 1
+            if dlive[j]:
+                ok[o], ov[o], ol[o] = dk[j], dv[j], dl[j]
+                o += 1
+            j += 1
+    return o
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_runs(ak, av, al, alive, bk, bv, bl, blive, ok, ov, ol, olive):  # pragma: no cover - compiled
+    i = j = o = 0
+    na, nb = len(ak), len(bk)
+    while i < na or j < nb:
+        if j >= nb or (i < na and ak[i] < bk[j]):
+            ok[o], ov[o], ol[o], olive[o] = ak[i], av[i], al[i], alive[i]
+            i += 1
+        else:
+            if i < na and ak[i] == bk[j]:
+                i += 1
+            ok[o], ov[o], ol[o], olive[o] = bk[j], bv[j], bl[j], blive[j]
+            j += 1
+        o += 1
+    return o
 
 
 @dataclass(frozen=True)

@@ -232,3 +232,25 @@ def test_a_full_data_volume_at_rotation_keeps_the_old_segment_and_its_head(tmp_p
         assert len(list_segments(config.wal_dir)) == 2
         db.close(checkpoint=False)
     _all_present(config, range(written + 1))
+
+
+def test_writes_of_a_failed_checkpoint_reach_the_next_one(tmp_path, data_tmpfs):
+    """A checkpoint that fails for space leaves its frozen delta in memory; the next checkpoint must carry
+    it (with the writes made since) into the base before the WAL that holds it is released."""
+    config = _config(tmp_path, data_dir=data_tmpfs / "data", wal_dir=tmp_path / "wal",
+                     storage={"enable_compression": False})
+    with Database.open(config) as db:
+        db.put_many(*_batch(0))
+        filler = fill_bytes(data_tmpfs / "filler")
+        with pytest.raises(StorageFull):
+            db.checkpoint()
+        db.put_many(*_batch(1))
+        filler.unlink()
+        db.checkpoint()
+        db.put_many(*_batch(2))
+        db.checkpoint()
+        for i in range(3):
+            keys, values = _batch(i)
+            got, found = db.get_many(keys)
+            assert found.all() and (got == values).all(), f"batch {i} lost before reopening"
+    _all_present(config, range(3))

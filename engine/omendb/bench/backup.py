@@ -76,9 +76,16 @@ def sh(cmd: str) -> None:
 
 
 def run(records: int, repeats: int, workdir: Path) -> dict[str, float]:
-    root, backups, tarball = workdir / "omendb", workdir / "backups", workdir / "omendb.tar.zst"
-    restored, untarred = workdir / "restored", workdir / "untarred"
+    root = workdir / "omendb"
     count = build_database(root, records)
+    return {"records": count, **measure(root, repeats, workdir)}
+
+
+def measure(root: Path, repeats: int, workdir: Path, database: str = "bench") -> dict[str, float]:
+    """backup_tool full-backup and restore of the database in `root` (data/ and wal/, closed) against
+    `tar | zstd -3` and `zstd -d | tar` of the same directory; scratch space in `workdir`."""
+    backups, tarball = workdir / "backups", workdir / "omendb.tar.zst"
+    restored, untarred = workdir / "restored", workdir / "untarred"
     size = dir_size(root / "data") + dir_size(root / "wal")
 
     def reset(path: Path) -> Callable[[], None]:
@@ -86,7 +93,7 @@ def run(records: int, repeats: int, workdir: Path) -> dict[str, float]:
 
     tool_backup = best_of(repeats, lambda: subprocess.run(
         [str(TOOL), "-q", "--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database",
-         "bench"], check=True, stdout=subprocess.DEVNULL), reset(backups))
+         database], check=True, stdout=subprocess.DEVNULL), reset(backups))
     tar_backup = best_of(repeats,
                          lambda: sh(f"tar -C {root} -cf - data wal | zstd -q -3 -T1 -o {tarball} -f"))
     tool_restore = best_of(repeats, lambda: subprocess.run(
@@ -99,7 +106,7 @@ def run(records: int, repeats: int, workdir: Path) -> dict[str, float]:
 
     tar_restore = best_of(repeats, untar, reset(untarred))
     mb = size / 1e6
-    return {"records": count, "size_mb": mb, "backup_size_mb": dir_size(backups) / 1e6,
+    return {"size_mb": mb, "backup_size_mb": dir_size(backups) / 1e6,
             "tar_size_mb": tarball.stat().st_size / 1e6,
             "tool_backup_s": tool_backup, "tar_backup_s": tar_backup,
             "tool_restore_s": tool_restore, "tar_restore_s": tar_restore,
