@@ -275,8 +275,7 @@ def down(store: Store) -> None:
     procs.stop("weed-server", store.pids, grace=10)
     # The rule is shared by any store serving pods; remove it only if this store added it.
     if (store.root / "pod-route").exists() and Path(f"/run/netns/{NETNS}").exists():
-        while _node_iptables("-D") == 0:
-            pass
+        _node_iptables("-D")
     shutil.rmtree(store.root, ignore_errors=True)
 
 
