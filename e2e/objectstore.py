@@ -276,6 +276,12 @@ def down(store: Store) -> None:
     # The rule is shared by any store serving pods; remove it only if this store added it.
     if (store.root / "pod-route").exists() and Path(f"/run/netns/{NETNS}").exists():
         _node_iptables("-D")
+    # `weed server` puts each component's local gRPC socket in /tmp, named by its gRPC port (not
+    # configurable); remove exactly ours.
+    if store.settings.exists():
+        ports = json.loads(store.settings.read_text())["ports"]
+        for component in ("master", "volume", "filer", "s3"):
+            Path(f"/tmp/seaweedfs-{component}-grpc-{ports[component + '_grpc']}.sock").unlink(missing_ok=True)
     shutil.rmtree(store.root, ignore_errors=True)
 
 
