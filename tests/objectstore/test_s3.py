@@ -15,6 +15,8 @@ import obstore
 import pytest
 from obstore.store import S3Store
 
+from e2e import objectstore, procs
+
 
 def _store(env: dict[str, str], secret: str | None = None) -> S3Store:
     return S3Store(
@@ -117,3 +119,13 @@ def test_env_prints_the_contract(s3_env: dict[str, str]) -> None:
         assert s3_env[key], key
     assert s3_env["AWS_ENDPOINT_URL"].startswith("https://127.0.0.1:")
     assert os.path.isfile(s3_env["AWS_CA_BUNDLE"])
+
+
+def test_listens_on_loopback_only(s3_store: objectstore.Store) -> None:
+    pid = procs.alive("weed-server", s3_store.pids)
+    assert pid is not None
+    listening = subprocess.run(["ss", "-tlnpH"], capture_output=True, text=True, check=True).stdout
+    ours = [line.split()[3] for line in listening.splitlines() if f"pid={pid}," in line]
+    # master, volume, filer and S3, each with its gRPC port
+    assert len(ours) >= 8, ours
+    assert all(addr.startswith("127.0.0.1:") for addr in ours), ours
