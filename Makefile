@@ -82,6 +82,15 @@ e2e-down: venv
 test-e2e: lint e2e-build
 	$(BIN)/pytest e2e/tests
 
+# The tests' S3 server (SeaweedFS, TLS + sigv4 on 127.0.0.1; docs/e2e.md "The object store").
+.PHONY: objectstore-up objectstore-down
+objectstore-up: venv
+	$(PY) -m e2e.objectstore up
+	$(PY) -m e2e.objectstore env
+
+objectstore-down: venv
+	$(PY) -m e2e.objectstore down
+
 # ---- packaging (issue 8): the Helm chart, manifests/install.yaml, images, the first run.
 .PHONY: chart-crds manifests lint-images up down
 

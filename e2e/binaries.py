@@ -8,6 +8,7 @@ download) and print progress.
 
     python -m e2e.binaries build     # build what is missing, print the bin directory
     python -m e2e.binaries path      # print the bin directory (no build)
+    python -m e2e.binaries objectstore-path   # print the object store's bin directory (no build)
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ COMPONENTS: tuple[Component, ...] = (
               "-X github.com/prometheus/common/version.Version=3.3.1"),
 )
 
+# The object store for the backup tests (docs/e2e.md "The object store"). Kept apart from
+# COMPONENTS, in its own cache directory keyed by its own pins, so that adding or bumping it never
+# rebuilds Kubernetes (and the reverse).
+OBJECTSTORE = Component("seaweedfs", ("github.com/seaweedfs/seaweedfs/weed",))
+
 # `go build` names etcd's binary after its module path ("server"); it is renamed to etcd.
 RENAMES = {"server": "etcd"}
 
@@ -99,11 +105,11 @@ def _go_version() -> str:
     return subprocess.run([go, "version"], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def cache_key() -> str:
+def cache_key(components: tuple[Component, ...] = COMPONENTS) -> str:
     h = hashlib.sha256()
     h.update(RECIPE.encode())
     h.update(_go_version().encode())
-    for comp in COMPONENTS:
+    for comp in components:
         h.update(repr(comp).encode())
         for name in ("go.mod", "go.sum"):
             h.update((GO_DIR / comp.module_dir / name).read_bytes())
@@ -112,6 +118,10 @@ def cache_key() -> str:
 
 def bin_dir() -> Path:
     return CACHE_ROOT / cache_key() / "bin"
+
+
+def objectstore_bin_dir() -> Path:
+    return CACHE_ROOT / f"objectstore-{cache_key((OBJECTSTORE,))}" / "bin"
 
 
 def _final_name(name: str) -> str:
@@ -194,6 +204,9 @@ def build() -> Path:
     for comp in COMPONENTS:
         _build_component(comp, out)
     _build_pause(out)
+    store_out = objectstore_bin_dir()
+    store_out.mkdir(parents=True, exist_ok=True)
+    _build_component(OBJECTSTORE, store_out)
     elapsed = time.monotonic() - start
     if elapsed > 1:
         print(f"e2e.binaries: all binaries ready in {elapsed:.0f}s", flush=True)
@@ -206,6 +219,8 @@ def main(argv: list[str]) -> int:
         print(build())
     elif cmd == "path":
         print(bin_dir())
+    elif cmd == "objectstore-path":
+        print(objectstore_bin_dir())
     else:
         print(__doc__, file=sys.stderr)
         return 2
