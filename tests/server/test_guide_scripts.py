@@ -112,6 +112,29 @@ def guide_env(tmp_path: Path, port: int, metrics_port: int) -> dict[str, str]:
     return env
 
 
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    """Until `url` answers 200 (certificates unchecked: the guide's is self-signed), within a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            if httpx.get(url, timeout=2, verify=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+
+
+def _run_health_check(tmp_path: Path, port: int, metrics_port: int, log_path: Path) -> None:
+    """The guide's health_check.sh, its ports replaced by the test server's."""
+    script = tmp_path / "health_check.sh"
+    script.write_text(HEALTH_CHECK.replace("3000", str(port)).replace("9090", str(metrics_port)))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr + log_path.read_text()
+    assert "All health checks passed" in result.stdout
+
+
 def test_guide_health_check_against_the_guide_config_with_tls(tmp_path: Path) -> None:
     """The guide's health_check.sh (plain http:// to port 3000) against the guide's own omendb.toml, which
     turns TLS on for that port: the probes are answered, everything else still needs HTTPS."""
@@ -128,21 +151,8 @@ def test_guide_health_check_against_the_guide_config_with_tls(tmp_path: Path) ->
                                 stdout=log, stderr=subprocess.STDOUT, env=guide_env(tmp_path, port, metrics_port),
                                 cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"https://{HOST}:{port}/ready", timeout=2, verify=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        script = tmp_path / "health_check.sh"
-        script.write_text(HEALTH_CHECK.replace("3000", str(port)).replace("9090", str(metrics_port)))
-        result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stdout + result.stderr + log_path.read_text()
-        assert "All health checks passed" in result.stdout
+        _wait_ready(proc, f"https://{HOST}:{port}/ready", log_path)
+        _run_health_check(tmp_path, port, metrics_port, log_path)
 
         # Anything but the probes over plain HTTP is refused with the https:// URL to use, before auth.
         plain = httpx.get(f"http://localhost:{port}/v1/records/1", auth=("admin", "guide-admin-pw"), timeout=10)
@@ -179,21 +189,8 @@ def test_guide_health_check_against_the_development_config(tmp_path: Path) -> No
                    str(REPO / "configs" / "development.toml")]
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"http://{HOST}:{port}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        script = tmp_path / "health_check.sh"
-        script.write_text(HEALTH_CHECK.replace("3000", str(port)).replace("9090", str(metrics_port)))
-        result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "All health checks passed" in result.stdout
+        _wait_ready(proc, f"http://{HOST}:{port}/ready", log_path)
+        _run_health_check(tmp_path, port, metrics_port, log_path)
 
         # A write, a read, an admin call as in the guide's troubleshooting section (no auth in development).
         base = f"http://localhost:{port}"
