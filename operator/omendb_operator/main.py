@@ -33,12 +33,13 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from omendb_operator import handlers, metrics
 from omendb_operator import labels as L
-from omendb_operator.kube import Kube
-from omendb_operator.peering import PEERING_API, live_higher_peers
-from omendb_operator.reconcile import Reconciler
-from omendb_operator.workqueue import WorkQueue
+from omendb_operator import metrics
+from omendb_operator.controller import handlers
+from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.peering import PEERING_API, live_higher_peers
+from omendb_operator.controller.reconcile import Reconciler
+from omendb_operator.controller.workqueue import WorkQueue
 
 log = logging.getLogger("omendb_operator")
 

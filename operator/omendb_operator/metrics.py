@@ -14,5 +14,8 @@ RECONCILE_DURATION = Histogram("omendb_operator_reconcile_duration_seconds",
 API_WRITES = Counter("omendb_operator_api_writes_total",
                      "Write calls the operator made to the Kubernetes API, by kind and verb.",
                      ["kind", "verb"])
+API_READS = Counter("omendb_operator_api_reads_total",
+                    "Read calls the operator made to the Kubernetes API (get, list, discovery), by kind and verb.",
+                    ["kind", "verb"])
 MANAGED = Gauge("omendb_operator_managed_omendbs", "OmenDB resources this operator reconciles.")
 LEADER = Gauge("omendb_operator_active", "1 while this operator instance is the active peer.")

@@ -410,7 +410,7 @@ def engine_config(spec: OmenDBSpec) -> Config:
     """The engine configuration the pods run with: spec.config plus the keys the operator owns.
 
     Validated by the engine's own loader, so a bad value is refused here with the engine's message."""
-    from omendb_operator.configmap import render_config_dict
+    from omendb_operator.specs.configmap import render_config_dict
 
     try:
         return Config.from_dict(render_config_dict(spec), source="spec.config")

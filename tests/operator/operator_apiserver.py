@@ -27,7 +27,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from omendb_operator.certificates import issue_ca, issue_server_cert
+from omendb_operator.specs.certificates import issue_ca, issue_server_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 NEEDED = ("etcd", "kube-apiserver")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from omendb_operator.monitoring import alert_rules, build_prometheus_rule, build_service_monitor
 from omendb_operator.spec import parse_spec
+from omendb_operator.specs.monitoring import alert_rules, build_prometheus_rule, build_service_monitor
 
 SEL = 'namespace="omendb-prod",app_kubernetes_io_instance="prod"'
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 from operator_apiserver import find_bin_dir
 
-from omendb_operator.monitoring import alert_rules
 from omendb_operator.spec import parse_spec
+from omendb_operator.specs.monitoring import alert_rules
 
 SEL = 'namespace="prod-ns", app_kubernetes_io_instance="prod", pod="prod-0"'
 CRON = 'namespace="prod-ns", cronjob="prod-backup-full"'

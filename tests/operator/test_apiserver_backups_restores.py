@@ -11,8 +11,8 @@ import pytest
 import yaml
 from kubernetes.config import new_client_from_config
 
-from omendb_operator.kube import Kube
-from omendb_operator.reconcile import Reconciler
+from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.reconcile import Reconciler
 
 ROOT = Path(__file__).resolve().parents[2]
 API = "omendb.io/v1alpha1"

@@ -19,9 +19,9 @@ import yaml
 from kubernetes.config import new_client_from_config
 
 from omendb_operator import metrics
-from omendb_operator.children import Observed, build_children
-from omendb_operator.kube import Kube
-from omendb_operator.reconcile import Reconciler
+from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.reconcile import Reconciler
+from omendb_operator.plans.children import Observed, build_children
 from omendb_operator.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,10 +30,10 @@ from kubernetes.config import new_client_from_config
 
 from omendb.cli import render_toml
 from omendb.config import Config
-from omendb_operator import failover
-from omendb_operator.health import PodHealth
-from omendb_operator.kube import Kube
-from omendb_operator.reconcile import Reconciler
+from omendb_operator.controller import failover
+from omendb_operator.controller.health import PodHealth
+from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.reconcile import Reconciler
 
 # tests/operator is not a package (its helpers import by file name); the replication tests' cluster is.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

@@ -6,8 +6,8 @@ import yaml
 from operator_crd_helpers import omendb_crd_spec_schema
 from operator_pss import restricted_violations
 
-from omendb_operator.cronjobs import build_backup_volume, build_cronjobs
 from omendb_operator.spec import parse_spec
+from omendb_operator.specs.cronjobs import build_backup_volume, build_cronjobs
 
 
 def _by_name(owner, raw=None):

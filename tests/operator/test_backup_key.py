@@ -9,11 +9,11 @@ from conftest import make_owner
 from operator_pss import restricted_violations
 
 from omendb.backup import keys
-from omendb_operator import backup_key, cronjobs, jobs
-from omendb_operator.backup_key import build_backup_key_secret
-from omendb_operator.children import Observed, build_children
-from omendb_operator.secrets import decode_secret_data
+from omendb_operator.plans.children import Observed, build_children
 from omendb_operator.spec import parse_spec
+from omendb_operator.specs import backup_key, cronjobs, jobs
+from omendb_operator.specs.backup_key import build_backup_key_secret
+from omendb_operator.specs.secrets import decode_secret_data
 
 
 def _key(manifest) -> str:
@@ -84,7 +84,7 @@ def test_every_backup_cleanup_and_restore_job_mounts_the_key(owner, spec):
 
 
 def test_bootstrap_uses_the_source_clusters_key():
-    from omendb_operator import bootstrap
+    from omendb_operator.plans import bootstrap
 
     owner = make_owner(name="copy", spec={"bootstrap": {"fromBackup": {"cluster": {"name": "prod"}}}})
     job = bootstrap.bootstrap_job(owner, parse_spec(owner["spec"]))
@@ -92,7 +92,7 @@ def test_bootstrap_uses_the_source_clusters_key():
 
 
 def test_a_restore_accepts_unkeyed_backups_only_when_asked(owner, spec):
-    from omendb_operator import restores
+    from omendb_operator.plans import restores
 
     restore = {"metadata": {"name": "r1", "uid": "u2"}, "kind": "OmenDBRestore", "spec": {}}
     plain = restores.target_of(restore)

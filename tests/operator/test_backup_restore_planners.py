@@ -13,10 +13,11 @@ import pytest
 from conftest import make_owner
 from operator_pss import restricted_violations
 
-from omendb_operator import backups, bootstrap, jobs, restores
-from omendb_operator.configmap import DATA_DIR, WAL_DIR
+from omendb_operator.plans import backups, bootstrap, restores
+from omendb_operator.plans.status import Observation, build_status
 from omendb_operator.spec import SpecError, parse_spec
-from omendb_operator.status import Observation, build_status
+from omendb_operator.specs import jobs
+from omendb_operator.specs.configmap import DATA_DIR, WAL_DIR
 
 NOW = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(seconds=30)
@@ -415,7 +416,7 @@ def test_a_restore_in_progress_is_progress_not_degradation():
 
 
 def test_status_patch_nulls_fields_gone_from_an_object():
-    from omendb_operator.status import status_changed, status_patch
+    from omendb_operator.plans.status import status_changed, status_patch
 
     old = {"restore": {"name": "r1", "step": "Restore", "message": "deleted"}, "bootstrap": {"phase": "Failed",
                                                                                          "error": "x"}}

@@ -4,7 +4,7 @@ import pytest
 from operator_pss import restricted_violations
 
 from omendb_operator.spec import parse_spec
-from omendb_operator.statefulset import build_statefulset
+from omendb_operator.specs.statefulset import build_statefulset
 
 
 def _sts(owner, raw=None, **kw):
@@ -172,8 +172,8 @@ def test_replicas_override_holds_the_count(owner):
 
 
 def test_python_writes_only_to_tmp_on_the_read_only_root(owner):
-    from omendb_operator.cronjobs import build_cronjobs
     from omendb_operator.spec import parse_spec as p
+    from omendb_operator.specs.cronjobs import build_cronjobs
 
     sts_env = {
         e["name"]: e.get("value") for e in _sts(owner)["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -187,7 +187,7 @@ def test_python_writes_only_to_tmp_on_the_read_only_root(owner):
 
 
 def test_claim_template_changes_are_reported_not_applied(owner):
-    from omendb_operator.statefulset import claim_template_drift
+    from omendb_operator.specs.statefulset import claim_template_drift
 
     live = _sts(owner, {"storage": {"data": {"size": "10Gi"}}})
     grown = _sts(owner, {"storage": {"data": {"size": "20Gi", "storageClassName": "fast"}}})

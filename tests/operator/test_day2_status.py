@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 from conftest import make_owner
 
+from omendb_operator.plans.status import Observation, build_status
 from omendb_operator.spec import SpecError, parse_spec
-from omendb_operator.status import Observation, build_status
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
 
@@ -63,7 +63,7 @@ def test_upgrade_and_storage_blocks_and_conditions():
     assert (c["Progressing"]["status"], c["Progressing"]["reason"]) == ("True", "OperationInProgress")
     assert "db-pre-upgrade-1" in c["Progressing"]["message"]
     # Without an operation the blocks are removed by the patch (they are managed keys).
-    from omendb_operator.status import status_patch
+    from omendb_operator.plans.status import status_patch
 
     plain = build_status(make_owner(), spec, Observation(statefulset=_sts(1, 1, 1)), status, NOW)
     assert status_patch(status, plain)["upgrade"] is None

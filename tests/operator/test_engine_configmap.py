@@ -3,7 +3,8 @@ from __future__ import annotations
 import tomllib
 
 from omendb.config import Config
-from omendb_operator.configmap import (
+from omendb_operator.spec import parse_spec
+from omendb_operator.specs.configmap import (
     HTPASSWD_FILE,
     TLS_CERT_FILE,
     TLS_KEY_FILE,
@@ -13,7 +14,6 @@ from omendb_operator.configmap import (
     render_config_dict,
     render_toml,
 )
-from omendb_operator.spec import parse_spec
 
 
 def test_rendered_toml_loads_in_the_engine_with_operator_keys(owner):

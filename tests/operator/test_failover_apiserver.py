@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from kubernetes.config import new_client_from_config
 
-from omendb_operator import failover
-from omendb_operator.kube import Kube
-from omendb_operator.reconcile import Reconciler
+from omendb_operator.controller import failover
+from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.reconcile import Reconciler
 from omendb_operator.spec import parse_spec
 
 # tests/operator is not a package (its helpers import by file name); the replication tests' cluster is.

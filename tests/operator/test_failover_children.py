@@ -7,9 +7,9 @@ import tomllib
 
 import pytest
 
-from omendb_operator.children import Observed, build_children
-from omendb_operator.configmap import build_configmap, config_hash
+from omendb_operator.plans.children import Observed, build_children
 from omendb_operator.spec import SpecError, parse_spec
+from omendb_operator.specs.configmap import build_configmap, config_hash
 
 
 def _by_kind(owner, spec, observed):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from omendb_operator import topology as T
+from omendb_operator.plans import topology as T
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, 0, tzinfo=dt.UTC)
 URLS = {f"db-{i}": f"https://db-{i}.db-headless.ns.svc:3000" for i in range(5)}

@@ -16,8 +16,8 @@ import pytest
 from kubernetes.config import new_client_from_config
 from operator_apiserver import find_bin_dir
 
-from omendb_operator.kube import Kube
-from omendb_operator.reconcile import Reconciler
+from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.reconcile import Reconciler
 
 BASE = "/apis/omendb.io/v1alpha1"
 GUIDE_OPENSSL = "yes '' | openssl req -new -x509 -keyout server.key -out server.pem -days 365 -nodes"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from omendb_operator.peering import live_higher_peers
+from omendb_operator.controller.peering import live_higher_peers
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

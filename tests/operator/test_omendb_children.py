@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from omendb_operator.children import Observed, build_children, stale_children
-from omendb_operator.secrets import decode_secret_data
+from omendb_operator.plans.children import Observed, build_children, stale_children
 from omendb_operator.spec import parse_spec
+from omendb_operator.specs.secrets import decode_secret_data
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 LABELS = {

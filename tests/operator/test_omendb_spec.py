@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from omendb_operator.configmap import render_config_dict
 from omendb_operator.spec import (
     DEFAULT_CLEANUP_SCHEDULE,
     DEFAULT_FULL_SCHEDULE,
@@ -11,6 +10,7 @@ from omendb_operator.spec import (
     engine_config,
     parse_spec,
 )
+from omendb_operator.specs.configmap import render_config_dict
 
 
 def test_defaults_follow_the_guide():

@@ -4,8 +4,8 @@ import datetime as dt
 
 from conftest import make_owner
 
+from omendb_operator.plans.status import Observation, build_status, status_changed
 from omendb_operator.spec import parse_spec
-from omendb_operator.status import Observation, build_status, status_changed
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
 LATER = NOW + dt.timedelta(minutes=5)
@@ -170,7 +170,7 @@ def test_tls_and_monitoring_conditions():
 
 
 def test_keys_no_longer_reported_are_removed_by_the_patch():
-    from omendb_operator.status import status_patch
+    from omendb_operator.plans.status import status_patch
 
     owner = make_owner()
     with_tls = build_status(owner, parse_spec({}), Observation(tls_not_after=NOW), None, NOW)

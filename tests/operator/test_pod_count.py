@@ -1,6 +1,6 @@
 """The StatefulSet's pod count when operations hold it (podcount.py)."""
 
-from omendb_operator.podcount import PodCount, decide_pod_count
+from omendb_operator.plans.podcount import PodCount, decide_pod_count
 
 
 def decide(spec: int = 3, live: int = 3, restore: int | None = None, hibernation: int | None = None,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import make_owner
 
-from omendb_operator.children import Observed, build_children
+from omendb_operator.plans.children import Observed, build_children
 from omendb_operator.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from omendb_operator.workqueue import WorkQueue
+from omendb_operator.controller.workqueue import WorkQueue
 
 
 def _wait(predicate, timeout=10.0):

@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from conftest import make_owner
 
-from omendb_operator.configmap import build_configmap, config_hash
-from omendb_operator.rollout import PodView, plan_rollout, pod_view, update_revision
+from omendb_operator.plans.rollout import PodView, plan_rollout, pod_view, update_revision
 from omendb_operator.spec import parse_spec
-from omendb_operator.statefulset import build_statefulset
+from omendb_operator.specs.configmap import build_configmap, config_hash
+from omendb_operator.specs.statefulset import build_statefulset
 
 
 def pods(*specs: tuple[int, str, bool]) -> list[PodView]:
@@ -117,8 +117,8 @@ def test_statefulset_is_ondelete_and_its_template_is_stable_across_operator_vers
 
 
 def test_hibernated_statefulset_has_no_pods_and_backups_are_suspended():
-    from omendb_operator.children import Observed, build_children
-    from omendb_operator.hibernation import replicas_override, spec_for_children
+    from omendb_operator.plans.children import Observed, build_children
+    from omendb_operator.plans.hibernation import replicas_override, spec_for_children
 
     spec = parse_spec({"replicas": 3, "hibernate": True})
     desired = build_children(make_owner(name="db"), spec_for_children(spec),

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from omendb_operator.pdb import build_pdb
-from omendb_operator.services import build_services
+from omendb_operator.specs.pdb import build_pdb
+from omendb_operator.specs.services import build_services
 
 
 def test_primary_read_and_headless_services(owner):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omendb_operator.certificates import (
+from omendb_operator.specs.certificates import (
     ca_bundle,
     ca_renewal_reason,
     cert_dns_names,
@@ -180,7 +180,7 @@ def _guide_secret_data(tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_guides_tls_secret_is_degraded_for_ca_crt_and_warned_for_names(tmp_path):
-    from omendb_operator.certificates import review_user_tls_secret
+    from omendb_operator.specs.certificates import review_user_tls_secret
 
     problems, warnings = review_user_tls_secret("omendb-tls", _guide_secret_data(tmp_path), "prod", "omendb-prod")
     assert len(problems) == 1
@@ -194,7 +194,7 @@ def test_the_guides_tls_secret_is_degraded_for_ca_crt_and_warned_for_names(tmp_p
 
 
 def test_a_complete_user_secret_has_no_findings_and_partial_names_are_listed():
-    from omendb_operator.certificates import review_user_tls_secret
+    from omendb_operator.specs.certificates import review_user_tls_secret
 
     plan = _plan()  # the generated certificate: every Service name, with ca.crt
     assert review_user_tls_secret("mine", plan.tls_data, "prod", "omendb-prod") == ([], [])
@@ -207,7 +207,7 @@ def test_a_complete_user_secret_has_no_findings_and_partial_names_are_listed():
 
 
 def test_wildcard_names_cover_one_label_only():
-    from omendb_operator.certificates import _covers
+    from omendb_operator.specs.certificates import _covers
 
     assert _covers("*.prod-headless.ns.svc", "prod-0.prod-headless.ns.svc")
     assert not _covers("*.ns.svc", "prod-0.prod-headless.ns.svc")

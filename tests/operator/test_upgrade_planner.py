@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from omendb_operator import upgrade as U
-from omendb_operator.rollout import RolloutStep
+from omendb_operator.plans import upgrade as U
+from omendb_operator.plans.rollout import RolloutStep
 
 T0 = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
 OLD, NEW = "omendb/omendb:0.1.0", "omendb/omendb:0.1.1"

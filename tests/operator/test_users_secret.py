@@ -4,8 +4,8 @@ import base64
 
 import bcrypt
 
-from omendb_operator.secrets import build_users_secret, decode_secret_data
 from omendb_operator.spec import parse_spec
+from omendb_operator.specs.secrets import build_users_secret, decode_secret_data
 
 
 def _data(manifest):

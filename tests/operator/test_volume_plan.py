@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omendb_operator.volumes import ClaimView, claim_view, plan_volumes
+from omendb_operator.plans.volumes import ClaimView, claim_view, plan_volumes
 
 WANT = {"data": "20Gi", "wal": "2Gi"}
 

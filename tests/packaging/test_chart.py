@@ -13,8 +13,8 @@ import pytest
 import yaml
 from operator_pss import restricted_violations
 
-from omendb_operator import security
 from omendb_operator.main import Settings, settings_from
+from omendb_operator.specs import security
 
 ROOT = Path(__file__).resolve().parents[2]
 # Kinds only ever cluster-scoped: in namespaced mode none of their rights may be granted by a Role.

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from omendb_operator import monitoring
 from omendb_operator.spec import parse_spec
+from omendb_operator.specs import monitoring
 from tests.server.harness import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ import pytest
 from kubernetes.config import new_client_from_config
 from operator_apiserver import find_bin_dir
 
-from omendb_operator.kube import Kube
-from omendb_operator.reconcile import Reconciler
+from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.reconcile import Reconciler
 
 STS_ROLLOUT = re.compile(r"rollout\s+status\s+(-\S+\s+)*(statefulsets?|sts)(/|\s)", re.IGNORECASE)
 

@@ -105,7 +105,7 @@ def _kube(args: argparse.Namespace) -> tuple[Any, str]:
     from kubernetes import client as k8s
     from kubernetes import config as k8s_config
 
-    from omendb_operator.kube import Kube
+    from omendb_operator.controller.kube import Kube
 
     # Explicit configurations, never the kubernetes package's global default (callers may hold their own).
     namespace = args.namespace
@@ -309,7 +309,7 @@ def cmd_get(kube: Any, args: argparse.Namespace, namespace: str) -> str:
 
 
 def cmd_switchover(kube: Any, args: argparse.Namespace, namespace: str) -> str:
-    from omendb_operator.failover import SWITCHOVER_ANNOTATION
+    from omendb_operator.controller.failover import SWITCHOVER_ANNOTATION
 
     omendb = _omendb(kube, args.name, namespace)
     primary = (omendb.get("status") or {}).get("primaryPod")

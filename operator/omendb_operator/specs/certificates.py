@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from omendb_operator import labels as L
-from omendb_operator.secrets import encode_data
+from omendb_operator.specs.secrets import encode_data
 
 CA_DURATION = dt.timedelta(days=3650)
 CA_RENEW_BEFORE = dt.timedelta(days=365)

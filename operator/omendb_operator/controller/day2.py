@@ -19,12 +19,14 @@ from typing import Any
 
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from omendb_operator import failover, hibernation, metrics, rollout, upgrade, volumes
 from omendb_operator import labels as L
-from omendb_operator.kube import Kube
+from omendb_operator import metrics
+from omendb_operator.controller import failover
+from omendb_operator.controller.kube import Kube
+from omendb_operator.plans import hibernation, rollout, upgrade, volumes
+from omendb_operator.plans.status import timestamp
 from omendb_operator.spec import OmenDBSpec
-from omendb_operator.statefulset import POD_MANAGEMENT_POLICY
-from omendb_operator.status import timestamp
+from omendb_operator.specs.statefulset import POD_MANAGEMENT_POLICY
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +289,7 @@ def _image(sts: dict[str, Any] | None) -> str | None:
     made before the annotation existed)."""
     if not sts:
         return None
-    from omendb_operator.statefulset import CONTAINER_NAME, IMAGE_ANNOTATION
+    from omendb_operator.specs.statefulset import CONTAINER_NAME, IMAGE_ANNOTATION
 
     annotated = (sts["metadata"].get("annotations") or {}).get(IMAGE_ANNOTATION)
     if annotated:

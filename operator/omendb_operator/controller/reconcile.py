@@ -16,19 +16,22 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
-from omendb_operator import apply as applier
-from omendb_operator import certificates, failover, metrics, monitoring, upgrade
 from omendb_operator import labels as L
-from omendb_operator.children import Observed, build_children, stale_children
-from omendb_operator.day2 import Day2, HealthCheck
-from omendb_operator.health import PodHealth
-from omendb_operator.kube import Kube
-from omendb_operator.operations import Operations
-from omendb_operator.podcount import decide_pod_count
-from omendb_operator.secrets import HTPASSWD_KEY, decode_secret_data
+from omendb_operator import metrics
+from omendb_operator.controller import apply as applier
+from omendb_operator.controller import failover
+from omendb_operator.controller.day2 import Day2, HealthCheck
+from omendb_operator.controller.health import PodHealth
+from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.operations import Operations
+from omendb_operator.plans import upgrade
+from omendb_operator.plans.children import Observed, build_children, stale_children
+from omendb_operator.plans.podcount import decide_pod_count
+from omendb_operator.plans.status import Observation, build_status, status_changed, status_patch
 from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
-from omendb_operator.statefulset import claim_template_drift
-from omendb_operator.status import Observation, build_status, status_changed, status_patch
+from omendb_operator.specs import certificates, monitoring
+from omendb_operator.specs.secrets import HTPASSWD_KEY, decode_secret_data
+from omendb_operator.specs.statefulset import claim_template_drift
 
 log = logging.getLogger(__name__)
 

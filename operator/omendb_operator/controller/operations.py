@@ -18,11 +18,12 @@ from typing import Any
 
 import httpx
 
-from omendb_operator import backups, bootstrap, jobs, restores
 from omendb_operator import labels as L
-from omendb_operator.kube import Kube
-from omendb_operator.secrets import PASSWORD_KEY, USERNAME_KEY, decode_secret_data
+from omendb_operator.controller.kube import Kube
+from omendb_operator.plans import backups, bootstrap, restores
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs import jobs
+from omendb_operator.specs.secrets import PASSWORD_KEY, USERNAME_KEY, decode_secret_data
 
 log = logging.getLogger(__name__)
 

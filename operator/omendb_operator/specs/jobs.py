@@ -15,12 +15,12 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from omendb_operator import cronjobs
 from omendb_operator import labels as L
-from omendb_operator.backup_key import key_volume
-from omendb_operator.configmap import DATA_DIR, WAL_DIR
-from omendb_operator.security import writable_env
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs import cronjobs
+from omendb_operator.specs.backup_key import key_volume
+from omendb_operator.specs.configmap import DATA_DIR, WAL_DIR
+from omendb_operator.specs.security import writable_env
 
 BACKUP_LABEL = f"{L.GROUP}/backup"  # on an OmenDBBackup's Job: the OmenDBBackup's name
 RESTORE_LABEL = f"{L.GROUP}/restore"  # on an OmenDBRestore's Jobs: the OmenDBRestore's name

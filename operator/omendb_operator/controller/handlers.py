@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from omendb_operator import labels as L
-from omendb_operator.workqueue import WorkQueue
+from omendb_operator.controller.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 

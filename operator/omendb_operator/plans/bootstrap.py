@@ -16,11 +16,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from omendb_operator import jobs
 from omendb_operator import labels as L
+from omendb_operator.plans.status import timestamp
 from omendb_operator.spec import OmenDBSpec
-from omendb_operator.statefulset import build_statefulset
-from omendb_operator.status import timestamp
+from omendb_operator.specs import jobs
+from omendb_operator.specs.statefulset import build_statefulset
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
 

@@ -15,9 +15,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from omendb_operator import jobs
+from omendb_operator.plans.status import set_condition, timestamp
 from omendb_operator.spec import OmenDBSpec
-from omendb_operator.status import set_condition, timestamp
+from omendb_operator.specs import jobs
 
 KIND = "OmenDBBackup"
 PLURAL = "omendbbackups"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.configmap import (
+from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs.configmap import (
     CONFIG_DIR,
     CONFIG_FILE,
     DATA_DIR,
@@ -14,9 +15,8 @@ from omendb_operator.configmap import (
     REPLICATION_CREDENTIALS_FILE,
     WAL_DIR,
 )
-from omendb_operator.secrets import CREDENTIALS_KEY, HTPASSWD_KEY
-from omendb_operator.security import container_security_context, pod_security_context, writable_env
-from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs.secrets import CREDENTIALS_KEY, HTPASSWD_KEY
+from omendb_operator.specs.security import container_security_context, pod_security_context, writable_env
 
 CONTAINER_NAME = "omendb"  # the guide's `kubectl set image ... omendb=omendb:$VERSION` names it
 POD_MANAGEMENT_POLICY = "Parallel"

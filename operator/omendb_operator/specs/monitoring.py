@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.services import METRICS_SERVICE_LABEL
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs.services import METRICS_SERVICE_LABEL
 
 MONITORING_API = "monitoring.coreos.com/v1"
 INSTANCE_TARGET_LABEL = "app_kubernetes_io_instance"  # how Prometheus spells the copied pod label

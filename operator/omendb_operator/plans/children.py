@@ -10,7 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from omendb_operator import (
+from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs import (
     backup_key,
     certificates,
     configmap,
@@ -21,7 +22,6 @@ from omendb_operator import (
     services,
     statefulset,
 )
-from omendb_operator.spec import OmenDBSpec
 
 
 @dataclass(frozen=True)

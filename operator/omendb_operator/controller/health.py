@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 
 from omendb_operator import labels as L
-from omendb_operator.kube import Kube
-from omendb_operator.secrets import decode_secret_data
+from omendb_operator.controller.kube import Kube
 from omendb_operator.spec import OmenDBSpec
-from omendb_operator.statefulset import tls_secret_name
+from omendb_operator.specs.secrets import decode_secret_data
+from omendb_operator.specs.statefulset import tls_secret_name
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 
 from omendb_operator import labels as L
-from omendb_operator import topology as T
-from omendb_operator.kube import Kube
-from omendb_operator.secrets import PASSWORD_KEY, USERNAME_KEY, decode_secret_data
-from omendb_operator.services import ROLE_LABEL  # `role=primary|replica`; omendb.io/role says the same
+from omendb_operator.controller.kube import Kube
+from omendb_operator.plans import topology as T
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs.secrets import PASSWORD_KEY, USERNAME_KEY, decode_secret_data
+from omendb_operator.specs.services import ROLE_LABEL  # `role=primary|replica`; omendb.io/role says the same
 
 log = logging.getLogger(__name__)
 

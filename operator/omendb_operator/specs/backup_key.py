@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.secrets import encode_data
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs.secrets import encode_data
 
 KEY = "key"
 KEY_MOUNT = "/etc/omendb/backup-key"

@@ -27,10 +27,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from omendb_operator import jobs
 from omendb_operator import labels as L
+from omendb_operator.plans.status import parse_time, set_condition, timestamp
 from omendb_operator.spec import OmenDBSpec
-from omendb_operator.status import parse_time, set_condition, timestamp
+from omendb_operator.specs import jobs
 
 KIND = "OmenDBRestore"
 PLURAL = "omendbrestores"

@@ -75,6 +75,7 @@ class Kube:
         if cached is None or now - cached[0] > KIND_CACHE_SECONDS:
             path = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
             try:
+                metrics.API_READS.labels(kind=api_version, verb="discovery").inc()
                 listing = self.dynamic.request("get", path).to_dict()
                 kinds = frozenset(r.get("kind", "") for r in listing.get("resources", []))
             except NotFoundError:
@@ -85,6 +86,7 @@ class Kube:
         return kind in cached[1]
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        metrics.API_READS.labels(kind=kind, verb="get").inc()
         try:
             obj = self.resource(api_version, kind).get(name=name, namespace=namespace)
         except NotFoundError:
@@ -94,6 +96,7 @@ class Kube:
     def list(self, api_version: str, kind: str, namespace: str | None = None,
              label_selector: str | None = None) -> list[dict[str, Any]]:
         res = self.resource(api_version, kind)
+        metrics.API_READS.labels(kind=kind, verb="list").inc()
         result = res.get(namespace=namespace, label_selector=label_selector)
         return [dict(item) for item in result.to_dict().get("items", [])]
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.backup_key import key_volume
-from omendb_operator.secrets import PASSWORD_KEY, USERNAME_KEY
-from omendb_operator.security import container_security_context, pod_security_context, writable_env
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs.backup_key import key_volume
+from omendb_operator.specs.secrets import PASSWORD_KEY, USERNAME_KEY
+from omendb_operator.specs.security import container_security_context, pod_security_context, writable_env
 
 BACKUP_DIR = "/var/backups/omendb"
 CA_MOUNT = "/etc/omendb/ca"
