@@ -65,6 +65,12 @@ def labels(name: str, component: str | None = None) -> dict[str, str]:
     return out
 
 
+def instance_selector(name: str) -> str:
+    """Everything one OmenDB owns or runs: children, pods, Jobs and their pods, claims (some of which do not
+    carry the ``app`` label)."""
+    return f"app.kubernetes.io/instance={name}"
+
+
 def selector_string(name: str) -> str:
     """The label selector as a string (status.selector, for the scale subresource and HPA)."""
     return ",".join(f"{k}={v}" for k, v in selector_labels(name).items())

@@ -34,8 +34,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from omendb_operator import labels as L
-from omendb_operator import metrics
-from omendb_operator.controller import handlers
+from omendb_operator.controller import handlers, metrics
 from omendb_operator.controller.kube import Kube
 from omendb_operator.controller.peering import PEERING_API, live_higher_peers
 from omendb_operator.controller.reconcile import Reconciler

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubernetes.config import new_client_from_config
 
-from omendb_operator import metrics
+from omendb_operator.controller import metrics
 from omendb_operator.controller.kube import Kube
 from omendb_operator.controller.reconcile import Reconciler
 from omendb_operator.plans.children import Observed, build_children

@@ -30,8 +30,8 @@ from kubernetes.config import new_client_from_config
 
 from omendb.cli import render_toml
 from omendb.config import Config
-from omendb_operator.controller import failover
-from omendb_operator.controller.health import PodHealth
+from omendb_operator.controller import engines as E
+from omendb_operator.controller.engines import PodHealth
 from omendb_operator.controller.kube import Kube
 from omendb_operator.controller.reconcile import Reconciler
 
@@ -95,7 +95,7 @@ class World:
 
     def __init__(self, http: httpx.Client, namespace: str, kube: Kube, engine_port: int) -> None:
         self.http, self.ns, self.kube = http, namespace, kube
-        self.reconciler = Reconciler(kube, health=PodHealth(kube, port=engine_port))
+        self.reconciler = Reconciler(kube, health=PodHealth(port=engine_port))
         self.cluster: Cluster | None = None  # one engine per pod (engine_per_pod)
         self.created: set[str] = set()
         # No ServiceAccount controller here: pods need the namespace's default account to exist.
@@ -108,18 +108,18 @@ class World:
         its engine (roles, switchover) at its loopback URL instead of the pod's DNS name."""
         self.cluster = cluster
 
-        def engines(_kube: Kube, _name: str, _ns: str, _spec: Any) -> failover.Engines:
+        def engines(_kube: Kube, _name: str, _ns: str, _spec: Any) -> E.Engines:
             def url(pod: str) -> str:
                 return cluster.nodes[pod].url
-            return failover.Engines(url, url, ADMIN)
+            return E.Engines(url, url, ADMIN)
 
-        self.reconciler = Reconciler(self.kube, health=PodHealth(self.kube, port=lambda pod: cluster.nodes[pod].port),
+        self.reconciler = Reconciler(self.kube, health=PodHealth(port=lambda pod: cluster.nodes[pod].port),
                                      engines=engines)
 
     def reconcile(self, restart: bool = False) -> str:
         if restart:  # a new operator process: nothing but the cluster's state carries over
-            self.reconciler = Reconciler(self.kube, health=self.reconciler.day2.health,
-                                         engines=self.reconciler.engines)
+            self.reconciler = Reconciler(self.kube, health=self.reconciler.observer.health,
+                                         engines=self.reconciler.observer.engines_for)
         return self.reconciler.reconcile(self.ns, "db")
 
     def url(self, kind: str, name: str = "", sub: str = "") -> str:
@@ -562,7 +562,7 @@ def unreachable_port() -> Iterator[int]:
 
 
 def test_a_pod_the_operator_cannot_reach_stalls_with_a_message_never_a_rollback(world, unreachable_port):
-    world.reconciler = Reconciler(world.kube, health=PodHealth(world.kube, port=unreachable_port, timeout=1.0))
+    world.reconciler = Reconciler(world.kube, health=PodHealth(port=unreachable_port, timeout=1.0))
     _create(world, {"replicas": 1, "upgrade": {"timeout": "1s", "backupBeforeUpgrade": False}})
     world.spec({"version": "0.1.1"})
     world.reconcile()

@@ -18,9 +18,15 @@ from typing import Any
 import pytest
 from kubernetes.config import new_client_from_config
 
-from omendb_operator.controller import failover
+from omendb_operator.controller import engines as E
+from omendb_operator.controller.act import act
+from omendb_operator.controller.engines import PodHealth, fetch_stats
 from omendb_operator.controller.kube import Kube
+from omendb_operator.controller.observe import Observer
 from omendb_operator.controller.reconcile import Reconciler
+from omendb_operator.plans import failover
+from omendb_operator.plans.omendb import owner_of
+from omendb_operator.plans.plan import Plan
 from omendb_operator.spec import parse_spec
 
 # tests/operator is not a package (its helpers import by file name); the replication tests' cluster is.
@@ -83,10 +89,10 @@ def test_failover_relabels_rejoins_the_old_primary_and_switches_over_without_los
         nodes["db-0"] = cluster.node("db-0")
         nodes.update(zip(("db-1", "db-2"), cluster.replicas(nodes["db-0"], "db-1", "db-2"), strict=True))
 
-        def engines(_kube: Kube, name: str, ns: str, spec: Any) -> failover.Engines:
+        def engines(_kube: Kube, name: str, ns: str, spec: Any) -> E.Engines:
             def url(pod: str) -> str:
                 return nodes[pod].url
-            return failover.Engines(url, url, ADMIN)
+            return E.Engines(url, url, ADMIN)
 
         requeues: list[float] = []
         reconciler = Reconciler(kube, engines=engines,
@@ -188,17 +194,22 @@ def test_failover_relabels_rejoins_the_old_primary_and_switches_over_without_los
         assert info(nodes["db-0"])["role"] == "primary"
         assert info(nodes["db-2"])["role"] == "replica"  # the previous primary follows (nothing to rewind)
 
-        # 6. The contract the upgrade helper uses: switchover_step until done.
-        body = kube.get(API, "OmenDB", "db", namespace)
-        owner = {"apiVersion": API, "kind": "OmenDB", "metadata": body["metadata"]}
-        progress = None
+        # 6. The contract an upgrade's rollout uses (plans/day2.py): a failover decision with a switchover
+        # target, acted on, observed again, until the target is the primary and the failover is Idle.
+        observer = Observer(kube, engines, PodHealth(), fetch_stats)
+        result = None
         for _ in range(60):
-            body = kube.get(API, "OmenDB", "db", namespace)
-            progress = failover.switchover_step(kube, owner, parse_spec(body["spec"]), body["status"], "db-1",
-                                                engines=engines(kube, "db", namespace, None))
-            if progress.done:
+            world, reached = observer.observe(namespace, "db")
+            spec = parse_spec(world.omendb["spec"])
+            busy = (world.status.get("failover") or {}).get("phase", "Idle") != "Idle"
+            result = failover.decide(world, spec, dt.datetime.now(dt.UTC),
+                                     switchover_to=None if busy else "db-1", paused=False)
+            if result.quiet and result.primary_pod == "db-1" and result.decision.failover["phase"] == "Idle":
                 break
-        assert progress is not None and progress.done and progress.primary_pod == "db-1", progress
+            plan = Plan()
+            failover.record(plan, world, owner_of(world.omendb), result)
+            act(kube, reached, plan, owner_of(world.omendb))
+        assert result is not None and result.primary_pod == "db-1", result
         assert info(nodes["db-1"])["role"] == "primary"
         _write(nodes["db-1"], range(705, 710))
         assert lookup(nodes["db-1"], list(range(710))) == [k / 4 for k in range(710)]
@@ -214,10 +225,10 @@ def test_scale_down_switches_over_before_removing_the_primary(apiserver, namespa
         nodes["db-2"] = cluster.node("db-2")
         nodes.update(zip(("db-0", "db-1"), cluster.replicas(nodes["db-2"], "db-0", "db-1"), strict=True))
 
-        def engines(_kube: Kube, name: str, ns: str, spec: Any) -> failover.Engines:
+        def engines(_kube: Kube, name: str, ns: str, spec: Any) -> E.Engines:
             def url(pod: str) -> str:
                 return nodes[pod].url
-            return failover.Engines(url, url, ADMIN)
+            return E.Engines(url, url, ADMIN)
 
         reconciler = Reconciler(kube, engines=engines)
         kube.resource("v1", "ServiceAccount").create(namespace=namespace, body={

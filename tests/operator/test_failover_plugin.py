@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from omendb_operator.controller.failover import SWITCHOVER_ANNOTATION
+from omendb_operator.plans.failover import SWITCHOVER_ANNOTATION
 from omendb_operator.plugin import render
 from omendb_operator.plugin.cli import main
 

@@ -29,8 +29,6 @@ class Outcome(StrEnum):
 
 
 class Client(Protocol):
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None: ...
-
     def apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]: ...
 
 
@@ -113,10 +111,14 @@ def keep_immutable(desired: dict[str, Any], live: dict[str, Any] | None) -> dict
     return out
 
 
-def apply(client: Client, manifest: dict[str, Any]) -> Outcome:
-    """Apply ``manifest`` (with its hash) unless that would change nothing."""
-    meta = manifest["metadata"]
-    live = client.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
+def will_change(manifest: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """Whether applying ``manifest`` writes (by its hash: what the builders produced changed)."""
+    have = ((live or {}).get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
+    return live is None or have != manifest_hash(manifest)
+
+
+def apply(client: Client, manifest: dict[str, Any], live: dict[str, Any] | None) -> Outcome:
+    """Apply ``manifest`` (with its hash) unless that would change nothing; ``live`` is its observed copy."""
     desired = keep_immutable(with_hash(manifest), live)
     outcome = decide(desired, live)
     if outcome is Outcome.UNCHANGED:

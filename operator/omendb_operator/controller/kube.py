@@ -16,10 +16,10 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 from omendb_operator import labels as L
-from omendb_operator import metrics
+from omendb_operator.controller import metrics
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,33 @@ class Kube:
             log.info("applied %s %s/%s", manifest["kind"], meta.get("namespace"), meta["name"])
         return dict(obj.to_dict())
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
+    def create(self, manifest: dict[str, Any]) -> bool:
+        """Create ``manifest``; False when it exists already (made by an earlier reconcile: left as it is)."""
+        meta = manifest["metadata"]
         try:
-            self.resource(api_version, kind).delete(name=name, namespace=namespace)
+            self.resource(manifest["apiVersion"], manifest["kind"]).create(body=manifest,
+                                                                           namespace=meta.get("namespace"))
+        except ConflictError:
+            return False
+        metrics.API_WRITES.labels(kind=manifest["kind"], verb="create").inc()
+        log.info("created %s %s/%s", manifest["kind"], meta.get("namespace"), meta["name"])
+        return True
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None, *, uid: str | None = None,
+               orphan: bool = False) -> bool:
+        """Delete; ``uid``: only that incarnation (a precondition), ``orphan``: keep its dependents. False
+        when it is gone already (or was replaced: the uid precondition failed)."""
+        body: dict[str, Any] = {}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        if orphan:
+            body["propagationPolicy"] = "Orphan"
+        try:
+            self.resource(api_version, kind).delete(name=name, namespace=namespace, body=body or None)
         except NotFoundError:
             return False
+        except ConflictError:
+            return False  # the uid precondition: a newer object of that name is not ours to delete
         metrics.API_WRITES.labels(kind=kind, verb="delete").inc()
         return True
 

@@ -9,8 +9,8 @@ Planners never write; they return parts of a :class:`Plan`. The act module runs 
 4. ``applies``: the children, by server-side apply (written only when they differ from the live copy);
 5. ``patches`` then ``deletes``: claim growth, role labels, a consumed annotation; a pod replaced by a
    rollout (uid precondition), a StatefulSet recreated with its pods kept, children no longer wanted;
-6. ``statuses``: OmenDBBackups, OmenDBRestores, then the OmenDB itself, last;
-7. ``events``.
+6. ``statuses`` of OmenDBBackups and OmenDBRestores;
+7. ``events``; then the OmenDB's own ``status`` and its phase event, last.
 """
 
 from __future__ import annotations
@@ -82,8 +82,16 @@ class Plan:
     applies: list[Apply] = field(default_factory=list)
     patches: list[Patch] = field(default_factory=list)
     deletes: list[Delete] = field(default_factory=list)
-    statuses: list[StatusWrite] = field(default_factory=list)
+    statuses: list[StatusWrite] = field(default_factory=list)  # OmenDBBackups' and OmenDBRestores'
     events: list[EventOn] = field(default_factory=list)
+    # The OmenDB's own status and the event of its phase change: written last, and only when every apply
+    # succeeded (otherwise the reconcile plans the status again, with the errors).
+    status: StatusWrite | None = None
+    status_events: list[EventOn] = field(default_factory=list)
+    # Events about what the applies changed: "Reconciled" (the changes) on ``report_changes_on``, then
+    # these, only when something changed.
+    report_changes_on: dict[str, Any] | None = None
+    if_changed: list[Event] = field(default_factory=list)
     requeue: float | None = None  # reconcile again after this many seconds (something is in progress)
     # The failover moved on (its decision is on record, engines acted): observe again at once, before
     # planning the rest (the children are built from where the primary ends up).

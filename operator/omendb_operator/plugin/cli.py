@@ -309,7 +309,7 @@ def cmd_get(kube: Any, args: argparse.Namespace, namespace: str) -> str:
 
 
 def cmd_switchover(kube: Any, args: argparse.Namespace, namespace: str) -> str:
-    from omendb_operator.controller.failover import SWITCHOVER_ANNOTATION
+    from omendb_operator.plans.failover import SWITCHOVER_ANNOTATION
 
     omendb = _omendb(kube, args.name, namespace)
     primary = (omendb.get("status") or {}).get("primaryPod")
