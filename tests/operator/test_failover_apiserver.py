@@ -19,10 +19,11 @@ import pytest
 from kubernetes.config import new_client_from_config
 
 from omendb_operator.controller import engines as E
+from omendb_operator.controller import metrics
 from omendb_operator.controller.act import act
 from omendb_operator.controller.engines import PodHealth, fetch_stats
 from omendb_operator.controller.kube import Kube
-from omendb_operator.controller.observe import Observer
+from omendb_operator.controller.observe import Observer, secret_names
 from omendb_operator.controller.reconcile import Reconciler
 from omendb_operator.plans import failover
 from omendb_operator.plans.omendb import owner_of
@@ -75,6 +76,16 @@ def _labels(kube: Kube, namespace: str) -> dict[str, str | None]:
             for p in kube.list("v1", "Pod", namespace, failover.pod_selector("db"))}
 
 
+def _counts(counter: Any) -> dict[tuple[str, str], float]:
+    return {(s.labels["kind"], s.labels["verb"]): s.value for m in counter.collect() for s in m.samples
+            if s.name.endswith("_total")}
+
+
+def _world_and_spec(reconciler: Reconciler, namespace: str) -> tuple[Any, Any]:
+    world, _ = reconciler.observer.observe(namespace, "db")
+    return world, world.parsed_spec()[0]
+
+
 def _events(apiserver, namespace: str) -> list[tuple[str, str, str]]:
     with apiserver.client() as http:
         items = http.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
@@ -124,6 +135,17 @@ def test_failover_relabels_rejoins_the_old_primary_and_switches_over_without_los
         assert kube.get("v1", "ConfigMap", "db-config", namespace)["data"]["primary-pod"] == "db-0\n"
         assert kube.get("v1", "Service", "db", namespace)["spec"]["selector"]["role"] == "primary"
         assert kube.get("v1", "Service", "db-ro", namespace)["spec"]["selector"]["role"] == "replica"
+
+        # A steady reconcile of 3 replicas reads each kind at most once and writes nothing; Secrets are read
+        # by name (the operator may not list them), each once. Before the observe/plan/act split: 29 reads.
+        reconciler.reconcile(namespace, "db")
+        reads, writes = _counts(metrics.API_READS), _counts(metrics.API_WRITES)
+        reconciler.reconcile(namespace, "db")
+        read = {k: v - reads.get(k, 0) for k, v in _counts(metrics.API_READS).items() if v - reads.get(k, 0)}
+        assert {k: v for k, v in _counts(metrics.API_WRITES).items() if v != writes.get(k, 0)} == {}
+        secrets = read.pop(("Secret", "get"))
+        assert secrets <= len(secret_names(*_world_and_spec(reconciler, namespace)))
+        assert all(v == 1 for v in read.values()), read
         assert reconciler.reconcile(namespace, "db") == "unchanged"
 
         # 2. The primary dies. Within the delay nothing moves (a requeue is asked for the rest of it).
