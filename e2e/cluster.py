@@ -26,6 +26,7 @@ import httpx
 
 from e2e import binaries, configs, host, pki, procs
 from e2e import layout as L
+from e2e.containerd import ctr, import_image
 from e2e.layout import Layout
 
 # Start order; `down` stops them in reverse.
@@ -178,14 +179,6 @@ def env_lines(lay: Layout, bin_dir: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- up
-
-
-def ctr(lay: Layout, *args: str) -> list[str]:
-    return ["ctr", f"--address={lay.containerd_socket}", "--namespace=k8s.io", *args]
-
-
-def import_image(lay: Layout, tarball: Path) -> None:
-    _run(ctr(lay, "images", "import", "--no-unpack", str(tarball)))
 
 
 def up(lay: Layout, timeout: float = 180.0, with_images: bool = True) -> None:

@@ -354,15 +354,13 @@ def cluster_images(bin_dir: Path) -> list[Path]:
 
 def load(tarballs: list[Path], state_dir: Path) -> None:
     """Import image tarballs into the running cluster's containerd (namespace k8s.io)."""
-    from e2e.cluster import import_image
+    from e2e.containerd import ctr, import_image
     from e2e.layout import Layout
 
     lay = Layout(state_dir)
     if not lay.containerd_socket.exists():
         raise SystemExit(f"e2e.images: the cluster is not up (no {lay.containerd_socket}); "
                          "run `python -m e2e.cluster up` first, or build without --load")
-    from e2e.cluster import ctr
-
     listed = subprocess.run(ctr(lay, "images", "ls"), capture_output=True, text=True, check=True).stdout
     present = {tuple(line.split()[:3:2]) for line in listed.splitlines()[1:] if line.strip()}
     for t in tarballs:

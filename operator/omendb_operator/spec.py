@@ -12,8 +12,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.utils.quantity import parse_quantity
+
 from omendb.config import Config
 from omendb.errors import ConfigError
+from omendb_operator import labels as L
+from omendb_operator.paths import (
+    DATA_DIR,
+    HTPASSWD_FILE,
+    REPLICATION_CREDENTIALS_FILE,
+    TLS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
+    WAL_DIR,
+)
 
 DEFAULT_VERSION = "0.1.0"
 DEFAULT_IMAGE_REPOSITORY = "omendb/omendb"
@@ -410,9 +422,59 @@ def engine_config(spec: OmenDBSpec) -> Config:
     """The engine configuration the pods run with: spec.config plus the keys the operator owns.
 
     Validated by the engine's own loader, so a bad value is refused here with the engine's message."""
-    from omendb_operator.specs.configmap import render_config_dict
-
     try:
         return Config.from_dict(render_config_dict(spec), source="spec.config")
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
+
+
+# The guide's memory tuning: give the database 75% of the memory the container may use.
+MEMORY_SHARE_NUM, MEMORY_SHARE_DEN = 3, 4
+
+
+def memory_limit_mb(spec: OmenDBSpec) -> int | None:
+    """75% of the container's memory limit in MiB, or None when no limit is set."""
+    limit = (spec.resources.get("limits") or {}).get("memory")
+    if not limit:
+        return None
+    return max(1, int(parse_quantity(str(limit)) * MEMORY_SHARE_NUM / MEMORY_SHARE_DEN) // (1024 * 1024))
+
+
+def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True) -> dict[str, dict[str, Any]]:
+    """spec.config with the operator-owned keys filled in (the paths of the volumes it mounts, the ports
+    its Services and probes use, the auth/TLS switches from spec.auth and spec.tls, and the replication
+    keys every pod shares). ``tls_ca``: a CA certificate is mounted at TLS_CA_FILE (always with generated
+    certificates; with the user's Secret when it has ca.crt), else replicas trust the system CAs."""
+    out: dict[str, dict[str, Any]] = {name: dict(values) for name, values in spec.config.items()}
+    database = out.setdefault("database", {})
+    database["data_dir"] = DATA_DIR
+    derived = memory_limit_mb(spec)
+    if derived is not None:
+        # Only when the user left them unset: an explicit value is theirs to keep.
+        database.setdefault("max_memory_mb", derived)
+        out.setdefault("limits", {}).setdefault("memory_limit_mb", derived)
+    out.setdefault("wal", {})["dir"] = WAL_DIR
+    http = out.setdefault("http", {})
+    http["host"] = "0.0.0.0"
+    http["port"] = L.API_PORT
+    security = out.setdefault("security", {})
+    security["auth_enabled"] = spec.auth.enabled
+    security["tls_enabled"] = spec.tls.enabled
+    security["tls_cert_file"] = TLS_CERT_FILE
+    security["tls_key_file"] = TLS_KEY_FILE
+    security["htpasswd_file"] = HTPASSWD_FILE
+    admins = list(security.get("admin_users", ["admin"]))
+    if spec.auth.admin_user not in admins:
+        # The generated user runs the backup Jobs, which call admin endpoints.
+        admins.append(spec.auth.admin_user)
+    security["admin_users"] = admins
+    # The per-pod keys (role, primary_url, replica_id) come from --primary-pod-file at start.
+    replication = out.setdefault("replication", {})
+    replication["credentials_file"] = REPLICATION_CREDENTIALS_FILE if spec.auth.enabled else ""
+    replication["ca_file"] = TLS_CA_FILE if spec.tls.enabled and (spec.tls.generate or tls_ca) else ""
+    if spec.replication.synchronous_replicas is not None:
+        replication["synchronous_replicas"] = spec.replication.synchronous_replicas
+    monitoring = out.setdefault("monitoring", {})
+    monitoring["prometheus_enabled"] = True
+    monitoring["prometheus_port"] = L.METRICS_PORT
+    return out

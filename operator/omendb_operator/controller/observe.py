@@ -27,6 +27,7 @@ from omendb_operator.plans.world import CHILD_KINDS, World, pod_ready
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import monitoring
 from omendb_operator.specs.services import ROLE_LABEL
+from omendb_operator.times import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _running(pod: dict[str, Any]) -> bool:
 def _not_ready_since(pod: dict[str, Any]) -> tuple[bool, dt.datetime | None]:
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
-            since = T.parse_stamp(cond.get("last_transition_time") or cond.get("lastTransitionTime"))
+            since = parse_time(cond.get("last_transition_time") or cond.get("lastTransitionTime"))
             return cond.get("status") == "True", (None if cond.get("status") == "True" else since)
     return False, None
 

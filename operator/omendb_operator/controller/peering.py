@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from omendb_operator.plans.status import parse_time
+from omendb_operator.times import parse_time
 
 PEERING_API = "kopf.dev/v1"
 

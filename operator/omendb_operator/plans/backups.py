@@ -15,9 +15,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from omendb_operator.plans.status import set_condition, timestamp
+from omendb_operator.plans.status import set_condition
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
+from omendb_operator.times import timestamp
 
 KIND = "OmenDBBackup"
 PLURAL = "omendbbackups"

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.plans.status import timestamp
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
 from omendb_operator.specs.statefulset import build_statefulset
+from omendb_operator.times import timestamp
 
 PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED = "Pending", "Running", "Succeeded", "Failed", "Skipped"
 

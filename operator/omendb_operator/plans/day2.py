@@ -21,10 +21,10 @@ from omendb_operator.plans import topology as T
 from omendb_operator.plans.backups import KIND as BACKUP_KIND
 from omendb_operator.plans.operations import backups_reading_pods
 from omendb_operator.plans.plan import Delete, Event, Patch, Plan
-from omendb_operator.plans.status import timestamp
 from omendb_operator.plans.world import World
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs.statefulset import CONTAINER_NAME, IMAGE_ANNOTATION, POD_MANAGEMENT_POLICY
+from omendb_operator.times import timestamp
 
 # How soon a reconcile with an operation in flight looks again (a pod's /health and an OmenDBBackup's
 # phase are not watched).

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.plans.status import parse_time, set_condition, timestamp
+from omendb_operator.plans.status import set_condition
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
+from omendb_operator.times import parse_time, timestamp
 
 KIND = "OmenDBRestore"
 PLURAL = "omendbrestores"

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from omendb_operator.plans.world import pod_ready
+
 REVISION_LABEL = "controller-revision-hash"
 
 
@@ -41,8 +43,7 @@ class RolloutStep:
 def pod_view(pod: dict[str, Any]) -> PodView:
     meta = pod.get("metadata") or {}
     name = str(meta.get("name", ""))
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    ready = pod_ready(pod)
     try:
         ordinal = int(name.rsplit("-", 1)[1])
     except (IndexError, ValueError):

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omendb_operator import labels as L
+from omendb_operator.plans.plan import merge_patch
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.times import parse_time, timestamp
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -29,18 +31,6 @@ PHASE_UPDATING = "Updating"
 PHASE_DEGRADED = "Degraded"
 PHASE_FAILED = "Failed"
 PHASE_HIBERNATED = "Hibernated"
-
-
-def timestamp(now: dt.datetime) -> str:
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def set_condition(previous: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
@@ -301,12 +291,11 @@ def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, A
     for key in MANAGED_KEYS:
         if key in old and key not in new:
             patch[key] = None
-        elif isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+        elif isinstance(old.get(key), dict) and isinstance(new.get(key), dict) and \
+                any(k not in new[key] for k in old[key]):
             # A merge patch merges objects: a field gone from an object (e.g. bootstrap.error once it
             # succeeded) must be nulled too, or it lingers.
-            gone = {k: None for k in old[key] if k not in new[key]}
-            if gone:
-                patch[key] = {**gone, **new[key]}
+            patch[key] = merge_patch(old[key], new[key])
     return patch
 
 

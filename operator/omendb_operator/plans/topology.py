@@ -23,6 +23,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from omendb_operator.times import parse_time, timestamp
+
 PRIMARY, REPLICA = "primary", "replica"
 IDLE, PROMOTING, DEMOTING, CATCHING_UP = "Idle", "Promoting", "Demoting", "CatchingUp"
 FAILOVER, SWITCHOVER = "failover", "switchover"
@@ -33,18 +35,6 @@ POLL_SECONDS = 1.0  # how soon a phase waiting on an engine looks again
 def ordinal(pod: str) -> int:
     tail = pod.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else -1
-
-
-def stamp(now: dt.datetime) -> str:
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_stamp(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)
@@ -137,12 +127,12 @@ def _since(inputs: Inputs) -> dt.datetime:
     """When the primary was first seen down (kept in status, so a restart does not reset the clock), but
     never before it became the primary (a promoted replica may have been unready while its primary was
     gone)."""
-    known = parse_stamp(inputs.failover.get("primaryNotReadySince"))
+    known = parse_time(inputs.failover.get("primaryNotReadySince"))
     pod = inputs.pods.get(inputs.primary_pod)
     seen = [t for t in (known, pod.not_ready_since if pod else None) if t is not None]
     since = min(seen) if seen else inputs.now
     last = inputs.failover.get("last") or {}
-    became = parse_stamp(last.get("at")) if last.get("to") == inputs.primary_pod else None
+    became = parse_time(last.get("at")) if last.get("to") == inputs.primary_pod else None
     return max(since, became) if became else since
 
 
@@ -209,7 +199,7 @@ def _idle_step(inputs: Inputs) -> Decision:
 
     # The primary is down: failover once that has lasted spec.failover.delaySeconds.
     since = _since(inputs)
-    decision.failover["primaryNotReadySince"] = stamp(since)
+    decision.failover["primaryNotReadySince"] = timestamp(since)
     if inputs.switchover_to is not None:
         decision.switchover_finished = (f"refused: the primary {inputs.primary_pod} is not ready; a failover "
                                         "(not a switchover) moves the primary when it stays unready")
@@ -228,8 +218,8 @@ def _idle_step(inputs: Inputs) -> Decision:
     assert target.engine is not None
     decision.failover = {
         "phase": PROMOTING, "reason": FAILOVER, "from": inputs.primary_pod, "to": target.name,
-        "startedAt": stamp(inputs.now), "targetLsn": target.engine.lsn,
-        "primaryNotReadySince": stamp(since), **({"last": inputs.failover["last"]}
+        "startedAt": timestamp(inputs.now), "targetLsn": target.engine.lsn,
+        "primaryNotReadySince": timestamp(since), **({"last": inputs.failover["last"]}
                                                   if inputs.failover.get("last") else {}),
     }
     decision.events.append(("Warning", "FailoverStarted",
@@ -264,7 +254,7 @@ def _start_switchover(inputs: Inputs, decision: Decision) -> Decision:
         decision.requeue_after = POLL_SECONDS
         return decision
     decision.failover = {**_idle(inputs), "phase": DEMOTING, "reason": SWITCHOVER, "from": inputs.primary_pod,
-                         "to": target.name, "startedAt": stamp(inputs.now)}
+                         "to": target.name, "startedAt": timestamp(inputs.now)}
     decision.events.append(("Normal", "SwitchoverStarted",
                             f"moving the primary from {inputs.primary_pod} to {target.name}: "
                             f"{_positions(inputs.pods)}"))
@@ -273,14 +263,14 @@ def _start_switchover(inputs: Inputs, decision: Decision) -> Decision:
 
 
 def _elapsed(inputs: Inputs) -> float:
-    started = parse_stamp(inputs.failover.get("startedAt")) or inputs.now
+    started = parse_time(inputs.failover.get("startedAt")) or inputs.now
     return (inputs.now - started).total_seconds()
 
 
 def _finish(inputs: Inputs, new_primary: str, engine: Engine) -> Decision:
     fo = inputs.failover
     reason = fo.get("reason", FAILOVER)
-    last = {"reason": reason, "from": fo.get("from", ""), "to": new_primary, "at": stamp(inputs.now),
+    last = {"reason": reason, "from": fo.get("from", ""), "to": new_primary, "at": timestamp(inputs.now),
             "lsn": engine.lsn, "term": engine.term, "seconds": round(_elapsed(inputs), 1)}
     decision = Decision(primary_pod=new_primary, failover={"phase": IDLE, "last": last}, again=True)
     decision.events.append(("Normal", "FailoverCompleted" if reason == FAILOVER else "SwitchoverCompleted",
@@ -393,13 +383,13 @@ def refresh_pods(previous: list[dict[str, Any]] | None, previous_at: str | None,
     def shape(rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k not in _FIGURES} for r in rows or []]
 
-    at = parse_stamp(previous_at)
+    at = parse_time(previous_at)
     if previous is not None and at is not None and shape(previous) == shape(current) and \
             (now - at).total_seconds() < PODS_REFRESH_SECONDS:
         return previous, str(previous_at)
     if previous == current and previous_at:
         return previous, str(previous_at)
-    return current, stamp(now)
+    return current, timestamp(now)
 
 
 def role_labels(pods: dict[str, PodView], primary_pod: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omendb_operator.plans.rollout import RolloutStep
-from omendb_operator.plans.status import parse_time, timestamp
+from omendb_operator.times import parse_time, timestamp
 
 PENDING = "Pending"
 BACKING_UP = "BackingUp"

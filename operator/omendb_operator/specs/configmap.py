@@ -6,77 +6,22 @@ import hashlib
 import json
 from typing import Any
 
-from kubernetes.utils.quantity import parse_quantity
-
 from omendb_operator import labels as L
-from omendb_operator.spec import OmenDBSpec
-
-CONFIG_DIR = "/etc/omendb"
-CONFIG_FILE = f"{CONFIG_DIR}/omendb.toml"
-HTPASSWD_FILE = f"{CONFIG_DIR}/users.htpasswd"
-TLS_DIR = f"{CONFIG_DIR}/tls"
-TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
-TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
-TLS_CA_FILE = f"{TLS_DIR}/ca.crt"
-# Which pod is the primary: a key of NAME-config, read by `omendb serve --primary-pod-file` at start. It is
-# not part of the config hash, so a failover rewrites it without restarting any pod.
-PRIMARY_POD_KEY = "primary-pod"
-PRIMARY_POD_FILE = f"{CONFIG_DIR}/{PRIMARY_POD_KEY}"
-# "user:password" of the generated admin user, for replicas to stream from the primary.
-REPLICATION_CREDENTIALS_FILE = f"{CONFIG_DIR}/replication/credentials"
-DATA_DIR = "/var/lib/omendb/data"
-WAL_DIR = "/var/lib/omendb/wal"
-
-# The guide's memory tuning: give the database 75% of the memory the container may use.
-MEMORY_SHARE_NUM, MEMORY_SHARE_DEN = 3, 4
-
-
-def memory_limit_mb(spec: OmenDBSpec) -> int | None:
-    """75% of the container's memory limit in MiB, or None when no limit is set."""
-    limit = (spec.resources.get("limits") or {}).get("memory")
-    if not limit:
-        return None
-    return max(1, int(parse_quantity(str(limit)) * MEMORY_SHARE_NUM / MEMORY_SHARE_DEN) // (1024 * 1024))
-
-
-def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True) -> dict[str, dict[str, Any]]:
-    """spec.config with the operator-owned keys filled in (the paths of the volumes it mounts, the ports
-    its Services and probes use, the auth/TLS switches from spec.auth and spec.tls, and the replication
-    keys every pod shares). ``tls_ca``: a CA certificate is mounted at TLS_CA_FILE (always with generated
-    certificates; with the user's Secret when it has ca.crt), else replicas trust the system CAs."""
-    out: dict[str, dict[str, Any]] = {name: dict(values) for name, values in spec.config.items()}
-    database = out.setdefault("database", {})
-    database["data_dir"] = DATA_DIR
-    derived = memory_limit_mb(spec)
-    if derived is not None:
-        # Only when the user left them unset: an explicit value is theirs to keep.
-        database.setdefault("max_memory_mb", derived)
-        out.setdefault("limits", {}).setdefault("memory_limit_mb", derived)
-    out.setdefault("wal", {})["dir"] = WAL_DIR
-    http = out.setdefault("http", {})
-    http["host"] = "0.0.0.0"
-    http["port"] = L.API_PORT
-    security = out.setdefault("security", {})
-    security["auth_enabled"] = spec.auth.enabled
-    security["tls_enabled"] = spec.tls.enabled
-    security["tls_cert_file"] = TLS_CERT_FILE
-    security["tls_key_file"] = TLS_KEY_FILE
-    security["htpasswd_file"] = HTPASSWD_FILE
-    admins = list(security.get("admin_users", ["admin"]))
-    if spec.auth.admin_user not in admins:
-        # The generated user runs the backup Jobs, which call admin endpoints.
-        admins.append(spec.auth.admin_user)
-    security["admin_users"] = admins
-    # The per-pod keys (role, primary_url, replica_id) come from --primary-pod-file at start.
-    replication = out.setdefault("replication", {})
-    replication["credentials_file"] = REPLICATION_CREDENTIALS_FILE if spec.auth.enabled else ""
-    replication["ca_file"] = TLS_CA_FILE if spec.tls.enabled and (spec.tls.generate or tls_ca) else ""
-    if spec.replication.synchronous_replicas is not None:
-        replication["synchronous_replicas"] = spec.replication.synchronous_replicas
-    monitoring = out.setdefault("monitoring", {})
-    monitoring["prometheus_enabled"] = True
-    monitoring["prometheus_port"] = L.METRICS_PORT
-    return out
+from omendb_operator.paths import (  # noqa: F401 - where the builders of the pods' volumes find them
+    CONFIG_DIR,
+    CONFIG_FILE,
+    DATA_DIR,
+    HTPASSWD_FILE,
+    PRIMARY_POD_FILE,
+    PRIMARY_POD_KEY,
+    REPLICATION_CREDENTIALS_FILE,
+    TLS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_DIR,
+    TLS_KEY_FILE,
+    WAL_DIR,
+)
+from omendb_operator.spec import OmenDBSpec, memory_limit_mb, render_config_dict  # noqa: F401
 
 
 def _toml_value(value: Any) -> str:

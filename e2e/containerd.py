@@ -1,0 +1,20 @@
+"""The local cluster's containerd, through its `ctr` client: the one place both the cluster (which starts
+it and loads the images it needs) and the image builder (which loads rebuilt images) talk to it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from e2e.layout import Layout
+
+
+def ctr(lay: Layout, *args: str) -> list[str]:
+    return ["ctr", f"--address={lay.containerd_socket}", "--namespace=k8s.io", *args]
+
+
+def import_image(lay: Layout, tarball: Path) -> None:
+    res = subprocess.run(ctr(lay, "images", "import", "--no-unpack", str(tarball)), capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"`ctr images import {tarball}` failed ({res.returncode}): {res.stderr.strip()}")
