@@ -56,17 +56,24 @@ UNSAFE_GLOBALS = ("os", "io", "require", "package", "debug", "dofile", "loadfile
 
 
 def health(kind: str, obj: dict[str, Any]) -> dict[str, str]:
-    """Run KIND's health.lua on ``obj`` (a whole object, as Argo CD passes it) with real Lua 5.4 (lupa) and
-    return the table it returns: ``{"status": Healthy|Progressing|Degraded|Suspended, "message": ...}``."""
-    from lupa.lua54 import LuaRuntime
+    """Run KIND's health.lua on ``obj`` (a whole object, as Argo CD passes it) and return the table it returns:
+    ``{"status": Healthy|Progressing|Degraded|Suspended, "message": ...}``. Real Lua from lupa, twice: Lua 5.1,
+    the language of gopher-lua (Argo CD's interpreter; numbers are floats, as there), and Lua 5.4; the two
+    must agree."""
+    from lupa import lua51, lua54
 
-    lua = LuaRuntime(register_eval=False, register_builtins=False)
-    env = lua.globals()
-    for name in UNSAFE_GLOBALS:
-        env[name] = None
-    env.obj = lua.table_from(json.loads(json.dumps(obj)), recursive=True)  # JSON-shaped, like Argo CD's
-    result = lua.execute(script_path(kind).read_text())
-    return {str(k): str(v) for k, v in result.items()}
+    results = []
+    for runtime in (lua51.LuaRuntime, lua54.LuaRuntime):
+        lua = runtime(register_eval=False, register_builtins=False)
+        env = lua.globals()
+        for name in UNSAFE_GLOBALS:
+            env[name] = None
+        env.obj = lua.table_from(json.loads(json.dumps(obj)), recursive=True)  # JSON-shaped, like Argo CD's
+        result = lua.execute(script_path(kind).read_text())
+        results.append({str(k): str(v) for k, v in result.items()})
+    if results[0] != results[1]:
+        raise AssertionError(f"{kind}/health.lua: Lua 5.1 says {results[0]}, Lua 5.4 says {results[1]}")
+    return results[0]
 
 
 def main(argv: list[str]) -> int:

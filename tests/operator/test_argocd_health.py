@@ -34,6 +34,7 @@ LATER = NOW + dt.timedelta(minutes=1)
 def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
     result = argocd_health.health(kind, obj)
     assert set(result) == {"status", "message"} and result["message"]
+    assert result["status"] in {"Healthy", "Progressing", "Degraded", "Suspended"}  # Argo CD's own words
     return result["status"], result["message"]
 
 
