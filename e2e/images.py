@@ -1,12 +1,16 @@
 """Build this project's container images without Docker: `python -m e2e.images build`.
 
 The engine image (`omendb/omendb:0.1.0`) and the operator image (`omendb/omendb-operator:0.1.0`)
-share three layers, each cached by a hash of its inputs:
+are three layers each, each cached by a hash of its inputs:
 
 1. base  — a minimal Debian bookworm root filesystem from `debootstrap --variant=minbase` with
-           python3, plus the non-root user `omendb` (uid/gid 10001) and the engine's directories;
-2. deps  — a virtualenv at /opt/omendb with the project's runtime dependencies at the versions
-           pinned in requirements.lock (installed offline from a wheelhouse);
+           python3, plus the non-root user `omendb` (uid/gid 10001) and the engine's directories
+           (shared by both images);
+2. deps  — a virtualenv at /opt/omendb with runtime dependencies at the versions pinned in
+           requirements.lock (installed offline from a wheelhouse): for the engine, the base
+           dependencies and the `server` and `operator` extras; for the operator, only the
+           `operator` extra (no numpy, numba or llvmlite: the operator never imports the engine's
+           database, and tests/packaging/test_operator_image.py keeps it so);
 3. app   — the project's wheel (`pip wheel --no-deps .`), keyed by a hash of the source tree, so a
            code change rebuilds only this small layer.
 
@@ -31,6 +35,7 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from e2e import binaries, host, oci
 from e2e import layout as L
@@ -193,19 +198,30 @@ def base_layer() -> BuiltLayer:
     return built
 
 
+def _project() -> dict[str, Any]:
+    project: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return project
+
+
 def runtime_requirements() -> list[str]:
-    """Direct runtime dependencies of the engine and operator (base + server + operator extras)."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    """Direct runtime dependencies of the engine image (base + server + operator extras). A package
+    listed in two extras is listed once, so the engine's deps layer key does not depend on that."""
+    project = _project()
     reqs = list(project["dependencies"])
     for extra in ("server", "operator"):
-        reqs += project["optional-dependencies"][extra]
+        reqs += [r for r in project["optional-dependencies"][extra] if r not in reqs]
     return reqs
 
 
-def deps_layer(base: BuiltLayer) -> BuiltLayer:
+def operator_requirements() -> list[str]:
+    """Direct runtime dependencies of the operator image: the `operator` extra, which lists every
+    third-party package `omendb_operator.main` imports (and nothing of the engine's numpy/numba)."""
+    return list(_project()["optional-dependencies"]["operator"])
+
+
+def deps_layer(base: BuiltLayer, reqs: list[str], prefix: str = "deps-") -> BuiltLayer:
     lock = (REPO / "requirements.lock").read_bytes()
-    reqs = runtime_requirements()
-    key = "deps-" + _h(RECIPE, base.layer.digest, lock, *reqs)
+    key = prefix + _h(RECIPE, base.layer.digest, lock, *reqs)
     tree = IMAGES_CACHE / "trees" / key
     cached = _layer_cached(key, tree)
     if cached:
@@ -252,8 +268,8 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def app_layer(base: BuiltLayer, deps: BuiltLayer) -> BuiltLayer:
-    key = "app-" + _h(RECIPE, deps.layer.digest, source_hash())
+def app_layer(base: BuiltLayer, deps: BuiltLayer, prefix: str = "app-") -> BuiltLayer:
+    key = prefix + _h(RECIPE, deps.layer.digest, source_hash())
     tree = IMAGES_CACHE / "trees" / key
     cached = _layer_cached(key, tree)
     if cached:
@@ -276,8 +292,9 @@ def app_layer(base: BuiltLayer, deps: BuiltLayer) -> BuiltLayer:
         _chroot(ov.merged, f"{VENV}/bin/pip", "install", "--quiet", "--no-index", "--no-deps",
                 "--no-cache-dir", f"/tmp/app/{wheel.name}")
         shutil.rmtree(ov.merged / "tmp/app")
-    # Old app layers are never reused once the source changed: keep the cache small.
-    for old in (IMAGES_CACHE / "trees").glob("app-*"):
+    # Old app layers are never reused once the source changed: keep the cache small (the other
+    # image's app layer has another prefix and stays).
+    for old in (IMAGES_CACHE / "trees").glob(f"{prefix}*"):
         shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(tree, ignore_errors=True)
     ov.upper.rename(tree)
@@ -304,7 +321,7 @@ def _venv_env() -> list[str]:
 
 def project_images() -> list[Path]:
     base = base_layer()
-    deps = deps_layer(base)
+    deps = deps_layer(base, runtime_requirements())
     app = app_layer(base, deps)
     layers = [base.layer, deps.layer, app.layer]
     engines = []
@@ -318,13 +335,20 @@ def project_images() -> list[Path]:
                     "org.opencontainers.image.version": ref.rsplit(":", 1)[1]},
         ))
         engines.append(engine)
+    return [engines[0], operator_image(base), engines[1]]
+
+
+def operator_image(base: BuiltLayer) -> Path:
+    """The operator's image: the shared base, then its own slim deps and app layers."""
+    deps = deps_layer(base, operator_requirements(), prefix="operator-deps-")
+    app = app_layer(base, deps, prefix="operator-app-")
     operator = _out(OPERATOR_IMAGE)
-    oci.write_image(operator, OPERATOR_IMAGE, layers, oci.ImageConfig(
+    oci.write_image(operator, OPERATOR_IMAGE, [base.layer, deps.layer, app.layer], oci.ImageConfig(
         entrypoint=[f"{VENV}/bin/omendb-operator"], env=_venv_env(), user=f"{UID}:{UID}",
         labels={"org.opencontainers.image.title": "omendb-operator",
                 "org.opencontainers.image.version": "0.1.0"},
     ))
-    return [engines[0], operator, engines[1]]
+    return operator
 
 
 def _single_binary_image(ref: str, binary: Path, name: str, config: oci.ImageConfig) -> Path:

@@ -26,7 +26,9 @@ def _toml_value(value: Any) -> str:
 
 
 def render_toml(config: Config) -> str:
-    """The effective configuration as TOML (it loads back to the same configuration)."""
+    """The effective configuration as TOML (it loads back to the same configuration). Kept by hand rather
+    than tomli-w, whose arrays span several lines: the output stays the one the operator's ConfigMap
+    writer (omendb_operator.specs.configmap.render_toml) and the docs show (tests/operator/test_toml_golden.py)."""
     lines: list[str] = []
     for section, values in config.to_dict().items():
         lines.append(f"[{section}]")

@@ -19,6 +19,12 @@ from passlib.hash import apr_md5_crypt
 
 from omendb.errors import ConfigError
 
+# Not passlib's HtpasswdFile (libpass, the maintained fork this module already uses for apr1): it accepts
+# the weak schemes refused below ({SHA}, crypt, plain text) without a word, keeps a duplicate user with a
+# warning instead of naming the line, and with bcrypt >= 5 raises ValueError on a password longer than 72
+# bytes where Apache compares the first 72 (verify_hash). Its reload (load_if_changed, by mtime) would
+# still need the symlink-swap check and keep-the-old-users-on-a-bad-file rule of UserFile.
+
 log = logging.getLogger("omendb.auth")
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import orjson
+from pythonjsonlogger.core import BaseJsonFormatter
 
 from omendb.loglevels import OFF, TRACE
 
@@ -39,19 +40,36 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(BaseJsonFormatter):
+    """python-json-logger's formatter with our field names (ts, level, logger, msg, the ``extra=`` fields,
+    exc), our timestamp, orjson's compact output and ``duration_ms`` last (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__(["asctime", "levelname", "name", "message"], reserved_attrs=sorted(_STANDARD),
+                         rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "message": "msg",
+                                        "exc_info": "exc"})
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return _timestamp(record)
+
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname, "logger": record.name,
-                               "msg": record.getMessage()}
-        fields = _fields(record)
-        duration = fields.pop("duration_ms", None)
-        out.update(fields)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        if isinstance(record.msg, dict):
+            # A dict is a message like any other (python-json-logger would spread its keys into the fields).
+            record = logging.makeLogRecord({**vars(record), "msg": record.getMessage(), "args": None})
+        return super().format(record)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        log_data.pop("stack_info", None)  # never printed (python-json-logger would add it)
+        if "exc" in log_data:
+            log_data["exc"] = log_data.pop("exc")  # after the fields, as it always was
+        return log_data
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        duration = log_data.pop("duration_ms", None)
         try:
-            line = orjson.dumps(out, default=str).decode()
+            line = orjson.dumps(log_data, default=str).decode()
         except TypeError:  # e.g. an integer beyond 64 bits in a field
-            line = json.dumps(out, default=str, separators=(",", ":"))
+            line = json.dumps(log_data, default=str, separators=(",", ":"))
         if duration is None:
             return line
         # The duration goes last, after a space, for the guide's awk '{print $NF}'.

@@ -39,7 +39,12 @@ def _toml_value(value: Any) -> str:
 
 
 def render_toml(config: dict[str, dict[str, Any]]) -> str:
-    """Render sections of scalar keys as TOML, sections and keys sorted so equal configs are equal text."""
+    """Render sections of scalar keys as TOML, sections and keys sorted so equal configs are equal text.
+
+    Not tomli-w: it writes every non-empty array on several lines (`admin_users = [\n    "admin",\n]`, no
+    option to keep it inline) and non-ASCII characters unescaped, so every database's config hash (the
+    bytes below, tests/operator/test_toml_golden.py) would change and an operator upgrade would restart
+    them all."""
     lines = ["# Rendered by omendb-operator from the OmenDB spec; edit the OmenDB, not this file."]
     for section in sorted(config):
         lines.append("")
