@@ -61,7 +61,9 @@ class ScannerError(RuntimeError):
 
 
 def _requirements_hash() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    """The pins (comments left out): the virtualenv is rebuilt when they change."""
+    pins = [ln.strip() for ln in REQUIREMENTS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return hashlib.sha256("\n".join(pins).encode()).hexdigest()[:16]
 
 
 def checkov_dir() -> Path:
