@@ -103,3 +103,16 @@ def test_missing_scanners_say_make_scanners(tmp_path, monkeypatch):
         sc.run_checkov(tmp_path)
     with pytest.raises(sc.ScannerError, match="make scanners"):
         sc.run_kube_score([tmp_path / "x.yaml"])
+
+
+def test_changed_pins_make_checkov_missing_again(tmp_path, monkeypatch):
+    """The virtualenv is keyed by the pins: after a change to scanners/checkov-requirements.txt, `make scanners`
+    rebuilds it (and the test says to run it) instead of scanning with the old tree."""
+    monkeypatch.setattr(sc, "CACHE", tmp_path)
+    sc.checkov_bin().parent.mkdir(parents=True)
+    sc.checkov_bin().write_text("#!/bin/sh\n")
+    marker = sc.checkov_dir() / ".installed"
+    marker.write_text("0123456789abcdef\n")  # installed from other pins
+    assert any(m.startswith("checkov") for m in sc.missing())
+    marker.write_text(sc._requirements_hash() + "\n")
+    assert not any(m.startswith("checkov") for m in sc.missing())
