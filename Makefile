@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := engine/omendb operator/omendb_operator
 
-.PHONY: venv lint test bench bench-engine bench-http bench-backup bench-client bench-failover bench-scale lock clean
+.PHONY: venv lint test scanners scan bench bench-engine bench-http bench-backup bench-client bench-failover bench-scale lock clean
 
 # The virtualenv is rebuilt when the lock file changes, so every machine runs the same versions.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -23,9 +23,18 @@ lint: venv
 # The Python tiers, then the e2e tier in a local cluster (needs root; a cluster that cannot start fails
 # the e2e tests, it never skips them). See docs/e2e.md. The build (cached) comes first: tests/operator
 # runs the harness's kube-apiserver and promtool too.
-test: lint e2e-build
+test: lint e2e-build scanners
 	$(BIN)/pytest tests
 	$(BIN)/pytest e2e/tests
+
+# checkov (its own pinned virtualenv) and kube-score (built from its Go module) in ~/.cache/omendb-scanners,
+# once; tests/packaging/test_scanners.py runs them. See docs/operations/scanners.md.
+scanners: venv
+	$(PY) scripts/scan_tools.py install
+
+# Run both scanners over install.yaml, the chart and the samples' children (what the test runs).
+scan: scanners
+	$(PY) scripts/scan_tools.py check
 
 bench: bench-engine bench-http bench-backup bench-client bench-failover
 

@@ -41,6 +41,20 @@ DEFAULT_RETENTION_DAYS = 30
 DEFAULT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "500m", "memory": "1Gi"},
                                      "limits": {"memory": "2Gi"}}
 
+# The backup, restore and cleanup Jobs (spec.backup.resources): a small request, so they schedule next to
+# the database, and a memory limit, so a ResourceQuota on limits admits them. backup_tool holds about the
+# database's memory while it restores (docs/backup.md, "Limits"), so the limit is the database's own
+# limits.memory; BACKUP_MEMORY_LIMIT only when the database has none.
+BACKUP_REQUESTS: dict[str, str] = {"cpu": "100m", "memory": "256Mi"}
+BACKUP_MEMORY_LIMIT = "1Gi"
+
+
+def default_backup_resources(database_resources: dict[str, Any]) -> dict[str, Any]:
+    """spec.backup.resources when the spec does not set it, from the database's spec.resources."""
+    limit = ((database_resources or {}).get("limits") or {}).get("memory") or BACKUP_MEMORY_LIMIT
+    return {"requests": dict(BACKUP_REQUESTS), "limits": {"memory": limit}}
+
+
 # Config keys the operator sets from the rest of the spec (paths of mounted volumes, ports the
 # Services and probes point at, TLS and auth switches). The CRD rejects them in spec.config too.
 OPERATOR_OWNED_KEYS: dict[str, tuple[str, ...]] = {
@@ -118,7 +132,8 @@ class BackupSpec:
     time_zone: str | None = None
     suspend: bool = False
     volume: BackupVolumeSpec = field(default_factory=BackupVolumeSpec)
-    resources: dict[str, Any] = field(default_factory=dict)
+    # parse_spec fills it from the database's resources (default_backup_resources) when the spec leaves it out.
+    resources: dict[str, Any] = field(default_factory=lambda: default_backup_resources(DEFAULT_RESOURCES))
     successful_jobs_history_limit: int = 3
     failed_jobs_history_limit: int = 3
     active_deadline_seconds: int = 6 * 3600
@@ -268,6 +283,7 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
     failover_raw = raw.get("failover") or {}
 
     alert_defaults = AlertThresholds()
+    resources = dict(_get(raw, "resources", DEFAULT_RESOURCES))
     spec = OmenDBSpec(
         version=str(_get(raw, "version", DEFAULT_VERSION)),
         image=_get(raw, "image", None),
@@ -280,7 +296,7 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             delete_claims_on_delete=bool(_get(storage_raw, "deleteClaimsOnDelete", False)),
             delete_claims_on_scale_down=bool(_get(storage_raw, "deleteClaimsOnScaleDown", False)),
         ),
-        resources=dict(_get(raw, "resources", DEFAULT_RESOURCES)),
+        resources=resources,
         config={k: dict(v or {}) for k, v in (_get(raw, "config", {}) or {}).items()},
         auth=AuthSpec(
             enabled=bool(_get(auth_raw, "enabled", True)),
@@ -308,7 +324,7 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
                 access_modes=tuple(_get(volume_raw, "accessModes", ["ReadWriteOnce"])),
                 delete_on_delete=bool(_get(volume_raw, "deleteOnDelete", False)),
             ),
-            resources=dict(_get(backup_raw, "resources", {})),
+            resources=dict(_get(backup_raw, "resources", None) or default_backup_resources(resources)),
             successful_jobs_history_limit=int(_get(backup_raw, "successfulJobsHistoryLimit", 3)),
             failed_jobs_history_limit=int(_get(backup_raw, "failedJobsHistoryLimit", 3)),
             active_deadline_seconds=int(_get(backup_raw, "activeDeadlineSeconds", 6 * 3600)),

@@ -100,9 +100,10 @@ def test_online_backups_under_concurrent_writes_restore_consistently(tls_server,
         tool("--data-dir", "/nonexistent", *base, "--credentials-file", str(creds), "full-backup",
              "--database", "production")
         tool(*base, "--credentials-file", str(json_creds), "incremental-backup", "--database", "production")
-        # As the operator's backup CronJobs run it: everything from the environment.
+        # As the operator's backup Jobs run it: the credentials file (NAME-users' `credentials`, mounted) and
+        # the CA named by the environment, no password in it.
         tool("--source", server.url, "--backup-dir", str(backups), "incremental-backup", "--database",
-             "production", env={"OMENDB_USER": ADMIN, "OMENDB_PASSWORD": ADMIN_PW, "OMENDB_CA_FILE": str(ca_file)})
+             "production", env={"OMENDB_CREDENTIALS_FILE": str(creds), "OMENDB_CA_FILE": str(ca_file)})
     finally:
         writer.stop.set()
         writer.join(30)
@@ -143,6 +144,9 @@ def test_online_errors_say_what_to_fix(tls_server, tmp_path):
     proc = tool("--source", server.url, *args, env={"OMENDB_USER": ADMIN, "OMENDB_PASSWORD": ADMIN_PW},
                 check=7)
     assert "--ca-file" in proc.stderr
+    proc = tool("--source", server.url, "--ca-file", str(ca_file), *args,
+                env={"OMENDB_CREDENTIALS_FILE": str(tmp_path / "missing")}, check=None)
+    assert proc.returncode != 0 and f"cannot read OMENDB_CREDENTIALS_FILE {tmp_path / 'missing'}" in proc.stderr
     proc = tool("--source", "https://127.0.0.1:1", "--ca-file", str(ca_file), *args,
                 env={"OMENDB_USER": ADMIN, "OMENDB_PASSWORD": ADMIN_PW}, check=7)
     assert "cannot reach" in proc.stderr

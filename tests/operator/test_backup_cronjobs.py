@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 import yaml
+from conftest import make_owner
 from operator_crd_helpers import omendb_crd_spec_schema
 from operator_pss import restricted_violations
 
@@ -49,11 +50,19 @@ def test_jobs_get_credentials_and_only_the_ca_certificate(owner):
     job = _by_name(owner)["prod-backup-full"]
     pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert restricted_violations(pod) == []
-    env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["OMENDB_USER"]["valueFrom"]["secretKeyRef"] == {"name": "prod-users", "key": "username"}
-    assert env["OMENDB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "prod-users", "key": "password"}
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
     assert env["OMENDB_CA_FILE"]["value"] == "/etc/omendb/ca/ca.crt"
+    # The credentials are a mounted file (only the `user:password` line of NAME-users), never environment
+    # variables: backup_tool reads the file OMENDB_CREDENTIALS_FILE names.
+    assert env["OMENDB_CREDENTIALS_FILE"] == {"name": "OMENDB_CREDENTIALS_FILE",
+                                              "value": "/etc/omendb/credentials/credentials"}
+    assert not [e for e in container["env"] if "valueFrom" in e]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["credentials"] == {"name": "credentials", "mountPath": "/etc/omendb/credentials", "readOnly": True}
     volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["credentials"]["secret"] == {"secretName": "prod-users", "defaultMode": 0o440,
+                                                "items": [{"key": "credentials", "path": "credentials"}]}
     assert volumes["ca"]["secret"] == {
         "secretName": "prod-ca",
         "items": [{"key": "ca.crt", "path": "ca.crt"}],
@@ -107,3 +116,42 @@ def test_default_schedules_pass_the_crd_rule():
     for bad in ("61 * * * *", "0 1 * *", "every day", "0 24 * * *", "0 1 * * 8", "0 1 * * 0 extra"):
         assert not re.match(pattern, bad), bad
     assert yaml  # the CRD file parsed
+
+
+def _job_resources(raw):
+    return {n: j["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0].get("resources")
+            for n, j in _by_name(make_owner(spec=raw), raw).items()}
+
+
+def test_backup_jobs_get_resources_by_default_with_the_database_memory_limit():
+    # backup_tool holds about the database's memory while it restores: the Jobs' limit is the database's.
+    raw = {"resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "6Gi"}}}
+    want = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "6Gi"}}
+    assert all(r == want for r in _job_resources(raw).values())
+    # The database's default resources (limit 2Gi), and a database without a memory limit (1Gi).
+    assert all(r["limits"] == {"memory": "2Gi"} for r in _job_resources({}).values())
+    no_limit = {"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}
+    assert all(r == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+               for r in _job_resources(no_limit).values())
+
+
+def test_spec_backup_resources_replace_the_defaults():
+    own = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}}
+    assert all(r == own for r in _job_resources({"backup": {"resources": own}}).values())
+
+
+def test_backup_and_restore_jobs_get_the_resources_and_no_secret_in_their_environment(owner):
+    from omendb_operator.specs import jobs
+
+    spec = parse_spec({})
+    meta = {"namespace": "omendb-prod", "uid": "0c6e2f0a-1d2b-4c5d-9e8f-00000000000b"}
+    backup = {"kind": "OmenDBBackup", "metadata": {"name": "manual", **meta}, "spec": {"type": "full"}}
+    restore = {"kind": "OmenDBRestore", "metadata": {"name": "rs", **meta}, "spec": {}}
+    built = [jobs.backup_job(owner, spec, backup)] + [
+        jobs.restore_job(owner, spec, restore, "rs", action, 0, jobs.RestoreTarget(), {})
+        for action in jobs.RESTORE_ACTIONS]
+    for job in built:
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                          "limits": {"memory": "2Gi"}}, job["metadata"]["name"]
+        assert not [e for e in container["env"] if "valueFrom" in e], job["metadata"]["name"]

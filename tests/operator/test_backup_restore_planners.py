@@ -108,7 +108,7 @@ def test_backup_job_is_the_cronjobs_job_owned_by_the_backup(owner):
     assert command[-3:] == ["incremental-backup", "--database", "omendb"]
     assert command[command.index("--result-file") + 1] == "/dev/termination-log"
     assert pod["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert {v["name"] for v in pod["volumes"]} == {"backups", "tmp", "ca", "backup-key"}
+    assert {v["name"] for v in pod["volumes"]} == {"backups", "tmp", "ca", "backup-key", "credentials"}
 
 
 def test_backup_result_comes_from_the_termination_message(owner):

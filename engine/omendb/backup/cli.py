@@ -8,10 +8,10 @@
     backup_tool --backup-dir B cleanup --retention-days N [--dry-run]
     backup_tool --data-dir D rollback-restore
 
-``--source URL`` (with ``--credentials-file`` or OMENDB_USER/OMENDB_PASSWORD, and ``--ca-file`` or
-OMENDB_CA_FILE) backs up a running server instead of reading D. ``--key-file PATH`` (or OMENDB_BACKUP_KEY_FILE,
-OMENDB_BACKUP_KEY) signs new backups and authenticates the ones read (keys.py). Exit codes are in
-omendb.backup.errors and docs/backup.md.
+``--source URL`` (with ``--credentials-file``, OMENDB_CREDENTIALS_FILE or OMENDB_USER/OMENDB_PASSWORD, and
+``--ca-file`` or OMENDB_CA_FILE) backs up a running server instead of reading D. ``--key-file PATH`` (or
+OMENDB_BACKUP_KEY_FILE, OMENDB_BACKUP_KEY) signs new backups and authenticates the ones read (keys.py). Exit
+codes are in omendb.backup.errors and docs/backup.md.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from omendb.backup.retention import plan
 from omendb.backup.source import LocalSource, RemoteSource, load_credentials
 from omendb.backup.store import BackupStore
 from omendb.backup.verify import Report, verify_backup, verify_data_dir
+
+CREDENTIALS_FILE_ENV = "OMENDB_CREDENTIALS_FILE"
 
 log = logging.getLogger("omendb.backup")
 
@@ -79,7 +81,8 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                              "--data-dir")
     parser.add_argument("--credentials-file", default=default,
                         help="for --source: 'user:password' or JSON {\"username\": ..., \"password\": ...} "
-                             "(default: OMENDB_USER / OMENDB_PASSWORD)")
+                             f"(default: the file named by {CREDENTIALS_FILE_ENV}, else OMENDB_USER / "
+                             "OMENDB_PASSWORD)")
     parser.add_argument("--ca-file", default=default,
                         help="for --source over TLS: CA certificate (PEM) (default: OMENDB_CA_FILE)")
     parser.add_argument("--key-file", default=default, metavar="PATH",
@@ -187,7 +190,13 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     if args.source:
         # OMENDB_CA_FILE as omendb.client reads it: the operator's backup CronJobs set it to NAME-ca's ca.crt.
         ca_file = args.ca_file or os.environ.get("OMENDB_CA_FILE") or None
-        source = RemoteSource(args.source, load_credentials(args.credentials_file), ca_file)
+        # OMENDB_CREDENTIALS_FILE as omendb.client reads it: the operator's backup Jobs mount NAME-users'
+        # `credentials` there, a file rather than environment variables holding the password.
+        if args.credentials_file:
+            credentials = load_credentials(args.credentials_file)
+        else:
+            credentials = load_credentials(os.environ.get(CREDENTIALS_FILE_ENV) or None, CREDENTIALS_FILE_ENV)
+        source = RemoteSource(args.source, credentials, ca_file)
     else:
         _need(args, "data_dir")
         source = LocalSource(resolve(args.data_dir, args.wal_dir))

@@ -184,30 +184,31 @@ def read_restored_from(data_dir: Path) -> dict[str, Any] | None:
 # ---- online --------------------------------------------------------------------------------------------
 
 
-def load_credentials(path: str | None) -> tuple[str, str] | None:
+def load_credentials(path: str | None, option: str = "--credentials-file") -> tuple[str, str] | None:
     """``user:password`` (one line) or JSON ``{"username": ..., "password": ...}`` from a file, else the
-    OMENDB_USER / OMENDB_PASSWORD environment variables, else None (a server without authentication)."""
+    OMENDB_USER / OMENDB_PASSWORD environment variables, else None (a server without authentication).
+    ``option`` names where ``path`` came from, for messages."""
     if path:
         try:
             text = Path(path).read_text().strip()
         except OSError as exc:
-            raise BackupError(f"cannot read --credentials-file {path}: {exc.strerror}") from None
+            raise BackupError(f"cannot read {option} {path}: {exc.strerror}") from None
         if text.startswith("{"):
             try:
                 body = json.loads(text)
             except ValueError as exc:
-                raise BackupError(f"--credentials-file {path} is not valid JSON ({exc})") from None
+                raise BackupError(f"{option} {path} is not valid JSON ({exc})") from None
             user = body.get("username", body.get("user")) if isinstance(body, dict) else None
             password = body.get("password") if isinstance(body, dict) else None
             if isinstance(body, dict) and user is None and len(body) == 1:
                 user, password = next(iter(body.items()))
             if not isinstance(user, str) or not isinstance(password, str):
-                raise BackupError(f"--credentials-file {path}: expected "
+                raise BackupError(f"{option} {path}: expected "
                                   f"{{\"username\": ..., \"password\": ...}}")
             return user, password
         user, sep, password = text.partition(":")
         if not sep or not user:
-            raise BackupError(f"--credentials-file {path}: expected one line 'user:password' or JSON "
+            raise BackupError(f"{option} {path}: expected one line 'user:password' or JSON "
                               f"{{\"username\": ..., \"password\": ...}}")
         return user, password
     user, password = os.environ.get("OMENDB_USER"), os.environ.get("OMENDB_PASSWORD")

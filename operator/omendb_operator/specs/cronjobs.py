@@ -2,7 +2,8 @@
 
 Each Job runs ``backup_tool --source https://NAME.NS.svc:3000 --backup-dir /var/backups/omendb ...``
 against the primary over the network (an online backup), authenticated as the generated admin user from
-NAME-users (env OMENDB_USER / OMENDB_PASSWORD) and trusting the CA bundle from NAME-ca
+NAME-users (its ``credentials`` key mounted as a file, env OMENDB_CREDENTIALS_FILE: never the password in an
+environment variable, which `kubectl describe` and crash dumps show) and trusting the CA bundle from NAME-ca
 (env OMENDB_CA_FILE), signing every backup with the key in NAME-backup-key (a file, env
 OMENDB_BACKUP_KEY_FILE; backup_key.py). Backups land on the PVC NAME-backups, which outlives the OmenDB
 unless spec.backup.volume.deleteOnDelete is set.
@@ -15,12 +16,15 @@ from typing import Any
 from omendb_operator import labels as L
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs.backup_key import key_volume
-from omendb_operator.specs.secrets import PASSWORD_KEY, USERNAME_KEY
+from omendb_operator.specs.secrets import CREDENTIALS_KEY
 from omendb_operator.specs.security import container_security_context, pod_security_context, writable_env
 
 BACKUP_DIR = "/var/backups/omendb"
 CA_MOUNT = "/etc/omendb/ca"
 CA_FILE = f"{CA_MOUNT}/ca.crt"
+CREDENTIALS_MOUNT = "/etc/omendb/credentials"
+CREDENTIALS_FILE = f"{CREDENTIALS_MOUNT}/{CREDENTIALS_KEY}"
+CREDENTIALS_FILE_ENV = "OMENDB_CREDENTIALS_FILE"  # as backup_tool and omendb.client read it
 # backup_tool writes its result (backup id, size, LSNs) there as JSON; the kubelet keeps it in the pod's
 # status (containerStatuses[].state.terminated.message), where the operator reads it (jobs.py).
 RESULT_FILE = "/dev/termination-log"
@@ -66,18 +70,16 @@ def job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str, comman
     database pods. CronJobs, OmenDBBackup and restores (jobs.py) all build on it."""
     name = owner["metadata"]["name"]
     names = L.Names(name)
-    env: list[dict[str, Any]] = [
-        {"name": "OMENDB_USER",
-         "valueFrom": {"secretKeyRef": {"name": names.users, "key": USERNAME_KEY}}},
-        {"name": "OMENDB_PASSWORD",
-         "valueFrom": {"secretKeyRef": {"name": names.users, "key": PASSWORD_KEY}}},
-        *writable_env(),
-    ]
+    env: list[dict[str, Any]] = [{"name": CREDENTIALS_FILE_ENV, "value": CREDENTIALS_FILE}, *writable_env()]
     mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": BACKUP_DIR},
-                                    {"name": "tmp", "mountPath": "/tmp"}]
+                                    {"name": "tmp", "mountPath": "/tmp"},
+                                    {"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True}]
     volumes: list[dict[str, Any]] = [
         {"name": "backups", "persistentVolumeClaim": {"claimName": names.backup_volume}},
         {"name": "tmp", "emptyDir": {}},
+        # Only the `user:password` line: the htpasswd hashes in the same Secret never reach a Job.
+        {"name": "credentials", "secret": {"secretName": names.users, "defaultMode": 0o440,
+                                           "items": [{"key": CREDENTIALS_KEY, "path": CREDENTIALS_KEY}]}},
     ]
     # The backup key signs and authenticates backups: a file from NAME-backup-key, never on the backup volume.
     key_vol, key_mount, key_env = key_volume(names.backup_key)
@@ -105,7 +107,7 @@ def job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str, comman
         "volumeMounts": mounts,
     }
     if spec.backup.resources:
-        container["resources"] = spec.backup.resources
+        container["resources"] = spec.backup.resources  # defaults: spec.default_backup_resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
