@@ -10,9 +10,9 @@ import copy
 import datetime as dt
 from typing import Any
 
-from omendb_operator.controller.apply import with_hash
 from omendb_operator.plans import day2, failover, operations
 from omendb_operator.plans import topology as T
+from omendb_operator.plans.changes import with_hash
 from omendb_operator.plans.children import Observed, build_children
 from omendb_operator.plans.omendb import owner_of, plan_omendb
 from omendb_operator.plans.plan import Delete, Patch, StatusWrite, merge_patch
