@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from omendb_operator.controller.apply import (
+from omendb_operator.plans.changes import (
     APPLIED_HASH_ANNOTATION,
     Outcome,
     comparable,

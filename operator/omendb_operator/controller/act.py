@@ -19,10 +19,10 @@ import httpx
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
 
-from omendb_operator.controller import apply as applier
 from omendb_operator.controller.engines import Engines
 from omendb_operator.controller.kube import Kube
 from omendb_operator.plans import topology as T
+from omendb_operator.plans.changes import Outcome, comparable, decide, keep_immutable, with_hash
 from omendb_operator.plans.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,19 @@ def _execute(engines: Engines, action: T.Action) -> str:
     return f"{action.pod} follows {action.primary} (its LSN {out.get('lsn')})"
 
 
+def _apply(kube: Kube, manifest: dict[str, Any], live: dict[str, Any] | None) -> Outcome:
+    """Apply ``manifest`` (with its hash) unless that would change nothing; ``live`` is its observed copy.
+    When only the API server's normalisation could tell (``1000m`` is ``1``), a dry run decides."""
+    desired = keep_immutable(with_hash(manifest), live)
+    outcome = decide(desired, live)
+    if outcome is Outcome.UNCHANGED:
+        return outcome
+    if live is not None and comparable(kube.apply(desired, dry_run=True)) == comparable(live):
+        return Outcome.UNCHANGED
+    kube.apply(desired)
+    return Outcome.CREATED if live is None else Outcome.UPDATED
+
+
 def act(kube: Kube, engines: Engines | None, plan: Plan, owner: dict[str, Any] | None) -> Report:
     report = Report()
     for write in plan.status_first:
@@ -78,14 +91,14 @@ def act(kube: Kube, engines: Engines | None, plan: Plan, owner: dict[str, Any] |
     for item in plan.applies:
         kind, child = item.manifest["kind"], item.manifest["metadata"]["name"]
         try:
-            outcome = applier.apply(kube, item.manifest, item.live)
+            outcome = _apply(kube, item.manifest, item.live)
         except API_ERRORS as exc:
             message = f"{kind} {child}: {api_message(exc)}"
             report.apply_errors.append(message)
             if owner is not None:
                 kube.event(owner, "Warning", "ApplyFailed", message)
             continue
-        if outcome is not applier.Outcome.UNCHANGED:
+        if outcome is not Outcome.UNCHANGED:
             report.changed.append(f"{kind} {child} {outcome.value}")
     for patch in plan.patches:
         with contextlib.suppress(NotFoundError):  # gone since it was observed: nothing left to label or grow

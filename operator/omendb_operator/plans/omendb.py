@@ -17,9 +17,9 @@ import datetime as dt
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.controller.apply import will_change
 from omendb_operator.plans import day2, failover, upgrade
 from omendb_operator.plans import operations as ops
+from omendb_operator.plans.changes import will_change
 from omendb_operator.plans.children import Observed, build_children, stale_children
 from omendb_operator.plans.plan import Apply, Delete, EventOn, Plan, StatusWrite
 from omendb_operator.plans.podcount import decide_pod_count

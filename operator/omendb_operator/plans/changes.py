@@ -1,4 +1,6 @@
-"""Server-side apply with one field manager, and the decision to write nothing when nothing changed.
+"""Whether applying a child changes anything: the decision to write nothing when nothing changed.
+
+controller/act.py applies (server-side apply, one field manager) only what this module cannot call unchanged.
 
 Every desired manifest carries ``omendb.io/applied-hash``, a hash of what the builders produced. A child
 is left alone when its live copy has the same hash *and* still contains every field we set (so a hand
@@ -13,7 +15,7 @@ import copy
 import hashlib
 import json
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
@@ -26,10 +28,6 @@ class Outcome(StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"
-
-
-class Client(Protocol):
-    def apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]: ...
 
 
 def manifest_hash(manifest: dict[str, Any]) -> str:
@@ -115,15 +113,3 @@ def will_change(manifest: dict[str, Any], live: dict[str, Any] | None) -> bool:
     """Whether applying ``manifest`` writes (by its hash: what the builders produced changed)."""
     have = ((live or {}).get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
     return live is None or have != manifest_hash(manifest)
-
-
-def apply(client: Client, manifest: dict[str, Any], live: dict[str, Any] | None) -> Outcome:
-    """Apply ``manifest`` (with its hash) unless that would change nothing; ``live`` is its observed copy."""
-    desired = keep_immutable(with_hash(manifest), live)
-    outcome = decide(desired, live)
-    if outcome is Outcome.UNCHANGED:
-        return outcome
-    if live is not None and comparable(client.apply(desired, dry_run=True)) == comparable(live):
-        return Outcome.UNCHANGED
-    client.apply(desired)
-    return Outcome.CREATED if live is None else Outcome.UPDATED
