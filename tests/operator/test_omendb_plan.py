@@ -162,3 +162,16 @@ def test_a_gone_omendb_fails_its_backups():
 
 def test_merge_patch_nulls_what_is_gone():
     assert merge_patch({"a": 1, "b": 2}, {"a": 3}) == {"b": None, "a": 3}
+
+
+def test_backup_jobs_run_the_version_that_runs_not_the_one_asked_for():
+    """A typo in spec.version must not block the backup that protects the upgrade to it."""
+    world = _steady_world()
+    world.omendb["spec"] = {**SPEC, "version": "0.1.9-typo", "backup": {"enabled": True}}
+    world.statefulset["metadata"].setdefault("annotations", {})["omendb.io/image"] = "omendb/omendb:0.1.0"
+    world.backups = [{"apiVersion": "omendb.io/v1alpha1", "kind": "OmenDBBackup", "status": {},
+                      "metadata": {"name": "b1", "namespace": "ns", "generation": 1, "uid": "b-1"},
+                      "spec": {"cluster": {"name": "db"}, "type": "full"}}]
+    plan = plan_omendb(world, NOW, final=True)
+    (job,) = [c for c in plan.creates if c["kind"] == "Job"]
+    assert [c["image"] for c in job["spec"]["template"]["spec"]["containers"]] == ["omendb/omendb:0.1.0"]

@@ -23,7 +23,7 @@ from omendb_operator.plans.operations import backups_reading_pods
 from omendb_operator.plans.plan import Delete, Event, Patch, Plan
 from omendb_operator.plans.world import World
 from omendb_operator.spec import OmenDBSpec
-from omendb_operator.specs.statefulset import CONTAINER_NAME, IMAGE_ANNOTATION, POD_MANAGEMENT_POLICY
+from omendb_operator.specs.statefulset import POD_MANAGEMENT_POLICY
 from omendb_operator.times import timestamp
 
 # How soon a reconcile with an operation in flight looks again (a pod's /health and an OmenDBBackup's
@@ -57,20 +57,6 @@ class After:
     requeue: float | None = None
     # primaryPod, pods and failover as a switchover started here left them: the status carries these.
     replication: dict[str, Any] | None = None
-
-
-def live_image(sts: dict[str, Any] | None) -> str | None:
-    """The image the operator last put in the StatefulSet (its annotation; the template's for a StatefulSet
-    made before the annotation existed)."""
-    if not sts:
-        return None
-    annotated = (sts["metadata"].get("annotations") or {}).get(IMAGE_ANNOTATION)
-    if annotated:
-        return str(annotated)
-    for c in sts.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []:
-        if c.get("name") == CONTAINER_NAME:
-            return str(c.get("image"))
-    return None
 
 
 def statefulset_after(live: dict[str, Any] | None, changes: bool) -> dict[str, Any] | None:
@@ -125,7 +111,7 @@ def plan_before(plan: Plan, world: World, spec: OmenDBSpec, owner: dict[str, Any
 
     uplan = upgrade.plan_upgrade(upgrade.UpgradeInputs(
         name=world.name, spec_image=spec.container_image, spec_version=spec.image or spec.version,
-        live_image=live_image(live_sts), current_version=previous.get("currentVersion"), previous=state,
+        live_image=world.running_image, current_version=previous.get("currentVersion"), previous=state,
         now=now, hibernated=spec.hibernate,
         backup_wanted=spec.upgrade.backup_before_upgrade and spec.backup.enabled,
         backup_phase=backup_phase, backup_error=backup_error, active_backup_jobs=running,

@@ -10,7 +10,7 @@ planners in backups.py, restores.py and bootstrap.py.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omendb_operator import labels as L
@@ -89,6 +89,12 @@ def plan_operations(plan: Plan, world: World, spec: OmenDBSpec, owner: dict[str,
     names = world.names
     previous = world.status
     out = Outcome()
+    # backup_tool Jobs run the version the database runs, not the one the spec asks for: an upgrade's
+    # backup must not depend on the new image (a typo in spec.version would block the very backup that
+    # protects the upgrade), and a backup or restore reads and writes the running version's files.
+    running = world.running_image
+    if running and running != spec.container_image:
+        spec = replace(spec, image=running)
     all_jobs = {j["metadata"]["name"]: j for j in world.items("Job")}
     pods_by_job = world.pods_by_job()
     backup_jobs = world.component("Job", "backup")

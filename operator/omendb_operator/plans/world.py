@@ -14,6 +14,7 @@ from omendb_operator import labels as L
 from omendb_operator.plans import topology as T
 from omendb_operator.spec import OmenDBSpec, SpecError, parse_spec
 from omendb_operator.specs.secrets import decode_secret_data
+from omendb_operator.specs.statefulset import CONTAINER_NAME, IMAGE_ANNOTATION
 
 # (apiVersion, kind) of everything listed under the OmenDB's instance label.
 CHILD_KINDS = (("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "ConfigMap"), ("batch/v1", "CronJob"),
@@ -69,6 +70,21 @@ class World:
     @property
     def statefulset(self) -> dict[str, Any] | None:
         return self.child("StatefulSet", self.names.statefulset)
+
+    @property
+    def running_image(self) -> str | None:
+        """The image the operator last put in the StatefulSet (its annotation; the template's for a
+        StatefulSet made before the annotation existed); None before there is one."""
+        sts = self.statefulset
+        if not sts:
+            return None
+        annotated = (sts["metadata"].get("annotations") or {}).get(IMAGE_ANNOTATION)
+        if annotated:
+            return str(annotated)
+        for c in sts.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []:
+            if c.get("name") == CONTAINER_NAME:
+                return str(c.get("image"))
+        return None
 
     @property
     def live_replicas(self) -> int:
