@@ -135,14 +135,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=RESTORE_ACTIONS)
     p.add_argument("--data-dir", required=True, type=Path, help="the pod's data volume")
     p.add_argument("--wal-dir", required=True, type=Path, help="the pod's WAL volume")
-    p.add_argument("command", nargs=argparse.REMAINDER,
-                   help="for restore: -- then the restore command (backup_tool ... restore ...)")
+    p.epilog = "restore takes the restore command after --: ... restore --data-dir D --wal-dir W -- backup_tool ..."
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    global _changes
+    _changes = 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first -- is the restore command, never parsed here.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, command = parser().parse_args(argv[:split]), argv[split + 1:]
     if (args.action == "restore") != bool(command):
         print(f"restore_job: error: {'restore needs' if args.action == 'restore' else 'only restore takes'} "
               f"a command after --", file=sys.stderr)
