@@ -94,6 +94,11 @@ def test_discards_after_success_and_handles_empty_volumes(tmp_path):
     assert missing.returncode == 2 and "restore needs a command after --" in missing.stderr
     gone = _run(tmp_path, "restore", str(tmp_path / "no-such-program"))
     assert gone.returncode == 127 and "cannot run" in gone.stderr
+    shutil.rmtree(tmp_path / "wal")
+    (tmp_path / "wal").write_text("a file where the WAL volume should be")
+    broken = _run(tmp_path, "set-aside")
+    assert broken.returncode == 1 and "restore_job: error: set-aside failed" in broken.stderr
+    assert "Traceback" not in broken.stderr and "rerun" in broken.stderr
 
 
 def test_a_restore_killed_at_every_step_reruns_or_puts_back(tmp_path):

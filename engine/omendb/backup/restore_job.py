@@ -151,24 +151,29 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"a command after --", file=sys.stderr)
         return 2
     data_dir, wal_dir = args.data_dir, args.wal_dir
-    if args.action in ("set-aside", "restore"):
-        set_aside(data_dir)
-        set_aside(wal_dir)
-    if args.action == "restore":
-        if not (data_dir / LOCK).exists():
+    try:
+        if args.action in ("set-aside", "restore"):
+            set_aside(data_dir)
+            set_aside(wal_dir)
+        if args.action == "restore" and not (data_dir / LOCK).exists():
             _touch(data_dir / LOCK)
             fsync_dir(data_dir)
+        elif args.action == "put-back":
+            put_back(data_dir)
+            put_back(wal_dir)
+        elif args.action == "discard":
+            discard(data_dir, wal_dir)
+    except OSError as exc:  # the operator shows this line (the end of the Job's log) in the status
+        print(f"restore_job: error: {args.action} failed: {exc}; fix the cause and rerun: every action "
+              f"can be rerun from where it stopped", file=sys.stderr)
+        return 1
+    if args.action == "restore":
         sys.stdout.flush()
         try:
             os.execvp(command[0], command)
         except OSError as exc:
             print(f"restore_job: error: cannot run {command[0]}: {exc}", file=sys.stderr)
             return 127
-    elif args.action == "put-back":
-        put_back(data_dir)
-        put_back(wal_dir)
-    elif args.action == "discard":
-        discard(data_dir, wal_dir)
     return 0
 
 
