@@ -22,10 +22,9 @@ from omendb_operator.spec import parse_spec
 
 
 def _command(obj: dict[str, Any]) -> list[str]:
-    spec = obj["spec"]
-    template = spec["jobTemplate"] if obj["kind"] == "CronJob" else spec
-    return list(template["spec"]["template"]["spec"]["containers"][0]["command"]
-                if obj["kind"] == "CronJob" else template["template"]["spec"]["containers"][0]["command"])
+    """The container command of a Job or of a CronJob's Job."""
+    job_spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    return list(job_spec["template"]["spec"]["containers"][0]["command"])
 
 
 def _round_trip(request: Request) -> None:
