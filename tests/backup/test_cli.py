@@ -11,6 +11,7 @@ import time
 import pytest
 
 from omendb import Database
+from omendb.backup.contract import RESULT_VERSION, BackupResult, CleanupResult, RestoreResult, parse_result
 from omendb.backup.errors import BackupError
 from omendb.backup.layout import resolve
 from omendb.backup.source import load_credentials
@@ -131,6 +132,10 @@ def test_result_file_reports_backup_and_restore_as_json(db_and_backups, tmp_path
     assert made["backupId"] == listed["id"] and made["type"] == "full"
     assert made["sizeBytes"] == sum(f["size"] for f in listed["files"]) > 0
     assert (made["endLSN"], made["records"]) == (model.lsn, len(model.data))
+    assert (made["version"], made["kind"]) == (RESULT_VERSION, "backup")
+    assert parse_result(result.read_text()) == BackupResult(
+        listed["id"], "full", "production", made["sizeBytes"], listed["start_lsn"], model.lsn, len(model.data),
+        listed["created_at"])
     target = tmp_path / "restored"
     run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", made["backupId"],
         "--result-file", str(result))
@@ -138,6 +143,14 @@ def test_result_file_reports_backup_and_restore_as_json(db_and_backups, tmp_path
     assert restored["backupId"] == made["backupId"]
     assert (restored["lsn"], restored["records"]) == (model.lsn, len(model.data))
     assert (restored["backupEndLSN"], restored["backupRecords"]) == (model.lsn, len(model.data))
+    assert (restored["version"], restored["kind"]) == (RESULT_VERSION, "restore")
+    assert parse_result(result.read_text()) == RestoreResult(made["backupId"], model.lsn, restored["term"],
+                                                             len(model.data), model.lsn, len(model.data))
+    run("--backup-dir", str(backups), "--result-file", str(result), "cleanup", "--retention-days", "0", "--dry-run")
+    older = [b["id"] for b in json.loads(run("--backup-dir", str(backups), "list", "--output", "json").stdout)
+             if b["id"] != made["backupId"]]
+    assert len(older) == 1  # the fixture's: with 0 days of retention, only the newest full backup stays
+    assert parse_result(result.read_text()) == CleanupResult(tuple(older), (made["backupId"],), (), dry_run=True)
     # A failed restore writes no result: the file keeps the previous content.
     run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "nope",
         "--result-file", str(tmp_path / "none.json"), check=4)

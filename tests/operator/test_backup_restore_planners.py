@@ -1,18 +1,18 @@
-"""The pure planners of OmenDBBackup, OmenDBRestore and spec.bootstrap.fromBackup, and the restore Jobs'
-shell program run for real on temporary directories."""
+"""The pure planners of OmenDBBackup, OmenDBRestore and spec.bootstrap.fromBackup. The restore Jobs'
+program (omendb.backup.restore_job) is run for real in tests/backup/test_restore_job.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import make_owner
 from operator_pss import restricted_violations
 
+from omendb.backup.contract import RestoreResult
 from omendb_operator.plans import backups, bootstrap, restores
 from omendb_operator.plans.status import Observation, build_status
 from omendb_operator.spec import SpecError, parse_spec
@@ -223,8 +223,9 @@ def test_restore_walks_the_disaster_recovery_procedure(owner):
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["OMENDB_BACKUP_KEY_FILE"] == "/etc/omendb/backup-key/key"
     command = pod["containers"][0]["command"]
-    assert command[:2] == ["sh", "-c"] and command[4] == "restore"
-    assert command[5:] == ["backup_tool", "--data-dir", DATA_DIR, "--wal-dir", WAL_DIR, "--backup-dir",
+    assert command[:8] == ["python", "-m", "omendb.backup.restore_job", "restore", "--data-dir", DATA_DIR,
+                           "--wal-dir", WAL_DIR]
+    assert command[8:] == ["--", "backup_tool", "--data-dir", DATA_DIR, "--wal-dir", WAL_DIR, "--backup-dir",
                            "/var/backups/omendb", "--result-file", "/dev/termination-log", "--lock-timeout", "60",
                            "restore", "--backup-id", "omendb-x-full", "--to-lsn", "40", "--force"]
     assert restore_job["metadata"]["labels"]["app.kubernetes.io/component"] == "restore"
@@ -297,11 +298,21 @@ def test_verification_failures_and_timeouts_put_back(owner):
 
 def test_restore_result_is_checked_against_the_manifest_or_target():
     whole = jobs.RestoreTarget("x")
-    ok = {"backupId": "x", "lsn": 90, "records": 120, "backupEndLSN": 90, "backupRecords": 120}
+    ok = RestoreResult("x", lsn=90, term=1, records=120, backup_end_lsn=90, backup_records=120)
     assert restores.check_result(ok, whole) is None
-    assert "ends at LSN 90" in str(restores.check_result({**ok, "records": 119}, whole))
-    assert restores.check_result({**ok, "lsn": 40, "records": 3}, jobs.RestoreTarget("x", lsn=40)) is None
-    assert "past the requested" in str(restores.check_result({**ok, "lsn": 41}, jobs.RestoreTarget("x", lsn=40)))
+    assert "ends at LSN 90" in str(restores.check_result(replace(ok, records=119), whole))
+    assert restores.check_result(replace(ok, lsn=40, records=3), jobs.RestoreTarget("x", lsn=40)) is None
+    assert "past the requested" in str(restores.check_result(replace(ok, lsn=41), jobs.RestoreTarget("x", lsn=40)))
+
+
+def test_a_restore_result_of_an_unknown_version_puts_back_saying_why(owner):
+    r = _restore(status={"phase": "Running", "step": "Restore", "stepStartedAt": "2026-11-27T07:59:00Z"})
+    down = _view(owner, statefulset_replicas=0, database_pods=0, ready_pods=0)
+    result = {"version": 99, "kind": "restore", "backupId": "b", "lsn": 9, "term": 1, "records": 3,
+              "backupEndLSN": 9, "backupRecords": 3}
+    plan = _step(r, down, {"r1-restore-0": _done("r1-restore-0")}, {"r1-restore-0": [_pod(0, json.dumps(result))]})
+    assert plan.status["step"] == "PutBack"
+    assert "result of version 99" in plan.status["error"] and "reads version 1" in plan.status["error"]
 
 
 # ---- bootstrap ----------------------------------------------------------------------------------------
@@ -349,58 +360,6 @@ def test_bootstrap_runs_once_before_any_pod(owner):
     # An OmenDB that already ran never bootstraps.
     skipped = bootstrap.plan_bootstrap(owner, spec, {"currentVersion": "0.1.0"}, True, set(), None, [], NOW)
     assert skipped.status and skipped.status["phase"] == "Skipped" and not skipped.running
-
-
-# ---- the restore Jobs' program ------------------------------------------------------------------------
-
-
-def _script(tmp_path: Path) -> str:
-    return jobs.RESTORE_SCRIPT.replace(f"D={DATA_DIR} W={WAL_DIR}", f"D={tmp_path}/data W={tmp_path}/wal")
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _sh(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", "-c", _script(tmp_path), "restore-job", *args], capture_output=True, text=True,
-                          check=check, timeout=30)
-
-
-def test_restore_script_sets_aside_restores_and_puts_back(tmp_path):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "wal").mkdir()
-    for rel, text in {"data/MANIFEST": "old manifest", "data/base-1.odb": "old base", "data/.hidden": "h",
-                      "data/LOCK": "", "wal/00000001.wal": "old wal"}.items():
-        (tmp_path / rel).write_text(text)
-    before = _tree(tmp_path)
-    # "restore" sets both directories aside, then runs the restore command (here: one writing new files).
-    writer = f"echo new > {tmp_path}/data/MANIFEST; echo new > {tmp_path}/wal/00000009.wal; exit 4"
-    proc = _sh(tmp_path, "restore", "sh", "-c", writer, check=False)
-    assert proc.returncode == 4  # the restore command's exit code is the Job's
-    assert (tmp_path / "data/.restore-saved/MANIFEST").read_text() == "old manifest"
-    assert (tmp_path / "data/.restore-saved/.hidden").read_text() == "h"
-    assert (tmp_path / "data/LOCK").exists() and not (tmp_path / "data/.restore-saved/LOCK").exists()
-    assert (tmp_path / "wal/.restore-saved/00000001.wal").read_text() == "old wal"
-    # A rerun (the Job retried) keeps the first set-aside: the new files are not mixed into it.
-    _sh(tmp_path, "restore", "true")
-    assert not (tmp_path / "data/.restore-saved/.restore-saved").exists()
-    assert (tmp_path / "data/.restore-saved/MANIFEST").read_text() == "old manifest"
-    # put-back: what the restore wrote goes, the previous data comes back; a second run changes nothing.
-    _sh(tmp_path, "put-back")
-    _sh(tmp_path, "put-back")
-    assert _tree(tmp_path) == before
-
-
-def test_restore_script_discards_after_success_and_handles_empty_volumes(tmp_path):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "wal").mkdir()
-    _sh(tmp_path, "restore", "true")  # a fresh volume (bootstrap): nothing to set aside, LOCK created
-    assert (tmp_path / "data/LOCK").exists()
-    (tmp_path / "data/MANIFEST").write_text("restored")
-    _sh(tmp_path, "discard")
-    assert _tree(tmp_path) == {"data/LOCK": "", "data/MANIFEST": "restored"}
-    assert "unknown action" in _sh(tmp_path, "explode", check=False).stderr
 
 
 def test_a_restore_in_progress_is_progress_not_degradation():

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from omendb.backup.contract import BackupResult, CleanupResult, RestoreResult, Result, result_line
 from omendb.backup.create import take_backup
 from omendb.backup.errors import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OK, BackupError, NotFound, Usage
 from omendb.backup.keys import KEY_ENV, KEY_FILE_ENV, load_key
@@ -95,8 +96,8 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--compression-level", type=int, default=argparse.SUPPRESS if suppress else 3,
                         choices=range(1, 23), metavar="1-22", help="zstandard level (default 3)")
     parser.add_argument("--result-file", default=default, metavar="PATH",
-                        help="also write the result of a backup or restore as one JSON object to PATH (e.g. "
-                             "/dev/termination-log, where the operator reads it)")
+                        help="also write the result of a backup, restore or cleanup as one JSON object to "
+                             "PATH (e.g. /dev/termination-log, where the operator reads it; docs/backup.md)")
     parser.add_argument("--quiet", "-q", action="store_true",
                         default=argparse.SUPPRESS if suppress else False,
                         help="only errors and the result")
@@ -175,13 +176,14 @@ def _list_row(m: BackupManifest) -> str:
                       f"last_commit={format_us(m.last_commit_us)}", f"key={m.key_id or 'unkeyed'}"])
 
 
-def _write_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
+def _write_result(args: argparse.Namespace, result: Result) -> None:
     """The result as one JSON line in --result-file (for programs: the operator's Jobs put it in the
-    container's termination message). Written after the backup or restore is committed."""
+    container's termination message; its format is contract.py's). Written after the backup, restore or
+    cleanup is committed."""
     path = getattr(args, "result_file", None)
     if path:
         with open(path, "w", encoding="utf-8") as f:
-            f.write(json.dumps(result, sort_keys=True) + "\n")
+            f.write(result_line(result))
 
 
 def _cmd_backup(args: argparse.Namespace) -> int:
@@ -212,10 +214,8 @@ def _cmd_backup(args: argparse.Namespace) -> int:
         if isinstance(source, RemoteSource):
             source.close()
     size = sum(f.size for f in manifest.files)
-    _write_result(args, {"backupId": manifest.id, "type": manifest.type, "database": manifest.database,
-                         "sizeBytes": size, "startLSN": manifest.start_lsn, "endLSN": manifest.end_lsn,
-                         "records": manifest.records, "createdAt": manifest.created_at,
-                         "notice": manifest.notice})
+    _write_result(args, BackupResult(manifest.id, manifest.type, manifest.database, size, manifest.start_lsn,
+                                     manifest.end_lsn, manifest.records, manifest.created_at, manifest.notice))
     print(f"{manifest.id}\t{manifest.type} backup of {manifest.database}: LSN {manifest.start_lsn}.."
           f"{manifest.end_lsn}, {manifest.records} records, {_human(size)} in "
           f"{time.monotonic() - started:.1f}s" + (f" ({manifest.notice})" if manifest.notice else ""))
@@ -253,9 +253,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         progress.close()
     if result.recovered:
         log.warning("%s", result.recovered)
-    _write_result(args, {"backupId": result.backup_id, "lsn": result.lsn, "term": result.term,
-                         "records": result.records, "backupEndLSN": result.backup_end_lsn,
-                         "backupRecords": result.backup_records})
+    _write_result(args, RestoreResult(result.backup_id, result.lsn, result.term, result.records,
+                                      result.backup_end_lsn, result.backup_records))
     print(f"restored backup {result.backup_id} to LSN {result.lsn} (term {result.term}, {result.records} "
           f"records) into {layout.data_dir} (WAL {layout.wal_dir}); start the server to serve it")
     return EXIT_OK
@@ -306,6 +305,8 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
             print(f"kept\t{m.id}\t{m.type}\t{why}")
         for d in damaged:
             print(f"skipped\t{d.name}\tnot a usable backup, left for you to inspect: {d.problem}")
+    _write_result(args, CleanupResult(tuple(m.id for m in decided.remove), tuple(m.id for m, _ in decided.keep),
+                                      tuple(d.name for d in damaged), bool(args.dry_run)))
     return EXIT_OK
 
 

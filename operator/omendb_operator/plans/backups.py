@@ -15,6 +15,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from omendb.backup.contract import BackupResult, UnreadableResult
 from omendb_operator.plans.status import set_condition
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
@@ -108,15 +109,18 @@ def plan_backup(backup: dict[str, Any], ctx: BackupContext, owner: dict[str, Any
         status.update(phase=FAILED, error=error, completedAt=timestamp(now),
                       conditions=_ready(prev, "False", "Failed", error, gen, now))
         return BackupPlan(status, events=[("Warning", "BackupFailed", f"Job {job['metadata']['name']}: {error}")])
-    result = jobs.parse_result(ok_message) or {}
+    result = jobs.backup_result(ok_message)
     status.update(phase=SUCCEEDED, completedAt=completed)
-    if result.get("backupId"):
-        status["backupId"] = str(result["backupId"])
-        status["sizeBytes"] = int(result.get("sizeBytes") or 0)
-        message = f"backup {status['backupId']} ({result.get('type')}, LSN {result.get('startLSN')}.." \
-                  f"{result.get('endLSN')}, {result.get('records')} records, {status['sizeBytes']} bytes)"
-        if result.get("notice"):
-            message += f"; {result['notice']}"
+    if isinstance(result, BackupResult):
+        status["backupId"] = result.backup_id
+        status["sizeBytes"] = result.size_bytes
+        message = f"backup {status['backupId']} ({result.type}, LSN {result.start_lsn}.." \
+                  f"{result.end_lsn}, {result.records} records, {status['sizeBytes']} bytes)"
+        if result.notice:
+            message += f"; {result.notice}"
+    elif isinstance(result, UnreadableResult):  # the backup exists, its id is in `backup_tool list`
+        message = f"Job {job['metadata']['name']} succeeded but its result cannot be read ({result.problem}); " \
+                  f"the backup is the newest in the backup volume"
     else:  # the Job's pod is gone (deleted by hand): the backup exists, its id is in `backup_tool list`
         message = f"Job {job['metadata']['name']} succeeded but its result is gone (the pod was deleted); " \
                   f"the backup is the newest in the backup volume"
@@ -148,11 +152,11 @@ def last_backup(backup_jobs: list[dict[str, Any]], pods_by_job: dict[str, list[d
         if kind in ("full", "incremental") and when > str(out.get(kind, "")):
             out[kind] = when
         if when > newest:
-            result = jobs.parse_result(jobs.termination_message(pods_by_job.get(job["metadata"]["name"], []))[0])
-            if result and result.get("backupId"):
+            result = jobs.backup_result(jobs.termination_message(pods_by_job.get(job["metadata"]["name"], []))[0])
+            if isinstance(result, BackupResult):
                 newest = when
-                out.update(id=str(result["backupId"]), type=str(result.get("type") or kind), time=when,
-                           sizeBytes=int(result.get("sizeBytes") or 0), job=job["metadata"]["name"])
+                out.update(id=result.backup_id, type=result.type or kind, time=when, sizeBytes=result.size_bytes,
+                           job=job["metadata"]["name"])
     return out
 
 

@@ -16,6 +16,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from omendb.backup.contract import RestoreResult
 from omendb_operator import labels as L
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
@@ -115,11 +116,10 @@ def plan_bootstrap(owner: dict[str, Any], spec: OmenDBSpec, previous: dict[str, 
         events = [] if (prev or {}).get("phase") == FAILED else [("Warning", "BootstrapFailed", message)]
         status.update(phase=FAILED, error=error, message=message)
         return BootstrapPlan(status, replicas_override=0, events=events)
-    result = jobs.parse_result(ok_message) or {}
+    result = jobs.restore_result(ok_message)
     status.update(phase=SUCCEEDED, completedAt=(job.get("status") or {}).get("completionTime") or timestamp(now))
-    if "lsn" in result:
-        status.update(backupId=str(result.get("backupId")), restoredLSN=int(result["lsn"]),
-                      recordCount=int(result["records"]))
+    if isinstance(result, RestoreResult):
+        status.update(backupId=result.backup_id, restoredLSN=result.lsn, recordCount=result.records)
     message = (f"bootstrapped from backup {status.get('backupId', b.backup_id)} of {b.source_cluster} "
                f"(LSN {status.get('restoredLSN')}, {status.get('recordCount')} records); starting the pods")
     status["message"] = message

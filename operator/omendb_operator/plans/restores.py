@@ -27,6 +27,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from omendb.backup.contract import RestoreResult, UnreadableResult
 from omendb_operator import labels as L
 from omendb_operator.plans.status import set_condition
 from omendb_operator.spec import OmenDBSpec
@@ -207,7 +208,7 @@ def plan_restore(restore: dict[str, Any], view: ClusterView, holder: str | None,
                 _, failed_message = jobs.termination_message(pods_by_job.get(job["metadata"]["name"], []))
                 return put_back(f"restore Job {job['metadata']['name']} failed: "
                                 f"{jobs.failure_text(job, failed_message)}")
-        if missing:  # (re)created: a Job deleted by hand reruns, which is safe (jobs.RESTORE_SCRIPT)
+        if missing:  # (re)created: a Job deleted by hand reruns, which is safe (omendb.backup.restore_job)
             plan = stay("restore Jobs created")
             plan.create_jobs = missing
             return plan
@@ -215,16 +216,17 @@ def plan_restore(restore: dict[str, Any], view: ClusterView, holder: str | None,
             return stay("restore Jobs are running")
         primary_job = wanted[0]["metadata"]["name"]
         ok_message, _ = jobs.termination_message(pods_by_job.get(primary_job, []))
-        result = jobs.parse_result(ok_message)
-        if not result or "lsn" not in result:
+        result = jobs.restore_result(ok_message)
+        if isinstance(result, UnreadableResult):
+            return put_back(f"restore Job {primary_job} succeeded but its result cannot be read: {result.problem}")
+        if result is None:
             return put_back(f"restore Job {primary_job} succeeded but reported no result")
         problem = check_result(result, target_of(restore))
         if problem:
             return put_back(problem)
-        status.update(backupId=str(result["backupId"]), restoredLSN=int(result["lsn"]),
-                      recordCount=int(result["records"]))
-        return goto(SCALE_UP, f"restored backup {result['backupId']} to LSN {result['lsn']} "
-                              f"({result['records']} records); starting {view.spec.replicas} pod(s)")
+        status.update(backupId=result.backup_id, restoredLSN=result.lsn, recordCount=result.records)
+        return goto(SCALE_UP, f"restored backup {result.backup_id} to LSN {result.lsn} "
+                              f"({result.records} records); starting {view.spec.replicas} pod(s)")
 
     if step == SCALE_UP:
         if view.ready_pods >= view.spec.replicas and view.statefulset_replicas == view.spec.replicas:
@@ -298,16 +300,15 @@ def plan_restore(restore: dict[str, Any], view: ClusterView, holder: str | None,
     return fail_early("UnknownStep", f"unknown step {step!r} in status (edited by hand?)")
 
 
-def check_result(result: dict[str, Any], target: jobs.RestoreTarget) -> str | None:
+def check_result(result: RestoreResult, target: jobs.RestoreTarget) -> str | None:
     """The restore Job's result against the backup manifest (no target) or the point-in-time target."""
-    lsn, records = int(result["lsn"]), int(result["records"])
+    lsn, records = result.lsn, result.records
     if target.lsn is not None:
         if lsn > target.lsn:
             return f"the restore reached LSN {lsn}, past the requested LSN {target.lsn}"
-    elif not target.time and (lsn != int(result.get("backupEndLSN", lsn))
-                              or records != int(result.get("backupRecords", records))):
-        return (f"the restore wrote LSN {lsn} with {records} records, but backup {result.get('backupId')} "
-                    f"ends at LSN {result.get('backupEndLSN')} with {result.get('backupRecords')} records")
+    elif not target.time and (lsn != result.backup_end_lsn or records != result.backup_records):
+        return (f"the restore wrote LSN {lsn} with {records} records, but backup {result.backup_id} "
+                f"ends at LSN {result.backup_end_lsn} with {result.backup_records} records")
     return None
 
 

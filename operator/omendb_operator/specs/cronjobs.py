@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from omendb.backup import contract
 from omendb_operator import labels as L
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs.backup_key import key_volume
@@ -39,17 +40,24 @@ def source_url(name: str, namespace: str, spec: OmenDBSpec) -> str:
     return f"{scheme}://{L.Names(name).primary_service}.{namespace}.svc:{L.API_PORT}"
 
 
+def backup_request(name: str, namespace: str, spec: OmenDBSpec, kind: str) -> contract.BackupRequest:
+    """A ``kind`` (full or incremental) backup of the primary, online, its result in the termination log."""
+    return contract.BackupRequest(kind, spec.database_name, BACKUP_DIR, source=source_url(name, namespace, spec),
+                                  result_file=RESULT_FILE)
+
+
+def cleanup_request(name: str, namespace: str, spec: OmenDBSpec) -> contract.CleanupRequest:
+    return contract.CleanupRequest(BACKUP_DIR, spec.backup.retention_days, source_url(name, namespace, spec))
+
+
 def backup_command(name: str, namespace: str, spec: OmenDBSpec, action: str) -> list[str]:
     """The backup_tool argv for ``action`` (full-backup, incremental-backup or cleanup)."""
-    argv = ["backup_tool", "--source", source_url(name, namespace, spec), "--backup-dir", BACKUP_DIR]
-    if action != "cleanup":
-        argv += ["--result-file", RESULT_FILE]
-    argv.append(action)
     if action == "cleanup":
-        argv += ["--retention-days", str(spec.backup.retention_days)]
-    else:
-        argv += ["--database", spec.database_name]
-    return argv
+        return cleanup_request(name, namespace, spec).argv()
+    kind = {command: kind for kind, command in contract.COMMAND_OF_TYPE.items()}.get(action)
+    if kind is None:
+        raise ValueError(f"unknown backup action {action!r}")
+    return backup_request(name, namespace, spec, kind).argv()
 
 
 def _ca_source(name: str, spec: OmenDBSpec) -> dict[str, Any] | None:

@@ -10,11 +10,11 @@ puts the end of the log there (terminationMessagePolicy FallbackToLogsOnError), 
 from __future__ import annotations
 
 import hashlib
-import json
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from omendb.backup import contract
 from omendb_operator import labels as L
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import cronjobs
@@ -30,50 +30,11 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 MAX_NAME = 63  # Job names end up in the job-name label of their pods
 
 # Where a restore keeps the data it replaces, in the data and WAL volumes (a rename, never a copy), until
-# the restored database has been verified (omendb.backup.restore.SET_ASIDE: backup_tool leaves it alone).
-SET_ASIDE = ".restore-saved"
-
-# The restore Jobs' program (POSIX sh in the engine image). Every action can be rerun after a crash:
-# set_aside marks a directory done (.complete) only after every entry moved; put_back deletes what a
-# restore wrote only while .complete is there, renames it to .putting-back, then moves the saved entries
-# back; LOCK (the engine's lock file) and lost+found stay where they are. An empty data directory gets a
-# LOCK so backup_tool reads --data-dir as the data directory, not as the parent of data/ and wal/.
-RESTORE_SCRIPT = f"set -eu\nS={SET_ASIDE} D={DATA_DIR} W={WAL_DIR}\n" + r"""
-entries() { for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do [ -e "$f" ] && printf '%s\n' "$f"; done; return 0; }
-set_aside() {
-  [ -f "$1/$S/.complete" ] && return 0
-  mkdir -p "$1/$S"
-  entries "$1" | while IFS= read -r f; do
-    case "${f##*/}" in "$S"|LOCK|lost+found) ;; *) mv "$f" "$1/$S/" ;; esac
-  done
-  sync; touch "$1/$S/.complete"; sync
-  echo "set aside the previous contents of $1 in $1/$S"
-}
-put_back() {
-  [ -d "$1/$S" ] || { echo "nothing set aside in $1"; return 0; }
-  if [ -f "$1/$S/.complete" ]; then
-    entries "$1" | while IFS= read -r f; do
-      case "${f##*/}" in "$S"|LOCK|lost+found) ;; *) rm -rf "$f" ;; esac
-    done
-    sync; mv "$1/$S/.complete" "$1/$S/.putting-back"
-  fi
-  entries "$1/$S" | while IFS= read -r f; do
-    case "${f##*/}" in .putting-back) ;; *) mv "$f" "$1/" ;; esac
-  done
-  sync; rm -f "$1/$S/.putting-back"; rmdir "$1/$S"; sync
-  echo "put the previous contents of $1 back"
-}
-action=$1; shift
-case "$action" in
-  set-aside) set_aside "$D"; set_aside "$W" ;;
-  restore) set_aside "$D"; set_aside "$W"; touch "$D/LOCK"; exec "$@" ;;
-  put-back) put_back "$D"; put_back "$W" ;;
-  discard) rm -rf "$D/$S" "$W/$S"; sync; echo "deleted the data set aside by the restore" ;;
-  *) echo "unknown action $action" >&2; exit 2 ;;
-esac
-"""
-
-RESTORE_ACTIONS = ("restore", "set-aside", "put-back", "discard")
+# the restored database has been verified. The restore Jobs' program is the engine's
+# omendb.backup.restore_job (every action can be rerun after a crash); the operator builds its command
+# from contract.RestoreJobRequest.
+SET_ASIDE = contract.SET_ASIDE
+RESTORE_ACTIONS = contract.RESTORE_ACTIONS
 
 
 def job_name(base: str, suffix: str) -> str:
@@ -126,15 +87,15 @@ class RestoreTarget:
     key_secret: str | None = None  # the key of those backups; default: the OmenDB's own NAME-backup-key
     allow_unkeyed: bool = False  # OmenDBRestore spec.allowUnkeyed: also accept a backup made without a key
 
+    def request(self) -> contract.RestoreRequest:
+        """The backup_tool restore a restore Job runs on a pod's volumes (the backup volume mounted)."""
+        return contract.RestoreRequest(DATA_DIR, cronjobs.BACKUP_DIR, self.backup_id or "latest", WAL_DIR,
+                                       self.lsn, self.time, self.allow_unkeyed, force=True,
+                                       result_file=cronjobs.RESULT_FILE, lock_timeout=60)
+
     def argv(self) -> list[str]:
-        out = ["--backup-id", self.backup_id or "latest"]
-        if self.lsn is not None:
-            out += ["--to-lsn", str(self.lsn)]
-        elif self.time:
-            out += ["--to-time", self.time]
-        if self.allow_unkeyed:
-            out.append("--allow-unkeyed")
-        return out
+        """backup_tool restore's options naming what to restore."""
+        return self.request().target_argv()
 
 
 def restore_job(owner: dict[str, Any], spec: OmenDBSpec, job_owner: dict[str, Any], base: str, action: str,
@@ -148,11 +109,8 @@ def restore_job(owner: dict[str, Any], spec: OmenDBSpec, job_owner: dict[str, An
         raise ValueError(f"unknown restore action {action!r}")
     name = owner["metadata"]["name"]
     names = L.Names(name)
-    command = ["sh", "-c", RESTORE_SCRIPT, "restore-job", action]
-    if action == "restore":
-        command += ["backup_tool", "--data-dir", DATA_DIR, "--wal-dir", WAL_DIR, "--backup-dir",
-                    cronjobs.BACKUP_DIR, "--result-file", cronjobs.RESULT_FILE, "--lock-timeout", "60",
-                    "restore", *target.argv(), "--force"]
+    command = contract.RestoreJobRequest(action, DATA_DIR, WAL_DIR,
+                                         target.request() if action == "restore" else None).argv()
     all_labels = {**labels, ACTION_LABEL: action}
     template = cronjobs.job_template(owner, spec, COMPONENT_RESTORE, command, all_labels)
     pod = template["spec"]["template"]["spec"]
@@ -223,19 +181,21 @@ def termination_message(pods: list[dict[str, Any]]) -> tuple[str | None, str | N
     return ok, failed
 
 
-def parse_result(message: str | None) -> dict[str, Any] | None:
-    """backup_tool's --result-file JSON (the last line of the message), or None."""
-    if not message:
-        return None
-    for line in reversed(message.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                return None
-            return value if isinstance(value, dict) else None
-    return None
+def backup_result(message: str | None) -> contract.BackupResult | contract.UnreadableResult | None:
+    """The result of a backup Job in its termination message (contract.parse_result), or None."""
+    result = contract.parse_result(message)
+    if result is None or isinstance(result, contract.BackupResult | contract.UnreadableResult):
+        return result
+    return contract.UnreadableResult(f"a backup Job reported a {type(result).__name__}, not a backup's result")
+
+
+def restore_result(message: str | None) -> contract.RestoreResult | contract.UnreadableResult | None:
+    """The result of a restore Job in its termination message (contract.parse_result), or None."""
+    result = contract.parse_result(message)
+    if result is None or isinstance(result, contract.RestoreResult | contract.UnreadableResult):
+        return result
+    return contract.UnreadableResult(f"a restore Job reported a {type(result).__name__}, not a restore's "
+                                     f"result")
 
 
 def failure_text(job: dict[str, Any], failed_message: str | None) -> str:
@@ -254,6 +214,6 @@ def describe_command(job: dict[str, Any]) -> str:
     """The Job's command as a shell line (for messages)."""
     container = job["spec"]["template"]["spec"]["containers"][0]
     command = container["command"]
-    if command[:2] == ["sh", "-c"]:
-        command = command[3:]
+    if "--" in command:  # a restore Job: the backup_tool command its program runs
+        command = command[command.index("--") + 1:]
     return " ".join(shlex.quote(c) for c in command)
