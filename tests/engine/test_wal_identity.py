@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from omendb import Config, CorruptionError, Database, DatabaseLocked
-from omendb.checkpoint import MANIFEST
+from omendb.files import MANIFEST
 from omendb.wal import SEGMENT_HEADER, list_segments, read_segment_header
 from omendb.wal_chain import ForeignWal, WalGap
 
