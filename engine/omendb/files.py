@@ -79,6 +79,11 @@ def default_wal_dir(data_dir: Path) -> Path:
     return data_dir.parent / f"{data_dir.name}-wal"
 
 
+def legacy_wal_dir(data_dir: Path) -> Path:
+    """Where the previous release put every database's WAL: ``<data_dir>/../wal`` (see locate_wal_dir)."""
+    return Path(os.path.abspath(data_dir)).parent / GUIDE_WAL
+
+
 def guide_layout(root: Path) -> tuple[Path, Path]:
     """(data directory, WAL directory) of the guide's layout under `root`."""
     return root / GUIDE_DATA, default_wal_dir(root / GUIDE_DATA)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omendb.errors import CorruptionError
-from omendb.files import WAL_HEAD, Manifest, default_wal_dir, list_segments, read_head, segment_name
+from omendb.files import WAL_HEAD, Manifest, default_wal_dir, legacy_wal_dir, list_segments, read_head, segment_name
 from omendb.wal import SEGMENT_HEADER_V1, SEGMENT_VERSION, Frame, read_segment, read_segment_header
 
 log = logging.getLogger("omendb.wal")
@@ -60,7 +60,7 @@ def locate_wal_dir(data_dir: Path, configured: str, manifest: Manifest | None, o
         return Path(os.path.abspath(configured))
     if manifest is not None and manifest.wal_dir:
         return Path(manifest.wal_dir)
-    legacy = Path(os.path.abspath(data_dir)).parent / "wal"
+    legacy = legacy_wal_dir(data_dir)
     segments = list_segments(legacy)
     if (manifest is not None or opened_before) and segments and \
             all(read_segment_header(path).database_id is None for _, path in segments):

@@ -4,8 +4,8 @@ import json
 import struct
 from pathlib import Path
 
-from omendb.files import MANIFEST, WAL_HEAD
-from omendb.wal import SEGMENT_HEADER, SEGMENT_MAGIC, list_segments
+from omendb.files import MANIFEST, WAL_HEAD, list_segments
+from omendb.wal import SEGMENT_HEADER, SEGMENT_MAGIC
 
 
 def downgrade_to_previous_release(data: Path, wal: Path) -> None:
