@@ -7,24 +7,21 @@ then the layout), the keys, the values and the LSNs as flat little-endian arrays
 of crc32s (one per column per block of ``[storage] batch_size`` records, plus one of the model), and an end
 marker. The checksums are checked by ``BaseFile.verify`` (the database runs it in the background after
 opening, see ``Database``). Format 1 (blocks of keys delta-encoded, values and LSNs, zstandard-compressed
-when ``enable_compression``, a crc32 each) is still read. ``MANIFEST`` (JSON) names the current base
-file and its LSN, the database's identity (``database_id``, a uuid4 given at creation and carried by every
-WAL segment), where its WAL lives, and a crc32 of its own canonical JSON (``checksum``). Both are written
-atomically: temporary file, fsync, rename, fsync of the directory, so a crash leaves either the old
-checkpoint or the new one, never a mix.
+when ``enable_compression``, a crc32 each) is still read. The ``MANIFEST`` (``files.Manifest``) names the
+current base file and its LSN. File names, the MANIFEST and the atomic replace (temporary file, fsync, rename,
+fsync of the directory) belong to ``omendb.files``, so a crash leaves either the old checkpoint or the new
+one, never a mix.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import mmap
 import os
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +29,10 @@ import numpy as np
 import zstandard
 
 from omendb.errors import CorruptionError
+from omendb.files import RESTORE_REMEDY, fsync_dir, removed_on_failure, tmp_path
 from omendb.rmi import NODE_DTYPE, LearnedIndex
-from omendb.wal import fsync_dir
 
-MANIFEST = "MANIFEST"
 FORMAT_VERSION = 1  # of base files
-MANIFEST_VERSION = 2  # 2 adds database_id, wal_dir and checksum; version 1 (previous release) is upgraded
 BASE_MAGIC = b"OMBASE01"
 BASE_END = b"OMBASEND"
 BASE_HEADER = struct.Struct("<8sIIQQq")  # magic, version, flags, records, block size, lsn
@@ -47,91 +42,7 @@ BASE_MAGIC_2 = b"OMBASE02"
 BASE_FORMAT_2 = 2
 BASE_LAYOUT = struct.Struct("<QQQQQQQ")  # keys, values, LSNs, nodes offsets; node count; crc table offset, blocks
 PAGE = 4096
-_REMEDY = "restore the data directory from a backup (backup_tool restore --backup-id latest --force)"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    database: str
-    checkpoint_lsn: int
-    term: int
-    base_file: str | None
-    records: int
-    created_at: float
-    model_type: str
-    max_error: int
-    index_meta: dict[str, float]  # observed errors, depth and training time of the stored model
-    format_version: int = MANIFEST_VERSION
-    term_history: list[list[int]] = field(default_factory=lambda: [[1, 1]])  # [term, first LSN], ascending
-    database_id: str | None = None  # None only in a previous-release MANIFEST, until the engine adopts one
-    wal_dir: str | None = None  # absolute; None until the engine has opened a WAL for this database
-    # The identity was given when a previous-release database was upgraded: a replica may still exchange it
-    # for its primary's in place (every node of a cluster got its own on upgrade).
-    identity_from_upgrade: bool = False
-    previous_database_id: str | None = None  # set only while segments are being relabelled (see adopt_identity)
-
-    def to_json(self) -> str:
-        fields = {**self.__dict__, "format_version": MANIFEST_VERSION}
-        return json.dumps({**fields, "checksum": manifest_checksum(fields)}, indent=2, sort_keys=True)
-
-
-def manifest_checksum(fields: dict[str, Any]) -> str:
-    """crc32 of the canonical JSON of every field but the checksum itself."""
-    body = {k: v for k, v in fields.items() if k != "checksum"}
-    return f"{zlib.crc32(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()):08x}"
-
-
-def base_name(lsn: int) -> str:
-    return f"base-{lsn:020d}.odb"
-
-
-@contextlib.contextmanager
-def _removed_on_failure(tmp: Path) -> Iterator[None]:
-    """A temporary file that a failure (a full volume, say) must not leave behind taking space."""
-    try:
-        yield
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError) and exc.filename is None:  # a failed write or flush names no file
-            exc.filename = str(tmp)
-        raise
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with _removed_on_failure(tmp):
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def read_manifest(data_dir: Path) -> Manifest | None:
-    path = data_dir / MANIFEST
-    try:
-        raw: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptionError(f"{path} is not valid JSON ({exc}); {_REMEDY}") from None
-    version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version not in (1, MANIFEST_VERSION):
-        raise CorruptionError(f"{path}: format version {version} is not supported (this OmenDB reads 1 and "
-                              f"{MANIFEST_VERSION}); run the OmenDB version that wrote it")
-    if version == MANIFEST_VERSION and raw.pop("checksum", None) != manifest_checksum(raw):
-        raise CorruptionError(f"{path}: checksum mismatch (the file was damaged or edited by hand); {_REMEDY}, "
-                              f"or put back a copy of this MANIFEST that passes its checksum")
-    try:
-        return Manifest(**raw)
-    except TypeError as exc:
-        raise CorruptionError(f"{path} is missing fields ({exc}); {_REMEDY}") from None
-
-
-def write_manifest(data_dir: Path, manifest: Manifest) -> None:
-    atomic_write(data_dir / MANIFEST, manifest.to_json().encode())
+_REMEDY = RESTORE_REMEDY
 
 
 def _page_up(n: int) -> int:
@@ -200,7 +111,7 @@ class BaseWriter:
 
     def __init__(self, path: Path, count: int, lsn: int, block_size: int) -> None:
         self.path, self.count, self.lsn, self.block_size = path, count, lsn, block_size
-        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp = tmp_path(path)
         self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
         self.blocks = -(-count // block_size)
         self.keys_off = PAGE
@@ -345,8 +256,8 @@ def write_base_v1(path: Path, lsn: int, keys: np.ndarray, values: np.ndarray, ls
     """Write a format-1 base file (blocks, optionally compressed); kept so tests can check that databases
     checkpointed by earlier versions still open. Returns its size in bytes."""
     compressor = zstandard.ZstdCompressor(level=1) if compress else None
-    tmp = path.with_name(path.name + ".tmp")
-    with _removed_on_failure(tmp), open(tmp, "wb") as f:
+    tmp = tmp_path(path)
+    with removed_on_failure(tmp), open(tmp, "wb") as f:
         f.write(BASE_HEADER.pack(BASE_MAGIC, FORMAT_VERSION, FLAG_COMPRESSED if compress else 0, len(keys),
                                  block_size, lsn))
         for start in range(0, len(keys), block_size):
@@ -362,7 +273,7 @@ def write_base_v1(path: Path, lsn: int, keys: np.ndarray, values: np.ndarray, ls
         f.flush()
         os.fsync(f.fileno())
         size = f.tell()
-    with _removed_on_failure(tmp):
+    with removed_on_failure(tmp):
         os.replace(tmp, path)
     fsync_dir(path.parent)
     return size

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omendb.errors import ConfigError
+from omendb.files import default_wal_dir
 from omendb.memory import MemoryLimit, effective_limit, own_cgroup_limit
 
 
@@ -192,15 +193,6 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsSection,
     "replication": ReplicationSection,
 }
-
-
-def default_wal_dir(data_dir: Path) -> Path:
-    """``<parent>/wal`` for a data directory named ``data`` (the guide's layout), else ``<data_dir>-wal``:
-    a function of the data directory's own name, so sibling databases never share a WAL directory."""
-    data_dir = Path(os.path.abspath(data_dir))
-    if data_dir.name == "data":
-        return data_dir.parent / "wal"
-    return data_dir.parent / f"{data_dir.name}-wal"
 
 
 @dataclass(frozen=True)

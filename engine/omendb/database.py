@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import fcntl
 import gc
 import logging
 import math
@@ -32,20 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from omendb import rmi
-from omendb.checkpoint import (
-    MANIFEST_VERSION,
-    BaseFile,
-    BaseWriter,
-    Manifest,
-    atomic_write,
-    base_format,
-    base_name,
-    open_base,
-    read_base,
-    read_manifest,
-    write_manifest,
-)
+from omendb import files, rmi
+from omendb.checkpoint import BaseFile, BaseWriter, base_format, open_base, read_base
 from omendb.config import Config, load_config
 from omendb.errors import (
     CorruptionError,
@@ -58,6 +45,20 @@ from omendb.errors import (
     StorageFull,
     is_storage_full,
 )
+from omendb.files import (
+    LOCK,
+    MANIFEST,
+    MANIFEST_VERSION,
+    HeldBy,
+    Manifest,
+    base_name,
+    fsync_dir,
+    list_segments,
+    read_head,
+    read_manifest,
+    segment_name,
+    write_manifest,
+)
 from omendb.replication import Fenced, FrameRing, ReplicaTracker, TermHistory
 from omendb.runs import (
     EMPTY_RUN,
@@ -66,32 +67,21 @@ from omendb.runs import (
     apply_to_base,
     chunk_bounds,
     combine,
-    latest_per_key,
     merge_chunks,
     merged_count_runs,
+    replay,
     run_from_batch,
     slice_range,
 )
 from omendb.validation import INT64_MAX, INT64_MIN, as_key, as_keys, as_values
-from omendb.wal import (
-    Frame,
-    WalWriteError,
-    WalWriter,
-    encode_frame,
-    fsync_dir,
-    list_segments,
-    read_segment_header,
-    relabel_segment,
-    segment_name,
-)
-from omendb.wal_chain import HEAD_FILE, head_bytes, locate_wal_dir, prove, read_head
+from omendb.wal import Frame, WalWriteError, WalWriter, encode_frame, read_segment_header, relabel_segment
+from omendb.wal_chain import locate_wal_dir, prove
 
 log = logging.getLogger("omendb.database")
 
 MEM_LIMIT = 8192  # entries in the delta's dict before it is flushed into a sorted run
 RUN_MIN = 1024  # batches at least this large go straight into a sorted run
 MEM_ENTRY_BYTES = 160  # measured cost of one dict entry (key, tuple, float, int objects)
-ARCHIVED_FILE = "ARCHIVED"  # in the WAL dir: LSN up to which backups have archived the WAL
 REPLICA_WAL_RETENTION_S = 600  # WAL is kept for replicas heard from within this many seconds
 FRAME_RING_BYTES = 16 << 20  # newest WAL frames kept in memory for replicas (see replication.FrameRing)
 # A memory-mapped checkpoint up to this size is verified before open returns; a larger one in the background
@@ -212,7 +202,7 @@ class Database:
         self.sync_replicas, self.sync_timeout_s = 0, 0.0  # synchronous replication: replicas to wait for
         self.last_commit_us = 0  # commit time (on the primary that wrote it) of the newest visible batch
         self._lsn_changed = threading.Condition()
-        opened_before = (self.data_dir / "LOCK").exists()  # a previous release left it (see locate_wal_dir)
+        opened_before = (self.data_dir / LOCK).exists()  # a previous release left it (see locate_wal_dir)
         self._lock_fd = self._lock_dir(self.data_dir, "data directory")
         self._wal_lock_fd = -1
         try:
@@ -243,20 +233,12 @@ class Database:
     @staticmethod
     def _lock_dir(directory: Path, what: str) -> int:
         """Hold an exclusive flock on `directory`/LOCK for as long as the database is open."""
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "LOCK"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise DatabaseLocked(f"{what} {directory} is in use by process {holder} (an `omendb serve` or a "
+            return files.lock_directory(directory)
+        except HeldBy as exc:
+            raise DatabaseLocked(f"{what} {directory} is in use by process {exc.holder} (an `omendb serve` or a "
                                  f"backup_tool run); stop it before opening the database here, or give each "
                                  f"database its own directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return fd
 
     def _recover(self, opened_before: bool) -> None:
         started = time.perf_counter()
@@ -325,22 +307,18 @@ class Database:
                 self._relabel_wal(previous)  # an adopt_identity interrupted by a crash
                 manifest = read_manifest(self.data_dir)
             self._record_identity(manifest)
-            keys_l, values_l, lsns_l, live_l = [], [], [], []
-            for frame in chain.frames:
-                n = len(frame.keys)
-                keys_l.append(frame.keys)
-                values_l.append(frame.values if frame.values is not None else np.zeros(n))
-                lsns_l.append(np.full(n, frame.lsn, dtype=np.int64))
-                live_l.append(np.full(n, frame.values is not None))
-                self._lsn = frame.lsn
-                self.last_commit_us = frame.commit_us
+
+            def seen(frame: Frame) -> None:
+                nonlocal replayed
+                self._lsn, self.last_commit_us = frame.lsn, frame.commit_us
                 if frame.term > self.term:
                     self.term = frame.term
                     self.term_history.append((frame.term, frame.lsn))
                 replayed += 1
-            if keys_l:
-                self._active.runs = (latest_per_key(np.concatenate(keys_l), np.concatenate(values_l),
-                                                    np.concatenate(lsns_l), np.concatenate(live_l)),)
+
+            replayed_run = replay(chain.frames, seen)
+            if replayed_run is not None:
+                self._active.runs = (replayed_run,)
             self._visible_lsn = self._lsn
             self._wal: WalWriter | None = None
             resume = chain.resume
@@ -357,7 +335,7 @@ class Database:
             self._record_identity(manifest)
             # Writes are not logged from now on: WAL_HEAD no longer describes them (a WAL directory cleared
             # while the WAL is off must not stop the next start with WAL on).
-            (self.data_dir / HEAD_FILE).unlink(missing_ok=True)
+            files.drop_head(self.data_dir)
             self._wal = None
         self._visible_lsn = self._lsn
         self._remove_stale_files(manifest)
@@ -405,7 +383,7 @@ class Database:
         A failure after WAL_HEAD was replaced (its directory's fsync) is marked ``segment_recorded``: the
         writer must then keep the new segment, which the head names."""
         try:
-            atomic_write(self.data_dir / HEAD_FILE, head_bytes(self.database_id, first_lsn))
+            files.write_head(self.data_dir, self.database_id, first_lsn)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 if read_head(self.data_dir) == (self.database_id, first_lsn):
@@ -415,7 +393,7 @@ class Database:
     def _start_after_gap(self, gap: str) -> None:
         """[wal] accept_gap: keep what the WAL proves, checkpoint it, set the rest of the WAL aside and go on in
         a new term, so LSNs after the gap are never handed out twice under one term."""
-        aside = self.wal_dir / f"gap-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        aside = files.gap_dir(self.wal_dir)
         log.error("[wal] accept_gap = true: starting although %s. Writes after LSN %d that were acknowledged are "
                   "LOST; the WAL segments are moved to %s; the database continues on a new term. Turn "
                   "accept_gap off again.", gap, self._lsn, aside)
@@ -426,7 +404,7 @@ class Database:
         for _, path in list_segments(self.wal_dir):
             os.replace(path, aside / path.name)
         fsync_dir(self.wal_dir)
-        (self.data_dir / HEAD_FILE).unlink(missing_ok=True)
+        files.drop_head(self.data_dir)
 
     def _verify_in_background(self, mapped: BaseFile) -> None:
         """Check every block of the mapped checkpoint while the database serves. A bad block fails the
@@ -445,7 +423,7 @@ class Database:
     def _remove_stale_files(self, manifest: Manifest | None) -> None:
         current = manifest.base_file if manifest else None
         for path in self.data_dir.iterdir():
-            if path.name.endswith(".tmp") or (path.name.startswith("base-") and path.name != current):
+            if files.is_leftover(path.name, current):
                 path.unlink()
 
     # ---- writes --------------------------------------------------------------------------------------
@@ -851,14 +829,11 @@ class Database:
 
     def archived_lsn(self) -> int | None:
         """LSN up to which backups have archived the WAL (None until the first backup)."""
-        try:
-            return int((self.wal_dir / ARCHIVED_FILE).read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
+        return files.read_archived(self.wal_dir)
 
     def mark_archived(self, lsn: int) -> None:
         """Record that backups hold the WAL through `lsn` (called by the backup tool)."""
-        atomic_write(self.wal_dir / ARCHIVED_FILE, f"{lsn}\n".encode())
+        files.write_archived(self.wal_dir, lsn)
         self._release_wal()
 
     @property
@@ -881,7 +856,7 @@ class Database:
         with self._merge_lock:
             frozen = self._freeze()
             if frozen is not None or self._checkpoint_lsn != self._view.base.lsn or \
-                    not (self.data_dir / "MANIFEST").exists():
+                    not (self.data_dir / MANIFEST).exists():
                 self._merge(frozen)
         return self._checkpoint_lsn
 

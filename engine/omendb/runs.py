@@ -7,11 +7,15 @@ key. All functions here are pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
+
+if TYPE_CHECKING:
+    from omendb.wal import Frame
 
 RECORD_BYTES = 24  # key + value + LSN, the guide's capacity formula
 RUN_RECORD_BYTES = RECORD_BYTES + 1  # plus the live flag
@@ -72,6 +76,24 @@ def latest_per_key(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, live:
     last[:-1] = sorted_keys[1:] != sorted_keys[:-1]
     pick = order[last]
     return Run(sorted_keys[last], values[pick], lsns[pick], live[pick])
+
+
+def replay(frames: Iterable[Frame], seen: Callable[[Frame], None]) -> Run | None:
+    """WAL replay, the one the engine's recovery and a backup's restore both use: the writes of `frames` (in
+    LSN order) as one run holding the newest write of each key, deletes as tombstones; None when there are
+    no frames. `seen` is called with each frame in order, so the caller follows LSN, term and commit time."""
+    keys_l, values_l, lsns_l, live_l = [], [], [], []
+    for frame in frames:
+        n = len(frame.keys)
+        keys_l.append(frame.keys)
+        values_l.append(frame.values if frame.values is not None else np.zeros(n))
+        lsns_l.append(np.full(n, frame.lsn, dtype=np.int64))
+        live_l.append(np.full(n, frame.values is not None))
+        seen(frame)
+    if not keys_l:
+        return None
+    return latest_per_key(np.concatenate(keys_l), np.concatenate(values_l), np.concatenate(lsns_l),
+                          np.concatenate(live_l))
 
 
 def apply_to_base(base_keys: np.ndarray, base_values: np.ndarray, base_lsns: np.ndarray, delta: Run

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from omendb.errors import CorruptionError, OmenDBError, StorageFull, is_storage_full
+from omendb.files import SPACE_PROBE, fsync_dir, list_segments, segment_name
 from omendb.loglevels import TRACE
 
 log = logging.getLogger("omendb.wal")
@@ -43,7 +44,6 @@ FRAME_HEADER = struct.Struct("<4sIqqqI")  # magic, payload length, lsn, term, co
 PAYLOAD_HEADER = struct.Struct("<BxxxxxxxQ")  # op, count (8-byte aligned arrays follow)
 OP_PUT = 1
 OP_DELETE = 2
-SUFFIX = ".wal"
 
 
 class WalWriteError(OmenDBError):
@@ -56,7 +56,6 @@ class WalSyncFull(WalWriteError, StorageFull):
     code = "insufficient_storage"
 
 
-PROBE_FILE = ".space-probe"  # scratch file that checks whether a full WAL volume has room again
 
 
 @dataclass(frozen=True)
@@ -139,29 +138,6 @@ def relabel_segment(path: Path, database_id: str) -> None:
 def read_segment_header(path: Path) -> SegmentHeader:
     with open(path, "rb") as f:
         return parse_segment_header(f.read(SEGMENT_HEADER.size), path)
-
-
-def segment_name(first_lsn: int) -> str:
-    return f"{first_lsn:020d}{SUFFIX}"
-
-
-def list_segments(wal_dir: Path) -> list[tuple[int, Path]]:
-    """(first LSN, path) of every segment, oldest first."""
-    if not wal_dir.exists():
-        return []
-    out = []
-    for path in wal_dir.iterdir():
-        if path.suffix == SUFFIX and path.stem.isdigit():
-            out.append((int(path.stem), path))
-    return sorted(out)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _REMEDY = ("restore from the latest backup (backup_tool restore --backup-id latest --force), or move the "
@@ -403,7 +379,7 @@ class WalWriter:
         if full is None:
             return None
         reason, needed, where = full
-        probe = where / PROBE_FILE
+        probe = where / SPACE_PROBE  # scratch file: does a full WAL volume have room again?
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:

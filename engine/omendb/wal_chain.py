@@ -14,28 +14,17 @@ yet), with the same LSN checks.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omendb.checkpoint import Manifest
-from omendb.config import default_wal_dir
 from omendb.errors import CorruptionError
-from omendb.wal import (
-    SEGMENT_HEADER_V1,
-    SEGMENT_VERSION,
-    Frame,
-    list_segments,
-    read_segment,
-    read_segment_header,
-    segment_name,
-)
+from omendb.files import WAL_HEAD, Manifest, default_wal_dir, legacy_wal_dir, list_segments, read_head, segment_name
+from omendb.wal import SEGMENT_HEADER_V1, SEGMENT_VERSION, Frame, read_segment, read_segment_header
 
 log = logging.getLogger("omendb.wal")
 
-HEAD_FILE = "WAL_HEAD"  # in the data directory: {"database_id", "first_lsn"} of the newest WAL segment
 ACCEPT_GAP_HINT = ("or, accepting the loss of those writes, start once with [wal] accept_gap = true (the "
                    "database then continues on a new term, so no LSN is handed out twice)")
 
@@ -66,12 +55,12 @@ class WalChain:
 def locate_wal_dir(data_dir: Path, configured: str, manifest: Manifest | None, opened_before: bool) -> Path:
     """Where a database's WAL is: [wal] dir if set; else where its MANIFEST says; else, for a database of the
     previous release (which put every WAL in <data_dir>/../wal), that directory if it holds previous-release
-    segments; else the default for this data directory (config.default_wal_dir)."""
+    segments; else the default for this data directory (files.default_wal_dir)."""
     if configured:
         return Path(os.path.abspath(configured))
     if manifest is not None and manifest.wal_dir:
         return Path(manifest.wal_dir)
-    legacy = Path(os.path.abspath(data_dir)).parent / "wal"
+    legacy = legacy_wal_dir(data_dir)
     segments = list_segments(legacy)
     if (manifest is not None or opened_before) and segments and \
             all(read_segment_header(path).database_id is None for _, path in segments):
@@ -80,21 +69,6 @@ def locate_wal_dir(data_dir: Path, configured: str, manifest: Manifest | None, o
                         "MANIFEST from now on)", data_dir, legacy)
         return legacy
     return default_wal_dir(data_dir)
-
-
-def read_head(data_dir: Path) -> tuple[str, int] | None:
-    try:
-        raw = json.loads((data_dir / HEAD_FILE).read_text())
-        return str(raw["database_id"]), int(raw["first_lsn"])
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptionError(f"{data_dir / HEAD_FILE} is damaged ({exc}); restore from a backup (backup_tool "
-                              f"restore --backup-id latest --force)") from None
-
-
-def head_bytes(database_id: str, first_lsn: int) -> bytes:
-    return json.dumps({"database_id": database_id, "first_lsn": first_lsn}).encode()
 
 
 def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, *, repair: bool = False,
@@ -125,9 +99,9 @@ def prove(wal_dir: Path, data_dir: Path, database_id: str, checkpoint_lsn: int, 
         newest_version = header.version
     if head is not None:
         head_id, head_lsn = head
-        where = f"{data_dir / HEAD_FILE} says the newest WAL segment is {wal_dir / segment_name(head_lsn)}"
+        where = f"{data_dir / WAL_HEAD} says the newest WAL segment is {wal_dir / segment_name(head_lsn)}"
         if head_id not in (database_id, previous_id):
-            raise ForeignWal(f"{data_dir / HEAD_FILE} belongs to database {head_id}, not to {database_id}: "
+            raise ForeignWal(f"{data_dir / WAL_HEAD} belongs to database {head_id}, not to {database_id}: "
                              f"the data directory was assembled from two databases; restore from a backup")
         if not segments:
             chain.gap = WalGap(f"the WAL directory {wal_dir} holds no segment, but {where}: the WAL that holds "

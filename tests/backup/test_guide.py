@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from omendb.backup.layout import resolve
-from omendb.wal import list_segments
+from omendb.files import list_segments
 from tests.backup.conftest import BACKUP_TOOL, BIN, Model, http_all_records, http_write, read_state, tool
 from tests.server.harness import Server
 

@@ -7,7 +7,7 @@ import json
 
 from omendb import Database
 from omendb.backup.errors import EXIT_CORRUPT
-from omendb.checkpoint import MANIFEST
+from omendb.files import MANIFEST
 from tests.backup.conftest import Model, engine_config, run, write_batches
 
 

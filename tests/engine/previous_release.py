@@ -4,9 +4,8 @@ import json
 import struct
 from pathlib import Path
 
-from omendb.checkpoint import MANIFEST
-from omendb.wal import SEGMENT_HEADER, SEGMENT_MAGIC, list_segments
-from omendb.wal_chain import HEAD_FILE
+from omendb.files import MANIFEST, WAL_HEAD, list_segments
+from omendb.wal import SEGMENT_HEADER, SEGMENT_MAGIC
 
 
 def downgrade_to_previous_release(data: Path, wal: Path) -> None:
@@ -16,7 +15,7 @@ def downgrade_to_previous_release(data: Path, wal: Path) -> None:
         raw.pop(key, None)
     raw["format_version"] = 1
     (data / MANIFEST).write_text(json.dumps(raw))
-    (data / HEAD_FILE).unlink(missing_ok=True)
+    (data / WAL_HEAD).unlink(missing_ok=True)
     for _, path in list_segments(wal):
         body = path.read_bytes()[SEGMENT_HEADER.size:]
         path.write_bytes(struct.pack("<8sII", SEGMENT_MAGIC, 1, 0) + body)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from omendb import Database, database, rmi
-from omendb.checkpoint import base_format, open_base, read_manifest, write_base_v1
+from omendb.checkpoint import base_format, open_base, write_base_v1
 from omendb.errors import CorruptionError
+from omendb.files import read_manifest
 from omendb.runs import Run, apply_to_base, chunk_bounds, combine, merge_chunks, merged_count_runs
 
 from .conftest import make_config

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from omendb import Database, StorageFull
-from omendb.wal import list_segments
+from omendb.files import list_segments
 
 from ..tmpfs import fill_bytes, fill_inodes, mounted_tmpfs
 from .conftest import make_config

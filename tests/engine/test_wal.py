@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from omendb import CorruptionError, Database
-from omendb.wal import FRAME_HEADER, SEGMENT_HEADER, list_segments
+from omendb.files import list_segments
+from omendb.wal import FRAME_HEADER, SEGMENT_HEADER
 
 from .conftest import make_config
 

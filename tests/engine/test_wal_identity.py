@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from omendb import Config, CorruptionError, Database, DatabaseLocked
-from omendb.checkpoint import MANIFEST
-from omendb.wal import SEGMENT_HEADER, list_segments, read_segment_header
+from omendb.files import MANIFEST, list_segments
+from omendb.wal import SEGMENT_HEADER, read_segment_header
 from omendb.wal_chain import ForeignWal, WalGap
 
 from .conftest import make_config

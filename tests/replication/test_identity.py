@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omendb.checkpoint import MANIFEST
-from omendb.wal import list_segments, read_segment_header
+from omendb.files import MANIFEST, list_segments
+from omendb.wal import read_segment_header
 from tests.engine.previous_release import downgrade_to_previous_release
 from tests.replication.cluster import Cluster, api, caught_up, info, lookup
 

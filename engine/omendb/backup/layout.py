@@ -1,4 +1,5 @@
-"""Where a database's files are, given ``--data-dir``.
+"""Where the backup tool finds a database's files, given ``--data-dir`` (the names themselves are
+``omendb.files``').
 
 The guide passes the parent of ``data/`` and ``wal/`` (``/var/lib/omendb``) and sometimes the data directory
 itself; both are accepted. A directory holding ``MANIFEST`` or ``base-*`` files (or an OmenDB ``LOCK``) is
@@ -13,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from omendb.checkpoint import MANIFEST, read_manifest
 from omendb.errors import CorruptionError
+from omendb.files import MANIFEST, guide_layout, is_base_name, list_segments, looks_like_data_dir, read_manifest
 from omendb.wal_chain import locate_wal_dir
 
 
@@ -25,18 +26,14 @@ class Layout:
 
     def holds_database(self) -> bool:
         """True when there is anything a restore would overwrite (a checkpoint or WAL segments)."""
-        if (self.data_dir / MANIFEST).exists() or any(self.data_dir.glob("base-*")):
+        if (self.data_dir / MANIFEST).exists() or any(is_base_name(p.name) for p in self.data_dir.glob("*")):
             return True
-        return self.wal_dir.is_dir() and any(self.wal_dir.glob("*.wal"))
-
-
-def _looks_like_data_dir(path: Path) -> bool:
-    return (path / MANIFEST).exists() or any(path.glob("base-*")) or (path / "LOCK").exists()
+        return self.wal_dir.is_dir() and bool(list_segments(self.wal_dir))
 
 
 def resolve(data_dir: str | Path, wal_dir: str | Path | None = None) -> Layout:
     d = Path(data_dir).absolute()
-    is_data = d.is_dir() and _looks_like_data_dir(d)
+    is_data = d.is_dir() and looks_like_data_dir(d)
     if is_data:
         try:
             manifest = read_manifest(d)
@@ -44,7 +41,7 @@ def resolve(data_dir: str | Path, wal_dir: str | Path | None = None) -> Layout:
             manifest = None  # reported by whatever reads the database next
         layout = Layout(d, locate_wal_dir(d, "", manifest, True))
     else:
-        layout = Layout(d / "data", d / "wal")
+        layout = Layout(*guide_layout(d))
     if wal_dir:
         layout = Layout(layout.data_dir, Path(wal_dir).absolute())
     return layout

@@ -21,7 +21,7 @@ from omendb import wal
 from omendb.backup.errors import Corrupt
 from omendb.backup.manifest import FileEntry
 from omendb.errors import CorruptionError
-from omendb.runs import apply_to_base, latest_per_key
+from omendb.runs import apply_to_base, replay
 from omendb.wal import Frame, encode_frame
 
 CHUNK = 1 << 20
@@ -170,18 +170,10 @@ class State:
 
     def apply(self, frames: Iterable[Frame]) -> None:
         """Apply frames (in LSN order, starting right after self.lsn); later writes win, deletes remove."""
-        keys_l, values_l, lsns_l, live_l = [], [], [], []
-        for frame in frames:
-            n = len(frame.keys)
-            keys_l.append(frame.keys)
-            values_l.append(frame.values if frame.values is not None else np.zeros(n))
-            lsns_l.append(np.full(n, frame.lsn, dtype=np.int64))
-            live_l.append(np.full(n, frame.values is not None))
-            self.lsn = frame.lsn
-            self.term = max(self.term, frame.term)
-        if keys_l:
-            delta = latest_per_key(np.concatenate(keys_l), np.concatenate(values_l), np.concatenate(lsns_l),
-                                   np.concatenate(live_l))
+        def seen(frame: Frame) -> None:
+            self.lsn, self.term = frame.lsn, max(self.term, frame.term)
+        delta = replay(frames, seen)  # the engine's recovery replays the same way
+        if delta is not None:
             self.keys, self.values, self.lsns = apply_to_base(self.keys, self.values, self.lsns, delta)
 
     def digest(self) -> str:

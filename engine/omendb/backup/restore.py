@@ -15,7 +15,6 @@ previous data is intact; an interrupted restore is rolled back by the next ``res
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -33,21 +32,34 @@ from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
 from omendb.backup.layout import Layout
 from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
 from omendb.backup.payload import State, check_contiguous, check_file, decode_frames, read_checked
-from omendb.backup.source import RESTORE_POISON, RESTORED_FROM
+from omendb.backup.source import RESTORE_POISON
 from omendb.backup.store import BackupStore
-from omendb.checkpoint import MANIFEST, Manifest, base_name, read_base, write_base
+from omendb.checkpoint import read_base, write_base
 from omendb.errors import CorruptionError
-from omendb.wal import Frame, fsync_dir
+from omendb.files import (
+    LOCK,
+    MANIFEST,
+    RESTORE_MARKER,
+    RESTORE_MOVED_OUT,
+    RESTORE_PREVIOUS,
+    RESTORE_STAGING,
+    RESTORED_FROM,
+    SET_ASIDE,
+    HeldBy,
+    Manifest,
+    base_name,
+    fsync_dir,
+    lock_directory,
+    write_staged_manifest,
+    write_synced,
+)
+from omendb.wal import Frame
 
 log = logging.getLogger("omendb.backup")
 
-STAGING = "restore-staging"
-PREVIOUS = "restore-previous"
-MOVED_OUT = ".moved-out"  # in restore-previous/: every previous file is out; names what moves in
-LOCK = "LOCK"
-# Where the operator's restore Jobs keep the previous data until a restore is verified (docs/operations/
-# backup-and-restore.md): never moved or deleted by a restore.
-SET_ASIDE = ".restore-saved"
+# Never moved or deleted by a restore: the operator's restore Jobs keep the previous data there until a
+# restore is verified (docs/operations/backup-and-restore.md). The name is omendb.files.SET_ASIDE.
+KEEP_IN_PLACE = {LOCK, MANIFEST, RESTORE_PREVIOUS, RESTORE_STAGING, SET_ASIDE}
 Progress = Callable[[int], None]
 
 
@@ -239,33 +251,20 @@ def write_checkpoint(state: State, directory: Path, database: str, index: dict[s
                                     "observed_mean_error": learned.observed_mean_error,
                                     "depth": learned.depth,
                                     "train_seconds": learned.train_seconds})
-    _write_synced(directory / MANIFEST, manifest.to_json().encode())
-    return [directory / name, directory / MANIFEST]
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    return [directory / name, write_staged_manifest(directory, manifest)]
 
 
 @contextlib.contextmanager
 def data_dir_lock(layout: Layout) -> Iterator[None]:
     """The engine's own lock: a running server (or another restore) holds it."""
-    layout.data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o640)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise Busy(f"data directory {layout.data_dir} is in use by process {holder} (an `omendb serve` "
-                       "or another restore); stop it first — in Kubernetes scale the database to 0 "
-                       "replicas (kubectl scale ... --replicas=0), on a host stop the omendb service — "
-                       "then run the restore again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        fd = lock_directory(layout.data_dir)
+    except HeldBy as exc:
+        raise Busy(f"data directory {layout.data_dir} is in use by process {exc.holder} (an `omendb serve` "
+                   "or another restore); stop it first — in Kubernetes scale the database to 0 "
+                   "replicas (kubectl scale ... --replicas=0), on a host stop the omendb service — "
+                   "then run the restore again") from None
+    try:
         yield
     finally:
         os.close(fd)
@@ -291,12 +290,12 @@ def _poisoned(layout: Layout) -> bool:
 def recover_interrupted(layout: Layout) -> str | None:
     """Finish the bookkeeping of an interrupted restore (call with the data directory lock held): roll it
     back if it had not committed, else delete what it left. Returns what was done, or None."""
-    data_prev, wal_prev = layout.data_dir / PREVIOUS, layout.wal_dir / PREVIOUS
-    staging = layout.data_dir / STAGING
+    data_prev, wal_prev = layout.data_dir / RESTORE_PREVIOUS, layout.wal_dir / RESTORE_PREVIOUS
+    staging = layout.data_dir / RESTORE_STAGING
     if _poisoned(layout):
         # Not committed. Files the restore moved in are deleted only if every previous file had been moved
         # out first (the marker says so and names them); then the previous files go back, MANIFEST last.
-        marker = data_prev / MOVED_OUT
+        marker = data_prev / RESTORE_MOVED_OUT
         if marker.exists():
             for name in json.loads(marker.read_text()):
                 (layout.data_dir / name).unlink(missing_ok=True)
@@ -328,22 +327,22 @@ def recover_interrupted(layout: Layout) -> str | None:
 
 def swap_in(layout: Layout, staged: Path, poison_text: str) -> None:
     """Replace the database in `layout` by the checkpoint files in `staged` (see the module docstring)."""
-    data_prev, wal_prev = layout.data_dir / PREVIOUS, layout.wal_dir / PREVIOUS
+    data_prev, wal_prev = layout.data_dir / RESTORE_PREVIOUS, layout.wal_dir / RESTORE_PREVIOUS
     layout.wal_dir.mkdir(parents=True, exist_ok=True)
     data_prev.mkdir()
     wal_prev.mkdir()
     manifest = layout.data_dir / MANIFEST
     if manifest.exists():
         os.link(manifest, data_prev / MANIFEST)
-    marker = layout.data_dir / (MANIFEST + ".restore")
-    _write_synced(marker, RESTORE_POISON + b"\n" + poison_text.encode() + b"\n")
+    marker = layout.data_dir / RESTORE_MARKER
+    write_synced(marker, RESTORE_POISON + b"\n" + poison_text.encode() + b"\n")
     os.replace(marker, manifest)  # from here no engine opens this directory
     fsync_dir(layout.data_dir)
     try:
-        _move_all(layout.data_dir, data_prev, {LOCK, MANIFEST, PREVIOUS, STAGING, SET_ASIDE})
-        _move_all(layout.wal_dir, wal_prev, {PREVIOUS, SET_ASIDE})
+        _move_all(layout.data_dir, data_prev, KEEP_IN_PLACE)
+        _move_all(layout.wal_dir, wal_prev, {RESTORE_PREVIOUS, SET_ASIDE})
         incoming = sorted(p.name for p in staged.iterdir() if p.name != MANIFEST)
-        _write_synced(data_prev / MOVED_OUT, json.dumps(incoming).encode())
+        write_synced(data_prev / RESTORE_MOVED_OUT, json.dumps(incoming).encode())
         fsync_dir(data_prev)
         for path in list(staged.iterdir()):
             if path.name != MANIFEST:
@@ -382,13 +381,13 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
                           f"current data is kept aside until the restore succeeds)")
         state = materialize(store, chain, target, progress)
         check_against_manifest(state, last)
-        staged = layout.data_dir / STAGING
+        staged = layout.data_dir / RESTORE_STAGING
         if staged.exists():
             shutil.rmtree(staged)
         staged.mkdir()
         write_checkpoint(state, staged, last.engine_database or last.database, last.index,
                          database_id=last.source.get("database_id"), new_term=True)
-        _write_synced(staged / RESTORED_FROM, json.dumps({
+        write_synced(staged / RESTORED_FROM, json.dumps({
             "backup_id": last.id, "database": last.database, "lsn": state.lsn, "term": state.term,
             "restored_at": time.time()}).encode())
         fsync_dir(staged)

@@ -27,13 +27,12 @@ from omendb import rmi
 from omendb.backup.errors import BackupError, Corrupt, SourceError, WalGone
 from omendb.backup.layout import Layout
 from omendb.backup.payload import decode_frames
-from omendb.checkpoint import MANIFEST, atomic_write, read_manifest, write_base
-from omendb.database import ARCHIVED_FILE
+from omendb.checkpoint import write_base
 from omendb.errors import CorruptionError
+from omendb.files import MANIFEST, RESTORED_FROM, list_segments, read_manifest, write_archived
 from omendb.wal import Frame, read_frames
 from omendb.wal_chain import check_source
 
-RESTORED_FROM = "RESTORED_FROM"  # in a data directory: which backup and LSN it was restored from
 RESTORE_POISON = b"RESTORE IN PROGRESS"
 CHUNK = 1 << 20
 Sink = Callable[[bytes], None]
@@ -93,7 +92,7 @@ class LocalSource:
                               "database's data/ and wal/ (the guide's /var/lib/omendb) or the data "
                               "directory itself as --data-dir")
         manifest = self._manifest()
-        if manifest is None and not any(self.layout.wal_dir.glob("*.wal")):
+        if manifest is None and not list_segments(self.layout.wal_dir):
             raise BackupError(f"{self.layout.data_dir} holds no OmenDB database (no MANIFEST and no WAL in "
                               f"{self.layout.wal_dir}); check --data-dir (and --wal-dir if [wal] dir is set)")
         lsn, term = self._check_wal(manifest)
@@ -170,7 +169,7 @@ class LocalSource:
 
     def mark_archived(self, lsn: int) -> None:
         if self.layout.wal_dir.is_dir():
-            atomic_write(self.layout.wal_dir / ARCHIVED_FILE, f"{lsn}\n".encode())
+            write_archived(self.layout.wal_dir, lsn)
 
 
 def read_restored_from(data_dir: Path) -> dict[str, Any] | None:

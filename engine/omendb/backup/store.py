@@ -32,7 +32,7 @@ from pathlib import Path
 from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound
 from omendb.backup.keys import BackupKey, NotAuthentic
 from omendb.backup.manifest import FULL, MANIFEST_FILE, BackupManifest, authenticate, parse
-from omendb.wal import fsync_dir
+from omendb.files import fsync_dir
 
 log = logging.getLogger("omendb.backup")
 

@@ -22,9 +22,10 @@ from omendb.backup.restore import (
 )
 from omendb.backup.source import RESTORE_POISON
 from omendb.backup.store import BackupStore
-from omendb.checkpoint import MANIFEST, read_base, read_manifest
+from omendb.checkpoint import read_base
 from omendb.errors import CorruptionError
-from omendb.wal import list_segments, read_segment
+from omendb.files import MANIFEST, list_segments, read_manifest
+from omendb.wal import read_segment
 
 
 @dataclass

@@ -86,7 +86,7 @@ def _open_database(state: ServerState, server: OmenServer) -> None:
     if state.phase is Phase.SHUTTING_DOWN:
         return
     try:
-        state.replication.attach(db)  # a replica refuses writes and starts following its primary here
+        state.role().attach(db)  # a replica refuses writes and starts following its primary here
     except OmenDBError as exc:
         log.error("cannot start replication", extra={"code": exc.code, "error": exc.message})
         state.set_phase(Phase.FAILED, f"cannot start replication: {exc.message}")
@@ -121,7 +121,8 @@ async def _health_loop(state: ServerState) -> None:
                     log.warning("health check passes again")
                 state.healthy, state.health_error = True, ""
                 # A full WAL volume makes the server not ready, not dead: a restart would free nothing.
-                state.storage_full = await state.run(db.wal_full_reason) or ""
+                full = await state.run(db.wal_full_reason)
+                state.storage_full = full or ""
         await asyncio.sleep(interval)
 
 
@@ -143,7 +144,7 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
             state.set_phase(Phase.SHUTTING_DOWN, "the server is shutting down")
             # Recovery cannot be interrupted half-way; wait for it so the data directory is closed cleanly.
             await asyncio.get_running_loop().run_in_executor(None, opener.join)
-            await asyncio.get_running_loop().run_in_executor(None, state.replication.stop)
+            await asyncio.get_running_loop().run_in_executor(None, state.role().stop)
             if state.db is not None:
                 started = time.monotonic()
                 await asyncio.get_running_loop().run_in_executor(None, state.db.close)

@@ -184,7 +184,9 @@ class RequestGuard:
         if scope["method"] != "GET" or not path.startswith(_POINT_PREFIX):
             return False
         reader = self.state.point_reader
-        key = reader.parse_key(path) if reader is not None else None
+        if reader is None:
+            return False
+        key = reader.parse_key(path)
         if key is None:
             return False
         scope["omendb.route"] = reader.ROUTE

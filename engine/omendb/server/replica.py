@@ -14,35 +14,37 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import random
 import shutil
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from omendb import files
 from omendb.backup.errors import BackupError
 from omendb.backup.payload import State
 from omendb.backup.restore import write_checkpoint
 from omendb.backup.source import load_credentials
-from omendb.checkpoint import read_base, read_manifest, write_manifest
-from omendb.database import ARCHIVED_FILE
+from omendb.checkpoint import read_base
 from omendb.errors import OmenDBError
+from omendb.files import RESEED_STAGING, read_manifest, write_manifest
 from omendb.loglevels import TRACE
 from omendb.replication import Fenced, divergence_lsn, term_at
 from omendb.server.errors import APIError
 from omendb.server.state import Phase, ServerState
-from omendb.wal import decode_frames, fsync_dir, list_segments, read_frames
-from omendb.wal_chain import HEAD_FILE
+from omendb.wal import decode_frames, read_frames
+
+if TYPE_CHECKING:
+    from omendb.config import Config
+    from omendb.database import Database
 
 log = logging.getLogger("omendb.replication")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per long poll would drown the server log
 
-STAGING = "reseed-staging"  # in the data directory: the snapshot being installed
 MAX_POLL_BYTES = 8 << 20  # per WAL response: bounds a replica's memory while catching up
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 PREFLIGHT_TIMEOUT = 10.0  # POST /admin/follow asks the new primary before changing anything
@@ -192,7 +194,7 @@ class Follower:
                               f"credentials_file to an admin user of the primary")
         return response
 
-    def _db(self) -> Any:
+    def _db(self) -> Database:
         db = self.state.db
         if db is None:
             raise FollowError("the database is not open")
@@ -297,7 +299,7 @@ class Follower:
         log.warning("re-seeding from the primary's snapshot", extra={"primary": self.primary_url,
                                                                    "reason": reason, "local_lsn": db.lsn()})
         data_dir, wal_dir = Path(config.database.data_dir), db.wal_dir
-        staging = data_dir / STAGING
+        staging = data_dir / RESEED_STAGING  # the snapshot being installed
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         try:
@@ -327,17 +329,10 @@ class Follower:
             self.state.db = None
             db.close(checkpoint=False)
             try:
-                # The old WAL goes: its frames are either in the snapshot or not on the primary's timeline.
-                # WAL_HEAD first, then the newest segments first: a crash in between leaves a WAL that is a
-                # contiguous prefix (recovery accepts it, and the timeline check re-seeds again).
-                (data_dir / HEAD_FILE).unlink(missing_ok=True)
-                fsync_dir(data_dir)
-                for _, segment in reversed(list_segments(wal_dir)):
-                    segment.unlink()
-                (wal_dir / ARCHIVED_FILE).unlink(missing_ok=True)
-                fsync_dir(wal_dir)
-                os.replace(staging / manifest.base_file, data_dir / manifest.base_file)
-                fsync_dir(data_dir)
+                # The old WAL goes (a crash meanwhile leaves a prefix that recovery accepts, and the timeline
+                # check re-seeds again); then the checkpoint moves in and the MANIFEST naming it commits.
+                files.discard_wal(data_dir, wal_dir)
+                files.move_in(staging / manifest.base_file, data_dir)
                 write_manifest(data_dir, dataclasses.replace(
                     manifest, term=term, term_history=[list(e) for e in history], wal_dir=str(wal_dir),
                     database_id=info.get("database_id") or db.database_id))
@@ -349,7 +344,7 @@ class Follower:
         log.warning("re-seeded from the primary's snapshot", extra={"primary": self.primary_url, "lsn": lsn,
                                                                   "term": term, "records": len(keys)})
 
-    def _reopen(self, config: Any) -> None:
+    def _reopen(self, config: Config) -> None:
         from omendb import Database
 
         state = self.state
@@ -366,7 +361,7 @@ class Follower:
             state.set_phase(Phase.READY, "ready")
 
 
-def _log_rewound(db: Any, diverged_at: int) -> None:
+def _log_rewound(db: Database, diverged_at: int) -> None:
     """Log every write from `diverged_at` on that this node holds and is about to discard."""
     local_lsn = db.lsn()
     if local_lsn < diverged_at:
@@ -409,7 +404,7 @@ class Replication:
         self.follower: Follower | None = None
         self._lock = threading.Lock()
 
-    def attach(self, db: Any) -> None:
+    def attach(self, db: Database) -> None:
         """Configure a freshly opened database for this server's role (and start following)."""
         cfg = self.state.config.replication
         db.sync_timeout_s = cfg.synchronous_timeout_ms / 1000

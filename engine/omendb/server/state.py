@@ -8,7 +8,7 @@ import enum
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from omendb.config import Config
 from omendb.server.credentials import CredentialCache
@@ -19,6 +19,11 @@ from omendb.server.logs import AccessLog
 from omendb.server.metrics import Metrics
 from omendb.server.sessions import SessionStore
 from omendb.server.throttle import LoginThrottle
+
+if TYPE_CHECKING:  # each of these imports this module
+    from omendb.database import Database
+    from omendb.server.replica import Replication
+    from omendb.server.routes.records import PointReader
 
 T = TypeVar("T")
 
@@ -39,7 +44,7 @@ class Phase(enum.Enum):
 class ServerState:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.db: Any = None  # omendb.Database once recovery finished
+        self.db: Database | None = None  # once recovery finished
         self.phase = Phase.STARTING
         self.reason = "the server is starting"
         self.healthy = True
@@ -64,8 +69,8 @@ class ServerState:
         self.metrics = Metrics()
         self.access_log = AccessLog(config.monitoring.log_format)
         self.connections: Callable[[], int] = lambda: 0
-        self.point_reader: Any = None  # routes.records.PointReader, set when the routes are built
-        self.replication: Any = None  # replica.Replication (role, follower), set when the app is built
+        self.point_reader: PointReader | None = None  # set when the routes are built
+        self.replication: Replication | None = None  # role and follower, set when the app is built
 
     def set_phase(self, phase: Phase, reason: str) -> None:
         self.phase, self.reason = phase, reason
@@ -85,7 +90,13 @@ class ServerState:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.io_executor, functools.partial(fn, *args))
 
-    def ready_db(self) -> Any:
+    def role(self) -> Replication:
+        """This server's replication role; build_app sets it before the lifespan or any request runs."""
+        if self.replication is None:
+            raise RuntimeError("ServerState.replication is set by server.app.build_app, which has not run")
+        return self.replication
+
+    def ready_db(self) -> Database:
         """The open database, or a 503 saying why the API cannot serve yet.
 
         During shutdown, requests that reached us on already-open connections are still served: the
@@ -100,5 +111,4 @@ class ServerState:
         db = self.db
         if db is None or self.phase is not Phase.READY:
             return None
-        stats: dict[str, Any] = db.stats()
-        return stats
+        return db.stats()

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from omendb.backup.source import empty_base_bytes, read_restored_from
-from omendb.checkpoint import BASE_HEADER, read_manifest
+from omendb.checkpoint import BASE_HEADER
+from omendb.files import read_manifest
 from omendb.server.bodies import JSONRoute
 from omendb.server.errors import APIError
 from omendb.server.models import INT64_MAX, error_responses

@@ -282,7 +282,7 @@ def build_router(state: ServerState) -> APIRouter:
     async def stats() -> Response:
         db = state.ready_db()
         engine: dict[str, Any] = await state.run(db.stats)
-        return _json({**engine, **state.replication.describe(), "database": state.config.database.name,
+        return _json({**engine, **state.role().describe(), "database": state.config.database.name,
                       "version": omendb.__version__})
 
     return router
