@@ -1,7 +1,8 @@
 """The contract between the operator and ``backup_tool``: the requests the operator's Jobs run and the
 results backup_tool hands back.
 
-Both sides import this module (the operator image is the engine image with another entry point), so an
+Both sides import this module (it needs only the standard library and omendb.files, so the slim operator
+image, which has no numpy or numba, can), so an
 option renamed in ``backup_tool``'s parser or a result field renamed in its ``--result-file`` JSON breaks a
 test (tests/backup/test_contract.py round-trips every request through the real parser) instead of a Job
 in a cluster.
@@ -23,7 +24,7 @@ from typing import Any
 
 # The name of the directory the restore Jobs move a volume's previous contents into (restore_job.py);
 # defined by the restore code, which never touches it.
-from omendb.backup.restore import SET_ASIDE as SET_ASIDE
+from omendb.files import SET_ASIDE as SET_ASIDE
 
 PROGRAM = "backup_tool"
 RESTORE_JOB = ("python", "-m", "omendb.backup.restore_job")  # the restore Jobs' program (restore_job.py)
