@@ -134,17 +134,23 @@ def test_empty_and_never_checkpointed_databases(tmp_path, rng):
          "production")
 
 
-def test_uncompressed_checkpoints_are_compressed_in_the_backup(tmp_path, rng):
+def test_a_format_2_checkpoint_is_stored_byte_for_byte(tmp_path, rng):
+    """The engine's checkpoint (format 2: uncompressed columns, memory-mapped) goes into the backup as is,
+    not recompressed, and a restore of it equals the source."""
     root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
     with Database.open(engine_config(root, storage={"enable_compression": False})) as db:
         write_batches(db, model, rng, 6)
         db.checkpoint()
         write_batches(db, model, rng, 2)
+        base = root / "data" / json.loads((root / "data" / "MANIFEST").read_text())["base_file"]
         run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
+        source_bytes = base.read_bytes()
     backup = json.loads(run("--backup-dir", str(backups), "list", "--output", "json").stdout)[0]
     files = {f["name"]: f for f in backup["files"]}
-    assert files["snapshot.odb.zst"]["codec"] == "zstd"
-    assert files["snapshot.odb.zst"]["size"] < files["snapshot.odb.zst"]["raw_size"]
+    assert "snapshot.odb.zst" not in files
+    assert files["snapshot.odb"]["codec"] == "none"
+    assert files["snapshot.odb"]["size"] == files["snapshot.odb"]["raw_size"] == len(source_bytes)
+    assert (backups / backup["id"] / "snapshot.odb").read_bytes() == source_bytes
     run("--backup-dir", str(backups), "verify", "--backup-id", "latest", "--deep")
     run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id", "latest")
     assert read_state(resolve(tmp_path / "r")) == (model.data, model.lsn)

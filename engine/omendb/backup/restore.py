@@ -177,13 +177,11 @@ def load_frames(store: BackupStore, manifest: BackupManifest,
     return frames
 
 
-def materialize(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
-                progress: Progress | None = None) -> State:
-    """The database state at the target, from the chain's snapshot and WAL; every checksum is checked."""
-    full = chain[0]
-    if full.type != FULL:
-        raise Corrupt(f"the chain of {chain[-1].id} does not start with a full backup")
-    state = load_snapshot(store, full, progress)
+def chain_frames(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
+                 progress: Progress | None = None) -> list[Frame]:
+    """The WAL frames a chain holds after its full backup's snapshot, up to the target; every checksum and
+    the LSN continuity are checked."""
+    held: list[Frame] = []
     for manifest in chain:
         frames = load_frames(store, manifest, progress)
         if target.lsn is not None:
@@ -193,12 +191,23 @@ def materialize(store: BackupStore, chain: list[BackupManifest], target: Target 
             while keep < len(frames) and frames[keep].commit_us <= target.time_us:
                 keep += 1
             frames = frames[:keep]
-        state.apply(frames)
-        if target.lsn is not None and state.lsn >= target.lsn:
+        held.extend(frames)
+        if target.lsn is not None and (held[-1].lsn if held else chain[0].start_lsn) >= target.lsn:
             break
         if target.time_us is not None and manifest.last_commit_us is not None and \
                 manifest.last_commit_us > target.time_us:
             break
+    return held
+
+
+def materialize(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
+                progress: Progress | None = None) -> State:
+    """The database state at the target, from the chain's snapshot and WAL; every checksum is checked."""
+    full = chain[0]
+    if full.type != FULL:
+        raise Corrupt(f"the chain of {chain[-1].id} does not start with a full backup")
+    state = load_snapshot(store, full, progress)
+    state.apply(chain_frames(store, chain, target, progress))
     return state
 
 

@@ -55,6 +55,9 @@ class Snapshot:
     lsn: int
     term: int
     created_us: int  # when the checkpoint was written: its LSN committed no later than this
+    # The checkpoint's index as its MANIFEST describes it (model_type, max_error, index_meta), when known: a
+    # restore that puts the checkpoint back as is writes it into the new MANIFEST.
+    index: dict[str, Any] | None = None
 
 
 def empty_base_bytes(model_type: str = "recursive", max_error: int = 50) -> bytes:
@@ -146,7 +149,9 @@ class LocalSource:
             with f:
                 while chunk := f.read(CHUNK):
                     sink(chunk)
-            return Snapshot(manifest.checkpoint_lsn, manifest.term, int(manifest.created_at * 1_000_000))
+            return Snapshot(manifest.checkpoint_lsn, manifest.term, int(manifest.created_at * 1_000_000),
+                            {"model_type": manifest.model_type, "max_error": manifest.max_error,
+                             "meta": dict(manifest.index_meta)})
         raise BackupError(f"the checkpoint of {self.layout.data_dir} kept changing while it was being read; "
                           f"retry the backup")
 
