@@ -18,9 +18,12 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from omendb.backup.errors import BackupError, Corrupt, WalGone
 from omendb.backup.manifest import (
@@ -38,7 +41,7 @@ from omendb.backup.payload import PayloadWriter, State, frame_bytes
 from omendb.backup.restore import chain_frames, load_snapshot
 from omendb.backup.source import Snapshot, SourceInfo
 from omendb.backup.store import BackupStore
-from omendb.backup.verbatim import delta_of, stream_digest, verify_blocks
+from omendb.backup.verbatim import BackgroundSync, delta_of, sha256_file, stream_digest, verify_blocks
 from omendb.checkpoint import BASE_HEADER, FLAG_COMPRESSED, base_format, open_base, read_base
 from omendb.errors import CorruptionError
 from omendb.wal import Frame
@@ -120,9 +123,11 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
         staging = store.staging(backup_id)
         try:
             files: list[FileEntry] = []
+            sync: BackgroundSync | None = None
             index: dict[str, Any] = {"model_type": info.model_type, "max_error": info.max_error}
             if chain is None:
-                snapshot, base, frames, entry = _take_snapshot(store, staging, source, progress, level)
+                snapshot, base, frames, entry, sync, (records, digest) = _take_snapshot(store, staging, source,
+                                                                                        progress, level)
                 files.append(entry)
                 start_lsn, start_term, earliest = snapshot.lsn, snapshot.term, snapshot.created_us
                 if snapshot.index is not None:
@@ -138,7 +143,8 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
                 writer.write(frame_bytes(frame))
             files.append(writer.close())
             every = held + frames
-            records, digest = stream_digest(base.keys, base.values, base.lsns, delta_of(every))
+            if chain is not None:
+                records, digest = stream_digest(base.keys, base.values, base.lsns, delta_of(every))
             manifest = BackupManifest(
                 id=backup_id, type=FULL if chain is None else INCREMENTAL,
                 parent=None if chain is None else chain[-1].id, database=database, start_lsn=start_lsn,
@@ -152,6 +158,8 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
                 files=files, source=source.description, engine_database=info.engine_database,
                 index=index, notice=notice,
                 parent_mac=None if chain is None or store.key is None else chain[-1].mac)
+            if sync is not None:
+                sync.wait()
             store.publish(staging, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -176,33 +184,59 @@ def _check_digest(base: State, held: list[Frame], parent: BackupManifest) -> Non
                       f"backed up ({parent.records} records, content sha256 {parent.content_sha256[:12]}...)")
 
 
+def _checked_snapshot(path: Path, snapshot: Snapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(keys, values, LSNs, LSN) of a copied checkpoint, every block checksum checked: a format-2 file is
+    mapped (nothing decoded), an older one read."""
+    try:
+        if base_format(path) == 2:
+            mapped = open_base(path)
+            verify_blocks(mapped)
+            keys, values, lsns, lsn = mapped.keys, mapped.values, mapped.lsns, mapped.lsn
+        else:
+            lsn, keys, values, lsns, _ = read_base(path)
+    except (CorruptionError, Corrupt) as exc:
+        raise Corrupt(f"the source's checkpoint is damaged, refusing to back it up: {exc.message}") from None
+    if lsn != snapshot.lsn:
+        raise Corrupt(f"the source's checkpoint holds LSN {lsn} but was announced as LSN {snapshot.lsn}")
+    return keys, values, lsns, lsn
+
+
 def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: Progress | None, level: int
-                   ) -> tuple[Snapshot, State, list[Frame], FileEntry]:
+                   ) -> tuple[Snapshot, State, list[Frame], FileEntry, BackgroundSync | None, tuple[int, str]]:
+    """The source's checkpoint in `staging` (checked), the WAL after it, the copy's fsync if it is still
+    running (wait for it before publishing), and the record count and digest at the end of that WAL."""
     raw_path = staging / SNAPSHOT_FILE
     for _ in range(5):
         for leftover in (raw_path, staging / SNAPSHOT_ZST):
             leftover.unlink(missing_ok=True)
-        writer = PayloadWriter(raw_path, compress=False)
-        writer.on_progress = progress
-        snapshot = source.snapshot(writer.write)
-        entry = writer.close()
-        try:
-            frames = source.frames_after(snapshot.lsn)
-        except WalGone:
-            log.info("a checkpoint released the WAL right after the snapshot at LSN %d; taking it again",
-                     snapshot.lsn)
-            continue
-        try:
-            if base_format(raw_path) == 2:  # stored as is: the copy's blocks are checked, nothing decoded
-                mapped = open_base(raw_path)
-                verify_blocks(mapped)
-                lsn, keys, values, lsns = mapped.lsn, mapped.keys, mapped.values, mapped.lsns
+        sync: BackgroundSync | None = None
+        hashed: Future[tuple[int, str]] | None = None
+        copy_to = getattr(source, "snapshot_file", None)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") as pool:
+            if copy_to is not None:  # a local file: copied inside the kernel, hashed from the copy meanwhile
+                snapshot = copy_to(raw_path)
+                sync = BackgroundSync(raw_path)  # written back while the copy is checked and digested
+                hashed = pool.submit(sha256_file, raw_path)
             else:
-                lsn, keys, values, lsns, _ = read_base(raw_path)
-        except (CorruptionError, Corrupt) as exc:
-            raise Corrupt(f"the source's checkpoint is damaged, refusing to back it up: {exc.message}") from None
-        if lsn != snapshot.lsn:
-            raise Corrupt(f"the source's checkpoint holds LSN {lsn} but was announced as LSN {snapshot.lsn}")
+                writer = PayloadWriter(raw_path, compress=False)
+                writer.on_progress = progress
+                snapshot = source.snapshot(writer.write)
+                entry = writer.close()
+            try:
+                frames = source.frames_after(snapshot.lsn)
+            except WalGone:
+                log.info("a checkpoint released the WAL right after the snapshot at LSN %d; taking it again",
+                         snapshot.lsn)
+                if sync is not None:
+                    sync.wait()
+                continue
+            keys, values, lsns, lsn = _checked_snapshot(raw_path, snapshot)
+            end = stream_digest(keys, values, lsns, delta_of(frames))  # while the copy is hashed
+            if hashed is not None:
+                size, sha = hashed.result()
+                entry = FileEntry(SNAPSHOT_FILE, size, sha, size, "none")
+                if progress is not None:
+                    progress(size)
         with open(raw_path, "rb") as f:
             flags = BASE_HEADER.unpack(f.read(BASE_HEADER.size))[2]
         if base_format(raw_path) == 1 and not flags & FLAG_COMPRESSED:
@@ -213,6 +247,6 @@ def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: 
                     packed.write(chunk)
             entry = packed.close()
             raw_path.unlink()
-        return snapshot, State(keys, values, lsns, lsn, snapshot.term), frames, entry
+        return snapshot, State(keys, values, lsns, lsn, snapshot.term), frames, entry, sync, end
     raise BackupError("the WAL after the snapshot kept being released by checkpoints; retry the backup when "
                       "the database is less busy, or raise [wal] max_retained_mb")

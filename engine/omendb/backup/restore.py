@@ -38,7 +38,7 @@ from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
 from omendb.backup.payload import State, check_contiguous, check_file, decode_frames, frame_bytes, read_checked
 from omendb.backup.source import RESTORE_POISON, RESTORED_FROM
 from omendb.backup.store import BackupStore
-from omendb.checkpoint import MANIFEST, Manifest, base_format, base_name, open_base, read_base, write_base
+from omendb.checkpoint import MANIFEST, BaseFile, Manifest, base_format, base_name, open_base, read_base, write_base
 from omendb.errors import CorruptionError
 from omendb.runs import merged_count
 from omendb.wal import Frame, fsync_dir, pack_segment_header, segment_name
@@ -453,20 +453,34 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
                     staged: Path, progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
     """Stage the snapshot as the checkpoint and a MANIFEST in `staged`; returns (LSN, term before the new
     one, records, WAL segments to write). Everything is checked before anything is committed."""
-    from omendb.backup.verbatim import copy_checked, delta_of, stream_digest
+    from omendb.backup.verbatim import copy_checked
 
     full, last = chain[0], chain[-1]
     assert full.snapshot is not None
     frames = chain_frames(store, chain, target, progress)
     name = base_name(full.start_lsn)
-    copy_checked(snapshot, staged / name, full.snapshot, progress)
-    try:
-        base = open_base(staged / name)
-    except CorruptionError as exc:
-        raise Corrupt(f"{snapshot}: the snapshot inside is damaged ({exc.message})") from None
-    if base.lsn != full.start_lsn:
-        raise Corrupt(f"{snapshot} holds LSN {base.lsn}, the manifest says {full.start_lsn}; this backup is "
-                      "damaged")
+
+    def check() -> tuple[int, int, int, dict[str, bytes]]:  # runs while the copy is hashed and written back
+        try:
+            base = open_base(staged / name)
+        except CorruptionError as exc:
+            raise Corrupt(f"{snapshot}: the snapshot inside is damaged ({exc.message})") from None
+        if base.lsn != full.start_lsn:
+            raise Corrupt(f"{snapshot} holds LSN {base.lsn}, the manifest says {full.start_lsn}; this backup is "
+                          "damaged")
+        return _verbatim_state(full, last, base, frames)
+
+    staged_state, sync = copy_checked(snapshot, staged / name, full.snapshot, check, progress)
+    sync.wait()
+    return staged_state
+
+
+def _verbatim_state(full: BackupManifest, last: BackupManifest, base: BaseFile, frames: list[Frame]
+                    ) -> tuple[int, int, int, dict[str, bytes]]:
+    """(LSN, term before the new one, records, WAL segments) of a verbatim restore; writes the MANIFEST (and
+    WAL_HEAD when there is a WAL tail) next to the staged checkpoint `base`."""
+    from omendb.backup.verbatim import delta_of, stream_digest
+
     lsn = frames[-1].lsn if frames else base.lsn
     term = max([full.start_term, *(f.term for f in frames)])
     delta = delta_of(frames)
@@ -481,7 +495,7 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
     database_id = str(last.source["database_id"])
     checkpoint = full.index["checkpoint"]
     manifest = Manifest(database=last.engine_database or last.database, checkpoint_lsn=base.lsn, term=term + 1,
-                        base_file=name, records=len(base.keys), created_at=time.time(),
+                        base_file=base.path.name, records=len(base.keys), created_at=time.time(),
                         model_type=str(checkpoint["model_type"]), max_error=int(checkpoint["max_error"]),
                         database_id=database_id, term_history=[[1, 1], [term + 1, lsn + 1]],
                         index_meta=dict(checkpoint["meta"]))
@@ -490,9 +504,8 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
         first = base.lsn + 1
         wal_files[segment_name(first)] = pack_segment_header(database_id, first, frames[0].term) + \
             b"".join(frame_bytes(f) for f in frames)
-        _write_synced(staged / HEAD_FILE, head_bytes(database_id, first))
-    del base
-    _write_synced(staged / MANIFEST, manifest.to_json().encode())
+        _write_synced(base.path.parent / HEAD_FILE, head_bytes(database_id, first))
+    _write_synced(base.path.parent / MANIFEST, manifest.to_json().encode())
     return lsn, term, records, wal_files
 
 

@@ -14,12 +14,14 @@ again costs a restore its time and its memory. Instead:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 
@@ -27,76 +29,117 @@ from omendb.backup.errors import Corrupt
 from omendb.backup.manifest import FileEntry
 from omendb.backup.payload import RECORD
 from omendb.checkpoint import BaseFile
-from omendb.runs import EMPTY_RUN, Run, chunk_bounds, latest_per_key, merge_chunks
+from omendb.runs import EMPTY_RUN, Run, apply_to_base, chunk_bounds, delta_pieces, latest_per_key
 from omendb.wal import Frame
 
 COPY_CHUNK = 8 << 20  # bytes per read/write: large enough that hashing releases the GIL and syscalls are few
 COPY_BUFFERS = 4  # chunks in flight between the copy and the hashing thread (bounds memory: 32 MiB)
 DIGEST_PIECE = 1 << 20  # records merged and hashed at a time by stream_digest
+T = TypeVar("T")
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
 
 
-def copy_hashed(read_into: Callable[[memoryview], int], path: Path,
-                progress: Callable[[int], None] | None = None) -> tuple[int, str]:
-    """Copy everything `read_into` yields into a new file at `path` (created, fsynced); returns (size, sha256
-    hex). `read_into(buffer)` fills a buffer and returns the byte count (0 at the end), like readinto."""
-    sha = hashlib.sha256()
-    buffers = [bytearray(COPY_CHUNK) for _ in range(COPY_BUFFERS)]
-    pending: list[Future[None] | None] = [None] * COPY_BUFFERS
-    size = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+def copy_file(src: Path | BinaryIO, dst: Path, progress: Callable[[int], None] | None = None) -> int:
+    """Copy `src` (a path, or a file open for reading at its start) into a new file `dst` inside the kernel
+    (copy_file_range: no pass through this process, and a reflink where the filesystem shares extents);
+    returns the size. Not yet durable: see BackgroundSync. Falls back to reading and writing where the
+    kernel cannot copy between the two files."""
+    if isinstance(src, Path):
+        with open(src, "rb", buffering=0) as f:
+            return copy_file(f, dst, progress)
+    fd_in = src.fileno()
+    size = os.fstat(fd_in).st_size
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") as hasher:
-            i = 0
-            while True:
-                slot = i % COPY_BUFFERS
-                if pending[slot] is not None:
-                    pending[slot].result()  # type: ignore[union-attr]  # the hasher is done with this buffer
-                view = memoryview(buffers[slot])
-                n = read_into(view)
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(fd_in, fd, min(size - done, 1 << 30), done, done)
                 if n == 0:
                     break
-                chunk = view[:n]
-                pending[slot] = hasher.submit(sha.update, chunk)  # one worker: chunks are hashed in order
-                done = 0
-                while done < n:
-                    done += os.write(fd, chunk[done:])
-                size += n
+                done += n
                 if progress is not None:
                     progress(n)
-                i += 1
-            for future in pending:
-                if future is not None:
-                    future.result()
-        os.fsync(fd)
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY or done:
+                raise
+            buffer = memoryview(bytearray(COPY_CHUNK))
+            while n := os.preadv(fd_in, [buffer], done):
+                written = 0
+                while written < n:
+                    written += os.write(fd, buffer[written:n])
+                done += n
+                if progress is not None:
+                    progress(n)
     finally:
         os.close(fd)
+    return done
+
+
+class BackgroundSync:
+    """fsync of a file on another thread (it releases the GIL), so the disk writes it back while this
+    process checks what it copied; `wait()` returns once it is durable, raising what fsync raised."""
+
+    def __init__(self, path: Path) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-fsync")
+        self._future = self._pool.submit(self._sync, path)
+
+    @staticmethod
+    def _sync(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def wait(self) -> None:
+        try:
+            self._future.result()
+        finally:
+            self._pool.shutdown()
+
+
+def sha256_file(path: Path) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read in large chunks (hashlib releases the GIL meanwhile)."""
+    sha = hashlib.sha256()
+    size = 0
+    buffer = memoryview(bytearray(COPY_CHUNK))
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            sha.update(buffer[:n])
+            size += n
     return size, sha.hexdigest()
 
 
-def file_reader(path: Path) -> tuple[Callable[[memoryview], int], Callable[[], None]]:
-    """A readinto over the file at `path`, and the function that closes it."""
-    f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the returned function
-    return f.readinto, f.close
-
-
-def copy_checked(src: Path, dst: Path, entry: FileEntry, progress: Callable[[int], None] | None = None) -> None:
-    """Copy a stored payload file, checking its size and sha256 against its manifest entry as it passes (a
-    mismatch raises Corrupt and removes the copy)."""
+def copy_checked(src: Path, dst: Path, entry: FileEntry, alongside: Callable[[], T],
+                 progress: Callable[[int], None] | None = None) -> tuple[T, BackgroundSync]:
+    """Copy a stored payload file and check the copy's size and sha256 against its manifest entry, running
+    `alongside()` (checks of the copy's content) on this thread meanwhile. A sha256 mismatch raises Corrupt
+    (before whatever `alongside` raised: a damaged file is the cause) and removes the copy. Returns what
+    `alongside` returned and the copy's fsync, still running: wait for it before committing."""
+    if not src.is_file():
+        raise Corrupt(f"{src} is missing (the manifest lists it); this backup is damaged")
+    copy_file(src, dst, progress)
+    sync = BackgroundSync(dst)
     try:
-        read_into, close = file_reader(src)
-    except FileNotFoundError:
-        raise Corrupt(f"{src} is missing (the manifest lists it); this backup is damaged") from None
-    try:
-        size, sha = copy_hashed(read_into, dst, progress)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") as pool:
+            hashed = pool.submit(sha256_file, dst)
+            failure: BaseException | None = None
+            try:
+                result = alongside()
+            except BaseException as exc:  # reported after the sha256 verdict
+                failure = exc
+            size, sha = hashed.result()
+        if size != entry.size or sha != entry.sha256:
+            raise Corrupt(f"{src}: size or sha256 mismatch (the file was modified or damaged); this backup is "
+                          "damaged")
+        if failure is not None:
+            raise failure
     except BaseException:
+        sync.wait()
         dst.unlink(missing_ok=True)
         raise
-    finally:
-        close()
-    if size != entry.size or sha != entry.sha256:
-        dst.unlink(missing_ok=True)
-        raise Corrupt(f"{src}: size or sha256 mismatch (the file was modified or damaged); this backup is "
-                      "damaged")
+    return result, sync
 
 
 def verify_blocks(base: BaseFile, workers: int | None = None) -> None:
@@ -137,13 +180,12 @@ def delta_of(frames: Iterable[Frame]) -> Run:
 
 def merged_pieces(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta: Run
                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(keys, values) of the base with `delta` applied, in ascending pieces (see runs.merge_chunks)."""
-    if len(delta) == 0:
-        for start in range(0, len(keys), DIGEST_PIECE):
-            yield keys[start:start + DIGEST_PIECE], values[start:start + DIGEST_PIECE]
-        return
+    """(keys, values) of the base with `delta` applied, in ascending pieces of about DIGEST_PIECE records.
+    A WAL tail is small next to the base: most pieces pass through untouched and the others are patched
+    with numpy (runs.apply_to_base), which costs no compiled kernel to load in a short-lived process."""
     bounds = chunk_bounds(keys, [delta], DIGEST_PIECE)
-    for k, v, _ in merge_chunks(keys, values, lsns, [delta], bounds):
+    for part, piece in delta_pieces(keys, [delta], bounds):
+        k, v, _ = apply_to_base(keys[part], values[part], lsns[part], piece)
         yield k, v
 
 
