@@ -320,8 +320,11 @@ class RemoteSource:
         if expected >= 0 and received != expected:
             raise SourceError(f"{self.url}: the snapshot stream ended after {received} of {expected} bytes; "
                               f"retry the backup")
+        index = None
+        with contextlib.suppress(ValueError):  # absent (an older server) or unreadable: restores rebuild
+            index = json.loads(headers.get("x-omendb-checkpoint-index", ""))
         return Snapshot(int(headers["x-omendb-lsn"]), int(headers["x-omendb-term"]),
-                        int(headers["x-omendb-checkpoint-created-us"]))
+                        int(headers["x-omendb-checkpoint-created-us"]), index if isinstance(index, dict) else None)
 
     def frames_after(self, lsn: int) -> list[Frame]:
         with self._request("GET", "/admin/wal", params={"after_lsn": lsn}) as response:
