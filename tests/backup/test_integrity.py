@@ -11,6 +11,7 @@ import pytest
 
 from omendb import Database
 from omendb.backup.layout import resolve
+from omendb.wal_chain import WalGap
 from tests.backup.conftest import Model, engine_config, read_state, run, write_batches
 
 
@@ -72,3 +73,41 @@ def test_one_byte_change_is_caught(chain, tmp_path, which):
     finally:
         victim.write_bytes(original)
     run("--backup-dir", str(backups), "verify", "--backup-id", "latest")
+
+
+def test_a_damaged_source_checkpoint_is_refused(tmp_path):
+    """The checkpoint is copied into the backup byte for byte, and the copy's block checksums are checked:
+    a flipped byte in the source's records refuses the backup and publishes nothing."""
+    rng = np.random.default_rng(5)
+    root, backups = tmp_path / "omendb", tmp_path / "backups"
+    with Database.open(engine_config(root)) as db:
+        write_batches(db, Model(), rng, 6)
+        db.checkpoint()
+    base = root / "data" / json.loads((root / "data" / "MANIFEST").read_text())["base_file"]
+    damaged = bytearray(base.read_bytes())
+    damaged[4096 + 8 * 100] ^= 0x01  # a key of the first block (format 2: the keys column starts at 4096)
+    base.write_bytes(bytes(damaged))
+    proc = run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production",
+               check=3)
+    assert "checkpoint is damaged" in proc.stderr and "block 0" in proc.stderr, proc.stderr
+    assert not any(backups.rglob("manifest.json"))
+
+
+def test_a_restore_whose_wal_tail_is_not_where_the_server_looks_refuses_to_start(tmp_path):
+    """The WAL after the restored checkpoint is a segment in the restore's WAL directory, and WAL_HEAD names
+    it: a server configured with another WAL directory refuses to start instead of missing those writes."""
+    rng = np.random.default_rng(6)
+    root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
+    with Database.open(engine_config(root)) as db:
+        write_batches(db, model, rng, 4)
+        db.checkpoint()
+        write_batches(db, model, rng, 4)
+        db.close(checkpoint=False)  # writes 5..8 only in the WAL: the backup holds them as its WAL tail
+    run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
+    target, elsewhere = tmp_path / "target", tmp_path / "wal-elsewhere"
+    run("--data-dir", str(target), "--wal-dir", str(elsewhere), "--backup-dir", str(backups), "restore",
+        "--backup-id", "latest")
+    assert list(elsewhere.glob("*.wal"))
+    with pytest.raises(WalGap, match="holds no segment"):  # the default WAL directory (target/wal)
+        read_state(resolve(target, tmp_path / "target" / "wal"))
+    assert read_state(resolve(target, elsewhere)) == (model.data, model.lsn)

@@ -113,9 +113,13 @@ def test_online_backups_under_concurrent_writes_restore_consistently(tls_server,
     assert all(b["source"]["kind"] == "online" for b in listed)
     assert writer.log[-1][0] > listed[0]["end_lsn"]  # writes went on after the last backup
     assert listed[-1]["end_lsn"] > 20  # ... and before the first one finished
+    snapshot = (backups / listed[-1]["id"] / "snapshot.odb").read_bytes()
     for backup in listed:
         target = tmp_path / f"restore-{backup['id']}"
         run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", backup["id"])
+        # The streamed checkpoint goes back as is (the server sent its index description with it).
+        base_file = json.loads((target / "data" / "MANIFEST").read_text())["base_file"]
+        assert (target / "data" / base_file).read_bytes() == snapshot
         data, lsn = read_state(resolve(target))
         assert lsn == backup["end_lsn"]
         assert data == writer.state_at(lsn)

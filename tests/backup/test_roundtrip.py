@@ -134,17 +134,23 @@ def test_empty_and_never_checkpointed_databases(tmp_path, rng):
          "production")
 
 
-def test_uncompressed_checkpoints_are_compressed_in_the_backup(tmp_path, rng):
+def test_a_format_2_checkpoint_is_stored_byte_for_byte(tmp_path, rng):
+    """The engine's checkpoint (format 2: uncompressed columns, memory-mapped) goes into the backup as is,
+    not recompressed, and a restore of it equals the source."""
     root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
     with Database.open(engine_config(root, storage={"enable_compression": False})) as db:
         write_batches(db, model, rng, 6)
         db.checkpoint()
         write_batches(db, model, rng, 2)
+        base = root / "data" / json.loads((root / "data" / "MANIFEST").read_text())["base_file"]
         run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
+        source_bytes = base.read_bytes()
     backup = json.loads(run("--backup-dir", str(backups), "list", "--output", "json").stdout)[0]
     files = {f["name"]: f for f in backup["files"]}
-    assert files["snapshot.odb.zst"]["codec"] == "zstd"
-    assert files["snapshot.odb.zst"]["size"] < files["snapshot.odb.zst"]["raw_size"]
+    assert "snapshot.odb.zst" not in files
+    assert files["snapshot.odb"]["codec"] == "none"
+    assert files["snapshot.odb"]["size"] == files["snapshot.odb"]["raw_size"] == len(source_bytes)
+    assert (backups / backup["id"] / "snapshot.odb").read_bytes() == source_bytes
     run("--backup-dir", str(backups), "verify", "--backup-id", "latest", "--deep")
     run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id", "latest")
     assert read_state(resolve(tmp_path / "r")) == (model.data, model.lsn)
@@ -175,3 +181,34 @@ def test_latest_with_a_target_picks_the_chain_that_covers_it(tmp_path, rng):
                "--to-time", f"{between:.6f}", "--force")
     assert "no backup holds the writes between" in proc.stderr
     assert read_state(resolve(target)) == (model.at[end_of_first_chain], end_of_first_chain)
+
+
+def test_a_restore_puts_the_checkpoint_back_byte_for_byte_and_replays_the_wal_tail(tmp_path, rng):
+    """A restore copies the backed-up checkpoint as is (no rebuild, no recompression) and hands the WAL after
+    it to the engine as a segment: the restored database equals the source at the end and at an LSN inside
+    the tail, and goes on taking writes on a new term."""
+    root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
+    with Database.open(engine_config(root)) as db:
+        write_batches(db, model, rng, 6)
+        db.checkpoint()
+        checkpoint_lsn = model.remember()
+        write_batches(db, model, rng, 4)
+        inside = model.remember()
+        write_batches(db, model, rng, 4)
+        run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
+    backup = _list(backups)[0]
+    snapshot = (backups / backup["id"] / "snapshot.odb").read_bytes()
+    target = tmp_path / "restored"
+    for lsn, expected in ((None, model.data), (inside, model.at[inside]), (checkpoint_lsn, model.at[checkpoint_lsn])):
+        extra = ["--to-lsn", str(lsn)] if lsn is not None else []
+        run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", "latest", "--force",
+            *extra)
+        manifest = json.loads((target / "data" / "MANIFEST").read_text())
+        assert manifest["checkpoint_lsn"] == checkpoint_lsn
+        assert (target / "data" / manifest["base_file"]).read_bytes() == snapshot
+        segments = sorted((target / "wal").glob("*.wal"))
+        assert len(segments) == (0 if lsn == checkpoint_lsn else 1)
+        assert read_state(resolve(target)) == (expected, lsn or model.lsn)
+    with Database.open(engine_config(target)) as db:
+        assert db.term == 2 and db.lsn() == checkpoint_lsn
+        assert db.put_many([7], [0.7]) == checkpoint_lsn + 1

@@ -4,7 +4,12 @@ An incremental continues the newest backup of the database when that backup's ch
 source's history contains it (not restored to an earlier point since, not another database) and the
 source still holds every WAL frame since its end; otherwise a full backup is taken with a notice saying
 why. Every backup records the record count and a content digest of the state at its end, computed by
-rebuilding that state (for incrementals from the chain, which also proves the chain restorable).
+streaming the snapshot merged with the WAL after it a piece at a time, never the whole state in memory (for
+incrementals from the chain, first checked against the parent's digest, which proves the chain restorable).
+
+A format-2 snapshot (the engine's memory-mappable checkpoint) is stored byte for byte, hashed while it is
+copied, and its block checksums are checked in the copy (verbatim.py); an older format-1 snapshot is stored
+as before (compressed if the engine did not compress its blocks).
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from omendb.backup.errors import BackupError, Corrupt, WalGone
 from omendb.backup.manifest import (
@@ -30,10 +38,11 @@ from omendb.backup.manifest import (
     new_id,
 )
 from omendb.backup.payload import PayloadWriter, State, frame_bytes
-from omendb.backup.restore import check_against_manifest, materialize
+from omendb.backup.restore import chain_frames, load_snapshot
 from omendb.backup.source import Snapshot, SourceInfo
 from omendb.backup.store import BackupStore
-from omendb.checkpoint import BASE_HEADER, FLAG_COMPRESSED, read_base
+from omendb.backup.verbatim import BackgroundSync, delta_of, sha256_file, stream_digest, verify_blocks
+from omendb.checkpoint import BASE_HEADER, FLAG_COMPRESSED, base_format, open_base, read_base
 from omendb.errors import CorruptionError
 from omendb.wal import Frame
 
@@ -86,14 +95,16 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
         info = source.info()
         chain: list[BackupManifest] | None = None
         frames: list[Frame] = []
-        state: State | None = None
+        held: list[Frame] = []  # an incremental: what the chain already holds after its snapshot
+        base: State | None = None  # the chain's snapshot (a full backup: this one's), never modified
         if kind == INCREMENTAL:
             chain, why = _parent_chain(store, database, info)
             if chain is not None:
                 try:
                     frames = source.frames_after(chain[-1].end_lsn)
-                    state = materialize(store, chain)
-                    check_against_manifest(state, chain[-1])
+                    base = load_snapshot(store, chain[0])
+                    held = chain_frames(store, chain)
+                    _check_digest(base, held, chain[-1])
                 except WalGone as exc:
                     chain, why = None, (f"{exc.message} (released before a backup archived it, after [wal] "
                                         f"max_retained_mb was exceeded or by another backup series)")
@@ -101,6 +112,7 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
                     chain, why = None, f"the chain of the latest backup is damaged ({exc.message})"
             if chain is None:
                 log.warning("NOTICE: taking a full backup instead of an incremental one: %s", why)
+                held = []
         notice = None if kind == FULL or chain is not None else f"full backup instead of incremental: {why}"
         when = datetime.now(UTC)
         backup_id = new_id(database, FULL if chain is None else INCREMENTAL, when)
@@ -111,31 +123,43 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
         staging = store.staging(backup_id)
         try:
             files: list[FileEntry] = []
+            sync: BackgroundSync | None = None
+            index: dict[str, Any] = {"model_type": info.model_type, "max_error": info.max_error}
             if chain is None:
-                snapshot, state, frames, entry = _take_snapshot(store, staging, source, progress, level)
+                snapshot, base, frames, entry, sync, (records, digest) = _take_snapshot(store, staging, source,
+                                                                                        progress, level)
                 files.append(entry)
                 start_lsn, start_term, earliest = snapshot.lsn, snapshot.term, snapshot.created_us
+                if snapshot.index is not None:
+                    index["checkpoint"] = snapshot.index  # how a verbatim restore describes the snapshot
             else:
-                assert state is not None
-                start_lsn, start_term, earliest = state.lsn, state.term, chain[0].earliest_restore_us
+                assert base is not None
+                start_lsn = chain[-1].end_lsn
+                start_term = max([base.term, *(f.term for f in held)])
+                earliest = chain[0].earliest_restore_us
             writer = PayloadWriter(staging / WAL_FILE, level)
             writer.on_progress = progress
             for frame in frames:
                 writer.write(frame_bytes(frame))
             files.append(writer.close())
-            state.apply(frames)
+            every = held + frames
+            if chain is not None:
+                records, digest = stream_digest(base.keys, base.values, base.lsns, delta_of(every))
             manifest = BackupManifest(
                 id=backup_id, type=FULL if chain is None else INCREMENTAL,
                 parent=None if chain is None else chain[-1].id, database=database, start_lsn=start_lsn,
-                end_lsn=state.lsn, start_term=start_term, term=state.term,
+                end_lsn=every[-1].lsn if every else base.lsn, start_term=start_term,
+                term=max([base.term, *(f.term for f in every)]),
                 created_at=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 created_at_epoch=when.timestamp(),
                 first_commit_us=frames[0].commit_us if frames else None,
                 last_commit_us=frames[-1].commit_us if frames else None,
-                earliest_restore_us=earliest, records=len(state.keys), content_sha256=state.digest(),
+                earliest_restore_us=earliest, records=records, content_sha256=digest,
                 files=files, source=source.description, engine_database=info.engine_database,
-                index={"model_type": info.model_type, "max_error": info.max_error}, notice=notice,
+                index=index, notice=notice,
                 parent_mac=None if chain is None or store.key is None else chain[-1].mac)
+            if sync is not None:
+                sync.wait()
             store.publish(staging, manifest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -149,38 +173,80 @@ def take_backup(store: BackupStore, source: Source, database: str, kind: str, *,
         return manifest.sealed(store.key)
 
 
+def _check_digest(base: State, held: list[Frame], parent: BackupManifest) -> None:
+    """The chain rebuilt (streamed) to the parent's end matches the parent's record count and digest."""
+    end = held[-1].lsn if held else base.lsn
+    if end != parent.end_lsn:
+        raise Corrupt(f"the chain of backup {parent.id} ends at LSN {end}, its manifest says {parent.end_lsn}")
+    records, digest = stream_digest(base.keys, base.values, base.lsns, delta_of(held))
+    if (records, digest) != (parent.records, parent.content_sha256):
+        raise Corrupt(f"the state rebuilt from backup {parent.id} ({records} records) does not match what was "
+                      f"backed up ({parent.records} records, content sha256 {parent.content_sha256[:12]}...)")
+
+
+def _checked_snapshot(path: Path, snapshot: Snapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(keys, values, LSNs, LSN) of a copied checkpoint, every block checksum checked: a format-2 file is
+    mapped (nothing decoded), an older one read."""
+    try:
+        if base_format(path) == 2:
+            mapped = open_base(path)
+            verify_blocks(mapped)
+            keys, values, lsns, lsn = mapped.keys, mapped.values, mapped.lsns, mapped.lsn
+        else:
+            lsn, keys, values, lsns, _ = read_base(path)
+    except (CorruptionError, Corrupt) as exc:
+        raise Corrupt(f"the source's checkpoint is damaged, refusing to back it up: {exc.message}") from None
+    if lsn != snapshot.lsn:
+        raise Corrupt(f"the source's checkpoint holds LSN {lsn} but was announced as LSN {snapshot.lsn}")
+    return keys, values, lsns, lsn
+
+
 def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: Progress | None, level: int
-                   ) -> tuple[Snapshot, State, list[Frame], FileEntry]:
+                   ) -> tuple[Snapshot, State, list[Frame], FileEntry, BackgroundSync | None, tuple[int, str]]:
+    """The source's checkpoint in `staging` (checked), the WAL after it, the copy's fsync if it is still
+    running (wait for it before publishing), and the record count and digest at the end of that WAL."""
     raw_path = staging / SNAPSHOT_FILE
     for _ in range(5):
         for leftover in (raw_path, staging / SNAPSHOT_ZST):
             leftover.unlink(missing_ok=True)
-        writer = PayloadWriter(raw_path, compress=False)
-        writer.on_progress = progress
-        snapshot = source.snapshot(writer.write)
-        entry = writer.close()
-        try:
-            frames = source.frames_after(snapshot.lsn)
-        except WalGone:
-            log.info("a checkpoint released the WAL right after the snapshot at LSN %d; taking it again",
-                     snapshot.lsn)
-            continue
-        try:
-            lsn, keys, values, lsns, _ = read_base(raw_path)
-        except CorruptionError as exc:
-            raise Corrupt(f"the source's checkpoint is damaged, refusing to back it up: "
-                          f"{exc.message}") from None
-        if lsn != snapshot.lsn:
-            raise Corrupt(f"the source's checkpoint holds LSN {lsn} but was announced as LSN {snapshot.lsn}")
+        sync: BackgroundSync | None = None
+        hashed: Future[tuple[int, str]] | None = None
+        copy_to = getattr(source, "snapshot_file", None)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") as pool:
+            if copy_to is not None:  # a local file: copied inside the kernel, hashed from the copy meanwhile
+                snapshot = copy_to(raw_path)
+                sync = BackgroundSync(raw_path)  # written back while the copy is checked and digested
+                hashed = pool.submit(sha256_file, raw_path)
+            else:
+                writer = PayloadWriter(raw_path, compress=False)
+                writer.on_progress = progress
+                snapshot = source.snapshot(writer.write)
+                entry = writer.close()
+            try:
+                frames = source.frames_after(snapshot.lsn)
+            except WalGone:
+                log.info("a checkpoint released the WAL right after the snapshot at LSN %d; taking it again",
+                         snapshot.lsn)
+                if sync is not None:
+                    sync.wait()
+                continue
+            keys, values, lsns, lsn = _checked_snapshot(raw_path, snapshot)
+            end = stream_digest(keys, values, lsns, delta_of(frames))  # while the copy is hashed
+            if hashed is not None:
+                size, sha = hashed.result()
+                entry = FileEntry(SNAPSHOT_FILE, size, sha, size, "none")
+                if progress is not None:
+                    progress(size)
         with open(raw_path, "rb") as f:
             flags = BASE_HEADER.unpack(f.read(BASE_HEADER.size))[2]
-        if not flags & FLAG_COMPRESSED:  # an uncompressed checkpoint ([storage] enable_compression = false)
+        if base_format(raw_path) == 1 and not flags & FLAG_COMPRESSED:
+            # A format-1 checkpoint written without compression ([storage] enable_compression = false).
             packed = PayloadWriter(staging / SNAPSHOT_ZST, level)
             with open(raw_path, "rb") as f:
                 while chunk := f.read(1 << 20):
                     packed.write(chunk)
             entry = packed.close()
             raw_path.unlink()
-        return snapshot, State(keys, values, lsns, lsn, snapshot.term), frames, entry
+        return snapshot, State(keys, values, lsns, lsn, snapshot.term), frames, entry, sync, end
     raise BackupError("the WAL after the snapshot kept being released by checkpoints; retry the backup when "
                       "the database is less busy, or raise [wal] max_retained_mb")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -29,15 +31,39 @@ ZSTD_LEVEL = 3
 
 
 class _HashingFile:
-    """A write-only file that counts and hashes what goes to disk (the compressed bytes)."""
+    """A write-only file that counts and hashes what goes to disk (the compressed bytes). With `threaded`,
+    large immutable chunks are hashed by another thread while the next ones are read and written (hashlib
+    releases the GIL for large buffers): a verbatim copy then runs at the speed of the slower of the two."""
 
-    def __init__(self, f: IO[bytes]) -> None:
+    MAX_PENDING = 16  # chunks queued for hashing (bounds memory)
+
+    def __init__(self, f: IO[bytes], threaded: bool = False) -> None:
         self.f, self.sha, self.size = f, hashlib.sha256(), 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") if threaded else None
+        self._pending: deque[Future[None]] = deque()
 
     def write(self, data: Any) -> int:
-        self.sha.update(data)
+        if self._pool is not None and isinstance(data, bytes) and len(data) >= 1 << 16:
+            self._pending.append(self._pool.submit(self.sha.update, data))  # one worker: hashed in order
+            if len(self._pending) > self.MAX_PENDING:
+                self._pending.popleft().result()
+        else:
+            self._drain()
+            self.sha.update(data)
         self.size += len(data)
         return self.f.write(data)
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def finish(self) -> str:
+        """Wait for every queued chunk; the sha256 of everything written."""
+        self._drain()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        return self.sha.hexdigest()
 
     def flush(self) -> None:
         self.f.flush()
@@ -49,7 +75,7 @@ class PayloadWriter:
     def __init__(self, path: Path, level: int = ZSTD_LEVEL, compress: bool = True) -> None:
         self.path = path
         self._file = open(path, "xb")  # noqa: SIM115 - closed in close()
-        self._hashing = _HashingFile(self._file)
+        self._hashing = _HashingFile(self._file, threaded=not compress)
         self.codec = "zstd" if compress else "none"
         self._zstd: Any = None
         if compress:
@@ -71,8 +97,7 @@ class PayloadWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        return FileEntry(self.path.name, self._hashing.size, self._hashing.sha.hexdigest(), self.raw_size,
-                         self.codec)
+        return FileEntry(self.path.name, self._hashing.size, self._hashing.finish(), self.raw_size, self.codec)
 
 
 def check_file(path: Path, entry: FileEntry) -> None:

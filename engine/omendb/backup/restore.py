@@ -1,8 +1,11 @@
 """Restore: rebuild the state at a backup, LSN or time from a chain, and swap it into a data directory.
 
-The state is rebuilt in memory (the full backup's snapshot plus the chain's WAL frames up to the target)
-and written as a fresh checkpoint at the target LSN with an empty WAL, so the server replays nothing and
-continues the LSN and term sequence.
+When the chain's snapshot is a format-2 checkpoint stored as is (verbatim.py), it is copied back byte for
+byte (its sha256 checked as it passes) and the chain's WAL frames up to the target become one WAL segment
+after it, which the engine replays when it opens (``WAL_HEAD`` names that segment, so an engine that looks
+for the WAL elsewhere refuses to start instead of missing those writes). Otherwise (older backups) the state
+is rebuilt in memory (the snapshot plus the frames up to the target) and written as a fresh checkpoint at the
+target LSN with an empty WAL. Either way the database continues the LSN sequence on a new term.
 
 The swap into the data directory happens under the engine's ``LOCK`` (a running server refuses it) and
 is crash-safe: ``MANIFEST`` is first replaced by a marker that no engine opens, the previous files are
@@ -31,10 +34,10 @@ from omendb import rmi
 from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
 from omendb.backup.layout import Layout
 from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
-from omendb.backup.payload import State, check_contiguous, check_file, decode_frames, read_checked
+from omendb.backup.payload import State, check_contiguous, check_file, decode_frames, frame_bytes, read_checked
 from omendb.backup.source import RESTORE_POISON
 from omendb.backup.store import BackupStore
-from omendb.checkpoint import read_base, write_base
+from omendb.checkpoint import BaseFile, base_format, open_base, read_base, write_base
 from omendb.errors import CorruptionError
 from omendb.files import (
     LOCK,
@@ -45,18 +48,22 @@ from omendb.files import (
     RESTORE_STAGING,
     RESTORED_FROM,
     SET_ASIDE,
+    WAL_HEAD,
     HeldBy,
     Manifest,
     base_name,
     fsync_dir,
+    head_bytes,
     lock_directory,
     write_staged_manifest,
     write_synced,
 )
-from omendb.wal import Frame
+from omendb.runs import merged_count
+from omendb.wal import Frame, pack_segment_header, segment_name
 
 log = logging.getLogger("omendb.backup")
 
+WAL_MARK = "wal/"  # in RESTORE_MOVED_OUT: a name in the WAL directory (the others are in the data directory)
 # Never moved or deleted by a restore: the operator's restore Jobs keep the previous data there until a
 # restore is verified (docs/operations/backup-and-restore.md). The name is omendb.files.SET_ASIDE.
 KEEP_IN_PLACE = {LOCK, MANIFEST, RESTORE_PREVIOUS, RESTORE_STAGING, SET_ASIDE}
@@ -189,13 +196,11 @@ def load_frames(store: BackupStore, manifest: BackupManifest,
     return frames
 
 
-def materialize(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
-                progress: Progress | None = None) -> State:
-    """The database state at the target, from the chain's snapshot and WAL; every checksum is checked."""
-    full = chain[0]
-    if full.type != FULL:
-        raise Corrupt(f"the chain of {chain[-1].id} does not start with a full backup")
-    state = load_snapshot(store, full, progress)
+def chain_frames(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
+                 progress: Progress | None = None) -> list[Frame]:
+    """The WAL frames a chain holds after its full backup's snapshot, up to the target; every checksum and
+    the LSN continuity are checked."""
+    held: list[Frame] = []
     for manifest in chain:
         frames = load_frames(store, manifest, progress)
         if target.lsn is not None:
@@ -205,12 +210,23 @@ def materialize(store: BackupStore, chain: list[BackupManifest], target: Target 
             while keep < len(frames) and frames[keep].commit_us <= target.time_us:
                 keep += 1
             frames = frames[:keep]
-        state.apply(frames)
-        if target.lsn is not None and state.lsn >= target.lsn:
+        held.extend(frames)
+        if target.lsn is not None and (held[-1].lsn if held else chain[0].start_lsn) >= target.lsn:
             break
         if target.time_us is not None and manifest.last_commit_us is not None and \
                 manifest.last_commit_us > target.time_us:
             break
+    return held
+
+
+def materialize(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
+                progress: Progress | None = None) -> State:
+    """The database state at the target, from the chain's snapshot and WAL; every checksum is checked."""
+    full = chain[0]
+    if full.type != FULL:
+        raise Corrupt(f"the chain of {chain[-1].id} does not start with a full backup")
+    state = load_snapshot(store, full, progress)
+    state.apply(chain_frames(store, chain, target, progress))
     return state
 
 
@@ -298,7 +314,10 @@ def recover_interrupted(layout: Layout) -> str | None:
         marker = data_prev / RESTORE_MOVED_OUT
         if marker.exists():
             for name in json.loads(marker.read_text()):
-                (layout.data_dir / name).unlink(missing_ok=True)
+                if name.startswith(WAL_MARK):
+                    (layout.wal_dir / name[len(WAL_MARK):]).unlink(missing_ok=True)
+                else:
+                    (layout.data_dir / name).unlink(missing_ok=True)
             marker.unlink()
         if wal_prev.is_dir():
             _move_all(wal_prev, layout.wal_dir, set())
@@ -325,8 +344,10 @@ def recover_interrupted(layout: Layout) -> str | None:
     return done
 
 
-def swap_in(layout: Layout, staged: Path, poison_text: str) -> None:
-    """Replace the database in `layout` by the checkpoint files in `staged` (see the module docstring)."""
+def swap_in(layout: Layout, staged: Path, poison_text: str, wal_files: dict[str, bytes] | None = None) -> None:
+    """Replace the database in `layout` by the checkpoint files in `staged` and the WAL segments
+    `wal_files` (name: bytes, written into the WAL directory) (see the module docstring)."""
+    wal_files = wal_files or {}
     data_prev, wal_prev = layout.data_dir / RESTORE_PREVIOUS, layout.wal_dir / RESTORE_PREVIOUS
     layout.wal_dir.mkdir(parents=True, exist_ok=True)
     data_prev.mkdir()
@@ -342,8 +363,11 @@ def swap_in(layout: Layout, staged: Path, poison_text: str) -> None:
         _move_all(layout.data_dir, data_prev, KEEP_IN_PLACE)
         _move_all(layout.wal_dir, wal_prev, {RESTORE_PREVIOUS, SET_ASIDE})
         incoming = sorted(p.name for p in staged.iterdir() if p.name != MANIFEST)
-        write_synced(data_prev / RESTORE_MOVED_OUT, json.dumps(incoming).encode())
+        write_synced(data_prev / RESTORE_MOVED_OUT, json.dumps(incoming + [WAL_MARK + n for n in wal_files]).encode())
         fsync_dir(data_prev)
+        for name, data in wal_files.items():
+            write_synced(layout.wal_dir / name, data)
+        fsync_dir(layout.wal_dir)
         for path in list(staged.iterdir()):
             if path.name != MANIFEST:
                 os.replace(path, layout.data_dir / path.name)
@@ -379,23 +403,108 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
         if layout.holds_database() and not force:
             raise Refused(f"{layout.data_dir} already holds a database; pass --force to replace it (the "
                           f"current data is kept aside until the restore succeeds)")
-        state = materialize(store, chain, target, progress)
-        check_against_manifest(state, last)
         staged = layout.data_dir / RESTORE_STAGING
         if staged.exists():
             shutil.rmtree(staged)
         staged.mkdir()
-        write_checkpoint(state, staged, last.engine_database or last.database, last.index,
-                         database_id=last.source.get("database_id"), new_term=True)
+        verbatim = _verbatim_snapshot(store, chain)
+        wal_files: dict[str, bytes] = {}
+        try:
+            if verbatim is not None:
+                lsn, term, records, wal_files = _stage_verbatim(store, chain, verbatim, target, staged, progress)
+            else:
+                state = materialize(store, chain, target, progress)
+                check_against_manifest(state, last)
+                write_checkpoint(state, staged, last.engine_database or last.database, last.index,
+                                 database_id=last.source.get("database_id"), new_term=True)
+                lsn, term, records = state.lsn, state.term, len(state.keys)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)  # a refused restore leaves the target as it was
+            raise
         write_synced(staged / RESTORED_FROM, json.dumps({
-            "backup_id": last.id, "database": last.database, "lsn": state.lsn, "term": state.term,
+            "backup_id": last.id, "database": last.database, "lsn": lsn, "term": term,
             "restored_at": time.time()}).encode())
         fsync_dir(staged)
         hint = (f"A backup_tool restore of backup {last.id} into this directory was interrupted. Run "
                 f"`{command_hint}` again to finish it, or `backup_tool --data-dir {layout.data_dir} "
                 f"rollback-restore` to put the previous data back.")
-        swap_in(layout, staged, hint)
-    return RestoreResult(last.id, state.lsn, state.term + 1, len(state.keys), recovered, last.end_lsn, last.records)
+        swap_in(layout, staged, hint, wal_files)
+    return RestoreResult(last.id, lsn, term + 1, records, recovered, last.end_lsn, last.records)
+
+
+def _verbatim_snapshot(store: BackupStore, chain: list[BackupManifest]) -> Path | None:
+    """The chain's snapshot file when it can be restored as is: a format-2 checkpoint stored uncompressed,
+    whose index description and database identity the backup recorded; else None (rebuilt instead)."""
+    full = chain[0]
+    entry, checkpoint = full.snapshot, full.index.get("checkpoint")
+    if full.type != FULL or entry is None or entry.codec != "none" or not chain[-1].source.get("database_id"):
+        return None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("meta"), dict) or \
+            not {"observed_max_error", "observed_mean_error", "depth", "train_seconds"} <= checkpoint["meta"].keys():
+        return None
+    path = store.path(full.id) / entry.name
+    try:
+        return path if base_format(path) == 2 else None
+    except CorruptionError:
+        return None  # the rebuild reports the damage
+
+
+def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: Path, target: Target,
+                    staged: Path, progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
+    """Stage the snapshot as the checkpoint and a MANIFEST in `staged`; returns (LSN, term before the new
+    one, records, WAL segments to write). Everything is checked before anything is committed."""
+    from omendb.backup.verbatim import copy_checked
+
+    full, last = chain[0], chain[-1]
+    assert full.snapshot is not None
+    frames = chain_frames(store, chain, target, progress)
+    name = base_name(full.start_lsn)
+
+    def check() -> tuple[int, int, int, dict[str, bytes]]:  # runs while the copy is hashed and written back
+        try:
+            base = open_base(staged / name)
+        except CorruptionError as exc:
+            raise Corrupt(f"{snapshot}: the snapshot inside is damaged ({exc.message})") from None
+        if base.lsn != full.start_lsn:
+            raise Corrupt(f"{snapshot} holds LSN {base.lsn}, the manifest says {full.start_lsn}; this backup is "
+                          "damaged")
+        return _verbatim_state(full, last, base, frames)
+
+    staged_state, sync = copy_checked(snapshot, staged / name, full.snapshot, check, progress)
+    sync.wait()
+    return staged_state
+
+
+def _verbatim_state(full: BackupManifest, last: BackupManifest, base: BaseFile, frames: list[Frame]
+                    ) -> tuple[int, int, int, dict[str, bytes]]:
+    """(LSN, term before the new one, records, WAL segments) of a verbatim restore; writes the MANIFEST (and
+    WAL_HEAD when there is a WAL tail) next to the staged checkpoint `base`."""
+    from omendb.backup.verbatim import delta_of
+
+    lsn = frames[-1].lsn if frames else base.lsn
+    term = max([full.start_term, *(f.term for f in frames)])
+    # The checkpoint's sha256 (checked as it was copied) and every frame's are what the signed manifest lists,
+    # and the content digest was computed from exactly these bytes when the backup was taken: the record
+    # count is checked here (cheap: a search per WAL entry), the digest by `verify --deep`.
+    records = merged_count(base.keys, delta_of(frames))
+    if lsn == last.end_lsn and records != last.records:
+        raise Corrupt(f"the state rebuilt from backup {last.id} ({records} records) does not match what was "
+                      f"backed up ({last.records} records); this backup chain is damaged")
+    database_id = str(last.source["database_id"])
+    checkpoint = full.index["checkpoint"]
+    manifest = Manifest(database=last.engine_database or last.database, checkpoint_lsn=base.lsn, term=term + 1,
+                        base_file=base.path.name, records=len(base.keys), created_at=time.time(),
+                        model_type=str(checkpoint["model_type"]), max_error=int(checkpoint["max_error"]),
+                        database_id=database_id, term_history=[[1, 1], [term + 1, lsn + 1]],
+                        index_meta=dict(checkpoint["meta"]))
+    wal_files: dict[str, bytes] = {}
+    if frames:
+        first = base.lsn + 1
+        wal_files[segment_name(first)] = pack_segment_header(database_id, first, frames[0].term) + \
+            b"".join(frame_bytes(f) for f in frames)
+        write_synced(base.path.parent / WAL_HEAD, head_bytes(database_id, first))
+    write_synced(base.path.parent / MANIFEST, manifest.to_json().encode())
+    return lsn, term, records, wal_files
 
 
 def rollback(layout: Layout) -> str:

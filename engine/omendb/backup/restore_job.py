@@ -31,12 +31,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from omendb.backup.contract import RESTORE_ACTIONS, SET_ASIDE
-from omendb.wal import fsync_dir
+from omendb.backup.contract import RESTORE_ACTIONS
+from omendb.files import LOCK, SET_ASIDE, fsync_dir
 
 COMPLETE = ".complete"
 PUTTING_BACK = ".putting-back"
-LOCK = "LOCK"
 STAYS = {SET_ASIDE, LOCK, "lost+found"}  # never moved, never deleted
 KILL_AFTER_ENV = "OMENDB_RESTORE_JOB_KILL_AFTER"
 

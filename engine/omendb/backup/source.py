@@ -54,6 +54,9 @@ class Snapshot:
     lsn: int
     term: int
     created_us: int  # when the checkpoint was written: its LSN committed no later than this
+    # The checkpoint's index as its MANIFEST describes it (model_type, max_error, index_meta), when known: a
+    # restore that puts the checkpoint back as is writes it into the new MANIFEST.
+    index: dict[str, Any] | None = None
 
 
 def empty_base_bytes(model_type: str = "recursive", max_error: int = 50) -> bytes:
@@ -129,23 +132,41 @@ class LocalSource:
                           f"retry the backup")
 
     def snapshot(self, sink: Sink) -> Snapshot:
+        return self._snapshot(lambda f: _drain(f, sink))
+
+    def snapshot_file(self, path: Path) -> Snapshot:
+        """The snapshot copied into a new file at `path` inside the kernel (verbatim.copy_file), not yet
+        fsynced."""
+        from omendb.backup.verbatim import copy_file
+
+        def empty(data: bytes) -> None:
+            path.write_bytes(data)
+
+        return self._snapshot(lambda f: copy_file(f, path), empty)
+
+    def _snapshot(self, copy: Callable[[Any], object], empty: Sink | None = None) -> Snapshot:
         for _ in range(50):
             manifest = self._manifest()
             if manifest is None or manifest.base_file is None:
                 lsn = manifest.checkpoint_lsn if manifest else 0
                 if lsn != 0:
                     raise Corrupt(f"{self.layout.data_dir}/MANIFEST names no checkpoint file at LSN {lsn}")
-                sink(empty_base_bytes())
+                data = empty_base_bytes()
+                if empty is not None:
+                    empty(data)
+                else:
+                    copy(_Bytes(data))
                 return Snapshot(0, manifest.term if manifest else 1, 0)
             try:
                 f = open(self.layout.data_dir / manifest.base_file, "rb")  # noqa: SIM115
             except FileNotFoundError:
                 time.sleep(0.05)  # a checkpoint replaced it between reading MANIFEST and opening it
                 continue
-            with f:
-                while chunk := f.read(CHUNK):
-                    sink(chunk)
-            return Snapshot(manifest.checkpoint_lsn, manifest.term, int(manifest.created_at * 1_000_000))
+            with f:  # the open file stays readable even if a newer checkpoint unlinks it meanwhile
+                copy(f)
+            return Snapshot(manifest.checkpoint_lsn, manifest.term, int(manifest.created_at * 1_000_000),
+                            {"model_type": manifest.model_type, "max_error": manifest.max_error,
+                             "meta": dict(manifest.index_meta)})
         raise BackupError(f"the checkpoint of {self.layout.data_dir} kept changing while it was being read; "
                           f"retry the backup")
 
@@ -170,6 +191,23 @@ class LocalSource:
     def mark_archived(self, lsn: int) -> None:
         if self.layout.wal_dir.is_dir():
             write_archived(self.layout.wal_dir, lsn)
+
+
+def _drain(f: Any, sink: Sink) -> None:
+    while chunk := f.read(CHUNK):
+        sink(chunk)
+
+
+class _Bytes:
+    """Bytes read like a file (the empty checkpoint, handed to the same copy as a file's)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def read(self, n: int) -> bytes:
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += len(chunk)
+        return chunk
 
 
 def read_restored_from(data_dir: Path) -> dict[str, Any] | None:
@@ -282,8 +320,11 @@ class RemoteSource:
         if expected >= 0 and received != expected:
             raise SourceError(f"{self.url}: the snapshot stream ended after {received} of {expected} bytes; "
                               f"retry the backup")
+        index = None
+        with contextlib.suppress(ValueError):  # absent (an older server) or unreadable: restores rebuild
+            index = json.loads(headers.get("x-omendb-checkpoint-index", ""))
         return Snapshot(int(headers["x-omendb-lsn"]), int(headers["x-omendb-term"]),
-                        int(headers["x-omendb-checkpoint-created-us"]))
+                        int(headers["x-omendb-checkpoint-created-us"]), index if isinstance(index, dict) else None)
 
     def frames_after(self, lsn: int) -> list[Frame]:
         with self._request("GET", "/admin/wal", params={"after_lsn": lsn}) as response:

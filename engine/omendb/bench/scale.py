@@ -150,6 +150,9 @@ def phase_load(root: Path, records: int, batch: int) -> dict[str, Any]:
             "memory_usage_bytes": stats["memory_usage_bytes"], "retrains": stats["retrains_total"]}
 
 
+LOOKUP_REPEATS = 7
+
+
 def phase_reopen(root: Path, records: int, lookups: int) -> dict[str, Any]:
     config = guide_config(root, records)
     base_file = next((root / "data").glob("base-*.odb"))
@@ -164,13 +167,22 @@ def phase_reopen(root: Path, records: int, lookups: int) -> dict[str, Any]:
     read_s = time.perf_counter() - started
     base = db._view.base
     probe = base.keys[np.random.default_rng(7).integers(0, len(base.keys), lookups)]
-    searchsorted = backup_bench.best_of(3, lambda: np.searchsorted(base.keys, probe))
-    index_only = backup_bench.best_of(3, lambda: rmi.lookup_many(base.index, base.keys, probe))
-    get_many = backup_bench.best_of(3, lambda: db.get_many(probe))
     started = time.perf_counter()
-    if db._verify_thread is not None:
+    if db._verify_thread is not None:  # it reads every page on the same cores: lookups are timed after it
         db._verify_thread.join()
     verify_wait_s = time.perf_counter() - started
+    # Alternating repeats, one ratio per pair: the machine's load moves both sides of a pair alike, so the
+    # spread of the ratios shows how stable the comparison is (reported as min / median / max).
+    np.searchsorted(base.keys, probe)  # warm-up: the compiled kernel is loaded, the pages touched
+    rmi.lookup_many(base.index, base.keys, probe)
+    pairs = []
+    for _ in range(LOOKUP_REPEATS):
+        pairs.append((backup_bench.best_of(1, lambda: np.searchsorted(base.keys, probe)),
+                      backup_bench.best_of(1, lambda: rmi.lookup_many(base.index, base.keys, probe))))
+    searchsorted = min(p[0] for p in pairs)
+    index_only = min(p[1] for p in pairs)
+    lookup_ratios = sorted(ss / io for ss, io in pairs)
+    get_many = backup_bench.best_of(3, lambda: db.get_many(probe))
     verify_s = db.checkpoint_verify_seconds
     np.add.reduce(base.values[::512])  # touch every page of every column (keys: the lookups and verify)
     np.add.reduce(base.lsns[::512])
@@ -180,6 +192,7 @@ def phase_reopen(root: Path, records: int, lookups: int) -> dict[str, Any]:
               "steady_anon": steady["RssAnon"], "steady_file": steady["RssFile"],
               "verified": db.checkpoint_verified, "verify_wait_s": verify_wait_s, "verify_s": verify_s,
               "searchsorted_s": searchsorted, "index_only_s": index_only, "get_many_s": get_many,
+              "lookup_ratios": lookup_ratios,
               "lookups": lookups, "records": len(base.keys), "index": db.index_stats()}
     db.close(checkpoint=False)
     return result
@@ -221,6 +234,7 @@ def render(args: argparse.Namespace, load: dict[str, Any], reopen: dict[str, Any
     ckpt = n / load["checkpoint_s"] / 1e6
     ckpt_base = n / load["raw_write_s"] / 1e6
     ss, io, gm = reopen["searchsorted_s"], reopen["index_only_s"], reopen["get_many_s"]
+    ratios = reopen["lookup_ratios"]
     m = reopen["lookups"] / 1e6
     limit = 8192 * 2**20
     peak, steady = load["peak_rss"], reopen["steady_rss"]
@@ -236,20 +250,23 @@ def render(args: argparse.Namespace, load: dict[str, Any], reopen: dict[str, Any
         f"{reopen['read_file_s'] / reopen['open_s']:.2f}x | <= 1 s |",
         f"| restart in place: `omendb serve` to its first 200 on `/ready` | {restart[0]:.2f} s | "
         f"{restart[1]:.2f} s (the same on an empty database) | {restart[1] / restart[0]:.2f}x | — |",
-        f"| batch lookup, learned index only | {m / io:.2f} M keys/s | {m / ss:.2f} M keys/s "
+        f"| batch lookup, learned index only (best of {len(ratios)}) | {m / io:.2f} M keys/s | {m / ss:.2f} M keys/s "
         f"(`numpy.searchsorted`, same array) | {ss / io:.2f}x | >= 6x |",
+        f"| the same, ratio of each of {len(ratios)} alternating repeats | min {ratios[0]:.2f}x, median "
+        f"{ratios[len(ratios) // 2]:.2f}x, max {ratios[-1]:.2f}x | | | >= 6x |",
         f"| batch lookup, `get_many` | {m / gm:.2f} M keys/s | {m / ss:.2f} M keys/s | {ss / gm:.2f}x | — |",
         f"| peak RSS during the load (VmHWM) | {gib(peak)} (anon {gib(load['peak_anon'])}, file "
         f"{gib(load['peak_file'])}) | steady {gib(steady)} (anon {gib(reopen['steady_anon'])}, file "
         f"{gib(reopen['steady_file'])}) | {peak / steady:.2f}x steady | <= 1.5x steady, < {gib(limit)} |",
     ]
     if backup is not None:
-        rows += [
-            f"| full backup | {backup['tool_backup_mbps']:.1f} MB/s | {backup['tar_backup_mbps']:.1f} MB/s "
-            f"(`tar -cf - \\| zstd -3 -T1`) | {backup['tool_backup_mbps'] / backup['tar_backup_mbps']:.2f}x | >= 1x |",
-            f"| restore | {backup['tool_restore_mbps']:.1f} MB/s | {backup['tar_restore_mbps']:.1f} MB/s "
-            f"(`zstd -d \\| tar -x`) | {backup['tool_restore_mbps'] / backup['tar_restore_mbps']:.2f}x | >= 1x |",
-        ]
+        for name, op, cmd in (("full backup", "backup", "`tar -cf - \\| zstd -3 -T1`"),
+                              ("restore", "restore", "`zstd -d \\| tar -x`")):
+            tool, tar, synced = (backup[f"tool_{op}_mbps"], backup[f"tar_{op}_mbps"],
+                                 backup[f"tar_{op}_sync_mbps"])
+            rows += [f"| {name} | {tool:.1f} MB/s | {tar:.1f} MB/s ({cmd}) | {tool / tar:.2f}x | >= 1x |",
+                     f"| {name}, baseline followed by `sync` of what it wrote | {tool:.1f} MB/s | {synced:.1f} MB/s | "
+                     f"{tool / synced:.2f}x | — |"]
     pushed = f" The engine pushed back during the load: {load['pushed_back']}" if load["pushed_back"] else ""
     idx = reopen["index"]
     return f"""## Scale (`make bench-scale`)
@@ -269,8 +286,8 @@ VM, {os.cpu_count()} cores shared with other builds and agents (load average {lo
 {chr(10).join(rows)}
 
 RSS after open (before any page is touched): {gib(reopen['rss_after_open'])}. Background verification of
-every block took {reopen['verify_s'] or 0:.1f} s after the open, while the lookups ran (verified:
-{reopen['verified']}).
+every block took {reopen['verify_s'] or 0:.1f} s after the open (verified: {reopen['verified']}); the lookups
+were timed after it finished, since it reads every page on the same two cores.
 Index: {idx['leaves']:,} leaves, depth {idx['depth']}, mean error {idx['observed_mean_error']}, max error
 {idx['observed_max_error']}. Engine memory accounting at the end of the load:
 {gib(load['memory_usage_bytes'])}.
@@ -289,8 +306,16 @@ Notes (what the figures rest on, and what stands in the way where a goal is not 
 - Open: the checkpoint is mapped, the stored model used as is, and only the WAL tail is replayed; blocks
   are verified in the background (a bad block fails `/health` loudly). The restart figure is a local
   `omendb serve` process, not a pod: the in-cluster restart RTO was not measured in this session.
-- Backup and restore: not changed in this session (another helper is changing the backup format); the
-  figures show where they stand.
+- Lookups: each of the {len(ratios)} repeats times `numpy.searchsorted` and the learned index on the same 1M
+  probes back to back; the ratio moves with the machine's load (both are memory-latency bound on a
+  {reopen['base_file_bytes'] / 3e9:.1f} GB array shared with other processes' caches), so the goal is judged
+  on the median, and the minimum shows the worst pair.
+- Backup and restore: the checkpoint is copied byte for byte inside the kernel (`copy_file_range`), hashed
+  (sha256) on one core while the other checks its block checksums and streams the digest, and fsynced in
+  the background meanwhile; a restore copies it back the same way and hands the WAL tail to the engine as a
+  segment. backup_tool fsyncs before it reports success and the baselines do not: with that much data the
+  disk's write-back speed is what a durable restore waits for, hence the second row of each (the baseline
+  followed by `sync` of the files it wrote, like for like).
 """
 
 

@@ -15,6 +15,7 @@ streaming replicas read from a running server, for ``[security] admin_users`` on
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from omendb.wal import encode_frame, read_frames
 
 CHUNK = 1 << 20
 LSN_HEADER = "X-OmenDB-LSN"
+INDEX_HEADER = "X-OmenDB-Checkpoint-Index"  # JSON: model_type, max_error, meta (the MANIFEST's index_meta)
 
 
 class ArchivedRequest(BaseModel):
@@ -45,12 +47,13 @@ class ArchivedRequest(BaseModel):
     lsn: int = Field(ge=0, le=INT64_MAX, description="Backups hold every WAL frame up to and including this LSN.")
 
 
-def _open_checkpoint(db: Any) -> tuple[IO[bytes] | None, int, int, int]:
-    """(open base file or None for an empty database, LSN, term, checkpoint creation µs)."""
+def _open_checkpoint(db: Any) -> tuple[IO[bytes] | None, int, int, int, str]:
+    """(open base file or None for an empty database, LSN, term, checkpoint creation µs, the checkpoint's
+    index description as JSON: a restore that puts the file back as is writes it into the new MANIFEST)."""
     for _ in range(50):
         manifest = read_manifest(db.data_dir)
         if manifest is None or manifest.base_file is None:
-            return None, 0, db.term, 0
+            return None, 0, db.term, 0, ""
         try:
             f = open(db.data_dir / manifest.base_file, "rb")  # noqa: SIM115 - closed by the stream
         except FileNotFoundError:
@@ -61,7 +64,9 @@ def _open_checkpoint(db: Any) -> tuple[IO[bytes] | None, int, int, int]:
         if lsn != manifest.checkpoint_lsn:
             f.close()
             continue
-        return f, lsn, manifest.term, int(manifest.created_at * 1_000_000)
+        index = json.dumps({"model_type": manifest.model_type, "max_error": manifest.max_error,
+                            "meta": manifest.index_meta}, separators=(",", ":"))
+        return f, lsn, manifest.term, int(manifest.created_at * 1_000_000), index
     raise APIError(503, "checkpoint_busy", "the checkpoint kept changing while it was being opened; retry",
                    {"Retry-After": "1"})
 
@@ -125,9 +130,11 @@ def build_router(state: ServerState) -> APIRouter:
         db = state.ready_db()
         if checkpoint:
             await state.run(db.checkpoint)
-        f, lsn, term, created_us = await state.run(_open_checkpoint, db)
+        f, lsn, term, created_us, index = await state.run(_open_checkpoint, db)
         headers = {LSN_HEADER: str(lsn), "X-OmenDB-Term": str(term), "X-OmenDB-Checkpoint-Created-Us":
                    str(created_us), "X-OmenDB-Database": db.config.database.name}
+        if index:
+            headers[INDEX_HEADER] = index
         if f is None:
             return Response(await state.run(empty_base_bytes), media_type="application/octet-stream",
                             headers=headers)
