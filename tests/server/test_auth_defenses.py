@@ -111,9 +111,10 @@ def test_password_guessing_does_not_slow_authenticated_writes(unthrottled: Serve
             guesser.kill()
             guesser.wait()
     print(f"write p50: {quiet:.1f} ms quiet, {loaded:.1f} ms under 50 concurrent guessers")
-    # Guesses used to queue on the engine's worker threads in front of the writes (p50 2 ms -> 160 ms).
-    # Now they queue on the auth thread; the writes only share the CPU with one bcrypt at a time.
-    assert loaded < 5 * max(quiet, 2.0), f"write p50 {quiet:.1f} ms quiet, {loaded:.1f} ms under guessing"
+    # Guesses used to queue on the engine's worker threads in front of the writes (p50 2 ms -> 160 ms, 80x).
+    # Now they queue on the auth thread; the writes only share the CPU with one bcrypt at a time. The bound
+    # is wide (a loaded 2-core machine measured 11x) and still far below the queueing it guards against.
+    assert loaded < 25 * max(quiet, 2.0), f"write p50 {quiet:.1f} ms quiet, {loaded:.1f} ms under guessing"
 
 
 @pytest.fixture()
