@@ -15,7 +15,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from omendb_operator.plans.status import set_condition
+from omendb_operator.plans.status import keep_finished, kstatus_conditions, set_condition
+from omendb_operator.plans.stuck import find_stuck, summary
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
 from omendb_operator.times import timestamp
@@ -47,7 +48,13 @@ class BackupPlan:
 
 def _ready(prev: dict[str, Any], status: str, reason: str, message: str, gen: int,
            now: dt.datetime) -> list[dict[str, Any]]:
-    return [set_condition(list(prev.get("conditions") or []), "Ready", status, reason, message, gen, now)]
+    """Ready, and the kstatus pair: Reconciling while Pending or Running, Stalled once Failed (kstatus
+    then says Failed, as Flux and Helm should: a failed backup never succeeds by waiting)."""
+    conditions = list(prev.get("conditions") or [])
+    stalled = (reason, message) if status == "False" and reason not in ("Waiting", "Running") else None
+    reconciling = (reason, message) if not stalled and status != "True" else None
+    return [set_condition(conditions, "Ready", status, reason, message, gen, now),
+            *kstatus_conditions(conditions, stalled, reconciling, gen, now, ("Finished", message))]
 
 
 def plan_backup(backup: dict[str, Any], ctx: BackupContext, owner: dict[str, Any] | None,
@@ -59,7 +66,7 @@ def plan_backup(backup: dict[str, Any], ctx: BackupContext, owner: dict[str, Any
     name = backup["metadata"]["name"]
     status: dict[str, Any] = {**prev, "observedGeneration": gen}
     if prev.get("phase") in FINISHED:
-        return BackupPlan(prev)
+        return BackupPlan(keep_finished(prev, gen, now))
 
     def fail(reason: str, error: str) -> BackupPlan:
         status.update(phase=FAILED, error=error, completedAt=timestamp(now),
@@ -99,6 +106,12 @@ def plan_backup(backup: dict[str, Any], ctx: BackupContext, owner: dict[str, Any
     ok_message, failed_message = jobs.termination_message(pods)
     status.setdefault("startedAt", (job.get("status") or {}).get("startTime") or timestamp(now))
     if outcome is None:
+        stuck = find_stuck(pods, [job], now)
+        if stuck:  # a pod that cannot start never fails by itself: say so now rather than wait for ever
+            message = f"{summary(stuck)}; the backup waits until it is fixed (or delete this OmenDBBackup)"
+            status.update(phase=RUNNING, conditions=_ready(prev, "False", stuck[0].reason, message, gen, now))
+            events = [] if _same_reason(prev, message) else [("Warning", "BackupStuck", message)]
+            return BackupPlan(status, events=events)
         message = f"Job {job['metadata']['name']} is running"
         status.update(phase=RUNNING, conditions=_ready(prev, "False", "Running", message, gen, now))
         return BackupPlan(status)
