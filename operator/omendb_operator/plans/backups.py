@@ -52,7 +52,9 @@ def _ready(prev: dict[str, Any], status: str, reason: str, message: str, gen: in
     then says Failed, as Flux and Helm should: a failed backup never succeeds by waiting)."""
     conditions = list(prev.get("conditions") or [])
     stalled = (reason, message) if status == "False" and reason not in ("Waiting", "Running") else None
-    reconciling = (reason, message) if not stalled and status != "True" else None
+    # The phase leads Reconciling's message, as Flux and Argo CD show it alone.
+    reconciling = (reason, f"{PENDING if reason == 'Waiting' else RUNNING}: {message}") \
+        if not stalled and status != "True" else None
     return [set_condition(conditions, "Ready", status, reason, message, gen, now),
             *kstatus_conditions(conditions, stalled, reconciling, gen, now, ("Finished", message))]
 

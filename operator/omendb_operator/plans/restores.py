@@ -121,7 +121,9 @@ def plan_restore(restore: dict[str, Any], view: ClusterView, holder: str | None,
         PutBack on (the restore has failed and will not succeed), for a restore that cannot start, and
         while one of its Jobs is stuck."""
         stalled = (reason, message) if status_ == "False" and reason not in MOVING else None
-        reconciling = (reason, message) if not stalled and status_ != "True" else None
+        # The phase and step lead Reconciling's message, as Flux and Argo CD show it alone.
+        where = PENDING if reason == "Waiting" else f"{RUNNING} (step {reason})"
+        reconciling = (reason, f"{where}: {message}") if not stalled and status_ != "True" else None
         return [set_condition(conditions, "Ready", status_, reason, message, gen, now),
                 *kstatus_conditions(conditions, stalled, reconciling, gen, now, ("Finished", message))]
 
