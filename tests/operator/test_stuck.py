@@ -12,10 +12,13 @@ from typing import Any
 from conftest import make_owner
 from test_backup_restore_planners import _backup, _ctx, _job, _restore, _step, _view
 from test_omendb_plan import _steady_world
+from test_omendb_status import _sts
 
 from omendb_operator.plans import backups
 from omendb_operator.plans.omendb import plan_omendb
-from omendb_operator.plans.stuck import find_stuck, stuck_pod
+from omendb_operator.plans.status import Observation, build_status
+from omendb_operator.plans.stuck import find_stuck, recheck_after, stuck_pod
+from omendb_operator.spec import parse_spec
 from omendb_operator.specs import jobs
 
 NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
@@ -89,6 +92,17 @@ def test_an_unschedulable_pod_is_stuck_only_after_the_autoscaler_grace():
                                    "cannot be scheduled (0/1 nodes are available: 1 Insufficient memory.)")
 
 
+def test_the_operator_looks_again_when_a_grace_ends():
+    # Nothing changes on a pod when its grace ends, so no event would wake the operator: it asks to
+    # reconcile again then (1 s after), and not at all when nothing is in a grace period.
+    assert recheck_after([_unschedulable_pod("db-1", "2026-12-04T11:59:30Z")], [], NOW) == 91.0
+    assert recheck_after([], [_pending_job("db-backup-full-1", "2026-12-04T11:59:00Z")], NOW) == 61.0
+    assert recheck_after([_unschedulable_pod("db-1", "2026-12-04T11:55:00Z")], [], NOW) is None
+    world = _steady_world()
+    world.children["Pod"]["db-2"] = _unschedulable_pod("db-2", "2026-12-04T11:59:30Z")
+    assert plan_omendb(world, NOW).requeue == 91.0
+
+
 def test_a_jobs_stuck_pod_is_reported_as_the_job_and_a_job_without_pods_after_the_grace():
     job = _pending_job("db-pre-upgrade-1-backup", "2026-12-04T11:50:00Z")
     pod = _waiting_pod("db-pre-upgrade-1-backup-x7", "ImagePullBackOff", job="db-pre-upgrade-1-backup")
@@ -140,6 +154,21 @@ def test_a_stuck_backup_job_next_to_a_ready_database_degrades_it_but_does_not_st
     assert (c["Degraded"]["status"], c["Degraded"]["reason"]) == ("True", "ImagePullBackOff")
     assert c["Degraded"]["message"].startswith("Job db-backup-full-1: pod db-backup-full-1-x")
     assert (c["Stalled"]["status"], c["Reconciling"]["status"]) == ("False", "False")  # kstatus: Current
+
+
+def test_a_stuck_pre_upgrade_backup_job_stalls_the_upgrade_that_waits_for_it():
+    # Issue 18's case: every pod Ready, the upgrade waits for its backup, whose Job cannot pull its image.
+    job = _pending_job("db-pre-upgrade-1a2b3c4d-backup", "2026-12-04T11:50:00Z")
+    pod = _waiting_pod("db-pre-upgrade-1a2b3c4d-backup-x", "ImagePullBackOff", job=job["metadata"]["name"])
+    obs = Observation(statefulset=_sts(3), tls_not_after=NOW, stuck=find_stuck([pod], [job], NOW),
+                      operation_waiting="waiting for the pre-upgrade backup db-pre-upgrade-1a2b3c4d (Running)",
+                      upgrade_condition=("True", "UpgradeInProgress", "taking the pre-upgrade backup"))
+    c = {x["type"]: x for x in build_status(make_owner(spec={"replicas": 3}), parse_spec({"replicas": 3}), obs,
+                                            None, NOW)["conditions"]}
+    assert (c["Stalled"]["status"], c["Stalled"]["reason"]) == ("True", "ImagePullBackOff")
+    assert c["Stalled"]["message"].startswith("Job db-pre-upgrade-1a2b3c4d-backup: pod "
+                                              "db-pre-upgrade-1a2b3c4d-backup-x container omendb is waiting")
+    assert c["Degraded"]["status"] == "True"  # no longer "no problems found"
 
 
 def test_a_steady_omendb_is_neither_reconciling_nor_stalled():

@@ -125,6 +125,27 @@ def find_stuck(pods: list[dict[str, Any]], job_list: list[dict[str, Any]], now: 
     return unique
 
 
+def recheck_after(pods: list[dict[str, Any]], job_list: list[dict[str, Any]], now: dt.datetime) -> float | None:
+    """Seconds until the first grace period above ends for a pod or Job that may turn out stuck, else
+    None: nothing changes on such an object when its grace ends, so no event would wake the operator."""
+    ends = []
+    for pod in pods:
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
+                    cond.get("reason") == "Unschedulable":
+                since = parse_time(cond.get("lastTransitionTime")) or parse_time(
+                    pod["metadata"].get("creationTimestamp"))
+                if since is not None and now - since < UNSCHEDULABLE_GRACE:
+                    ends.append(since + UNSCHEDULABLE_GRACE)
+    for job in job_list:
+        created = parse_time(job["metadata"].get("creationTimestamp"))
+        st = job.get("status") or {}
+        if created is not None and now - created < NO_POD_GRACE and jobs.job_running(job) and not st.get("active") \
+                and not st.get("failed") and not st.get("succeeded"):
+            ends.append(created + NO_POD_GRACE)
+    return max(1.0, (min(ends) - now).total_seconds() + 1) if ends else None
+
+
 def summary(found: list[Stuck]) -> str:
     """One message for a condition: every finding, joined."""
     return "; ".join(s.message for s in found)
