@@ -133,6 +133,23 @@ def test_omendb_whose_upgrade_needs_a_human_is_failed_and_one_at_work_in_progres
     assert _status(expanding) == ("Failed", "StorageClass standard cannot expand")
 
 
+def test_omendb_held_at_zero_pods_until_a_human_acts_is_failed():
+    failed_bootstrap = _omendb({"replicas": 1}, Observation(statefulset=_sts(0, replicas=0), bootstrap={
+        "phase": "Failed", "error": "no backup 'x'",
+        "message": "the bootstrap restore failed: no backup 'x'; the OmenDB stays at 0 pods. Fix the cause, then "
+                   "`kubectl delete job prod-bootstrap-restore-0` to run it again"}))
+    status, message = _status(failed_bootstrap)
+    assert status == "Failed" and message.startswith("the bootstrap restore failed: no backup 'x'")
+    running_bootstrap = _omendb({"replicas": 1}, Observation(statefulset=_sts(0, replicas=0), bootstrap={
+        "phase": "Running", "message": "Job prod-bootstrap-restore-0 restores backup latest"}))
+    assert _status(running_bootstrap)[0] == "InProgress"
+    deleted = _omendb({"replicas": 1}, Observation(statefulset=_sts(0, replicas=0), restore={
+        "name": "r1", "step": "Restore", "message": "OmenDBRestore r1 was deleted at step Restore: the pods stay "
+                                                    "at 0; apply a new OmenDBRestore"}), _ready()["status"])
+    status, message = _status(deleted)
+    assert status == "Failed" and message.startswith("OmenDBRestore r1 was deleted at step Restore")
+
+
 # ---- OmenDBBackup ----------------------------------------------------------------------------------------
 
 

@@ -176,6 +176,11 @@ def _stalled(obs: Observation, reconciling: bool) -> tuple[str, str] | None:
             return STALLED_UPGRADE[reason], message
         if reason == "RollingBack" and (obs.upgrade or {}).get("failedImage"):
             return "UpgradeRollingBack", message  # the spec names an image that never became Ready
+    boot, restore = obs.bootstrap or {}, obs.restore or {}
+    if boot.get("phase") == "Failed":  # bootstrap.py: at 0 pods until the Job is deleted
+        return "BootstrapFailed", str(boot.get("message") or boot.get("error"))
+    if restore.get("message"):  # operations.py: a restore deleted mid-way holds the pods at 0
+        return "RestoreDeleted", str(restore["message"])
     if obs.storage_condition and obs.storage_condition[1] in STALLED_STORAGE:
         return obs.storage_condition[1], obs.storage_condition[2]
     if obs.stuck and reconciling:
