@@ -9,6 +9,7 @@ download) and print progress.
     python -m e2e.binaries build     # build what is missing, print the bin directory
     python -m e2e.binaries path      # print the bin directory (no build)
     python -m e2e.binaries objectstore-path   # print the object store's bin directory (no build)
+    python -m e2e.binaries kstatus-path       # print the kstatus checker's bin directory (no build)
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ COMPONENTS: tuple[Component, ...] = (
 # rebuilds Kubernetes (and the reverse).
 OBJECTSTORE = Component("seaweedfs", ("github.com/seaweedfs/seaweedfs/weed",))
 
+# The kstatus checker (e2e/go/kstatus: sigs.k8s.io/cli-utils' kstatus, the library behind Flux, Helm 4
+# --wait and kpt) for tests/operator/test_kstatus.py and e2e/tests/test_kstatus.py: small, and kept
+# apart like the object store so that bumping cli-utils rebuilds only it.
+KSTATUS = Component("kstatus", ("omendb.dev/e2e/kstatus",))
+
 # `go build` names etcd's binary after its module path ("server"); it is renamed to etcd.
 RENAMES = {"server": "etcd"}
 
@@ -122,6 +128,10 @@ def bin_dir() -> Path:
 
 def objectstore_bin_dir() -> Path:
     return CACHE_ROOT / f"objectstore-{cache_key((OBJECTSTORE,))}" / "bin"
+
+
+def kstatus_bin_dir() -> Path:
+    return CACHE_ROOT / f"kstatus-{cache_key((KSTATUS,))}" / "bin"
 
 
 def _final_name(name: str) -> str:
@@ -207,6 +217,9 @@ def build() -> Path:
     store_out = objectstore_bin_dir()
     store_out.mkdir(parents=True, exist_ok=True)
     _build_component(OBJECTSTORE, store_out)
+    kstatus_out = kstatus_bin_dir()
+    kstatus_out.mkdir(parents=True, exist_ok=True)
+    _build_component(KSTATUS, kstatus_out)
     elapsed = time.monotonic() - start
     if elapsed > 1:
         print(f"e2e.binaries: all binaries ready in {elapsed:.0f}s", flush=True)
@@ -221,6 +234,8 @@ def main(argv: list[str]) -> int:
         print(bin_dir())
     elif cmd == "objectstore-path":
         print(objectstore_bin_dir())
+    elif cmd == "kstatus-path":
+        print(kstatus_bin_dir())
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -75,8 +75,12 @@ def test_backup_job_then_a_waiting_backup_and_restore(apiserver, namespace, kube
     for kind, name in (("OmenDBBackup", "second"), ("OmenDBRestore", "r1")):
         status = _status(kube, kind, name, namespace)
         assert status["phase"] == "Pending", status
-        (ready,) = status["conditions"]
+        ready, reconciling, stalled = status["conditions"]
         assert ready["reason"] == "Waiting" and "backup Job first-backup" in ready["message"]
+        # kstatus: InProgress, saying why.
+        assert (reconciling["type"], reconciling["status"], stalled["type"], stalled["status"]) == (
+            "Reconciling", "True", "Stalled", "False")
+        assert reconciling["message"] == f"Pending: {ready['message']}"
     assert kube.get("batch/v1", "Job", "second-backup", namespace) is None
     sts = kube.get("apps/v1", "StatefulSet", "db", namespace)
     assert sts["spec"]["replicas"] == 1  # not held: the restore has not started

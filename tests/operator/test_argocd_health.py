@@ -18,9 +18,11 @@ import yaml
 from conftest import make_owner
 from test_backup_restore_planners import _backup, _ctx, _done, _job, _pod, _restore, _step, _view
 from test_omendb_status import _sts
+from test_stuck import _waiting_pod
 
 from omendb_operator.plans import backups
 from omendb_operator.plans.status import Observation, build_status, set_condition
+from omendb_operator.plans.stuck import find_stuck
 from omendb_operator.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,22 +135,41 @@ def test_omendb_hibernated_is_suspended_and_hibernating_progressing():
 
 
 def test_omendb_kstatus_conditions_are_honoured():
+    # As the builders write them now (issue 18): a stuck child stalls a rollout, naming the pod.
+    pod = _waiting_pod("prod-1", "ImagePullBackOff", 'Back-off pulling image "omendb/omendb:does-not-exist"')
+    stuck = omendb({"replicas": 3}, Observation(statefulset=_sts(2), stuck=find_stuck([pod], [], NOW)),
+                   ready_omendb()["status"])
+    conditions = {c["type"]: c for c in stuck["status"]["conditions"]}
+    assert (conditions["Stalled"]["status"], conditions["Reconciling"]["status"]) == ("True", "False")
+    status, message = health("OmenDB", stuck)
+    assert status == "Degraded" and message.startswith("pod prod-1 container omendb is waiting: ImagePullBackOff")
+    # Ready, yet an operation runs: Reconciling=True carries its message.
+    busy = omendb({"replicas": 3}, Observation(statefulset=_sts(3), tls_not_after=NOW,
+                                               operation_waiting="waiting for the pre-upgrade backup prod-pre"))
+    assert {c["type"]: c["status"] for c in busy["status"]["conditions"]}["Reconciling"] == "True"
+    assert health("OmenDB", busy) == ("Progressing", "waiting for the pre-upgrade backup prod-pre")
+    # Both False (as every steady status has them): the other rules decide.
+    calm = ready_omendb()
+    assert {c["type"]: c["status"] for c in calm["status"]["conditions"]}["Stalled"] == "False"
+    assert health("OmenDB", calm)[0] == "Healthy"
+    # TLS off by choice (TLSReady True, reason TLSDisabled) is Healthy too.
+    plain = omendb({"replicas": 3, "tls": {"enabled": False}}, Observation(statefulset=_sts(3)))
+    assert health("OmenDB", plain) == ("Healthy", "3/3 pods are ready")
+    # Hand-written ones too (another writer, or an older status).
     obj = ready_omendb()
-    stalled = with_status(obj, add_condition(obj["status"], "Stalled", "True", "ImagePullBackOff",
-                                             "pod prod-0: image omendb/omendb:0.1.9 cannot be pulled"))
-    assert health("OmenDB", stalled) == ("Degraded", "pod prod-0: image omendb/omendb:0.1.9 cannot be pulled")
+    obj["status"]["conditions"] = [c for c in obj["status"]["conditions"] if c["type"] not in
+                                   ("Reconciling", "Stalled")]
     reconciling = with_status(obj, add_condition(obj["status"], "Reconciling", "True", "RollingOut",
                                                  "rolling out 0.1.1"))
     assert health("OmenDB", reconciling) == ("Progressing", "rolling out 0.1.1")
-    calm = add_condition(add_condition(obj["status"], "Stalled", "False", "AsExpected", "not stalled"),
-                         "Reconciling", "False", "Current", "up to date")
-    assert health("OmenDB", with_status(obj, calm))[0] == "Healthy"
 
 
 def test_omendb_status_without_a_progressing_condition_falls_back_on_ready():
-    # Not written by this operator (every status it builds has Progressing); the script's last branch.
+    # Not written by this operator (every status it builds has Progressing and Reconciling); the script's last
+    # branch.
     creating = omendb({"replicas": 3}, Observation(statefulset=_sts(1)))
-    creating["status"]["conditions"] = [c for c in creating["status"]["conditions"] if c["type"] != "Progressing"]
+    creating["status"]["conditions"] = [c for c in creating["status"]["conditions"]
+                                        if c["type"] not in ("Progressing", "Reconciling")]
     assert health("OmenDB", creating) == ("Progressing", "1/3 pods are ready")
 
 
@@ -187,11 +208,18 @@ def test_backup_phases():
 
 
 def test_backup_kstatus_conditions_are_honoured():
-    started = backups.plan_backup(_backup(), _ctx(), make_owner(), None, [], NOW).status
-    stalled = add_condition(started, "Stalled", "True", "ImagePullBackOff", "Job nightly-backup cannot start")
-    assert health("OmenDBBackup", _backup(status=stalled)) == ("Degraded", "Job nightly-backup cannot start")
-    reconciling = add_condition(started, "Reconciling", "True", "JobRunning", "Job nightly-backup runs")
-    assert health("OmenDBBackup", _backup(status=reconciling)) == ("Progressing", "Job nightly-backup runs")
+    owner = make_owner()
+    started = backups.plan_backup(_backup(), _ctx(), owner, None, [], NOW).status
+    reconciling = {c["type"]: c for c in started["conditions"]}["Reconciling"]
+    assert reconciling["status"] == "True"
+    assert health("OmenDBBackup", _backup(status=started)) == (
+        "Progressing", "Running: Job nightly-backup takes a full backup of prod")
+    pod = _waiting_pod("nightly-backup-x", "ImagePullBackOff", job="nightly-backup")
+    stuck = backups.plan_backup(_backup(status=started), _ctx(), owner, _job("nightly-backup", None), [pod],
+                                NOW).status
+    assert stuck["phase"] == "Running"
+    status, message = health("OmenDBBackup", _backup(status=stuck))
+    assert status == "Degraded" and message.startswith("Job nightly-backup: pod nightly-backup-x")
 
 
 # ---- OmenDBRestore ---------------------------------------------------------------------------------------
@@ -235,11 +263,18 @@ def test_restore_phases():
 
 
 def test_restore_kstatus_conditions_are_honoured():
-    scale_down = _step(_restore(), _view(make_owner())).status
-    stalled = add_condition(scale_down, "Stalled", "True", "PodsStuck", "pod prod-0 does not terminate")
-    assert health("OmenDBRestore", _restore(status=stalled)) == ("Degraded", "pod prod-0 does not terminate")
-    reconciling = add_condition(scale_down, "Reconciling", "True", "ScaleDown", "waiting for 1 pod to stop")
-    assert health("OmenDBRestore", _restore(status=reconciling)) == ("Progressing", "waiting for 1 pod to stop")
+    owner = make_owner()
+    scale_down = _step(_restore(), _view(owner)).status
+    assert {c["type"]: c["status"] for c in scale_down["conditions"]}["Reconciling"] == "True"
+    down = _view(owner, statefulset_replicas=0, database_pods=0, ready_pods=0)
+    in_restore = _restore(status={"phase": "Running", "step": "Restore", "stepStartedAt": "2026-12-04T11:59:00Z"})
+    pod = _waiting_pod("r1-restore-0-x", "CreateContainerConfigError", 'secret "prod-backup-key" not found',
+                       job="r1-restore-0")
+    stuck = _step(in_restore, down, {"r1-restore-0": _done("r1-restore-0", outcome="Running")},
+                  {"r1-restore-0": [pod]}).status
+    assert stuck["step"] == "Restore"
+    status, message = health("OmenDBRestore", _restore(status=stuck))
+    assert status == "Degraded" and "Job r1-restore-0: pod r1-restore-0-x" in message
 
 
 # ---- packaging -------------------------------------------------------------------------------------------

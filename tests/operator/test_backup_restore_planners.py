@@ -79,8 +79,10 @@ def test_backup_waits_while_another_operation_runs(owner):
     plan = backups.plan_backup(_backup(), _ctx(blocked_by="restore r1 of prod is in progress"), owner, None, [],
                                NOW)
     assert plan.status["phase"] == "Pending" and plan.create_job is None
-    (ready,) = plan.status["conditions"]
+    ready, reconciling, stalled = plan.status["conditions"]
     assert ready["reason"] == "Waiting" and "restore r1" in ready["message"]
+    assert (reconciling["type"], reconciling["status"], stalled["type"], stalled["status"]) == (
+        "Reconciling", "True", "Stalled", "False")  # kstatus: InProgress
     # Still waiting, same reason: no new event.
     again = backups.plan_backup(_backup(status=plan.status), _ctx(blocked_by="restore r1 of prod is in progress"),
                                 owner, None, [], LATER)

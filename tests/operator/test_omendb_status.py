@@ -155,7 +155,8 @@ def test_tls_and_monitoring_conditions():
     off = build_status(
         owner, parse_spec({"tls": {"enabled": False}}), Observation(monitoring_missing=True), None, NOW
     )
-    assert _conds(off)["TLSReady"]["reason"] == "TLSDisabled"
+    # Off by choice is as the spec asks: True (issue 18), not a False that reads as a broken certificate.
+    assert (_conds(off)["TLSReady"]["status"], _conds(off)["TLSReady"]["reason"]) == ("True", "TLSDisabled")
     assert _conds(off)["MonitoringReady"]["status"] == "False"
     assert "tls" not in off and off["endpoints"]["primary"].startswith("http://")
     broken = build_status(
@@ -166,6 +167,8 @@ def test_tls_and_monitoring_conditions():
         NOW,
     )
     assert _conds(broken)["TLSReady"]["status"] == "False"
+    # The user's TLS Secret is missing: only a human can fix it (kstatus: Failed).
+    assert (_conds(broken)["Stalled"]["status"], _conds(broken)["Stalled"]["reason"]) == ("True", "TLSSecretUnusable")
     assert broken["tls"]["secretName"] == "mine"
 
 

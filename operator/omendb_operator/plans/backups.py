@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omendb.backup.contract import BackupResult, UnreadableResult
-from omendb_operator.plans.status import set_condition
+from omendb_operator.plans.status import keep_finished, kstatus_conditions, set_condition
+from omendb_operator.plans.stuck import find_stuck, summary
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
 from omendb_operator.times import timestamp
@@ -48,7 +49,15 @@ class BackupPlan:
 
 def _ready(prev: dict[str, Any], status: str, reason: str, message: str, gen: int,
            now: dt.datetime) -> list[dict[str, Any]]:
-    return [set_condition(list(prev.get("conditions") or []), "Ready", status, reason, message, gen, now)]
+    """Ready, and the kstatus pair: Reconciling while Pending or Running, Stalled once Failed (kstatus
+    then says Failed, as Flux and Helm should: a failed backup never succeeds by waiting)."""
+    conditions = list(prev.get("conditions") or [])
+    stalled = (reason, message) if status == "False" and reason not in ("Waiting", "Running") else None
+    # The phase leads Reconciling's message, as Flux and Argo CD show it alone.
+    reconciling = (reason, f"{PENDING if reason == 'Waiting' else RUNNING}: {message}") \
+        if not stalled and status != "True" else None
+    return [set_condition(conditions, "Ready", status, reason, message, gen, now),
+            *kstatus_conditions(conditions, stalled, reconciling, gen, now, ("Finished", message))]
 
 
 def plan_backup(backup: dict[str, Any], ctx: BackupContext, owner: dict[str, Any] | None,
@@ -60,7 +69,7 @@ def plan_backup(backup: dict[str, Any], ctx: BackupContext, owner: dict[str, Any
     name = backup["metadata"]["name"]
     status: dict[str, Any] = {**prev, "observedGeneration": gen}
     if prev.get("phase") in FINISHED:
-        return BackupPlan(prev)
+        return BackupPlan(keep_finished(prev, gen, now))
 
     def fail(reason: str, error: str) -> BackupPlan:
         status.update(phase=FAILED, error=error, completedAt=timestamp(now),
@@ -100,6 +109,12 @@ def plan_backup(backup: dict[str, Any], ctx: BackupContext, owner: dict[str, Any
     ok_message, failed_message = jobs.termination_message(pods)
     status.setdefault("startedAt", (job.get("status") or {}).get("startTime") or timestamp(now))
     if outcome is None:
+        stuck = find_stuck(pods, [job], now)
+        if stuck:  # a pod that cannot start never fails by itself: say so now rather than wait for ever
+            message = f"{summary(stuck)}; the backup waits until it is fixed (or delete this OmenDBBackup)"
+            status.update(phase=RUNNING, conditions=_ready(prev, "False", stuck[0].reason, message, gen, now))
+            events = [] if _same_reason(prev, message) else [("Warning", "BackupStuck", message)]
+            return BackupPlan(status, events=events)
         message = f"Job {job['metadata']['name']} is running"
         status.update(phase=RUNNING, conditions=_ready(prev, "False", "Running", message, gen, now))
         return BackupPlan(status)

@@ -24,6 +24,7 @@ from omendb_operator.plans.children import Observed, build_children, stale_child
 from omendb_operator.plans.plan import Apply, Delete, EventOn, Plan, StatusWrite
 from omendb_operator.plans.podcount import decide_pod_count
 from omendb_operator.plans.status import Observation, build_status, status_changed, status_patch
+from omendb_operator.plans.stuck import find_stuck, recheck_after
 from omendb_operator.plans.world import World
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import certificates
@@ -229,6 +230,8 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
                         "incremental": world.child("CronJob", world.names.backup_incremental)}
     obs.replication = after.replication or repl.status  # an upgrade's switchover moved the primary
     obs.apply_errors += apply_errors or []
+    obs.stuck = find_stuck(world.items("Pod"), world.items("Job"), now)
+    plan.requeue_within(recheck_after(world.items("Pod"), world.items("Job"), now))
     plan_status(plan, world, owner, spec, obs, now)
     if apply_errors is not None:  # the applies already ran: this pass only says how they went
         return Plan(status=plan.status, status_events=plan.status_events)

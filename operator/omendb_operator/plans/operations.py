@@ -16,6 +16,7 @@ from typing import Any
 from omendb_operator import labels as L
 from omendb_operator.plans import backups, bootstrap, restores
 from omendb_operator.plans.plan import Plan, StatusWrite, merge_patch
+from omendb_operator.plans.status import keep_finished
 from omendb_operator.plans.world import World, component_of, pod_ready
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
@@ -63,6 +64,13 @@ def _status(plan: Plan, obj: dict[str, Any], new: dict[str, Any]) -> None:
         meta = obj["metadata"]
         plan.statuses.append(StatusWrite(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"],
                                          merge_patch(old, new)))
+
+
+def _keep_finished(plan: Plan, obj: dict[str, Any], now: dt.datetime) -> None:
+    """A finished OmenDBBackup/OmenDBRestore never runs again; its status only follows an edited spec's
+    generation and gains the kstatus conditions (status.keep_finished), written only when that changes."""
+    _status(plan, obj, keep_finished(dict(obj.get("status") or {}), int(obj["metadata"].get("generation") or 0),
+                                     now))
 
 
 def plan_orphans(plan: Plan, world: World, now: dt.datetime) -> None:
@@ -120,6 +128,9 @@ def plan_operations(plan: Plan, world: World, spec: OmenDBSpec, owner: dict[str,
 
     # ---- restores ----------------------------------------------------------------------------------
     unfinished = [r for r in world.restores if (r.get("status") or {}).get("phase") not in restores.FINISHED]
+    for restore in world.restores:
+        if restore not in unfinished:
+            _keep_finished(plan, restore, now)
     marker = (previous.get("restore") or {}).get("name")
     holder = next((r["metadata"]["name"] for r in unfinished if r["metadata"]["name"] == marker), None) or \
         next((r["metadata"]["name"] for r in unfinished if (r.get("status") or {}).get("step")), None)
@@ -186,6 +197,7 @@ def plan_operations(plan: Plan, world: World, spec: OmenDBSpec, owner: dict[str,
         blocked = f"backup Job {lock_holder} of {name} is running"
     for backup in world.backups:
         if (backup.get("status") or {}).get("phase") in backups.FINISHED:
+            _keep_finished(plan, backup, now)
             continue
         ctx = backups.BackupContext(name, world.namespace, exists=True, spec=spec, blocked_by=blocked)
         job_name = jobs.job_name(backup["metadata"]["name"], "backup")

@@ -29,7 +29,8 @@ from typing import Any
 
 from omendb.backup.contract import RestoreResult, UnreadableResult
 from omendb_operator import labels as L
-from omendb_operator.plans.status import set_condition
+from omendb_operator.plans.status import keep_finished, kstatus_conditions, set_condition
+from omendb_operator.plans.stuck import find_stuck, summary
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import jobs
 from omendb_operator.times import parse_time, timestamp
@@ -41,6 +42,7 @@ FINISHED = (SUCCEEDED, FAILED)
 SCALE_DOWN, RESTORE, SCALE_UP, VERIFY, DISCARD, PUT_BACK = (
     "ScaleDown", "Restore", "ScaleUp", "Verify", "Discard", "PutBack")
 HOLDS_ZERO = (SCALE_DOWN, RESTORE, PUT_BACK)  # steps during which no database pod may run
+MOVING = ("Waiting", SCALE_DOWN, RESTORE, SCALE_UP, VERIFY, DISCARD)  # Ready reasons of a restore at work
 
 READY_TIMEOUT = dt.timedelta(minutes=10)  # ScaleUp: every pod Ready within this, else PutBack
 VERIFY_TIMEOUT = dt.timedelta(minutes=2)  # Verify: /v1/stats answers within this, else PutBack
@@ -112,11 +114,19 @@ def plan_restore(restore: dict[str, Any], view: ClusterView, holder: str | None,
     status: dict[str, Any] = {**prev, "observedGeneration": gen}
     phase, step = prev.get("phase"), prev.get("step")
     if phase in FINISHED:
-        return RestorePlan(prev)
+        return RestorePlan(keep_finished(prev, gen, now))
     conditions = list(prev.get("conditions") or [])
 
     def cond(status_: str, reason: str, message: str) -> list[dict[str, Any]]:
-        return [set_condition(conditions, "Ready", status_, reason, message, gen, now)]
+        """Ready and the kstatus pair: Reconciling while waiting or at a step that moves on; Stalled from
+        PutBack on (the restore has failed and will not succeed), for a restore that cannot start, and
+        while one of its Jobs is stuck."""
+        stalled = (reason, message) if status_ == "False" and reason not in MOVING else None
+        # The phase and step lead Reconciling's message, as Flux and Argo CD show it alone.
+        where = PENDING if reason == "Waiting" else f"{RUNNING} (step {reason})"
+        reconciling = (reason, f"{where}: {message}") if not stalled and status_ != "True" else None
+        return [set_condition(conditions, "Ready", status_, reason, message, gen, now),
+                *kstatus_conditions(conditions, stalled, reconciling, gen, now, ("Finished", message))]
 
     def goto(new_step: str, message: str, plan: RestorePlan | None = None) -> RestorePlan:
         status.update(phase=RUNNING, step=new_step, stepStartedAt=timestamp(now),
@@ -129,6 +139,11 @@ def plan_restore(restore: dict[str, Any], view: ClusterView, holder: str | None,
         return plan
 
     def stay(message: str, reason: str | None = None) -> RestorePlan:
+        unfinished = [j for j in live_jobs.values() if jobs.job_finished(j) is None]
+        stuck = find_stuck([p for j in unfinished for p in pods_by_job.get(j["metadata"]["name"], [])],
+                           unfinished, now)
+        if stuck:  # a Job whose pod cannot start never finishes: say which and why now
+            message, reason = f"{message}; {summary(stuck)}", stuck[0].reason
         status.update(conditions=cond("False", reason or str(step), message))
         return RestorePlan(status, holds=True, replicas_override=0 if step in HOLDS_ZERO else None)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from omendb_operator import labels as L
 from omendb_operator.plans.plan import merge_patch
+from omendb_operator.plans.stuck import Stuck, summary
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.times import parse_time, timestamp
 
@@ -24,6 +25,12 @@ TLS_READY = "TLSReady"
 MONITORING_READY = "MonitoringReady"
 UPGRADE_HEALTHY = "UpgradeHealthy"
 STORAGE_RESIZED = "StorageResized"
+# kstatus (sigs.k8s.io/cli-utils/pkg/kstatus, read by Flux, Helm 4 --wait, kpt, Config Sync): abnormal-true
+# conditions. Reconciling=True: the operator is still working towards the spec (InProgress); Stalled=True:
+# it cannot get there without a human (Failed). Never both True (kstatus takes the first True one it
+# meets); both False otherwise, so the resource is Current once Ready (or finished) is True.
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 
 PHASE_CREATING = "Creating"
 PHASE_READY = "Ready"
@@ -40,6 +47,39 @@ def set_condition(previous: list[dict[str, Any]], type_: str, status: str, reaso
         "lastTransitionTime") else timestamp(now)
     return {"type": type_, "status": status, "reason": reason, "message": message,
             "observedGeneration": generation, "lastTransitionTime": since}
+
+
+def kstatus_conditions(previous: list[dict[str, Any]], stalled: tuple[str, str] | None,
+                       reconciling: tuple[str, str] | None, generation: int, now: dt.datetime,
+                       done: tuple[str, str] = ("ReconcileComplete", "the spec is reached; nothing left to do")
+                       ) -> list[dict[str, Any]]:
+    """[Reconciling, Stalled] from (reason, message) of what blocks and of what is still at work (None:
+    nothing); a blocker wins, so the two are never True together. ``done``: Reconciling's reason and
+    message when nothing is at work."""
+    if stalled:
+        rec = ("False", "Stalled", "progress is blocked; see the Stalled condition")
+    elif reconciling:
+        rec = ("True", *reconciling)
+    else:
+        rec = ("False", *done)
+    stall = ("True", *stalled) if stalled else ("False", "NotStalled", "nothing blocks progress")
+    return [set_condition(previous, RECONCILING, *rec, generation, now),
+            set_condition(previous, STALLED, *stall, generation, now)]
+
+
+def keep_finished(prev: dict[str, Any], generation: int, now: dt.datetime) -> dict[str, Any]:
+    """The status of a finished OmenDBBackup or OmenDBRestore as it stays: the newest generation observed
+    (it never runs again, so an edited spec changes nothing and kstatus must not wait for it), and the
+    kstatus conditions that a status written by an operator before them lacks (Stalled once Failed)."""
+    status = {**prev, "observedGeneration": generation}
+    conditions = list(prev.get("conditions") or [])
+    if not any(c.get("type") == STALLED for c in conditions):
+        ready = next((c for c in conditions if c.get("type") == READY), None) or {}
+        message = str(prev.get("error") or ready.get("message") or prev.get("phase"))
+        stalled = (str(ready.get("reason") or "Failed"), message) if prev.get("phase") == "Failed" else None
+        status["conditions"] = [c for c in conditions if c.get("type") != RECONCILING] + kstatus_conditions(
+            conditions, stalled, None, generation, now, ("Finished", message))
+    return status
 
 
 @dataclass
@@ -73,6 +113,9 @@ class Observation:
     backup_failure: str | None = None  # the newest finished scheduled backup Job failed: why
     restore: dict[str, Any] | None = None  # the restore holding this OmenDB: {name, step}
     bootstrap: dict[str, Any] | None = None  # spec.bootstrap.fromBackup's progress
+    # Children that cannot make progress without a human (stuck.py): Degraded always, Stalled while the
+    # OmenDB is not yet where its spec says (creating, rolling out, an operation at work).
+    stuck: list[Stuck] = field(default_factory=list)
 
 
 def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool) -> tuple[int, int, bool]:
@@ -112,6 +155,39 @@ def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | Non
     return "True", "BackupsSucceeding", "the last scheduled backups succeeded"
 
 
+# UpgradeHealthy / StorageResized reasons after which the operator waits for a new spec (upgrade.py,
+# volumes.py): the spec cannot be reached as it stands.
+STALLED_UPGRADE = {"BackupFailed": "UpgradeBackupFailed", "RolloutHalted": "RolloutHalted",
+                   "RolledBack": "UpgradeRolledBack"}
+STALLED_STORAGE = ("ShrinkRefused", "ExpansionNotSupported")
+
+
+def _stalled(obs: Observation, reconciling: bool) -> tuple[str, str] | None:
+    """(reason, message) of what keeps the OmenDB from its spec until a human acts, else None. A stuck
+    child stalls only an OmenDB that still has work to do: a scheduled backup Job stuck next to a Ready
+    database degrades it (Degraded=True) but the database is as its spec says."""
+    if obs.apply_errors:
+        return "ReconcileError", "; ".join(obs.apply_errors)
+    if obs.tls_error:
+        return "TLSSecretUnusable", obs.tls_error
+    if obs.upgrade_condition and obs.upgrade_condition[0] == "False":
+        _, reason, message = obs.upgrade_condition
+        if reason in STALLED_UPGRADE:
+            return STALLED_UPGRADE[reason], message
+        if reason == "RollingBack" and (obs.upgrade or {}).get("failedImage"):
+            return "UpgradeRollingBack", message  # the spec names an image that never became Ready
+    boot, restore = obs.bootstrap or {}, obs.restore or {}
+    if boot.get("phase") == "Failed":  # bootstrap.py: at 0 pods until the Job is deleted
+        return "BootstrapFailed", str(boot.get("message") or boot.get("error"))
+    if restore.get("message"):  # operations.py: a restore deleted mid-way holds the pods at 0
+        return "RestoreDeleted", str(restore["message"])
+    if obs.storage_condition and obs.storage_condition[1] in STALLED_STORAGE:
+        return obs.storage_condition[1], obs.storage_condition[2]
+    if obs.stuck and reconciling:
+        return obs.stuck[0].reason, summary(obs.stuck)
+    return None
+
+
 def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observation,
                  previous: dict[str, Any] | None, now: dt.datetime) -> dict[str, Any]:
     meta = owner["metadata"]
@@ -134,6 +210,7 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
                 cond(READY, "False", "InvalidSpec", message),
                 cond(PROGRESSING, "False", "InvalidSpec", message),
                 cond(DEGRADED, "True", "InvalidSpec", message),
+                *kstatus_conditions(prev_conditions, ("InvalidSpec", message), None, generation, now),
             ],
         })
         # primaryPod and failover must survive a bad spec: forgetting them would make pod 0 the primary again.
@@ -176,12 +253,12 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         else:
             conditions.append(cond(PROGRESSING, "True", "RollingOut" if was_ready else "Creating",
                                    f"rolling out {version}: {ready}/{spec.replicas} pods ready"))
-    problems = list(obs.apply_errors) + obs.tls_problems
+    problems = list(obs.apply_errors) + [s.message for s in obs.stuck] + obs.tls_problems
     if was_ready and not done and not spec.hibernate and ready < min(replicas, spec.replicas):
         problems.append(f"{spec.replicas - ready} of {spec.replicas} pods are not ready")
     if problems:
-        reason = "ReconcileError" if obs.apply_errors else "TLSSecretIncomplete" if obs.tls_problems else \
-            "PodsNotReady"
+        reason = "ReconcileError" if obs.apply_errors else obs.stuck[0].reason if obs.stuck else \
+            "TLSSecretIncomplete" if obs.tls_problems else "PodsNotReady"
         conditions.append(cond(DEGRADED, "True", reason, "; ".join(problems)))
     elif obs.warnings or obs.tls_warnings:
         conditions.append(cond(DEGRADED, "False", "AsExpectedWithWarnings",
@@ -190,7 +267,10 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(DEGRADED, "False", "AsExpected", "no problems found"))
     conditions.append(cond(BACKUP_HEALTHY, *_backup_condition(spec, obs.cronjobs, obs.backup_failure)))
     if not spec.tls.enabled:
-        conditions.append(cond(TLS_READY, "False", "TLSDisabled", "spec.tls.enabled is false"))
+        # Off by choice is as the spec asks, not a fault: True, so neither dashboards nor
+        # `kubectl wait --for=condition=TLSReady` read it as a broken certificate.
+        conditions.append(cond(TLS_READY, "True", "TLSDisabled",
+                               "spec.tls.enabled is false: the database serves plain HTTP, as asked"))
     elif obs.tls_error:
         conditions.append(cond(TLS_READY, "False", "CertificateProblem", obs.tls_error))
     elif obs.tls_not_after is not None and (obs.tls_problems or obs.tls_warnings):
@@ -245,6 +325,10 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         conditions.append(cond(UPGRADE_HEALTHY, *obs.upgrade_condition))
     if obs.storage_condition:
         conditions.append(cond(STORAGE_RESIZED, *obs.storage_condition))
+    progressing = next(c for c in conditions if c["type"] == PROGRESSING)
+    reconciling = (progressing["reason"], progressing["message"]) if progressing["status"] == "True" else None
+    conditions += kstatus_conditions(prev_conditions, _stalled(obs, reconciling is not None), reconciling,
+                                     generation, now)
     if obs.upgrade:
         status["upgrade"] = obs.upgrade
     if obs.storage:
