@@ -237,6 +237,7 @@ def build() -> Path:
     store_out = objectstore_bin_dir()
     store_out.mkdir(parents=True, exist_ok=True)
     _build_component(OBJECTSTORE, store_out)
+    build_cert_manager()
     elapsed = time.monotonic() - start
     if elapsed > 1:
         print(f"e2e.binaries: all binaries ready in {elapsed:.0f}s", flush=True)

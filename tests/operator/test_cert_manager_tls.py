@@ -143,3 +143,22 @@ def test_tls_ready_follows_the_certificate_and_its_secret():
     assert tls_ready["status"] == "True", tls_ready
     assert plan.status.patch["tls"] == {"secretName": "db-tls", "certificate": "db",
                                         "notAfter": "2027-02-02T12:00:00Z"}
+
+
+def test_removing_issuer_ref_deletes_the_certificate_before_name_tls_is_rewritten():
+    """Act deletes after it applies: writing the operator's NAME-tls while the Certificate still exists
+    would let cert-manager re-issue over it, so the Secret waits for the next pass."""
+    world = _world(cert_manager_api=True, certificate={
+        "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+        "metadata": {"name": "db", "namespace": "ns", "labels": {"app.kubernetes.io/managed-by": "omendb-operator"}}})
+    assert world.omendb is not None
+    world.omendb["spec"] = {**SPEC, "tls": {"durationDays": 60, "renewBeforeDays": 20}}
+    plan = plan_omendb(world, NOW)
+    assert [(d.kind, d.name) for d in plan.deletes] == [("Certificate", "db")]
+    written = {(a.manifest["kind"], a.manifest["metadata"]["name"]) for a in plan.applies}
+    assert ("Secret", "db-ca") in written and ("Secret", "db-tls") not in written
+    assert plan.requeue is not None and plan.requeue <= 1.0
+    # Next pass: the Certificate is gone, the operator writes its own NAME-tls.
+    del world.children["Certificate"]
+    plan = plan_omendb(world, NOW)
+    assert ("Secret", "db-tls") in {(a.manifest["kind"], a.manifest["metadata"]["name"]) for a in plan.applies}

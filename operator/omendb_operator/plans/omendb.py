@@ -227,6 +227,12 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         live = _live(world, kind, f"{world.name}{suffix}")
         if live and (live["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") == L.MANAGED_BY:
             plan.deletes.append(Delete(api_version, kind, live["metadata"]["name"], world.namespace))
+    if any(d.kind == cert_manager.CERTIFICATE_KIND for d in plan.deletes):
+        # Act deletes after it applies: NAME-tls written while cert-manager's Certificate still exists is
+        # re-issued by cert-manager over the operator's. Write it on the next pass, once the Certificate is gone.
+        plan.applies = [a for a in plan.applies if (a.manifest["kind"], a.manifest["metadata"]["name"]) !=
+                        ("Secret", world.names.tls)]
+        plan.requeue_within(1.0)
     plan.report_changes_on = owner
     for reason, message in desired.actions:
         plan.event(owner, "Normal", reason, message)
