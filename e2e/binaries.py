@@ -10,6 +10,8 @@ download) and print progress.
     python -m e2e.binaries path      # print the bin directory (no build)
     python -m e2e.binaries objectstore-path   # print the object store's bin directory (no build)
     python -m e2e.binaries kstatus-path       # print the kstatus checker's bin directory (no build)
+    python -m e2e.binaries cert-manager       # build cert-manager's controller, print its bin directory
+    python -m e2e.binaries cert-manager-path  # print cert-manager's bin directory (no build)
 """
 
 from __future__ import annotations
@@ -92,9 +94,19 @@ OBJECTSTORE = Component("seaweedfs", ("github.com/seaweedfs/seaweedfs/weed",))
 # --wait and kpt) for tests/operator/test_kstatus.py and e2e/tests/test_kstatus.py: small, and kept
 # apart like the object store so that bumping cli-utils rebuilds only it.
 KSTATUS = Component("kstatus", ("omendb.dev/e2e/kstatus",))
+# cert-manager's controller, for the issuerRef tests (docs/operations/tls.md), in its own cache
+# directory keyed by its pins, like the object store. Its main package lives in a nested module
+# (github.com/cert-manager/cert-manager/controller-binary, directory cmd/controller) that is never
+# tagged on the module proxy: e2e/go/certmanager holds that module's four source files and go.mod
+# copied from the pinned tag, with the main module taken from the proxy instead of `../../`.
+CERT_MANAGER_VERSION = "v1.20.3"
+CERT_MANAGER = Component(
+    "certmanager", ("github.com/cert-manager/cert-manager/controller-binary",),
+    f"-X github.com/cert-manager/cert-manager/pkg/util.AppVersion={CERT_MANAGER_VERSION}",
+)
 
 # `go build` names etcd's binary after its module path ("server"); it is renamed to etcd.
-RENAMES = {"server": "etcd"}
+RENAMES = {"server": "etcd", "controller-binary": "cert-manager-controller"}
 
 
 def go_env() -> dict[str, str]:
@@ -132,6 +144,23 @@ def objectstore_bin_dir() -> Path:
 
 def kstatus_bin_dir() -> Path:
     return CACHE_ROOT / f"kstatus-{cache_key((KSTATUS,))}" / "bin"
+
+
+def cert_manager_bin_dir() -> Path:
+    return CACHE_ROOT / f"cert-manager-{cache_key((CERT_MANAGER,))}" / "bin"
+
+
+def cert_manager_crds_dir() -> Path:
+    """cert-manager's own CRDs (deploy/crds/) from the pinned module's zip: nothing to keep in sync."""
+    return module_dir("github.com/cert-manager/cert-manager", CERT_MANAGER_VERSION,
+                      GO_DIR / CERT_MANAGER.module_dir) / "deploy" / "crds"
+
+
+def build_cert_manager() -> Path:
+    out = cert_manager_bin_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    _build_component(CERT_MANAGER, out)
+    return out
 
 
 def _final_name(name: str) -> str:
@@ -220,6 +249,7 @@ def build() -> Path:
     kstatus_out = kstatus_bin_dir()
     kstatus_out.mkdir(parents=True, exist_ok=True)
     _build_component(KSTATUS, kstatus_out)
+    build_cert_manager()
     elapsed = time.monotonic() - start
     if elapsed > 1:
         print(f"e2e.binaries: all binaries ready in {elapsed:.0f}s", flush=True)
@@ -236,6 +266,10 @@ def main(argv: list[str]) -> int:
         print(objectstore_bin_dir())
     elif cmd == "kstatus-path":
         print(kstatus_bin_dir())
+    elif cmd == "cert-manager":
+        print(build_cert_manager())
+    elif cmd == "cert-manager-path":
+        print(cert_manager_bin_dir())
     else:
         print(__doc__, file=sys.stderr)
         return 2

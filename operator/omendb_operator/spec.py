@@ -102,15 +102,45 @@ class AuthSpec:
     admin_user: str = "admin"
 
 
+CERT_MANAGER_GROUP = "cert-manager.io"
+ISSUER_KINDS = ("Issuer", "ClusterIssuer")
+
+
+@dataclass(frozen=True)
+class IssuerRef:
+    """spec.tls.issuerRef, spelled like cert-manager's own: the (Cluster)Issuer that signs NAME-tls."""
+
+    name: str
+    kind: str = "Issuer"
+    group: str = CERT_MANAGER_GROUP
+
+
 @dataclass(frozen=True)
 class TLSSpec:
     enabled: bool = True
     # True: the operator makes a CA (NAME-ca) and a server certificate (NAME-tls) and renews it.
-    # False: ``secret_name`` names a kubernetes.io/tls Secret the user keeps up to date.
+    # False: ``secret_name`` names a kubernetes.io/tls Secret the user keeps up to date, or
+    # ``issuer_ref`` names a cert-manager issuer (then generate is always False).
     generate: bool = True
     secret_name: str | None = None
     duration_days: int = 90
     renew_before_days: int = 30
+    # cert-manager issues NAME-tls from a Certificate the operator owns (specs/cert_manager.py).
+    issuer_ref: IssuerRef | None = None
+
+    @property
+    def generated(self) -> bool:
+        """The operator itself makes NAME-ca and NAME-tls."""
+        return self.enabled and self.generate
+
+    @property
+    def cert_manager(self) -> bool:
+        """cert-manager makes NAME-tls from the operator's Certificate."""
+        return self.enabled and self.issuer_ref is not None
+
+    def secret(self, name: str) -> str:
+        """The kubernetes.io/tls Secret the pods serve: NAME-tls unless the user names their own."""
+        return L.Names(name).tls if self.generate or self.issuer_ref is not None else str(self.secret_name)
 
 
 @dataclass(frozen=True)
@@ -265,6 +295,43 @@ def parse_duration(value: str, field_name: str) -> int:
     return total
 
 
+def _issuer_ref(raw: dict[str, Any] | None) -> IssuerRef | None:
+    if not raw:
+        return None
+    ref = IssuerRef(name=str(_get(raw, "name", "")), kind=str(_get(raw, "kind", "Issuer")),
+                    group=str(_get(raw, "group", CERT_MANAGER_GROUP)))
+    if not ref.name:
+        raise SpecError("spec.tls.issuerRef.name is required: the cert-manager Issuer (in this namespace) or "
+                        "ClusterIssuer that signs the server certificate")
+    if ref.kind not in ISSUER_KINDS:
+        raise SpecError(f"spec.tls.issuerRef.kind {ref.kind!r} must be Issuer or ClusterIssuer")
+    if ref.group != CERT_MANAGER_GROUP:
+        # An external issuer (another group) would need its own RBAC and CRDs; not supported yet.
+        raise SpecError(f"spec.tls.issuerRef.group {ref.group!r} is not supported: use {CERT_MANAGER_GROUP} "
+                        "(cert-manager's own Issuer or ClusterIssuer), or leave it unset")
+    return ref
+
+
+def _tls(raw: dict[str, Any]) -> TLSSpec:
+    issuer_ref = _issuer_ref(raw.get("issuerRef"))
+    if issuer_ref is not None and raw.get("secretName"):
+        raise SpecError("spec.tls.issuerRef and spec.tls.secretName are both set: with issuerRef cert-manager "
+                        "writes the certificate into NAME-tls; remove secretName to use cert-manager, or "
+                        "remove issuerRef to serve your own Secret")
+    if issuer_ref is not None and raw.get("generate") is True:
+        raise SpecError("spec.tls.generate is true and spec.tls.issuerRef is set: with issuerRef cert-manager "
+                        "issues the certificate, not the operator; remove generate (or set it to false)")
+    return TLSSpec(
+        enabled=bool(_get(raw, "enabled", True)),
+        # issuerRef implies the operator does not generate (generate defaults to true otherwise).
+        generate=issuer_ref is None and bool(_get(raw, "generate", True)),
+        secret_name=_get(raw, "secretName", None),
+        duration_days=int(_get(raw, "durationDays", 90)),
+        renew_before_days=int(_get(raw, "renewBeforeDays", 30)),
+        issuer_ref=issuer_ref,
+    )
+
+
 def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
     """Turn ``OmenDB.spec`` (a mapping, camelCase) into an :class:`OmenDBSpec`, with defaults.
 
@@ -303,13 +370,7 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             htpasswd_secret_name=_get(auth_raw, "htpasswdSecretName", None),
             admin_user=str(_get(auth_raw, "adminUser", "admin")),
         ),
-        tls=TLSSpec(
-            enabled=bool(_get(tls_raw, "enabled", True)),
-            generate=bool(_get(tls_raw, "generate", True)),
-            secret_name=_get(tls_raw, "secretName", None),
-            duration_days=int(_get(tls_raw, "durationDays", 90)),
-            renew_before_days=int(_get(tls_raw, "renewBeforeDays", 30)),
-        ),
+        tls=_tls(tls_raw),
         backup=BackupSpec(
             enabled=bool(_get(backup_raw, "enabled", True)),
             full_schedule=str(_get(backup_raw, "fullSchedule", DEFAULT_FULL_SCHEDULE)),
@@ -398,9 +459,10 @@ def validate(spec: OmenDBSpec) -> None:
     if not spec.image and not SEMVER.match(spec.version):
         raise SpecError(f"spec.version {spec.version!r} is not a version like 0.1.0; "
                         "set spec.version to a release or spec.image to a full image reference")
-    if spec.tls.enabled and not spec.tls.generate and not spec.tls.secret_name:
+    if spec.tls.enabled and not spec.tls.generate and not spec.tls.secret_name and not spec.tls.issuer_ref:
         raise SpecError("spec.tls.secretName is required when spec.tls.enabled is true and spec.tls.generate "
-                        "is false: name a kubernetes.io/tls Secret, or set spec.tls.generate: true")
+                        "is false: name a kubernetes.io/tls Secret, set spec.tls.issuerRef to a cert-manager issuer, "
+                        "or set spec.tls.generate: true")
     if spec.tls.renew_before_days >= spec.tls.duration_days:
         raise SpecError(f"spec.tls.renewBeforeDays ({spec.tls.renew_before_days}) must be less than "
                         f"spec.tls.durationDays ({spec.tls.duration_days})")

@@ -52,6 +52,11 @@ def _create(http, namespace, obj, plural="omendbs"):
         ),
         ({"tls": {"generate": False, "secretName": ""}}, "spec.tls.secretName is required"),
         ({"tls": {"durationDays": 10, "renewBeforeDays": 20}}, "renewBeforeDays must be less than"),
+        ({"tls": {"issuerRef": {"name": "ca"}, "secretName": "mine"}},
+         "spec.tls.issuerRef and spec.tls.secretName are both set"),
+        ({"tls": {"issuerRef": {"name": "ca"}, "generate": True}}, "remove generate"),
+        ({"tls": {"issuerRef": {"name": "ca", "kind": "Vault"}}}, 'supported values: "Issuer", "ClusterIssuer"'),
+        ({"tls": {"issuerRef": {"kind": "Issuer"}}}, "spec.tls.issuerRef.name: Required value"),
         ({"auth": {"adminUser": "root:x"}}, "spec.auth.adminUser may only contain"),
         (
             {"scheduling": {"podAntiAffinity": "sometimes"}},
@@ -75,6 +80,8 @@ def test_bad_specs_are_rejected_with_a_message(apiserver, namespace, spec, messa
         {},
         {"tls": {"enabled": False, "generate": False}},
         {"tls": {"generate": False, "secretName": "my-tls"}},
+        {"tls": {"issuerRef": {"name": "ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}}},
+        {"tls": {"generate": False, "issuerRef": {"name": "ca"}}},
         {"backup": {"fullSchedule": "@weekly", "incrementalSchedule": "*/30 2-4 * * MON-SAT"}},
         {
             "config": {

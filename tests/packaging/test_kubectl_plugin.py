@@ -228,5 +228,26 @@ def test_get_reads_through_the_client_with_the_secrets_credentials(apiserver, na
     assert (code, out) == (0, "(not found)\n"), err
 
 
+def test_get_trusts_the_ca_of_the_served_secret_without_name_ca(apiserver, namespace, dev,
+                                                                  tls_server, capsys):  # noqa: F811
+    """spec.tls.issuerRef (or secretName): no NAME-ca exists; ca.crt of the Secret in status.tls.secretName
+    (cert-manager's NAME-tls) is the CA to trust."""
+    server, ca_dir = tls_server
+    name = dev["metadata"]["name"]
+    with Client(server.url, username="admin", password=PASSWORDS["admin"],
+                ca_file=str(ca_dir / "ca.crt")) as db:
+        db.put(4244, 1.5)
+    for secret_name, data in ((f"{name}-users", {"username": "admin", "password": PASSWORDS["admin"]}),
+                              (f"{name}-tls", {"ca.crt": (ca_dir / "ca.crt").read_text()})):
+        create(apiserver, f"/api/v1/namespaces/{namespace}/secrets", {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
+    patch_status(apiserver, omendb_path(namespace, name), {
+        "endpoints": {"primary": f"https://{name}.{namespace}.svc:3000"}, "credentialsSecret": f"{name}-users",
+        "tls": {"secretName": f"{name}-tls", "certificate": name}})
+    code, out, err = run(apiserver, namespace, "get", name, "4244", "--url", server.url, capsys=capsys)
+    assert (code, out) == (0, "1.5\n"), err
+
+
 def test_render_table_aligns_columns():
     assert render.table([["A", "BB"], ["CCC", "D"]]) == ["A    BB", "CCC  D"]

@@ -25,7 +25,7 @@ from omendb_operator.plans.backups import for_cluster
 from omendb_operator.plans.volumes import claim_view
 from omendb_operator.plans.world import CHILD_KINDS, World, pod_ready
 from omendb_operator.spec import OmenDBSpec
-from omendb_operator.specs import monitoring
+from omendb_operator.specs import cert_manager, monitoring
 from omendb_operator.specs.services import ROLE_LABEL
 from omendb_operator.times import parse_time
 
@@ -68,7 +68,7 @@ def secret_names(world: World, spec: OmenDBSpec) -> list[str]:
     if spec.tls.enabled and spec.tls.generate:
         out.append(names.ca)
     if spec.tls.enabled and not spec.tls.generate and spec.tls.secret_name:
-        out.append(str(spec.tls.secret_name))
+        out.append(str(spec.tls.secret_name))  # with issuerRef, cert-manager writes NAME-tls (read above)
     if spec.auth.htpasswd_secret_name:
         out.append(spec.auth.htpasswd_secret_name)
     return out
@@ -137,6 +137,12 @@ class Observer:
             for kind in ("PrometheusRule", "ServiceMonitor"):
                 world.children[kind] = {o["metadata"]["name"]: o for o in reader.list(
                     monitoring.MONITORING_API, kind, namespace, selector)}
+        # Like the monitoring kinds: listed whenever cert-manager is installed, so that a Certificate left by
+        # a spec that no longer sets issuerRef is found and deleted.
+        world.cert_manager_api = reader.has_kind(cert_manager.CERT_MANAGER_API, cert_manager.CERTIFICATE_KIND)
+        if world.cert_manager_api:
+            world.children[cert_manager.CERTIFICATE_KIND] = {o["metadata"]["name"]: o for o in reader.list(
+                cert_manager.CERT_MANAGER_API, cert_manager.CERTIFICATE_KIND, namespace, selector)}
         for secret in secret_names(world, spec):
             world.secrets[secret] = reader.get("v1", "Secret", secret, namespace)
         htpasswd = spec.auth.htpasswd_secret_name

@@ -13,6 +13,7 @@ from typing import Any
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import (
     backup_key,
+    cert_manager,
     certificates,
     configmap,
     cronjobs,
@@ -34,11 +35,13 @@ class Observed:
     ca_secret: dict[str, str] = field(default_factory=dict)
     tls_secret: dict[str, str] = field(default_factory=dict)
     monitoring_api: bool = False
+    cert_manager_api: bool = False  # cert-manager's Certificate kind exists
     primary_pod: str | None = None
     # Set while an operation (restore, hibernation: issue 7; a scale-down waiting on a switchover) must hold
     # the pod count.
     replicas_override: int | None = None
-    # The user's TLS Secret (spec.tls.secretName) has ca.crt: mounted for replicas to verify the primary.
+    # The user's TLS Secret (spec.tls.secretName), or the one cert-manager writes, has ca.crt: mounted for
+    # replicas to verify the primary.
     user_tls_ca: bool = False
     # Set while a restore is in progress (restores.py): the backup CronJobs are suspended.
     suspend_backups: bool = False
@@ -90,6 +93,8 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
         out.append(certificates.build_tls_secret(owner, plan.tls_data))
         actions += [("CertificateIssued", a) for a in plan.actions]
         cert_not_after = plan.not_after
+    if spec.tls.cert_manager and observed.cert_manager_api:
+        out.append(cert_manager.build_certificate(owner, spec, cluster_domain))
 
     out += services.build_services(owner, spec.replicas)
     out.append(statefulset.build_statefulset(owner, spec, configmap.config_hash(cm["data"]["omendb.toml"]),
@@ -114,7 +119,8 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
 
 def stale_children(spec: OmenDBSpec, observed: Observed) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name suffix) of children a spec change made unwanted, to delete: backups switched
-    off, monitoring switched off, TLS no longer generated. The backup volume is never in this list."""
+    off, monitoring switched off, TLS no longer generated or no longer from cert-manager. The backup volume is
+    never in this list."""
     stale: list[tuple[str, str, str]] = []
     if not spec.backup.enabled:
         suffixes = ("-backup-full", "-backup-incremental", "-backup-cleanup")
@@ -123,6 +129,8 @@ def stale_children(spec: OmenDBSpec, observed: Observed) -> list[tuple[str, str,
         stale.append((monitoring.MONITORING_API, "PrometheusRule", ""))
     if observed.monitoring_api and not spec.monitoring.service_monitor:
         stale.append((monitoring.MONITORING_API, "ServiceMonitor", ""))
-    if not (spec.tls.enabled and spec.tls.generate):
+    if observed.cert_manager_api and not spec.tls.cert_manager:
+        stale.append((cert_manager.CERT_MANAGER_API, cert_manager.CERTIFICATE_KIND, ""))
+    if not (spec.tls.generated or spec.tls.cert_manager):
         stale += [("v1", "Secret", "-tls")]  # NAME-ca is kept: clients may still trust it
     return stale

@@ -27,7 +27,7 @@ from omendb_operator.plans.status import Observation, build_status, status_chang
 from omendb_operator.plans.stuck import find_stuck, recheck_after
 from omendb_operator.plans.world import World
 from omendb_operator.spec import OmenDBSpec
-from omendb_operator.specs import certificates
+from omendb_operator.specs import cert_manager, certificates
 from omendb_operator.specs.secrets import HTPASSWD_KEY
 from omendb_operator.specs.statefulset import claim_template_drift
 
@@ -83,6 +83,32 @@ def check_user_tls(world: World, spec: OmenDBSpec, now: dt.datetime, cluster_dom
                                                                  cluster_domain)
         obs.tls_problems += problems
         obs.tls_warnings += warnings
+
+
+def check_cert_manager_tls(world: World, now: dt.datetime, obs: Observation) -> None:
+    """spec.tls.issuerRef: TLSReady follows the Certificate's Ready condition, and the notAfter of what
+    cert-manager wrote into NAME-tls. Without cert-manager's CRDs nothing can issue: that is Degraded."""
+    if not world.cert_manager_api:
+        error = (f"spec.tls.issuerRef is set but the {cert_manager.CERTIFICATE_KIND} kind "
+                 f"({cert_manager.CERT_MANAGER_API}) is not installed in this cluster: install cert-manager "
+                 "or remove spec.tls.issuerRef")
+        obs.tls_error = error
+        obs.apply_errors.append(error)
+        return
+    name = world.name
+    ready = next((c for c in ((world.child(cert_manager.CERTIFICATE_KIND, name) or {}).get("status") or {})
+                  .get("conditions") or [] if c.get("type") == "Ready"), None)
+    secret = world.names.tls
+    cert = certificates.load_cert(world.secret_data(secret).get("tls.crt"))
+    if ready is None or ready.get("status") != "True":
+        why = f"{ready.get('reason')}: {ready.get('message')}" if ready else "cert-manager has not reported yet"
+        obs.tls_error = f"Certificate {name} is not Ready ({why})"
+    elif cert is None:
+        obs.tls_error = f"Certificate {name} is Ready but Secret {secret} has no readable tls.crt"
+    elif cert.not_valid_after_utc <= now:
+        obs.tls_error = f"the certificate in {secret} expired at {cert.not_valid_after_utc}"
+    if cert is not None and cert.not_valid_after_utc > now:
+        obs.tls_not_after = cert.not_valid_after_utc
 
 
 def plan_status(plan: Plan, world: World, owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observation,
@@ -179,14 +205,17 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         replicas_override=pods.override,
         suspend_backups=outcome.suspend_backups,
         user_tls_ca=bool(spec.tls.enabled and not spec.tls.generate and
-                         world.secret_data(spec.tls.secret_name).get("ca.crt")),
+                         world.secret_data(spec.tls.secret(world.name)).get("ca.crt")),
+        cert_manager_api=world.cert_manager_api,
     )
     desired = build_children(owner, before.spec, observed, now, cluster_domain)
     obs.warnings += desired.warnings
     wants_monitoring = spec.monitoring.prometheus_rule or spec.monitoring.service_monitor
     obs.monitoring_missing = desired.skipped_monitoring and wants_monitoring
     obs.tls_not_after = desired.cert_not_after
-    if spec.tls.enabled and not spec.tls.generate:
+    if spec.tls.cert_manager:
+        check_cert_manager_tls(world, now, obs)
+    elif spec.tls.enabled and not spec.tls.generate:
         check_user_tls(world, spec, now, cluster_domain, obs)
     sts_manifest = next(m for m in desired.manifests if m["kind"] == "StatefulSet")
     obs.warnings += claim_template_drift(sts_manifest, world.statefulset)
@@ -199,6 +228,12 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         live = _live(world, kind, f"{world.name}{suffix}")
         if live and (live["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") == L.MANAGED_BY:
             plan.deletes.append(Delete(api_version, kind, live["metadata"]["name"], world.namespace))
+    if any(d.kind == cert_manager.CERTIFICATE_KIND for d in plan.deletes):
+        # Act deletes after it applies: NAME-tls written while cert-manager's Certificate still exists is
+        # re-issued by cert-manager over the operator's. Write it on the next pass, once the Certificate is gone.
+        plan.applies = [a for a in plan.applies if (a.manifest["kind"], a.manifest["metadata"]["name"]) !=
+                        ("Secret", world.names.tls)]
+        plan.requeue_within(1.0)
     plan.report_changes_on = owner
     for reason, message in desired.actions:
         plan.event(owner, "Normal", reason, message)

@@ -352,9 +352,11 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
     if obs.bootstrap:
         status["bootstrap"] = obs.bootstrap
     if spec.tls.enabled:
-        tls: dict[str, Any] = {"secretName": names.tls if spec.tls.generate else spec.tls.secret_name}
+        tls: dict[str, Any] = {"secretName": spec.tls.secret(names.name)}
         if spec.tls.generate:
             tls["caSecretName"] = names.ca
+        if spec.tls.cert_manager:
+            tls["certificate"] = names.name  # the cert-manager Certificate that issues secretName
         if obs.tls_not_after:
             tls["notAfter"] = timestamp(obs.tls_not_after)
         status["tls"] = tls

@@ -34,6 +34,7 @@ class World:
     backups: list[dict[str, Any]] = field(default_factory=list)  # OmenDBBackups naming this OmenDB, oldest first
     restores: list[dict[str, Any]] = field(default_factory=list)  # OmenDBRestores naming it, oldest first
     monitoring_api: bool = False  # the PrometheusRule and ServiceMonitor kinds exist
+    cert_manager_api: bool = False  # cert-manager's Certificate kind exists (read only with spec.tls.issuerRef)
     expandable: dict[str, bool] = field(default_factory=dict)  # StorageClass -> allowVolumeExpansion
     # Each database pod with its engine's answer to GET /v1/stats (failover and the pods' status rows).
     pods: dict[str, T.PodView] = field(default_factory=dict)

@@ -268,7 +268,7 @@ def _port_forward(service: str, namespace: str, port: int, kubeconfig: str | Non
 
 def client_options(omendb: dict[str, Any], kube: Any, namespace: str, tmp: Path) -> dict[str, Any]:
     """omendb.client options for this OmenDB: the admin credentials (NAME-users) and, with TLS, the CA
-    (NAME-ca) written to ``tmp``."""
+    (ca.crt of NAME-ca, or of the served Secret when the operator does not generate TLS) written to ``tmp``."""
     name = omendb["metadata"]["name"]
     names = L.Names(name)
     status = omendb.get("status") or {}
@@ -277,7 +277,10 @@ def client_options(omendb: dict[str, Any], kube: Any, namespace: str, tmp: Path)
                                "password": _secret_value(kube, users, namespace, "password")}
     primary = (status.get("endpoints") or {}).get("primary", "")
     if primary.startswith("https://"):
-        ca_secret = (status.get("tls") or {}).get("caSecretName") or names.ca
+        # NAME-ca when the operator generates TLS; else the Secret served (the user's, or cert-manager's
+        # NAME-tls with spec.tls.issuerRef), whose ca.crt is the issuer's CA.
+        tls = status.get("tls") or {}
+        ca_secret = tls.get("caSecretName") or tls.get("secretName") or names.ca
         ca = tmp / "ca.crt"
         ca.write_text(_secret_value(kube, ca_secret, namespace, "ca.crt"))
         options["ca_file"] = str(ca)

@@ -66,8 +66,9 @@ def _ca_source(name: str, spec: OmenDBSpec) -> dict[str, Any] | None:
     if spec.tls.generate:
         # Only ca.crt: the CA's private key (also in NAME-ca) never reaches a Job.
         return {"secretName": L.Names(name).ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
-    # A user-supplied certificate Secret may carry its CA as ca.crt; without one, the system trust applies.
-    return {"secretName": str(spec.tls.secret_name), "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    # A user-supplied (or cert-manager's) certificate Secret may carry its CA as ca.crt; without one, the
+    # system trust applies.
+    return {"secretName": spec.tls.secret(name), "items": [{"key": "ca.crt", "path": "ca.crt"}],
             "optional": True}
 
 

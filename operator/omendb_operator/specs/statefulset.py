@@ -25,7 +25,7 @@ IMAGE_ANNOTATION = f"{L.GROUP}/image"
 
 
 def tls_secret_name(name: str, spec: OmenDBSpec) -> str:
-    return L.Names(name).tls if spec.tls.generate else str(spec.tls.secret_name)
+    return spec.tls.secret(name)
 
 
 def _config_volume(name: str, spec: OmenDBSpec, tls_ca: bool) -> dict[str, Any]:
