@@ -30,12 +30,10 @@ test: lint e2e-build
 # The fast tier for contributors: the linters and every test that needs no Go-built binary and no root
 # (tests/conftest.py marks the others `binaries` and `root`). The e2e cache is hidden from it, so a test
 # that needs a binary but is not marked fails with the command that builds it, instead of passing only on
-# machines that happen to have the cache; nothing is built. Two pytest-xdist workers: most of these tests
-# start real servers and wait on them, so two run in about half the time; --dist loadscope keeps each
-# module's (and class's) tests on one worker, so a module-scoped server starts once.
+# machines that happen to have the cache; nothing is built.
 test-fast: lint
 	env -u OMENDB_KUBE_BIN_DIR -u OMENDB_HELM OMENDB_E2E_CACHE=/nonexistent/omendb-test-fast \
-		$(BIN)/pytest tests -m "not binaries and not root" -n 2 --dist loadscope
+		$(BIN)/pytest tests -m "not binaries and not root"
 
 bench: bench-engine bench-http bench-backup bench-client bench-failover
 
