@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := engine/omendb operator/omendb_operator
 
-.PHONY: venv lint test scanners scan bench bench-engine bench-http bench-backup bench-client bench-failover bench-scale lock clean
+.PHONY: venv lint test test-fast scanners scan bench bench-engine bench-http bench-backup bench-client bench-failover bench-scale lock clean
 
 # The virtualenv is rebuilt when the lock file changes, so every machine runs the same versions.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -35,6 +35,14 @@ scanners: venv
 # Run both scanners over install.yaml, the chart and the samples' children (what the test runs).
 scan: scanners
 	$(PY) scripts/scan_tools.py check
+
+# The fast tier for contributors: the linters and every test that needs no Go-built binary and no root
+# (tests/conftest.py marks the others `binaries` and `root`). The e2e cache is hidden from it, so a test
+# that needs a binary but is not marked fails with the command that builds it, instead of passing only on
+# machines that happen to have the cache; nothing is built.
+test-fast: lint
+	env -u OMENDB_KUBE_BIN_DIR -u OMENDB_HELM OMENDB_E2E_CACHE=/nonexistent/omendb-test-fast \
+		$(BIN)/pytest tests -m "not binaries and not root"
 
 bench: bench-engine bench-http bench-backup bench-client bench-failover
 
