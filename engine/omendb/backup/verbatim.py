@@ -29,7 +29,7 @@ from omendb.backup.errors import Corrupt
 from omendb.backup.manifest import FileEntry
 from omendb.backup.payload import RECORD
 from omendb.checkpoint import BaseFile
-from omendb.runs import EMPTY_RUN, Run, apply_to_base, chunk_bounds, delta_pieces, latest_per_key
+from omendb.runs import EMPTY_RUN, Run, apply_to_base, chunk_bounds, delta_pieces, replay
 from omendb.wal import Frame
 
 COPY_CHUNK = 8 << 20  # bytes per read/write: large enough that hashing releases the GIL and syscalls are few
@@ -164,18 +164,9 @@ def verify_blocks(base: BaseFile, workers: int | None = None) -> None:
 
 
 def delta_of(frames: Iterable[Frame]) -> Run:
-    """The combined effect of WAL frames (in LSN order): the latest entry per key, deletes included."""
-    keys_l, values_l, lsns_l, live_l = [], [], [], []
-    for frame in frames:
-        n = len(frame.keys)
-        keys_l.append(frame.keys)
-        values_l.append(frame.values if frame.values is not None else np.zeros(n))
-        lsns_l.append(np.full(n, frame.lsn, dtype=np.int64))
-        live_l.append(np.full(n, frame.values is not None))
-    if not keys_l:
-        return EMPTY_RUN
-    return latest_per_key(np.concatenate(keys_l), np.concatenate(values_l), np.concatenate(lsns_l),
-                          np.concatenate(live_l))
+    """The combined effect of WAL frames (in LSN order): the latest entry per key, deletes included (the
+    engine's own WAL replay, runs.replay)."""
+    return replay(frames, lambda _frame: None) or EMPTY_RUN
 
 
 def merged_pieces(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta: Run
