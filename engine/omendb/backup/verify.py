@@ -24,7 +24,7 @@ from omendb.backup.source import RESTORE_POISON
 from omendb.backup.store import BackupStore
 from omendb.checkpoint import read_base
 from omendb.errors import CorruptionError
-from omendb.files import MANIFEST, list_segments, read_manifest
+from omendb.files import MANIFEST, guide_layout, list_segments, read_manifest
 from omendb.wal import read_segment
 
 
@@ -75,7 +75,7 @@ def verify_backup(store: BackupStore, backup_id: str, database: str | None, deep
         state = materialize(store, chain)
         check_against_manifest(state, manifest)
         with tempfile.TemporaryDirectory(prefix="omendb-verify-") as tmp:
-            layout = Layout(Path(tmp) / "data", Path(tmp) / "wal")
+            layout = Layout(*guide_layout(Path(tmp)))
             layout.data_dir.mkdir()
             write_checkpoint(state, layout.data_dir, manifest.engine_database or manifest.database,
                              manifest.index)

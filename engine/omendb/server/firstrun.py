@@ -25,6 +25,7 @@ from pathlib import Path
 import bcrypt
 
 from omendb.config import Config
+from omendb.files import tmp_path
 
 log = logging.getLogger("omendb.auth")
 
@@ -35,7 +36,7 @@ PASSWORD_ENV = "OMENDB_ADMIN_PASSWORD"
 
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` readable by this user only, atomically (a crash leaves the old file or none)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = tmp_path(path)  # a leftover in the data directory is removed when the database opens
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
