@@ -73,3 +73,38 @@ def test_a_backup_of_a_missing_omendb_is_failed(kube: Kube, operator: str, journ
     _wait_phase(kube, ns, "omendbbackup", "ks-orphan", ("Failed",), timeout=120)
     status, message, _ = _kstatus(kube, ns, "omendbbackup", "ks-orphan")
     assert status == "Failed" and "does not exist" in message, (status, message)
+
+
+def test_a_version_typo_is_reported_and_setting_it_back_cancels_the_upgrade(kube: Kube, operator: str,
+                                                                            journey_namespace: str) -> None:
+    """The guide's upgrade with a typo in spec.version: the pre-upgrade backup runs the version that runs
+    (so it succeeds), the replaced pod cannot pull the typo's image, which is reported (kstatus Failed,
+    Degraded naming the pod) within minutes; setting spec.version back aborts the upgrade and brings the
+    pod back on the version it ran."""
+    ns, name = journey_namespace, "ks-typo"
+    kube.apply(ns, _omendb(name))
+    _wait_ready(kube, ns, name)
+    start = time.monotonic()
+    kube.apply(ns, _omendb(name, version="0.1.9"))  # no such image anywhere
+
+    def failed() -> tuple[str, str] | None:
+        status, message, _ = _kstatus(kube, ns, "omendb", name)
+        return (status, message) if status == "Failed" else None
+    status, message = kube.wait_until("kstatus Failed on the typo", failed, STUCK_WITHIN, interval=3)
+    assert f"pod {name}-0" in message and ("ImagePullBackOff" in message or "ErrImagePull" in message), message
+    obj = kube.get(ns, "omendb", name)
+    backup = kube.get(ns, "omendbbackup", obj["status"]["upgrade"]["backupName"])
+    assert backup["status"]["phase"] == "Succeeded", backup["status"]  # it ran 0.1.0, the version running
+    print(f"typo reported {time.monotonic() - start:.0f}s after spec.version changed: {message}")
+
+    kube.apply(ns, _omendb(name))  # spec.version back to 0.1.0
+
+    def aborted() -> dict[str, Any] | None:
+        st = kube.get(ns, "omendb", name).get("status") or {}
+        return st if (st.get("upgrade") or {}).get("phase") == "Aborted" else None
+    st = kube.wait_until("upgrade aborted", aborted, 300, interval=3)
+    _wait_ready(kube, ns, name)
+    pod = kube.get(ns, "pod", f"{name}-0")
+    assert [c["image"] for c in pod["spec"]["containers"]] == ["omendb/omendb:0.1.0"]
+    assert st["currentVersion"] == "0.1.0", st
+    assert _kstatus(kube, ns, "omendb", name)[0] == "Current"

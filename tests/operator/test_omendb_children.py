@@ -30,6 +30,7 @@ def test_every_child_of_the_design(owner):
         ("Service", "prod"),
         ("Service", "prod-ro"),
         ("Service", "prod-headless"),
+        ("ServiceAccount", "prod"),
         ("StatefulSet", "prod"),
         ("PodDisruptionBudget", "prod"),
         ("PersistentVolumeClaim", "prod-backups"),
@@ -95,3 +96,13 @@ def test_switches(owner):
     assert ("monitoring.coreos.com/v1", "PrometheusRule", "") in stale
     assert ("v1", "Secret", "-tls") in stale
     assert all(kind != "PersistentVolumeClaim" for _, kind, _ in stale)
+
+
+def test_the_database_pods_run_as_their_own_account_with_no_token(owner):
+    desired = build_children(owner, parse_spec({}), Observed(), NOW)
+    (account,) = [m for m in desired.manifests if m["kind"] == "ServiceAccount"]
+    assert account["metadata"]["name"] == "prod" and account["automountServiceAccountToken"] is False
+    assert account["metadata"]["ownerReferences"][0]["name"] == "prod"
+    (sts,) = [m for m in desired.manifests if m["kind"] == "StatefulSet"]
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "prod" and pod["automountServiceAccountToken"] is False

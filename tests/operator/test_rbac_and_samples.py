@@ -43,6 +43,7 @@ def test_rbac_covers_every_child_the_operator_applies():
         "ConfigMap": "configmaps",
         "Secret": "secrets",
         "Service": "services",
+        "ServiceAccount": "serviceaccounts",
         "StatefulSet": "statefulsets",
         "PodDisruptionBudget": "poddisruptionbudgets",
         "PersistentVolumeClaim": "persistentvolumeclaims",

@@ -65,7 +65,7 @@ def _child_changed(namespace: str | None, labels: Mapping[str, str], type: str |
 
 
 # Pods too: a primary turning unready starts the failover clock, a new pod needs its role label.
-CHILD_RESOURCES = ("apps/v1/statefulsets", "v1/services", "v1/configmaps", "batch/v1/cronjobs",
+CHILD_RESOURCES = ("apps/v1/statefulsets", "v1/services", "v1/serviceaccounts", "v1/configmaps", "batch/v1/cronjobs",
                    "policy/v1/poddisruptionbudgets", "v1/pods", "batch/v1/jobs")
 
 for _resource in CHILD_RESOURCES:

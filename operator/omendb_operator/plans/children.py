@@ -20,6 +20,7 @@ from omendb_operator.specs import (
     monitoring,
     pdb,
     secrets,
+    serviceaccount,
     services,
     statefulset,
 )
@@ -97,6 +98,7 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
         out.append(cert_manager.build_certificate(owner, spec, cluster_domain))
 
     out += services.build_services(owner, spec.replicas)
+    out.append(serviceaccount.build_service_account(owner))
     out.append(statefulset.build_statefulset(owner, spec, configmap.config_hash(cm["data"]["omendb.toml"]),
                                              observed.replicas_override, tls_ca))
     out.append(pdb.build_pdb(owner))

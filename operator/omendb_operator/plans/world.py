@@ -19,7 +19,7 @@ from omendb_operator.specs.statefulset import CONTAINER_NAME, IMAGE_ANNOTATION
 # (apiVersion, kind) of everything listed under the OmenDB's instance label.
 CHILD_KINDS = (("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "ConfigMap"), ("batch/v1", "CronJob"),
                ("policy/v1", "PodDisruptionBudget"), ("batch/v1", "Job"), ("v1", "Pod"),
-               ("v1", "PersistentVolumeClaim"))
+               ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount"))
 
 
 @dataclass

@@ -136,8 +136,9 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
         ],
     }
     pod_spec: dict[str, Any] = {
-        "serviceAccountName": "default",
-        # The engine never talks to the Kubernetes API; it gets no token to leak.
+        # Its own account (specs/serviceaccount.py), with no token: the engine never talks to the
+        # Kubernetes API.
+        "serviceAccountName": L.Names(name).service_account,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
