@@ -29,6 +29,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: held open together while picked, so two calls in a row cannot get
+    the same port back (which the engine's config check then refuses: API and metrics on one port)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def htpasswd_bcrypt(user: str, password: str) -> str:
     # `htpasswd -B` writes the $2y$ prefix; the hash itself is bcrypt's.
     return f"{user}:$2y${bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()[4:]}"
@@ -46,7 +59,7 @@ class Server:
         self.workdir = workdir
         self.args = list(args or [])  # extra `omendb serve` arguments
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port = free_ports(2)
         raw: dict[str, dict[str, Any]] = {
             "database": {"name": "test", "data_dir": str(workdir / "data"), "max_memory_mb": 512},
             "wal": {"dir": str(workdir / "wal")},

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.server.harness import HOST, free_port, htpasswd_bcrypt
+from tests.server.harness import HOST, free_ports, htpasswd_bcrypt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ class Run:
     """`omendb serve` as the image runs it, with the guide's `-e OMENDB_AUTH_DISABLED=false`."""
 
     def __init__(self, tmp_path: Path, config: Path, **env: str) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port = free_ports(2)
         self.log_path = tmp_path / f"server-{self.port}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OMENDB_") and k != "RUST_LOG"}
         self.env.update({"OMENDB_AUTH_DISABLED": "false", "OMENDB_DATA_DIR": str(tmp_path / "data"),

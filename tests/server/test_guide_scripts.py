@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.server.harness import HOST, Server, free_port, htpasswd_bcrypt
+from tests.server.harness import HOST, Server, free_ports, htpasswd_bcrypt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,7 +144,7 @@ def test_guide_health_check_against_the_guide_config_with_tls(tmp_path: Path) ->
     users.write_text(htpasswd_bcrypt("admin", "guide-admin-pw") + "\n")
     config = guide_config(tmp_path, tls_cert_file=str(tmp_path / "server.pem"),
                           tls_key_file=str(tmp_path / "server.key"), htpasswd_file=str(users))
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "omendb.cli", "serve", "--config", str(config)],
@@ -179,7 +179,7 @@ DURATIONS = """grep "duration" {log} | awk '{{print $NF}}' | sort -n"""
 
 
 def test_guide_health_check_against_the_development_config(tmp_path: Path) -> None:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     env = {**os.environ, "OMENDB_DATA_DIR": str(tmp_path / "data"), "OMENDB_HTTP_PORT": str(port),
            "OMENDB_PROMETHEUS_PORT": str(metrics_port)}
     env.pop("OMENDB_AUTH_DISABLED", None)
