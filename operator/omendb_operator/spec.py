@@ -153,6 +153,29 @@ class BackupVolumeSpec:
 
 
 @dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ObjectStoreSpec:
+    """spec.backup.objectStore: backups (and, with walArchive, the WAL) go to an S3-compatible bucket
+    instead of the NAME-backups volume. Credentials follow the AWS conventions, as a file: the Secret's key
+    holds an AWS shared-credentials file (``[default]`` with aws_access_key_id and aws_secret_access_key)."""
+
+    bucket: str
+    path: str | None = None  # the prefix in the bucket; None: NAMESPACE/NAME (specs/backup_store.py)
+    endpoint_url: str | None = None
+    region: str | None = None
+    credentials: SecretKeyRef | None = None  # None: the environment's own (an instance role)
+    profile: str | None = None
+    ca: SecretKeyRef | None = None  # a CA bundle the endpoint's certificate chains to
+    wal_archive: bool = True
+    wal_archive_interval_seconds: int = 5
+
+
+@dataclass(frozen=True)
 class BackupSpec:
     enabled: bool = True
     full_schedule: str = DEFAULT_FULL_SCHEDULE
@@ -167,6 +190,7 @@ class BackupSpec:
     successful_jobs_history_limit: int = 3
     failed_jobs_history_limit: int = 3
     active_deadline_seconds: int = 6 * 3600
+    object_store: ObjectStoreSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -230,14 +254,29 @@ class FailoverSpec:
 
 
 @dataclass(frozen=True)
+class NetworkPolicySpec:
+    """spec.networkPolicy: an optional NetworkPolicy admitting only who needs the database's ports.
+
+    ``clients``/``prometheus`` are NetworkPolicy peers (podSelector, namespaceSelector, ipBlock); None keeps
+    the defaults (specs/networkpolicy.py): pods labelled ``omendb.io/client: NAME`` in the namespace for the
+    API port, pods labelled ``app.kubernetes.io/name: prometheus`` in any namespace for the metrics port."""
+
+    enabled: bool = False
+    clients: list[dict[str, Any]] | None = None
+    prometheus: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
 class BootstrapSpec:
     """spec.bootstrap.fromBackup: a new OmenDB starts from a backup of another OmenDB in its namespace
-    (read from that OmenDB's backup volume SOURCE-backups), optionally to a point in time."""
+    (read from that OmenDB's backup volume SOURCE-backups), or from a bucket (``objectStore``: another
+    cluster's or region's backups), optionally to a point in time."""
 
-    source_cluster: str
+    source_cluster: str  # "" with object_store and no cluster.name
     backup_id: str = "latest"
     lsn: int | None = None
     time: str | None = None
+    object_store: ObjectStoreSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +300,7 @@ class OmenDBSpec:
     replication: ReplicationSpec = field(default_factory=ReplicationSpec)
     failover: FailoverSpec = field(default_factory=FailoverSpec)
     bootstrap: BootstrapSpec | None = None
+    network_policy: NetworkPolicySpec = field(default_factory=NetworkPolicySpec)
 
     @property
     def container_image(self) -> str:
@@ -389,6 +429,7 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             successful_jobs_history_limit=int(_get(backup_raw, "successfulJobsHistoryLimit", 3)),
             failed_jobs_history_limit=int(_get(backup_raw, "failedJobsHistoryLimit", 3)),
             active_deadline_seconds=int(_get(backup_raw, "activeDeadlineSeconds", 6 * 3600)),
+            object_store=parse_object_store(backup_raw.get("objectStore"), "spec.backup.objectStore"),
         ),
         monitoring=MonitoringSpec(
             prometheus_rule=bool(_get(monitoring_raw, "prometheusRule", True)),
@@ -432,9 +473,62 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             delay_seconds=int(_get(failover_raw, "delaySeconds", 30)),
         ),
         bootstrap=_bootstrap(raw.get("bootstrap")),
+        network_policy=_network_policy(raw.get("networkPolicy") or {}),
     )
     validate(spec)
     return spec
+
+
+def _peers(raw: dict[str, Any], key: str) -> list[dict[str, Any]] | None:
+    peers = raw.get(key)
+    if peers is None:
+        return None
+    if not isinstance(peers, list) or not all(isinstance(p, dict) and p for p in peers):
+        raise SpecError(f"spec.networkPolicy.{key} must be a list of NetworkPolicy peers (each with podSelector, "
+                        "namespaceSelector or ipBlock); leave it out for the default")
+    return [dict(p) for p in peers]
+
+
+def _network_policy(raw: dict[str, Any]) -> NetworkPolicySpec:
+    return NetworkPolicySpec(enabled=bool(_get(raw, "enabled", False)), clients=_peers(raw, "clients"),
+                             prometheus=_peers(raw, "prometheus"))
+
+
+def _key_ref(raw: dict[str, Any] | None, where: str, default_key: str) -> SecretKeyRef | None:
+    if not raw:
+        return None
+    name = str(raw.get("name") or "")
+    if not name:
+        raise SpecError(f"{where}.name is required: the Secret (in this namespace) holding it")
+    return SecretKeyRef(name, str(raw.get("key") or default_key))
+
+
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_object_store(raw: dict[str, Any] | None, where: str) -> ObjectStoreSpec | None:
+    """An objectStore block (spec.backup.objectStore, or a restore's or bootstrap's source)."""
+    if not raw:
+        return None
+    bucket = str(raw.get("bucket") or "")
+    if not S3_BUCKET.match(bucket):
+        raise SpecError(f"{where}.bucket {bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, "
+                        "dots and dashes)")
+    path = None if raw.get("path") is None else str(raw["path"]).strip("/")
+    endpoint = raw.get("endpointURL")
+    if endpoint is not None and not str(endpoint).startswith(("https://", "http://")):
+        raise SpecError(f"{where}.endpointURL {endpoint!r} must start with https:// (or http://)")
+    interval = int(_get(raw.get("walArchive") or {}, "intervalSeconds", 5))
+    if interval < 1:
+        raise SpecError(f"{where}.walArchive.intervalSeconds must be at least 1, got {interval}")
+    return ObjectStoreSpec(
+        bucket=bucket, path=path, endpoint_url=endpoint, region=raw.get("region"),
+        credentials=_key_ref(raw.get("credentials"), f"{where}.credentials", "credentials"),
+        profile=(raw.get("credentials") or {}).get("profile"),
+        ca=_key_ref(raw.get("ca"), f"{where}.ca", "ca.crt"),
+        wal_archive=bool(_get(raw.get("walArchive") or {}, "enabled", True)),
+        wal_archive_interval_seconds=interval,
+    )
 
 
 def _bootstrap(raw: dict[str, Any] | None) -> BootstrapSpec | None:
@@ -442,14 +536,16 @@ def _bootstrap(raw: dict[str, Any] | None) -> BootstrapSpec | None:
     if not source:
         return None
     cluster = str((source.get("cluster") or {}).get("name") or "")
-    if not cluster:
-        raise SpecError("spec.bootstrap.fromBackup.cluster.name is required: the OmenDB (in this namespace) "
-                        "whose backup volume NAME-backups holds the backup")
+    store = parse_object_store(source.get("objectStore"), "spec.bootstrap.fromBackup.objectStore")
+    if not cluster and store is None:
+        raise SpecError("spec.bootstrap.fromBackup needs cluster.name (the OmenDB in this namespace whose backup "
+                        "volume NAME-backups holds the backup) or objectStore (the bucket holding it)")
     pit = source.get("pointInTime") or {}
     if pit.get("lsn") is not None and pit.get("time"):
         raise SpecError("spec.bootstrap.fromBackup.pointInTime takes time or lsn, not both")
     return BootstrapSpec(source_cluster=cluster, backup_id=str(source.get("backupId") or "latest"),
-                         lsn=None if pit.get("lsn") is None else int(pit["lsn"]), time=pit.get("time"))
+                         lsn=None if pit.get("lsn") is None else int(pit["lsn"]), time=pit.get("time"),
+                         object_store=store)
 
 
 def validate(spec: OmenDBSpec) -> None:

@@ -66,7 +66,8 @@ def _child_changed(namespace: str | None, labels: Mapping[str, str], type: str |
 
 # Pods too: a primary turning unready starts the failover clock, a new pod needs its role label.
 CHILD_RESOURCES = ("apps/v1/statefulsets", "v1/services", "v1/serviceaccounts", "v1/configmaps", "batch/v1/cronjobs",
-                   "policy/v1/poddisruptionbudgets", "v1/pods", "batch/v1/jobs")
+                   "policy/v1/poddisruptionbudgets", "v1/pods", "batch/v1/jobs",
+                   "networking.k8s.io/v1/networkpolicies")
 
 for _resource in CHILD_RESOURCES:
     *_api, _plural = _resource.split("/")

@@ -112,14 +112,16 @@ def engine_views(pods: list[dict[str, Any]], engines: Engines) -> dict[str, T.Po
 
 
 class Observer:
-    def __init__(self, kube: Kube, engines: EnginesFactory, health: HealthCheck, stats: StatsFetch) -> None:
+    def __init__(self, kube: Kube, engines: EnginesFactory, health: HealthCheck, stats: StatsFetch,
+                 operator_namespace: str | None = None) -> None:
         self.kube, self.engines_for, self.health, self.stats = kube, engines, health, stats
+        self.operator_namespace = operator_namespace
 
     def observe(self, namespace: str, name: str) -> tuple[World, Engines | None]:
         """The world of OmenDB ``namespace/name``, and how to reach its engines (None without a valid spec)."""
         reader = Reader(self.kube)
         omendb = self.kube.get(L.API_VERSION, L.KIND, name, namespace)
-        world = World(namespace=namespace, name=name, omendb=omendb)
+        world = World(namespace=namespace, name=name, omendb=omendb, operator_namespace=self.operator_namespace)
         world.backups = for_cluster(reader.list(L.API_VERSION, "OmenDBBackup", namespace), name)
         world.restores = for_cluster(reader.list(L.API_VERSION, restores.KIND, namespace), name)
         if omendb is None or omendb["metadata"].get("deletionTimestamp"):
@@ -149,11 +151,12 @@ class Observer:
         if htpasswd and world.secrets.get(htpasswd) is None:
             # The guide keeps its users in a ConfigMap: read it to say how to move it into a Secret.
             world.configmaps[htpasswd] = reader.get("v1", "ConfigMap", htpasswd, namespace)
-        if spec.bootstrap is not None:
+        if spec.bootstrap is not None and spec.bootstrap.object_store is None:
             volume = L.Names(spec.bootstrap.source_cluster).backup_volume
             world.claims[volume] = world.child("PersistentVolumeClaim", volume) or reader.get(
                 "v1", "PersistentVolumeClaim", volume, namespace)
-        if any((r.get("status") or {}).get("phase") not in restores.FINISHED for r in world.restores) and \
+        restoring = any((r.get("status") or {}).get("phase") not in restores.FINISHED for r in world.restores)
+        if restoring and spec.backup.object_store is None and \
                 world.names.backup_volume not in world.children["PersistentVolumeClaim"]:
             world.claims[world.names.backup_volume] = reader.get("v1", "PersistentVolumeClaim",
                                                                  world.names.backup_volume, namespace)

@@ -207,6 +207,7 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         user_tls_ca=bool(spec.tls.enabled and not spec.tls.generate and
                          world.secret_data(spec.tls.secret(world.name)).get("ca.crt")),
         cert_manager_api=world.cert_manager_api,
+        operator_namespace=world.operator_namespace,
     )
     desired = build_children(owner, before.spec, observed, now, cluster_domain)
     obs.warnings += desired.warnings

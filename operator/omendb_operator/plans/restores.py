@@ -75,11 +75,11 @@ class RestorePlan:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def target_of(restore: dict[str, Any], backups_claim: str | None = None) -> jobs.RestoreTarget:
+def target_of(restore: dict[str, Any]) -> jobs.RestoreTarget:
     spec = restore.get("spec") or {}
     pit = spec.get("pointInTime") or {}
     return jobs.RestoreTarget(backup_id=str(spec.get("backupId") or "latest"), lsn=pit.get("lsn"),
-                              time=pit.get("time"), backups_claim=backups_claim,
+                              time=pit.get("time"),
                               allow_unkeyed=bool(spec.get("allowUnkeyed", False)))
 
 

@@ -316,6 +316,10 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         },
         "credentialsSecret": names.users,
         "conditions": conditions,
+        # Any status write stores the whole OmenDB as the API server read it, spec.version's schema default
+        # included: an OmenDB created before the CRD had that default gets it recorded by this first write,
+        # so a later CRD with a newer default does not change its version (docs/operations/upgrades.md).
+        "specDefaultsRecorded": True,
     })
     status.update({k: prev[k] for k in ("pods", "podsObservedAt", "failover") if k in prev})
     status.update(obs.replication or {})
@@ -367,7 +371,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 # the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
 MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
                 "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls",
-                "upgrade", "storage", "pods", "podsObservedAt", "failover", "restore", "bootstrap")
+                "upgrade", "storage", "pods", "podsObservedAt", "failover", "restore", "bootstrap",
+                "specDefaultsRecorded")
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

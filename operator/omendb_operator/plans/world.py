@@ -19,7 +19,7 @@ from omendb_operator.specs.statefulset import CONTAINER_NAME, IMAGE_ANNOTATION
 # (apiVersion, kind) of everything listed under the OmenDB's instance label.
 CHILD_KINDS = (("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "ConfigMap"), ("batch/v1", "CronJob"),
                ("policy/v1", "PodDisruptionBudget"), ("batch/v1", "Job"), ("v1", "Pod"),
-               ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount"))
+               ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount"), ("networking.k8s.io/v1", "NetworkPolicy"))
 
 
 @dataclass
@@ -43,6 +43,7 @@ class World:
     watched_health: bool | None = None
     # The primary's GET /v1/stats while a restore verifies the restored data: (answer, error).
     restore_stats: tuple[dict[str, Any] | None, str | None] = (None, None)
+    operator_namespace: str | None = None  # where the operator runs (None: outside the cluster)
 
     # ---- lookups -------------------------------------------------------------------------------------
     @property
