@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from omendb import rmi
+from omendb.backup.columns import CODEC, unpack
 from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
 from omendb.backup.layout import Layout
 from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
@@ -159,6 +160,10 @@ def load_snapshot(store: BackupStore, manifest: BackupManifest, progress: Progre
             raw_path = path
             if progress:
                 progress(entry.size)
+        elif entry.codec == CODEC:  # packed columns: the sha256 of what is unpacked, then the engine reads it
+            check_file(path, entry)
+            raw_path = Path(tmp) / "base.odb"
+            unpack(path, raw_path, progress)
         else:
             raw_path = Path(tmp) / "base.odb"
             with open(raw_path, "wb") as out:
@@ -437,12 +442,15 @@ def _verbatim_snapshot(store: BackupStore, chain: list[BackupManifest]) -> Path 
     whose index description and database identity the backup recorded; else None (rebuilt instead)."""
     full = chain[0]
     entry, checkpoint = full.snapshot, full.index.get("checkpoint")
-    if full.type != FULL or entry is None or entry.codec != "none" or not chain[-1].source.get("database_id"):
+    if full.type != FULL or entry is None or entry.codec not in ("none", CODEC) or \
+            not chain[-1].source.get("database_id"):
         return None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("meta"), dict) or \
             not {"observed_max_error", "observed_mean_error", "depth", "train_seconds"} <= checkpoint["meta"].keys():
         return None
     path = store.path(full.id) / entry.name
+    if entry.codec == CODEC:
+        return path  # only format-2 checkpoints are packed
     try:
         return path if base_format(path) == 2 else None
     except CorruptionError:
@@ -453,7 +461,7 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
                     staged: Path, progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
     """Stage the snapshot as the checkpoint and a MANIFEST in `staged`; returns (LSN, term before the new
     one, records, WAL segments to write). Everything is checked before anything is committed."""
-    from omendb.backup.verbatim import copy_checked
+    from omendb.backup.verbatim import copy_checked, verify_blocks
 
     full, last = chain[0], chain[-1]
     assert full.snapshot is not None
@@ -468,6 +476,8 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
         if base.lsn != full.start_lsn:
             raise Corrupt(f"{snapshot} holds LSN {base.lsn}, the manifest says {full.start_lsn}; this backup is "
                           "damaged")
+        if full.snapshot is not None and full.snapshot.codec == CODEC:
+            verify_blocks(base)  # what was unpacked is the checkpoint that was backed up, block by block
         return _verbatim_state(full, last, base, frames)
 
     staged_state, sync = copy_checked(snapshot, staged / name, full.snapshot, check, progress)

@@ -113,22 +113,35 @@ def sha256_file(path: Path) -> tuple[int, str]:
 
 def copy_checked(src: Path, dst: Path, entry: FileEntry, alongside: Callable[[], T],
                  progress: Callable[[int], None] | None = None) -> tuple[T, BackgroundSync]:
-    """Copy a stored payload file and check the copy's size and sha256 against its manifest entry, running
-    `alongside()` (checks of the copy's content) on this thread meanwhile. A sha256 mismatch raises Corrupt
-    (before whatever `alongside` raised: a damaged file is the cause) and removes the copy. Returns what
-    `alongside` returned and the copy's fsync, still running: wait for it before committing."""
+    """Put a stored snapshot file back as a checkpoint at `dst` and check the stored file's size and sha256
+    against its manifest entry: a checkpoint stored as is is copied (and the copy hashed), a packed one
+    (columns.CODEC) is unpacked while another thread hashes the stored file. `alongside()` (checks of the
+    checkpoint written) runs on this thread meanwhile. A sha256 mismatch raises Corrupt (before whatever
+    unpacking or `alongside` raised: a damaged file is the cause) and removes `dst`. Returns what `alongside`
+    returned and the checkpoint's fsync, still running: wait for it before committing."""
+    from omendb.backup import columns
+
     if not src.is_file():
         raise Corrupt(f"{src} is missing (the manifest lists it); this backup is damaged")
-    copy_file(src, dst, progress)
-    sync = BackgroundSync(dst)
+    failure: BaseException | None = None
+    sync: BackgroundSync | None = None
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") as pool:
-            hashed = pool.submit(sha256_file, dst)
-            failure: BaseException | None = None
-            try:
-                result = alongside()
-            except BaseException as exc:  # reported after the sha256 verdict
-                failure = exc
+            if entry.codec == columns.CODEC:
+                hashed = pool.submit(sha256_file, src)
+                try:
+                    columns.unpack(src, dst, progress)
+                except BaseException as exc:  # reported after the sha256 verdict
+                    failure = exc
+            else:
+                copy_file(src, dst, progress)
+                hashed = pool.submit(sha256_file, dst)
+            if failure is None:
+                sync = BackgroundSync(dst)
+                try:
+                    result = alongside()
+                except BaseException as exc:  # reported after the sha256 verdict
+                    failure = exc
             size, sha = hashed.result()
         if size != entry.size or sha != entry.sha256:
             raise Corrupt(f"{src}: size or sha256 mismatch (the file was modified or damaged); this backup is "
@@ -136,9 +149,11 @@ def copy_checked(src: Path, dst: Path, entry: FileEntry, alongside: Callable[[],
         if failure is not None:
             raise failure
     except BaseException:
-        sync.wait()
+        if sync is not None:
+            sync.wait()
         dst.unlink(missing_ok=True)
         raise
+    assert sync is not None
     return result, sync
 
 

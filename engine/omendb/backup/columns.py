@@ -1,0 +1,310 @@
+"""A format-2 checkpoint stored with its key and LSN columns packed (``snapshot.odb.cols``), and unpacked
+back into the same checkpoint byte for byte.
+
+The values are random doubles and do not compress, but the keys are sorted (their differences are small)
+and the LSNs take a few distinct small values: stored as is, those two columns are two thirds of a backup's
+bytes for little information. So the stored file holds the checkpoint's byte ranges in order ("sections"):
+the header, the values, the model and the checksum table copied as they are (inside the kernel,
+copy_file_range), and the keys and the LSNs packed a chunk of records at a time: the keys as differences
+from the previous key, both split into their 8 byte planes (all low bytes, then all second bytes...), the
+planes that are all zero dropped and the rest compressed with zstandard (level 1). Chunks bound memory:
+a restore never holds more than one chunk of a column.
+
+Layout of the stored file, written strictly in order (so its sha256 is computed as it is written):
+the sections' bytes, then a table of sections (``SECTION`` each: kind, offset and length in the checkpoint,
+offset and length in this file) and a footer (``FOOTER``: the table's offset, the number of sections, the
+checkpoint's size, the magic). A packed section is a sequence of chunks, each ``CHUNK`` (records, mask of
+the planes kept, stored bytes) followed by one zstandard frame holding the kept planes one after the other.
+
+An unpacked checkpoint is checked like any other: every block checksum (verbatim.verify_blocks), so a
+restore proves that what it wrote is the checkpoint that was backed up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import mmap
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from omendb.backup.errors import Corrupt
+from omendb.checkpoint import BASE_HEADER, BASE_LAYOUT, BASE_MAGIC_2
+
+CODEC = "odb-columns"  # FileEntry.codec of a packed checkpoint
+MAGIC = b"OMCOLS01"
+FOOTER = struct.Struct("<QIQ8s")  # table offset, sections, checkpoint size, magic
+SECTION = struct.Struct("<BQQQQ")  # kind, checkpoint offset, checkpoint bytes, stored offset, stored bytes
+CHUNK = struct.Struct("<IBQ")  # records, planes kept (bit i: byte i of each value), stored bytes
+RAW, PLANES, DELTA_PLANES = 0, 1, 2  # as is; int64 byte planes; differences from the previous, as planes
+CHUNK_RECORDS = 1 << 20  # records per packed chunk: 8 MiB of a column
+RAW_STEP = 256 << 20  # bytes per copy_file_range call (and per writeback kick)
+LEVEL = 1  # zstandard level: the planes kept are mostly random bytes or runs; level 1 is as small and faster
+Progress = Callable[[int], None]
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
+
+
+def checkpoint_sections(head: bytes, size: int) -> list[tuple[int, int, int]] | None:
+    """(kind, offset, length) covering a format-2 checkpoint of `size` bytes whose first bytes are `head`,
+    or None if it is not one (it is then stored as is)."""
+    if len(head) < BASE_HEADER.size + BASE_LAYOUT.size:
+        return None
+    magic, version, _flags, count, _bs, _lsn = BASE_HEADER.unpack_from(head, 0)
+    if magic != BASE_MAGIC_2 or version != 2:
+        return None
+    keys_off, _values_off, lsns_off, *_ = BASE_LAYOUT.unpack_from(head, BASE_HEADER.size)
+    column = 8 * count
+    if not 0 < keys_off <= keys_off + column <= lsns_off <= lsns_off + column <= size:
+        return None
+    sections = [(RAW, 0, keys_off), (DELTA_PLANES, keys_off, column),
+                (RAW, keys_off + column, lsns_off - keys_off - column),  # padding, values, padding
+                (PLANES, lsns_off, column), (RAW, lsns_off + column, size - lsns_off - column)]
+    return [s for s in sections if s[2] > 0]
+
+
+# ---- writeback -----------------------------------------------------------------------------------------
+
+_sync_file_range: Any
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _sync_file_range = _libc.sync_file_range
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+except (OSError, AttributeError):  # not Linux: the final fsync does all the writing back
+    _sync_file_range = None
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range of a file back to disk now, without waiting (so the final
+    fsync finds little left to do and the disk works while this process computes)."""
+    if _sync_file_range is not None and length > 0:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+# ---- packing -------------------------------------------------------------------------------------------
+
+
+class _Out:
+    """The stored file being written in order: position, sha256 of everything written, writeback kicks."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.pos, self.sha, self._flushed = fd, 0, hashlib.sha256(), 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self.fd, view[done:], self.pos + done)
+        self.sha.update(view)
+        self.pos += len(view)
+        self._kick()
+
+    def copy_from(self, fd_in: int, source: mmap.mmap, offset: int, length: int) -> None:
+        """`length` bytes of the source at `offset`, copied inside the kernel and hashed from the mapping."""
+        end = offset + length
+        while offset < end:
+            step = min(RAW_STEP, end - offset)
+            done = 0
+            try:
+                while done < step:
+                    n = os.copy_file_range(fd_in, self.fd, step - done, offset + done, self.pos + done)
+                    if n == 0:
+                        raise Corrupt(f"the checkpoint ended {end - offset - done} bytes early while being copied")
+                    done += n
+            except OSError as exc:
+                if done or exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                piece = memoryview(source)[offset:offset + step]  # no kernel copy between these two files
+                while done < step:
+                    done += os.pwrite(self.fd, piece[done:], self.pos + done)
+            self.sha.update(memoryview(source)[offset:offset + step])
+            self.pos += step
+            offset += step
+            self._kick()
+
+    def _kick(self) -> None:
+        if self.pos - self._flushed >= RAW_STEP:
+            start_writeback(self.fd, self._flushed, self.pos - self._flushed)
+            self._flushed = self.pos
+
+
+def _planes(values: np.ndarray) -> tuple[int, bytes]:
+    """(mask, planes kept) of uint64 values: byte plane i is kept when some value has a nonzero byte i."""
+    as_bytes = values.view(np.uint8).reshape(-1, 8)
+    used = np.bitwise_or.reduce(values) if len(values) else np.uint64(0)
+    mask = 0
+    parts = []
+    for i in range(8):
+        if (int(used) >> (8 * i)) & 0xFF:
+            mask |= 1 << i
+            parts.append(np.ascontiguousarray(as_bytes[:, i]))
+    return mask, b"".join(p.tobytes() for p in parts)
+
+
+def pack(fd_in: int, dst: Path, progress: Progress | None = None) -> tuple[int, str, int] | None:
+    """Write the checkpoint open at `fd_in` packed into a new file `dst`; returns (stored size, sha256 of the
+    stored file, checkpoint size), or None (nothing written) when it is not a format-2 checkpoint. Not yet
+    durable: fsync `dst` before publishing it."""
+    size = os.fstat(fd_in).st_size
+    sections = checkpoint_sections(os.pread(fd_in, BASE_HEADER.size + BASE_LAYOUT.size, 0), size)
+    if sections is None:
+        return None
+    source = mmap.mmap(fd_in, size, prot=mmap.PROT_READ)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        out = _Out(fd)
+        cctx = zstandard.ZstdCompressor(level=LEVEL)
+        table = []
+        for kind, offset, length in sections:
+            start = out.pos
+            if kind == RAW:
+                out.copy_from(fd_in, source, offset, length)
+            else:
+                column = np.frombuffer(source, dtype=np.uint64, count=length // 8, offset=offset)
+                previous = np.uint64(0)
+                for first in range(0, len(column), CHUNK_RECORDS):
+                    chunk = column[first:first + CHUNK_RECORDS]
+                    if kind == DELTA_PLANES:  # wrapping uint64 arithmetic: exact for any int64 keys
+                        values = np.empty_like(chunk)
+                        np.subtract(chunk[:1], previous, out=values[:1])
+                        np.subtract(chunk[1:], chunk[:-1], out=values[1:])
+                        previous = chunk[-1]
+                    else:
+                        values = chunk
+                    mask, kept = _planes(values)
+                    frame = cctx.compress(kept)
+                    out.write(CHUNK.pack(len(chunk), mask, len(frame)))
+                    out.write(frame)
+            if progress is not None:
+                progress(length)
+            table.append(SECTION.pack(kind, offset, length, start, out.pos - start))
+        table_offset = out.pos
+        out.write(b"".join(table) + FOOTER.pack(table_offset, len(table), size, MAGIC))
+        return out.pos, out.sha.hexdigest(), size
+    except BaseException:
+        os.close(fd)
+        fd = -1
+        dst.unlink(missing_ok=True)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        # The mapping closes when the last array viewing it is gone (closing it here would fail while one is).
+
+
+# ---- unpacking -----------------------------------------------------------------------------------------
+
+
+def _read_table(fd: int, where: Path) -> tuple[int, list[tuple[int, int, int, int, int]]]:
+    size = os.fstat(fd).st_size
+    if size < FOOTER.size:
+        raise Corrupt(f"{where} is truncated (no footer); this backup is damaged")
+    table_offset, count, checkpoint_size, magic = FOOTER.unpack(os.pread(fd, FOOTER.size, size - FOOTER.size))
+    if magic != MAGIC or table_offset + count * SECTION.size + FOOTER.size != size:
+        raise Corrupt(f"{where}: not a packed checkpoint (bad footer); this backup is damaged")
+    raw = os.pread(fd, count * SECTION.size, table_offset)
+    sections = [SECTION.unpack_from(raw, i * SECTION.size) for i in range(count)]
+    expected = 0
+    for kind, offset, length, stored, stored_length in sections:
+        if kind not in (RAW, PLANES, DELTA_PLANES) or offset != expected or stored + stored_length > table_offset \
+                or kind == RAW and stored_length != length or kind != RAW and length % 8:
+            raise Corrupt(f"{where}: its table of sections is inconsistent; this backup is damaged")
+        expected += length
+    if expected != checkpoint_size:
+        raise Corrupt(f"{where}: its sections cover {expected} bytes of a {checkpoint_size}-byte checkpoint; "
+                      "this backup is damaged")
+    return checkpoint_size, sections
+
+
+def unpack(src: Path, dst: Path, progress: Progress | None = None) -> int:
+    """Write the checkpoint packed in `src` into a new file `dst`, byte for byte; returns its size. Checks
+    only the structure: the caller checks `src`'s sha256 (against the manifest) and `dst`'s block checksums
+    before trusting `dst`. Not yet durable: fsync `dst`."""
+    fd_in = os.open(src, os.O_RDONLY)
+    try:
+        size, sections = _read_table(fd_in, src)
+        fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            os.ftruncate(fd, size)
+            dctx = zstandard.ZstdDecompressor()
+            flushed = 0
+            for kind, offset, length, stored, stored_length in sections:
+                if kind == RAW:
+                    done = 0
+                    while done < length:
+                        step = min(RAW_STEP, length - done)
+                        moved = 0
+                        while moved < step:
+                            n = os.copy_file_range(fd_in, fd, step - moved, stored + done + moved,
+                                                   offset + done + moved)
+                            if n == 0:
+                                raise Corrupt(f"{src} is truncated; this backup is damaged")
+                            moved += n
+                        done += step
+                        start_writeback(fd, offset + done - step, step)
+                else:
+                    _unpack_column(fd_in, fd, src, kind, offset, length, stored, stored_length, dctx)
+                    start_writeback(fd, offset, length)
+                flushed += length
+                if progress is not None:
+                    progress(length)
+        except BaseException:
+            os.close(fd)
+            fd = -1
+            dst.unlink(missing_ok=True)
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return size
+    finally:
+        os.close(fd_in)
+
+
+def _unpack_column(fd_in: int, fd: int, src: Path, kind: int, offset: int, length: int, stored: int,
+                   stored_length: int, dctx: zstandard.ZstdDecompressor) -> None:
+    records, written, pos, end = length // 8, 0, stored, stored + stored_length
+    previous = np.uint64(0)
+    while written < records:
+        if pos + CHUNK.size > end:
+            raise Corrupt(f"{src}: a packed column ends early; this backup is damaged")
+        count, mask, frame_length = CHUNK.unpack(os.pread(fd_in, CHUNK.size, pos))
+        pos += CHUNK.size
+        planes = bin(mask).count("1")
+        if count == 0 or written + count > records or pos + frame_length > end or mask > 0xFF:
+            raise Corrupt(f"{src}: a packed column's chunk header is inconsistent; this backup is damaged")
+        try:
+            kept = dctx.decompress(os.pread(fd_in, frame_length, pos), max_output_size=count * planes)
+        except zstandard.ZstdError as exc:
+            raise Corrupt(f"{src}: a packed column is not valid zstandard ({exc}); this backup is damaged") from None
+        if len(kept) != count * planes:
+            raise Corrupt(f"{src}: a packed column's chunk holds {len(kept)} bytes, {count * planes} expected; "
+                          "this backup is damaged")
+        pos += frame_length
+        out = np.zeros((count, 8), np.uint8)
+        source = np.frombuffer(kept, np.uint8)
+        j = 0
+        for i in range(8):
+            if mask >> i & 1:
+                out[:, i] = source[j * count:(j + 1) * count]
+                j += 1
+        values = out.reshape(-1).view(np.uint64)
+        if kind == DELTA_PLANES:
+            values = np.cumsum(values, dtype=np.uint64)
+            values += previous
+            previous = values[-1]
+        data = values.data.cast("B")
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], offset + 8 * written + done)
+        written += count
+    if pos != end:
+        raise Corrupt(f"{src}: a packed column holds {end - pos} bytes more than its records; this backup is "
+                      "damaged")
