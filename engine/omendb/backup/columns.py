@@ -29,6 +29,7 @@ import mmap
 import os
 import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +170,11 @@ def pack(fd_in: int, dst: Path, progress: Progress | None = None) -> tuple[int, 
             else:
                 column = np.frombuffer(source, dtype=np.uint64, count=length // 8, offset=offset)
                 previous = np.uint64(0)
+                buffer = np.empty(min(len(column), CHUNK_RECORDS), np.uint64)  # reused: no page faults per chunk
                 for first in range(0, len(column), CHUNK_RECORDS):
                     chunk = column[first:first + CHUNK_RECORDS]
                     if kind == DELTA_PLANES:  # wrapping uint64 arithmetic: exact for any int64 keys
-                        values = np.empty_like(chunk)
+                        values = buffer[:len(chunk)]
                         np.subtract(chunk[:1], previous, out=values[:1])
                         np.subtract(chunk[1:], chunk[:-1], out=values[1:])
                         previous = chunk[-1]
@@ -226,35 +228,28 @@ def _read_table(fd: int, where: Path) -> tuple[int, list[tuple[int, int, int, in
 def unpack(src: Path, dst: Path, progress: Progress | None = None) -> int:
     """Write the checkpoint packed in `src` into a new file `dst`, byte for byte; returns its size. Checks
     only the structure: the caller checks `src`'s sha256 (against the manifest) and `dst`'s block checksums
-    before trusting `dst`. Not yet durable: fsync `dst`."""
+    before trusting `dst`. Not yet durable: fsync `dst`. The two packed columns are unpacked on two threads
+    (zstandard, numpy and the writes release the GIL), the raw sections copied inside the kernel meanwhile."""
     fd_in = os.open(src, os.O_RDONLY)
     try:
         size, sections = _read_table(fd_in, src)
         fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             os.ftruncate(fd, size)
-            dctx = zstandard.ZstdDecompressor()
-            flushed = 0
-            for kind, offset, length, stored, stored_length in sections:
+
+            def one(section: tuple[int, int, int, int, int]) -> None:
+                kind, offset, length, stored, stored_length = section
                 if kind == RAW:
-                    done = 0
-                    while done < length:
-                        step = min(RAW_STEP, length - done)
-                        moved = 0
-                        while moved < step:
-                            n = os.copy_file_range(fd_in, fd, step - moved, stored + done + moved,
-                                                   offset + done + moved)
-                            if n == 0:
-                                raise Corrupt(f"{src} is truncated; this backup is damaged")
-                            moved += n
-                        done += step
-                        start_writeback(fd, offset + done - step, step)
+                    _copy_raw(fd_in, fd, src, offset, length, stored)
                 else:
-                    _unpack_column(fd_in, fd, src, kind, offset, length, stored, stored_length, dctx)
-                    start_writeback(fd, offset, length)
-                flushed += length
+                    _unpack_column(fd_in, fd, src, kind, offset, length, stored, stored_length)
                 if progress is not None:
                     progress(length)
+
+            packed_first = sorted(sections, key=lambda section: section[0] == RAW)
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="omendb-unpack") as pool:
+                for future in [pool.submit(one, section) for section in packed_first]:
+                    future.result()
         except BaseException:
             os.close(fd)
             fd = -1
@@ -268,18 +263,50 @@ def unpack(src: Path, dst: Path, progress: Progress | None = None) -> int:
         os.close(fd_in)
 
 
+def _copy_raw(fd_in: int, fd: int, src: Path, offset: int, length: int, stored: int) -> None:
+    done = 0
+    while done < length:
+        step = min(RAW_STEP, length - done)
+        moved = 0
+        try:
+            while moved < step:
+                n = os.copy_file_range(fd_in, fd, step - moved, stored + done + moved, offset + done + moved)
+                if n == 0:
+                    raise Corrupt(f"{src} is truncated; this backup is damaged")
+                moved += n
+        except OSError as exc:
+            if moved or exc.errno not in _NO_KERNEL_COPY:
+                raise
+            piece = os.pread(fd_in, step, stored + done)  # no kernel copy between these two files
+            if len(piece) != step:
+                raise Corrupt(f"{src} is truncated; this backup is damaged") from None
+            view = memoryview(piece)
+            while moved < step:
+                moved += os.pwrite(fd, view[moved:], offset + done + moved)
+        start_writeback(fd, offset + done, step)
+        done += step
+
+
 def _unpack_column(fd_in: int, fd: int, src: Path, kind: int, offset: int, length: int, stored: int,
-                   stored_length: int, dctx: zstandard.ZstdDecompressor) -> None:
+                   stored_length: int) -> None:
     records, written, pos, end = length // 8, 0, stored, stored + stored_length
-    previous = np.uint64(0)
+    dctx = zstandard.ZstdDecompressor()
+    previous = np.zeros(1, np.uint64)
+    # Reused across chunks: fresh 8 MiB arrays per chunk would cost page faults on every one.
+    planes_buffer = np.zeros((min(records, CHUNK_RECORDS), 8), np.uint8)
+    values_buffer = np.empty(min(records, CHUNK_RECORDS), np.uint64)
+    last_mask = 0xFF
     while written < records:
         if pos + CHUNK.size > end:
             raise Corrupt(f"{src}: a packed column ends early; this backup is damaged")
         count, mask, frame_length = CHUNK.unpack(os.pread(fd_in, CHUNK.size, pos))
         pos += CHUNK.size
         planes = bin(mask).count("1")
-        if count == 0 or written + count > records or pos + frame_length > end or mask > 0xFF:
+        if count == 0 or written + count > records or pos + frame_length > end:
             raise Corrupt(f"{src}: a packed column's chunk header is inconsistent; this backup is damaged")
+        if count > len(values_buffer):  # chunks larger than this version writes
+            planes_buffer = np.zeros((count, 8), np.uint8)
+            values_buffer = np.empty(count, np.uint64)
         try:
             kept = dctx.decompress(os.pread(fd_in, frame_length, pos), max_output_size=count * planes)
         except zstandard.ZstdError as exc:
@@ -288,18 +315,21 @@ def _unpack_column(fd_in: int, fd: int, src: Path, kind: int, offset: int, lengt
             raise Corrupt(f"{src}: a packed column's chunk holds {len(kept)} bytes, {count * planes} expected; "
                           "this backup is damaged")
         pos += frame_length
-        out = np.zeros((count, 8), np.uint8)
+        out = planes_buffer[:count]
         source = np.frombuffer(kept, np.uint8)
         j = 0
         for i in range(8):
             if mask >> i & 1:
                 out[:, i] = source[j * count:(j + 1) * count]
                 j += 1
+            elif last_mask >> i & 1:  # a plane the previous chunk filled: zero again
+                planes_buffer[:, i] = 0
+        last_mask = mask
         values = out.reshape(-1).view(np.uint64)
         if kind == DELTA_PLANES:
-            values = np.cumsum(values, dtype=np.uint64)
+            values = np.cumsum(values, dtype=np.uint64, out=values_buffer[:count])
             values += previous
-            previous = values[-1]
+            previous[0] = values[-1]
         data = values.data.cast("B")
         done = 0
         while done < len(data):
@@ -308,3 +338,4 @@ def _unpack_column(fd_in: int, fd: int, src: Path, kind: int, offset: int, lengt
     if pos != end:
         raise Corrupt(f"{src}: a packed column holds {end - pos} bytes more than its records; this backup is "
                       "damaged")
+    start_writeback(fd, offset, length)

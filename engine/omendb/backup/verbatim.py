@@ -18,7 +18,7 @@ import errno
 import hashlib
 import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -184,15 +184,24 @@ def delta_of(frames: Iterable[Frame]) -> Run:
     return replay(frames, lambda _frame: None) or EMPTY_RUN
 
 
-def merged_pieces(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta: Run
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(keys, values) of the base with `delta` applied, in ascending pieces of about DIGEST_PIECE records.
-    A WAL tail is small next to the base: most pieces pass through untouched and the others are patched
-    with numpy (runs.apply_to_base), which costs no compiled kernel to load in a short-lived process."""
-    bounds = chunk_bounds(keys, [delta], DIGEST_PIECE)
-    for part, piece in delta_pieces(keys, [delta], bounds):
-        k, v, _ = apply_to_base(keys[part], values[part], lsns[part], piece)
-        yield k, v
+def record_piece(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta: Run) -> np.ndarray:
+    """The records (payload.RECORD) of a piece of the base with `delta` applied. When the delta only
+    overwrites keys the piece holds (a WAL tail of updates, the common case), the values are patched in
+    place after one packing pass; otherwise the engine's own merge (runs.apply_to_base) builds the piece."""
+    if len(delta):
+        pos = np.searchsorted(keys, delta.keys)
+        clipped = np.minimum(pos, max(len(keys) - 1, 0))
+        if len(keys) and bool(delta.live.all()) and bool((keys[clipped] == delta.keys).all()):
+            rec = np.empty(len(keys), dtype=RECORD)
+            rec["key"] = keys
+            rec["value"] = values
+            rec["value"][pos] = delta.values
+            return rec
+        keys, values, _ = apply_to_base(keys, values, lsns, delta)
+    rec = np.empty(len(keys), dtype=RECORD)
+    rec["key"] = keys
+    rec["value"] = values
+    return rec
 
 
 def stream_digest(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta: Run) -> tuple[int, str]:
@@ -201,12 +210,11 @@ def stream_digest(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta:
     sha = hashlib.sha256()
     records = 0
     pending: Future[None] | None = None
+    bounds = chunk_bounds(keys, [delta], DIGEST_PIECE)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-digest") as hasher:
-        for k, v in merged_pieces(keys, values, lsns, delta):
-            rec = np.empty(len(k), dtype=RECORD)
-            rec["key"] = k
-            rec["value"] = v
-            records += len(k)
+        for part, piece in delta_pieces(keys, [delta], bounds):
+            rec = record_piece(keys[part], values[part], lsns[part], piece)
+            records += len(rec)
             if pending is not None:
                 pending.result()
             pending = hasher.submit(sha.update, rec.view(np.uint8).data)
