@@ -235,7 +235,7 @@ class _Packing:
                     os.close(dup)
 
             self.packed = self._pool.submit(run)
-        else:
+        elif Path(f.name) != self.raw_path:  # (a streamed snapshot is already there)
             copy_file(f, self.raw_path)
 
     def empty(self, data: bytes) -> None:
@@ -259,6 +259,23 @@ def base_format_of(fd: int) -> int:
     return 2 if len(head) == BASE_HEADER.size and BASE_HEADER.unpack(head)[:2] == (BASE_MAGIC_2, 2) else 1
 
 
+def _streamed(source: Source, raw_path: Path, progress: Progress | None
+              ) -> Callable[[Callable[[Any], None], Callable[[bytes], None]], Snapshot]:
+    """For a source that streams its snapshot (a running server): `snapshot_with` that writes the stream
+    into `raw_path`, then hands that file over like a local checkpoint."""
+    def use(take: Callable[[Any], None], _empty: Callable[[bytes], None]) -> Snapshot:
+        with open(raw_path, "xb") as out:
+            def sink(chunk: bytes) -> None:
+                out.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            snapshot = source.snapshot(sink)
+        with open(raw_path, "rb") as f:
+            take(f)
+        return snapshot
+    return use
+
+
 def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: Progress | None, level: int
                    ) -> tuple[Snapshot, State, list[Frame], FileEntry, BackgroundSync | None, tuple[int, str]]:
     """The source's checkpoint in `staging` (checked), the WAL after it, the stored file's fsync if it is
@@ -269,36 +286,29 @@ def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: 
             leftover.unlink(missing_ok=True)
         sync: BackgroundSync | None = None
         hashed: Future[tuple[int, str]] | None = None
-        packing: _Packing | None = None
-        mapped: BaseFile | None = None
-        use = getattr(source, "snapshot_with", None)
+        use = getattr(source, "snapshot_with", None) or _streamed(source, raw_path, progress)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") as pool:
-            if use is not None:  # a local file: packed on another thread, checked and digested here meanwhile
-                packing = _Packing(staging, progress)
-                try:
-                    snapshot = use(packing.take, packing.empty)
-                except BaseException:
-                    with contextlib.suppress(BaseException):
-                        packing.wait()
-                    raise
-                mapped = packing.mapped
-                if packing.packed is None:  # not format 2: stored as is, hashed from the copy meanwhile
+            # A file (local, or the stream written out): packed on another thread, checked and digested here
+            # meanwhile.
+            packing = _Packing(staging, progress)
+            try:
+                snapshot = use(packing.take, packing.empty)
+            except BaseException:
+                with contextlib.suppress(BaseException):
                     packing.wait()
-                    sync = BackgroundSync(raw_path)
-                    hashed = pool.submit(sha256_file, raw_path)
-            else:
-                writer = PayloadWriter(raw_path, compress=False)
-                writer.on_progress = progress
-                snapshot = source.snapshot(writer.write)
-                entry = writer.close()
+                raise
+            mapped = packing.mapped
+            if packing.packed is None:  # not format 2: stored as is, hashed from the copy meanwhile
+                packing.wait()
+                sync = BackgroundSync(raw_path)
+                hashed = pool.submit(sha256_file, raw_path)
             try:
                 frames = source.frames_after(snapshot.lsn)
             except WalGone:
                 log.info("a checkpoint released the WAL right after the snapshot at LSN %d; taking it again",
                          snapshot.lsn)
-                if packing is not None:
-                    with contextlib.suppress(BaseException):
-                        packing.wait()
+                with contextlib.suppress(BaseException):
+                    packing.wait()
                 if sync is not None:
                     sync.wait()
                 continue
@@ -306,15 +316,15 @@ def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: 
                 keys, values, lsns, lsn = _checked_snapshot(raw_path, snapshot, mapped)
                 end = stream_digest(keys, values, lsns, delta_of(frames))  # while the copy is packed or hashed
             except BaseException:
-                if packing is not None:
-                    with contextlib.suppress(BaseException):
-                        packing.wait()
+                with contextlib.suppress(BaseException):
+                    packing.wait()
                 raise
-            if packing is not None and packing.packed is not None:
+            if packing.packed is not None:
                 packed = packing.wait()
                 assert packed is not None
                 entry = packed
                 sync = BackgroundSync(packing.packed_path)
+                raw_path.unlink(missing_ok=True)  # a streamed snapshot, now packed
             elif hashed is not None:
                 size, sha = hashed.result()
                 entry = FileEntry(SNAPSHOT_FILE, size, sha, size, "none")
