@@ -67,8 +67,10 @@ def test_pack_and_unpack_give_the_checkpoint_back_byte_for_byte(tmp_path, rng, m
 
 def test_a_flipped_byte_anywhere_in_the_packed_file_is_caught(tmp_path, rng):
     """Every part of the stored file (a raw section, a packed chunk's header or data, the table, the footer):
-    the sha256 the manifest holds catches it first; and even with that sha256 recomputed (a backup_tool bug
-    or an unkeyed backup forged), unpacking or the block checksums of what was unpacked refuse it."""
+    the sha256 the manifest holds catches it first. Even with that sha256 recomputed (a backup_tool bug, or
+    an unkeyed backup forged), unpacking refuses damage to the packed columns, the table and the footer (it
+    checks the columns' block checksums as it goes), and the block checksums catch the rest (the engine
+    checks them in the background after opening)."""
     from omendb.backup.errors import Corrupt
     from omendb.backup.verbatim import verify_blocks
     from omendb.checkpoint import open_base
@@ -88,14 +90,15 @@ def test_a_flipped_byte_anywhere_in_the_packed_file_is_caught(tmp_path, rng):
     # (the page padding between them is covered by the sha256 alone: no reader looks at it).
     layout = BASE_LAYOUT.unpack_from(source, BASE_HEADER.size)
     in_checkpoint = [16, layout[1] + 100, layout[3] + 10, layout[5] + 4, len(source) - 1]
-    places = [stored + at - offset for at in in_checkpoint
-              for kind, offset, length, stored, _ in sections if kind == columns.RAW and offset <= at < offset + length]
-    assert len(places) == len(in_checkpoint)
+    raw_places = [stored + at - offset for at in in_checkpoint
+                  for kind, offset, length, stored, _ in sections
+                  if kind == columns.RAW and offset <= at < offset + length]
+    assert len(raw_places) == len(in_checkpoint)
+    packed_places = [table_offset + 9, len(good) - 1]  # the table of sections, the footer
     for kind, _, _, stored, stored_length in sections:  # packed: a chunk header, inside a frame
         if kind != columns.RAW:
-            places += [stored, stored + 9, stored + columns.CHUNK.size + 3, stored + stored_length // 2]
-    places += [table_offset + 9, len(good) - 1]  # the table of sections, the footer
-    for place in places:
+            packed_places += [stored, stored + 9, stored + columns.CHUNK.size + 3, stored + stored_length // 2]
+    for place in raw_places + packed_places:
         bad = bytearray(good)
         bad[place] ^= 0x10
         assert hashlib.sha256(bytes(bad)).hexdigest() != hashlib.sha256(good).hexdigest()
@@ -103,6 +106,7 @@ def test_a_flipped_byte_anywhere_in_the_packed_file_is_caught(tmp_path, rng):
         target = tmp_path / f"out-{place}"
         try:
             columns.unpack(packed, target)
+            assert place in raw_places, f"unpacking took a flipped byte at offset {place} of a packed column"
             verify_blocks(open_base(target))
         except (Corrupt, CorruptionError):
             continue

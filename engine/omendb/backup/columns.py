@@ -22,16 +22,15 @@ restore proves that what it wrote is the checkpoint that was backed up.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zstandard
@@ -46,7 +45,7 @@ SECTION = struct.Struct("<BQQQQ")  # kind, checkpoint offset, checkpoint bytes, 
 CHUNK = struct.Struct("<IBQ")  # records, planes kept (bit i: byte i of each value), stored bytes
 RAW, PLANES, DELTA_PLANES = 0, 1, 2  # as is; int64 byte planes; differences from the previous, as planes
 CHUNK_RECORDS = 1 << 20  # records per packed chunk: 8 MiB of a column
-RAW_STEP = 256 << 20  # bytes per copy_file_range call (and per writeback kick)
+RAW_STEP = 256 << 20  # bytes per copy_file_range call
 LEVEL = 1  # zstandard level: the planes kept are mostly random bytes or runs; level 1 is as small and faster
 Progress = Callable[[int], None]
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
@@ -70,33 +69,14 @@ def checkpoint_sections(head: bytes, size: int) -> list[tuple[int, int, int]] | 
     return [s for s in sections if s[2] > 0]
 
 
-# ---- writeback -----------------------------------------------------------------------------------------
-
-_sync_file_range: Any
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _sync_file_range = _libc.sync_file_range
-    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-except (OSError, AttributeError):  # not Linux: the final fsync does all the writing back
-    _sync_file_range = None
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing a range of a file back to disk now, without waiting (so the final
-    fsync finds little left to do and the disk works while this process computes)."""
-    if _sync_file_range is not None and length > 0:
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
 # ---- packing -------------------------------------------------------------------------------------------
 
 
 class _Out:
-    """The stored file being written in order: position, sha256 of everything written, writeback kicks."""
+    """The stored file being written in order: position and sha256 of everything written."""
 
     def __init__(self, fd: int) -> None:
-        self.fd, self.pos, self.sha, self._flushed = fd, 0, hashlib.sha256(), 0
+        self.fd, self.pos, self.sha = fd, 0, hashlib.sha256()
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -105,7 +85,6 @@ class _Out:
             done += os.pwrite(self.fd, view[done:], self.pos + done)
         self.sha.update(view)
         self.pos += len(view)
-        self._kick()
 
     def copy_from(self, fd_in: int, source: mmap.mmap, offset: int, length: int) -> None:
         """`length` bytes of the source at `offset`, copied inside the kernel and hashed from the mapping."""
@@ -128,12 +107,6 @@ class _Out:
             self.sha.update(memoryview(source)[offset:offset + step])
             self.pos += step
             offset += step
-            self._kick()
-
-    def _kick(self) -> None:
-        if self.pos - self._flushed >= RAW_STEP:
-            start_writeback(self.fd, self._flushed, self.pos - self._flushed)
-            self._flushed = self.pos
 
 
 def _planes(values: np.ndarray) -> tuple[int, bytes]:
@@ -227,12 +200,15 @@ def _read_table(fd: int, where: Path) -> tuple[int, list[tuple[int, int, int, in
 
 def unpack(src: Path, dst: Path, progress: Progress | None = None) -> int:
     """Write the checkpoint packed in `src` into a new file `dst`, byte for byte; returns its size. Checks
-    only the structure: the caller checks `src`'s sha256 (against the manifest) and `dst`'s block checksums
-    before trusting `dst`. Not yet durable: fsync `dst`. The two packed columns are unpacked on two threads
-    (zstandard, numpy and the writes release the GIL), the raw sections copied inside the kernel meanwhile."""
+    the structure and, as they are unpacked, the block checksums of the key and LSN columns (against the
+    checkpoint's own table); the raw sections are copied as stored: the caller checks `src`'s sha256 against
+    the manifest before trusting `dst`. Not yet durable: fsync `dst`. The two packed columns are unpacked on
+    two threads (zstandard, numpy, zlib and the writes release the GIL), the raw sections copied inside the
+    kernel meanwhile."""
     fd_in = os.open(src, os.O_RDONLY)
     try:
         size, sections = _read_table(fd_in, src)
+        block_size, crcs, column_of = _checksums(fd_in, src, sections)
         fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             os.ftruncate(fd, size)
@@ -242,7 +218,12 @@ def unpack(src: Path, dst: Path, progress: Progress | None = None) -> int:
                 if kind == RAW:
                     _copy_raw(fd_in, fd, src, offset, length, stored)
                 else:
-                    _unpack_column(fd_in, fd, src, kind, offset, length, stored, stored_length)
+                    if offset not in column_of:
+                        raise Corrupt(f"{src}: a packed section at offset {offset} is not a column of the "
+                                      "checkpoint; this backup is damaged")
+                    column = column_of[offset]
+                    _unpack_column(fd_in, fd, src, kind, offset, length, stored, stored_length,
+                                   (block_size, crcs[:, column], ("keys", "values", "LSNs")[column]))
                 if progress is not None:
                     progress(length)
 
@@ -261,6 +242,29 @@ def unpack(src: Path, dst: Path, progress: Progress | None = None) -> int:
         return size
     finally:
         os.close(fd_in)
+
+
+def _checksums(fd_in: int, src: Path, sections: list[tuple[int, int, int, int, int]]
+               ) -> tuple[int, np.ndarray, dict[int, int]]:
+    """(block size, crc32 table (blocks, 3), column number by checkpoint offset) of the packed checkpoint,
+    read from its header and checksum table (stored as is)."""
+    def read(offset: int, length: int) -> bytes:
+        for kind, at, size, stored, _ in sections:
+            if kind == RAW and at <= offset and offset + length <= at + size:
+                data = os.pread(fd_in, length, stored + offset - at)
+                if len(data) == length:
+                    return data
+        raise Corrupt(f"{src}: the checkpoint's header or checksum table is not stored as is; this backup is "
+                      "damaged")
+
+    head = read(0, BASE_HEADER.size + BASE_LAYOUT.size)
+    magic, version, _flags, count, block_size, _lsn = BASE_HEADER.unpack_from(head, 0)
+    keys_off, values_off, lsns_off, _, _, crc_off, blocks = BASE_LAYOUT.unpack_from(head, BASE_HEADER.size)
+    if magic != BASE_MAGIC_2 or version != 2 or block_size <= 0 or blocks != -(-count // block_size):
+        raise Corrupt(f"{src}: the packed checkpoint's header is damaged; this backup is damaged")
+    crcs = np.frombuffer(read(crc_off, 12 * blocks), "<u4").reshape(blocks, 3) if blocks else \
+        np.zeros((0, 3), np.uint32)
+    return block_size, crcs, {keys_off: 0, values_off: 1, lsns_off: 2}
 
 
 def _copy_raw(fd_in: int, fd: int, src: Path, offset: int, length: int, stored: int) -> None:
@@ -283,13 +287,14 @@ def _copy_raw(fd_in: int, fd: int, src: Path, offset: int, length: int, stored: 
             view = memoryview(piece)
             while moved < step:
                 moved += os.pwrite(fd, view[moved:], offset + done + moved)
-        start_writeback(fd, offset + done, step)
         done += step
 
 
 def _unpack_column(fd_in: int, fd: int, src: Path, kind: int, offset: int, length: int, stored: int,
-                   stored_length: int) -> None:
+                   stored_length: int, check: tuple[int, np.ndarray, str]) -> None:
     records, written, pos, end = length // 8, 0, stored, stored + stored_length
+    block_size, expected, name = check
+    crc = 0  # of the current block so far
     dctx = zstandard.ZstdDecompressor()
     previous = np.zeros(1, np.uint64)
     # Reused across chunks: fresh 8 MiB arrays per chunk would cost page faults on every one.
@@ -331,6 +336,16 @@ def _unpack_column(fd_in: int, fd: int, src: Path, kind: int, offset: int, lengt
             values += previous
             previous[0] = values[-1]
         data = values.data.cast("B")
+        at = 0
+        while at < count:  # the block checksums, as the bytes pass (crc32 continues across chunks)
+            block, within = divmod(written + at, block_size)
+            take = min(block_size - within, count - at)
+            crc = zlib.crc32(data[8 * at:8 * (at + take)], crc if within else 0)
+            if (within + take == block_size or written + at + take == records) and \
+                    (block >= len(expected) or crc != int(expected[block])):
+                raise Corrupt(f"{src}: block {block} of the {name} unpacked fails its checksum; this backup is "
+                              "damaged")
+            at += take
         done = 0
         while done < len(data):
             done += os.pwrite(fd, data[done:], offset + 8 * written + done)
@@ -338,4 +353,3 @@ def _unpack_column(fd_in: int, fd: int, src: Path, kind: int, offset: int, lengt
     if pos != end:
         raise Corrupt(f"{src}: a packed column holds {end - pos} bytes more than its records; this backup is "
                       "damaged")
-    start_writeback(fd, offset, length)

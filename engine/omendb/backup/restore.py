@@ -461,7 +461,7 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
                     staged: Path, progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
     """Stage the snapshot as the checkpoint and a MANIFEST in `staged`; returns (LSN, term before the new
     one, records, WAL segments to write). Everything is checked before anything is committed."""
-    from omendb.backup.verbatim import copy_checked, verify_blocks
+    from omendb.backup.verbatim import copy_checked
 
     full, last = chain[0], chain[-1]
     assert full.snapshot is not None
@@ -476,8 +476,6 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
         if base.lsn != full.start_lsn:
             raise Corrupt(f"{snapshot} holds LSN {base.lsn}, the manifest says {full.start_lsn}; this backup is "
                           "damaged")
-        if full.snapshot is not None and full.snapshot.codec == CODEC:
-            verify_blocks(base)  # what was unpacked is the checkpoint that was backed up, block by block
         return _verbatim_state(full, last, base, frames)
 
     staged_state, sync = copy_checked(snapshot, staged / name, full.snapshot, check, progress)
