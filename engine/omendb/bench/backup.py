@@ -163,8 +163,8 @@ planes, all-zero planes dropped, the rest zstd level 1) and the values copied in
 (`copy_file_range`), hashed (sha256) as it is written, on one core, while the other checks the source's
 block checksums and streams the record count and content digest (the mapped checkpoint merged with the
 WAL tail a piece at a time, never the whole state in memory; a tail of updates is patched in place). The
-WAL is read once. A restore unpacks the columns on two threads while a third checks the stored file's
-sha256 against the (signed) manifest, checks every block checksum of what it wrote, and hands the WAL tail
+WAL is read once. A restore unpacks the columns on two threads (checking their block checksums as it
+goes) while a third checks the stored file's sha256 against the (signed) manifest, and hands the WAL tail
 to the engine as one WAL segment, replayed when the server opens. About 0.5-1 s of each run is starting
 the interpreter and importing numpy and numba (numba alone 0.4-0.8 s on this machine, unused by a
 restore), a fixed cost that weighs most at small sizes.
