@@ -190,3 +190,29 @@ def test_the_streamed_digest_equals_the_digest_of_the_rebuilt_state(rng, monkeyp
     state = State(keys, values, lsns, 1, 1)
     state.apply(frames)
     assert verbatim.stream_digest(keys, values, lsns, verbatim.delta_of(frames)) == (len(state.keys), state.digest())
+
+
+def test_an_offline_backup_reads_the_wal_once(tmp_path, rng, monkeypatch):
+    """The frames the WAL check (info) proved after the checkpoint are the backup's: the segments are not
+    decoded a second time."""
+    from omendb import wal, wal_chain
+
+    root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
+    with Database.open(engine_config(root)) as db:
+        write_batches(db, model, rng, 6)
+        db.checkpoint()
+        write_batches(db, model, rng, 3)
+    reads: list[Path] = []
+    original = wal.read_segment
+
+    def counting(path: Path, *args, **kwargs):
+        reads.append(path)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(wal, "read_segment", counting)
+    monkeypatch.setattr(wal_chain, "read_segment", counting)
+    run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
+    assert reads and len(reads) == len(set(reads)), reads
+    monkeypatch.undo()
+    run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id", "latest")
+    assert read_state(resolve(tmp_path / "r")) == (model.data, model.lsn)
