@@ -216,3 +216,17 @@ def test_an_offline_backup_reads_the_wal_once(tmp_path, rng, monkeypatch):
     monkeypatch.undo()
     run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id", "latest")
     assert read_state(resolve(tmp_path / "r")) == (model.data, model.lsn)
+
+
+def test_a_backup_of_a_newer_format_is_refused_saying_which_versions_are_read(tmp_path, rng):
+    from omendb.backup.errors import Corrupt
+
+    root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
+    with Database.open(engine_config(root)) as db:
+        write_batches(db, model, rng, 2)
+        run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
+    path = next(backups.glob("*/manifest.json"))
+    body = json.loads(path.read_text())
+    body["format_version"] = 3
+    with pytest.raises(Corrupt, match=r"format version 3 is not supported .* reads versions 1, 2"):
+        parse(json.dumps(body).encode(), str(path))
