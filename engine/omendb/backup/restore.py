@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from omendb import rmi
+from omendb.backup.columns import CODEC, unpack
 from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
 from omendb.backup.layout import Layout
 from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
@@ -58,7 +59,7 @@ from omendb.files import (
     write_staged_manifest,
     write_synced,
 )
-from omendb.runs import merged_count
+from omendb.runs import Run, merged_count
 from omendb.wal import Frame, pack_segment_header, segment_name
 
 log = logging.getLogger("omendb.backup")
@@ -159,6 +160,10 @@ def load_snapshot(store: BackupStore, manifest: BackupManifest, progress: Progre
             raw_path = path
             if progress:
                 progress(entry.size)
+        elif entry.codec == CODEC:  # packed columns: the sha256 of what is unpacked, then the engine reads it
+            check_file(path, entry)
+            raw_path = Path(tmp) / "base.odb"
+            unpack(path, raw_path, progress)
         else:
             raw_path = Path(tmp) / "base.odb"
             with open(raw_path, "wb") as out:
@@ -437,12 +442,15 @@ def _verbatim_snapshot(store: BackupStore, chain: list[BackupManifest]) -> Path 
     whose index description and database identity the backup recorded; else None (rebuilt instead)."""
     full = chain[0]
     entry, checkpoint = full.snapshot, full.index.get("checkpoint")
-    if full.type != FULL or entry is None or entry.codec != "none" or not chain[-1].source.get("database_id"):
+    if full.type != FULL or entry is None or entry.codec not in ("none", CODEC) or \
+            not chain[-1].source.get("database_id"):
         return None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("meta"), dict) or \
             not {"observed_max_error", "observed_mean_error", "depth", "train_seconds"} <= checkpoint["meta"].keys():
         return None
     path = store.path(full.id) / entry.name
+    if entry.codec == CODEC:
+        return path  # only format-2 checkpoints are packed
     try:
         return path if base_format(path) == 2 else None
     except CorruptionError:
@@ -453,12 +461,18 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
                     staged: Path, progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
     """Stage the snapshot as the checkpoint and a MANIFEST in `staged`; returns (LSN, term before the new
     one, records, WAL segments to write). Everything is checked before anything is committed."""
-    from omendb.backup.verbatim import copy_checked
+    from concurrent.futures import ThreadPoolExecutor
+
+    from omendb.backup.verbatim import copy_checked, delta_of
 
     full, last = chain[0], chain[-1]
     assert full.snapshot is not None
     frames = chain_frames(store, chain, target, progress)
     name = base_name(full.start_lsn)
+    # The WAL tail's combined effect does not depend on the checkpoint: computed while it is put back.
+    replaying = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-replay")
+    delta = replaying.submit(delta_of, frames)
+    replaying.shutdown(wait=False)
 
     def check() -> tuple[int, int, int, dict[str, bytes]]:  # runs while the copy is hashed and written back
         try:
@@ -468,25 +482,25 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
         if base.lsn != full.start_lsn:
             raise Corrupt(f"{snapshot} holds LSN {base.lsn}, the manifest says {full.start_lsn}; this backup is "
                           "damaged")
-        return _verbatim_state(full, last, base, frames)
+        return _verbatim_state(full, last, base, frames, delta.result())
 
     staged_state, sync = copy_checked(snapshot, staged / name, full.snapshot, check, progress)
     sync.wait()
     return staged_state
 
 
-def _verbatim_state(full: BackupManifest, last: BackupManifest, base: BaseFile, frames: list[Frame]
+def _verbatim_state(full: BackupManifest, last: BackupManifest, base: BaseFile, frames: list[Frame], delta: Run
                     ) -> tuple[int, int, int, dict[str, bytes]]:
-    """(LSN, term before the new one, records, WAL segments) of a verbatim restore; writes the MANIFEST (and
-    WAL_HEAD when there is a WAL tail) next to the staged checkpoint `base`."""
-    from omendb.backup.verbatim import delta_of
+    """(LSN, term before the new one, records, WAL segments) of a verbatim restore (`delta`: the frames'
+    combined effect, verbatim.delta_of); writes the MANIFEST (and WAL_HEAD when there is a WAL tail) next to
+    the staged checkpoint `base`."""
 
     lsn = frames[-1].lsn if frames else base.lsn
     term = max([full.start_term, *(f.term for f in frames)])
     # The checkpoint's sha256 (checked as it was copied) and every frame's are what the signed manifest lists,
     # and the content digest was computed from exactly these bytes when the backup was taken: the record
     # count is checked here (cheap: a search per WAL entry), the digest by `verify --deep`.
-    records = merged_count(base.keys, delta_of(frames))
+    records = merged_count(base.keys, delta)
     if lsn == last.end_lsn and records != last.records:
         raise Corrupt(f"the state rebuilt from backup {last.id} ({records} records) does not match what was "
                       f"backed up ({last.records} records); this backup chain is damaged")
