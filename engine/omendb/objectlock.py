@@ -1,0 +1,140 @@
+"""A writer's lock on an object store prefix: one lock object, created only if absent, with an owner and
+an expiry that its holder keeps renewing.
+
+S3 has no flock. What it does have (AWS since 2024, SeaweedFS, MinIO) are conditional writes: a PUT with
+``If-None-Match: *`` succeeds for exactly one of several writers racing to create a key, and a PUT with
+``If-Match: <etag>`` replaces exactly the version named. So:
+
+- acquire: create ``<prefix>/.lock`` if absent, holding ``{owner, host, pid, command, expires_at}``;
+- hold: a thread renews ``expires_at`` every ttl/4 with If-Match on the version it wrote last; if that
+  fails someone took the lock over (we stalled past the expiry) and ``lost`` is set, which the holder
+  checks before committing anything (publishing a manifest, deleting a backup);
+- a crashed holder: once its ``expires_at`` is past, a newcomer replaces the lock with If-Match on the
+  stale version it read, so of two newcomers only one wins;
+- release: delete the lock object if it is still ours.
+
+The expiry is the lock object's Last-Modified (stamped by the store) plus the ttl the lock records; a
+newcomer compares it with its own clock, so clock skew between machines shifts it: the default ttl (120 s,
+OMENDB_S3_LOCK_TTL) is far above any sane skew.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from omendb.objectstore import AlreadyExists, NotFound, ObjectStore, ObjectStoreError, Precondition
+
+LOCK_KEY = ".lock"
+DEFAULT_TTL = 120.0
+
+
+class LockBusy(ObjectStoreError):
+    """Another live writer holds the lock."""
+
+
+class LockLost(ObjectStoreError):
+    """Our lock expired and was taken over: nothing may be committed any more."""
+
+
+class ObjectLock:
+    def __init__(self, store: ObjectStore, key: str = LOCK_KEY, ttl: float | None = None) -> None:
+        self.store, self.key = store, key
+        self.ttl = ttl if ttl is not None else float(os.environ.get("OMENDB_S3_LOCK_TTL") or DEFAULT_TTL)
+        self.owner = uuid.uuid4().hex
+        self.lost = False
+        self._etag: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        return json.dumps({
+            "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+            "command": " ".join(sys.argv[1:])[:300], "ttl": self.ttl, "renewed_at": time.time(),
+        }).encode()
+
+    def holder(self) -> tuple[dict[str, object], str | None, float] | None:
+        """(the lock's content, its etag, seconds until it expires) or None when there is no lock."""
+        try:
+            info = self.store.head(self.key)
+            raw = self.store.get(self.key)
+        except NotFound:
+            return None
+        try:
+            body = json.loads(raw)
+            ttl = float(body.get("ttl", DEFAULT_TTL))
+        except (ValueError, AttributeError):
+            body, ttl = {"unreadable": raw[:100].decode(errors="replace")}, DEFAULT_TTL
+        age = time.time() - (info.last_modified or time.time())
+        return body, info.e_tag, ttl - age
+
+    def acquire(self, timeout: float = 0.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._etag = self.store.put_if_absent(self.key, self._body())
+                break
+            except AlreadyExists:
+                pass
+            found = self.holder()
+            if found is None:
+                continue  # released meanwhile: create it again
+            body, etag, left = found
+            if left < 0 and etag:  # the holder died (or stalled past its expiry): take over
+                try:
+                    self._etag = self.store.put(self.key, self._body(), mode={"e_tag": etag})
+                    break
+                except (Precondition, NotFound):
+                    continue  # another newcomer was quicker: look again
+            if time.monotonic() >= deadline:
+                who = f"{body.get('host')} pid {body.get('pid')}: {body.get('command')}" \
+                    if "owner" in body else str(body)
+                raise LockBusy(f"{self.store.url} is in use by another backup_tool run ({who}; lock object "
+                               f"{self.store.url}/{self.key}, expires in {max(left, 0):.0f}s unless renewed); "
+                               "wait for it to finish, or pass --lock-timeout SECONDS to wait. A crashed "
+                               "run's lock expires by itself")
+            time.sleep(0.5)
+        self._thread = threading.Thread(target=self._renew, name="omendb-objectlock", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            try:
+                self._etag = self.store.put(self.key, self._body(), mode={"e_tag": self._etag})
+            except (Precondition, NotFound):
+                self.lost = True
+                return
+            except ObjectStoreError:
+                continue  # the store is briefly unreachable: try again before the expiry
+
+    def check(self) -> None:
+        if self.lost:
+            raise LockLost(f"the lock on {self.store.url} expired and another run took it over (this run "
+                           f"stalled for more than {self.ttl:.0f}s); nothing more is written — rerun")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.lost:
+            return
+        found = self.holder()
+        if found is not None and found[0].get("owner") == self.owner:
+            self.store.delete([self.key])
+
+
+@contextmanager
+def locked(store: ObjectStore, timeout: float = 0.0, key: str = LOCK_KEY) -> Iterator[ObjectLock]:
+    lock = ObjectLock(store, key)
+    lock.acquire(timeout)
+    try:
+        yield lock
+    finally:
+        lock.release()
