@@ -13,9 +13,11 @@ S3 has no flock. What it does have (AWS since 2024, SeaweedFS, MinIO) are condit
   stale version it read, so of two newcomers only one wins;
 - release: delete the lock object if it is still ours.
 
-The expiry is the lock object's Last-Modified (stamped by the store) plus the ttl the lock records; a
-newcomer compares it with its own clock, so clock skew between machines shifts it: the default ttl (120 s,
-OMENDB_S3_LOCK_TTL) is far above any sane skew.
+A lock has expired when its ``renewed_at`` plus its ``ttl`` is past by the newcomer's clock (so machines'
+clocks must agree to well within the ttl, 120 s by default, OMENDB_S3_LOCK_TTL: NTP does), or when a
+newcomer waiting for it (``--lock-timeout``) has seen the same version for a whole ttl by its own
+monotonic clock, which needs no clock agreement at all. The store's Last-Modified is not used: its
+resolution is a second, and SeaweedFS was seen stamping it seconds late.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class ObjectLock:
         }).encode()
 
     def holder(self) -> tuple[dict[str, object], str | None, float] | None:
-        """(the lock's content, its etag, seconds until it expires) or None when there is no lock."""
+        """(the lock's content, its etag, seconds until it expires by its holder's clock) or None when there
+        is no lock."""
         try:
             info = self.store.head(self.key)
             raw = self.store.get(self.key)
@@ -69,14 +72,14 @@ class ObjectLock:
             return None
         try:
             body = json.loads(raw)
-            ttl = float(body.get("ttl", DEFAULT_TTL))
-        except (ValueError, AttributeError):
-            body, ttl = {"unreadable": raw[:100].decode(errors="replace")}, DEFAULT_TTL
-        age = time.time() - (info.last_modified or time.time())
-        return body, info.e_tag, ttl - age
+            left = float(body["ttl"]) - (time.time() - float(body["renewed_at"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            body, left = {"unreadable": raw[:100].decode(errors="replace")}, float("inf")
+        return body, info.e_tag, left
 
     def acquire(self, timeout: float = 0.0) -> None:
         deadline = time.monotonic() + timeout
+        watched: tuple[str | None, float] = (None, 0.0)  # a version of the lock, and since when we see it
         while True:
             try:
                 self._etag = self.store.put_if_absent(self.key, self._body())
@@ -87,7 +90,11 @@ class ObjectLock:
             if found is None:
                 continue  # released meanwhile: create it again
             body, etag, left = found
-            if left < 0 and etag:  # the holder died (or stalled past its expiry): take over
+            if etag != watched[0]:
+                watched = (etag, time.monotonic())
+            unchanged_for = time.monotonic() - watched[1]
+            ttl = float(body.get("ttl", self.ttl)) if isinstance(body.get("ttl"), (int, float)) else self.ttl
+            if etag and (left < 0 or unchanged_for > ttl):  # the holder died or stalled: take over
                 try:
                     self._etag = self.store.put(self.key, self._body(), mode={"e_tag": etag})
                     break
