@@ -93,7 +93,8 @@ class ObjectLock:
             if etag != watched[0]:
                 watched = (etag, time.monotonic())
             unchanged_for = time.monotonic() - watched[1]
-            ttl = float(body.get("ttl", self.ttl)) if isinstance(body.get("ttl"), (int, float)) else self.ttl
+            held_for = body.get("ttl")
+            ttl = float(held_for) if isinstance(held_for, (int, float)) else self.ttl
             if etag and (left < 0 or unchanged_for > ttl):  # the holder died or stalled: take over
                 try:
                     self._etag = self.store.put(self.key, self._body(), mode={"e_tag": etag})
