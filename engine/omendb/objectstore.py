@@ -376,7 +376,7 @@ class ObjectStore:
 
     def check(self) -> None:
         """One cheap request that fails with a clear error when the store cannot be used."""
-        self.list("\x00never-a-key/")
+        self.list(".omendb-check/")
 
 
 def _info(meta: Any) -> ObjectInfo:
