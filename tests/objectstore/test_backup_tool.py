@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -64,6 +65,9 @@ def test_every_guide_command_against_s3(tmp_path, rng, bucket):
         write_batches(db, model, rng, 3)
         mid_lsn = model.remember()
     run("--data-dir", str(root), "--backup-dir", url, "incremental-backup", "--database", "production")
+    time.sleep(0.05)
+    mid_time = datetime.now(UTC).isoformat()  # after mid_lsn's commit, before the next write's
+    time.sleep(0.05)
     with Database.open(engine_config(root)) as db:
         write_batches(db, model, rng, 4)
         last_lsn = model.remember()
@@ -90,6 +94,9 @@ def test_every_guide_command_against_s3(tmp_path, rng, bucket):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".omendb-backup-s3-")]  # download removed
     run("--data-dir", str(target), "--backup-dir", url, "restore", "--backup-id", "latest", "--to-lsn",
         str(mid_lsn), "--force")
+    assert read_state(resolve(target)) == (model.at[mid_lsn], mid_lsn)
+    run("--data-dir", str(target), "--backup-dir", url, "restore", "--backup-id", "latest", "--to-time",
+        mid_time, "--force")
     assert read_state(resolve(target)) == (model.at[mid_lsn], mid_lsn)
     run("--data-dir", str(target), "--backup-dir", url, "restore", "--backup-id", ids[2], "--force")
     assert read_state(resolve(target)) == (model.at[full_lsn], full_lsn)
