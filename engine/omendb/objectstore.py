@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, PreconditionError
+from obstore.exceptions import AlreadyExistsError, PermissionDeniedError, PreconditionError
 from obstore.store import S3Store
 
 SCHEMES = ("s3://",)
@@ -251,7 +251,7 @@ class ObjectStore:
             return ObjectStoreError(f"{what} {where} refused: the endpoint {endpoint} does not know the access "
                                     f"key {self.settings.access_key_id} (from {self.settings.credentials_from});"
                                     " fix AWS_ACCESS_KEY_ID or the credentials file")
-        if "AccessDenied" in text or "403" in text:
+        if "AccessDenied" in text or "403 Forbidden" in text or isinstance(exc, PermissionDeniedError):
             return ObjectStoreError(f"{what} {where} refused (access denied) for access key "
                                     f"{self.settings.access_key_id}: grant it s3:GetObject, s3:PutObject, "
                                     "s3:DeleteObject and s3:ListBucket on the bucket, or fix the credentials")
@@ -386,5 +386,5 @@ def _info(meta: Any) -> ObjectInfo:
 
 
 def _tail(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text.split("Debug source:")[0].split())  # obstore appends a Rust debug dump
     return text if len(text) <= limit else text[:limit] + "..."

@@ -192,8 +192,11 @@ def test_a_backup_killed_mid_upload_is_never_listed_and_is_cleaned(tmp_path, rng
     url, objects = bucket
     root, model = tmp_path / "omendb", Model()
     with Database.open(engine_config(root)) as db:
-        for _ in range(3):
-            write_batches(db, model, rng, 20, size=20_000, key_space=10**9)
+        write_batches(db, model, rng, 40, size=20_000, key_space=10**9)
+    # A long WAL after the checkpoint: its upload, after the snapshot's, is the window the kill aims at.
+    db = Database.open(engine_config(root))
+    write_batches(db, model, rng, 40, size=20_000, key_space=10**9)
+    db.close(checkpoint=False)
     env = {**os.environ, "OMENDB_S3_LOCK_TTL": "3"}
     proc = subprocess.Popen([str(BACKUP_TOOL), "--data-dir", str(root), "--backup-dir", url, "full-backup",
                              "--database", "production"], env=env, stdout=subprocess.PIPE,
@@ -214,7 +217,9 @@ def test_a_backup_killed_mid_upload_is_never_listed_and_is_cleaned(tmp_path, rng
     orphan = "production-20260101T000000000Z-full"
     objects.put(f"{orphan}/snapshot.odb", b"half a backup")
     assert orphan not in _ids(url)
-    run("--data-dir", str(root), "--backup-dir", url, "full-backup", "--database", "production")
+    # The killed run's lock (its ttl 3 s here) expires by itself: the next run waits for it.
+    run("--lock-timeout", "20", "--data-dir", str(root), "--backup-dir", url, "full-backup", "--database",
+        "production")
     tops = {o.key.split("/")[0] for o in objects.list()}
     assert orphan not in tops and tops == set(_ids(url)), tops
     assert not any(o.key == ".lock" for o in objects.list())

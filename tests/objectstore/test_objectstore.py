@@ -3,8 +3,10 @@ the AWS configuration conventions and the errors a user sees when one of them is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -241,3 +243,71 @@ def test_lock_object_excludes_a_second_writer_and_expires(s3_env: dict[str, str]
     assert newcomer.holder() is not None and newcomer.holder()[0]["owner"] == newcomer.owner  # type: ignore[index]
     newcomer.release()
     assert store.list() == []
+
+
+class FlakyProxy:
+    """A TCP proxy in front of the store that first refuses connections (not listening yet), then drops
+    the first `drop` connections it accepts, then forwards bytes both ways (TLS passes through)."""
+
+    def __init__(self, target: tuple[str, int], refuse_for: float, drop: int) -> None:
+        self.target, self.drop, self.accepted = target, drop, 0
+        self.port = seaweed.free_ports(1)[0]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(refuse_for,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, refuse_for: float) -> None:
+        time.sleep(refuse_for)
+        listener = socket.create_server(("127.0.0.1", self.port))
+        listener.settimeout(0.2)
+        with listener:
+            while not self.stopped.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                self.accepted += 1
+                if self.accepted <= self.drop:
+                    conn.close()
+                    continue
+                upstream = socket.create_connection(self.target)
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+def test_requests_are_retried_with_backoff(s3_env: dict[str, str]) -> None:
+    """Connections refused for a second and a half, then the first two dropped: every call still succeeds,
+    after retries spaced by the backoff."""
+    host, port = s3_env["AWS_ENDPOINT_URL"].removeprefix("https://").rsplit(":", 1)
+    proxy = FlakyProxy((host, int(port)), refuse_for=1.5, drop=2)
+    try:
+        env = {**s3_env, "AWS_ENDPOINT_URL": f"https://127.0.0.1:{proxy.port}"}
+        store = ObjectStore.from_url(_url(s3_env), env)
+        started = time.monotonic()
+        store.put("retried", b"made it")
+        assert time.monotonic() - started >= 1.4  # it waited for the proxy to listen, retrying
+        assert proxy.accepted >= 3  # the two dropped connections, then the one that worked
+        assert store.get("retried") == b"made it"
+        assert store.put_stream("big", [b"x" * (6 << 20)] * 3) == 18 << 20
+    finally:
+        proxy.stopped.set()
+    # Without retries the same outage is an error that names the endpoint.
+    proxy = FlakyProxy((host, int(port)), refuse_for=60, drop=0)
+    try:
+        env = _fast(s3_env, AWS_ENDPOINT_URL=f"https://127.0.0.1:{proxy.port}", OMENDB_S3_MAX_RETRIES="0")
+        with pytest.raises(ObjectStoreError, match="cannot reach the endpoint"):
+            ObjectStore.from_url(_url(s3_env), env).get("x")
+    finally:
+        proxy.stopped.set()

@@ -67,7 +67,14 @@ class ObjectBackupStore(BackupStore):
     @property
     def work(self) -> Path:
         if self._work is None:
-            self._work = Path(tempfile.mkdtemp(prefix=".omendb-backup-s3-", dir=self.work_parent))
+            try:
+                self._work = Path(tempfile.mkdtemp(prefix=".omendb-backup-s3-", dir=self.work_parent))
+            except OSError as exc:
+                if self.work_parent is None:
+                    raise
+                log.warning("cannot use %s for the backup's files (%s); using %s instead", self.work_parent,
+                            exc.strerror, tempfile.gettempdir())
+                self._work = Path(tempfile.mkdtemp(prefix=".omendb-backup-s3-"))
         return self._work
 
     def close(self) -> None:
