@@ -169,11 +169,15 @@ def test_keyed_backups_and_tampering_are_refused(tmp_path, rng, bucket):
     damaged[len(damaged) // 2] ^= 0x01
     objects.put(wal_key, bytes(damaged))
     proc = run("--key-file", str(key), "--backup-dir", url, "verify", "--backup-id", "latest", check=EXIT_CORRUPT)
-    assert "sha256 mismatch" in proc.stdout + proc.stderr
+    assert f"FAIL {url}/{wal_key}: size or sha256 mismatch" in proc.stdout
     target = tmp_path / "restored"
     proc = run("--key-file", str(key), "--data-dir", str(target), "--backup-dir", url, "restore", "--backup-id",
                "latest", check=EXIT_CORRUPT)
+    assert f"{url}/{wal_key}: size or sha256 mismatch" in proc.stderr
     assert not resolve(target).holds_database()
+    objects.delete([wal_key])  # a payload missing from the bucket
+    proc = run("--key-file", str(key), "--backup-dir", url, "verify", "--backup-id", "latest", check=EXIT_CORRUPT)
+    assert f"FAIL {url}/{wal_key} is missing" in proc.stdout
     objects.put(wal_key, original)
 
     # A manifest changed in the bucket (more records claimed): refused, by its checksum or its signature.

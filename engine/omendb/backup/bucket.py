@@ -16,6 +16,7 @@ database's own volume. Nothing is held in memory whole.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -160,26 +161,36 @@ class ObjectBackupStore(BackupStore):
                            "list --database NAME` shows the backups there") from None
 
     def path(self, backup_id: str) -> Path:
-        """The backup's files, streamed down from the bucket into the working directory on first use. A
-        backup that is not published gives a directory that does not exist."""
+        """The backup's files, streamed down from the bucket into the working directory on first use, each
+        checked against its manifest entry (size, sha256) as it streams. A backup that is not published gives
+        a directory that does not exist."""
         local = self.work / backup_id
         if backup_id in self._downloaded:
             return local
-        with _translated():
-            objects = self.objects.list(f"{backup_id}/")
-            if not any(o.key == f"{backup_id}/{MANIFEST_FILE}" for o in objects):
-                return local
-            shutil.rmtree(local, ignore_errors=True)
-            local.mkdir(parents=True)
-            for o in objects:
-                name = o.key[len(backup_id) + 1:]
-                if name == MANIFEST_FILE or "/" in name:
-                    continue
-                try:
-                    self.objects.get_file(o.key, local / name)
-                except ObjectNotFound:
-                    raise Corrupt(f"{self.root}/{o.key} disappeared while it was read (deleted by a cleanup "
-                                  "meanwhile?); rerun") from None
+        try:
+            manifest = self._manifest(backup_id)
+        except NotFound:
+            return local
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir(parents=True)
+        for entry in manifest.files:
+            key = f"{backup_id}/{entry.name}"
+            if "/" in entry.name or entry.name in ("", ".", ".."):
+                raise Corrupt(f"{self.root}/{backup_id}/{MANIFEST_FILE} lists a file named {entry.name!r}; "
+                              "this backup is damaged")
+            sha, size = hashlib.sha256(), 0
+            try:
+                with _translated(), open(local / entry.name, "wb") as f:
+                    for piece in self.objects.get_stream(key):
+                        sha.update(piece)
+                        size += len(piece)
+                        f.write(piece)
+            except NotFound:
+                raise Corrupt(f"{self.root}/{key} is missing (the manifest lists it; or a cleanup deleted the "
+                              "backup meanwhile); this backup is damaged") from None
+            if size != entry.size or sha.hexdigest() != entry.sha256:
+                raise Corrupt(f"{self.root}/{key}: size or sha256 mismatch ({size} bytes, the manifest says "
+                              f"{entry.size}; the object was modified or damaged); this backup is damaged")
         self._downloaded.add(backup_id)
         return local
 
