@@ -5,12 +5,15 @@ S3 has no flock. What it does have (AWS since 2024, SeaweedFS, MinIO) are condit
 ``If-None-Match: *`` succeeds for exactly one of several writers racing to create a key, and a PUT with
 ``If-Match: <etag>`` replaces exactly the version named. So:
 
-- acquire: create ``<prefix>/.lock`` if absent, holding ``{owner, host, pid, command, expires_at}``;
-- hold: a thread renews ``expires_at`` every ttl/4 with If-Match on the version it wrote last; if that
+- acquire: create ``<prefix>/.lock`` if absent, holding ``{owner, host, pid, process_space, command, ttl,
+  renewed_at}``;
+- hold: a thread renews ``renewed_at`` every ttl/4 with If-Match on the version it wrote last; if that
   fails someone took the lock over (we stalled past the expiry) and ``lost`` is set, which the holder
   checks before committing anything (publishing a manifest, deleting a backup);
-- a crashed holder: once its ``expires_at`` is past, a newcomer replaces the lock with If-Match on the
-  stale version it read, so of two newcomers only one wins;
+- a crashed holder: once its ``renewed_at`` + ``ttl`` is past, a newcomer replaces the lock with If-Match on the
+  stale version it read, so of two newcomers only one wins. A holder that ran in the newcomer's own process
+  space (same boot, same PID namespace: e.g. a killed run on the same machine or in the same container) and
+  whose pid is gone is known dead at once;
 - release: delete the lock object if it is still ours.
 
 A lock has expired when its ``renewed_at`` plus its ``ttl`` is past by the newcomer's clock (so machines'
@@ -31,6 +34,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from omendb.objectstore import AlreadyExists, NotFound, ObjectStore, ObjectStoreError, Precondition
 
@@ -58,7 +62,7 @@ class ObjectLock:
 
     def _body(self) -> bytes:
         return json.dumps({
-            "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+            "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "process_space": _space(),
             "command": " ".join(sys.argv[1:])[:300], "ttl": self.ttl, "renewed_at": time.time(),
         }).encode()
 
@@ -81,6 +85,7 @@ class ObjectLock:
         deadline = time.monotonic() + timeout
         watched: tuple[str | None, float] = (None, 0.0)  # a version of the lock, and since when we see it
         while True:
+            sent = time.monotonic()
             try:
                 self._etag = self.store.put_if_absent(self.key, self._body())
                 break
@@ -95,7 +100,7 @@ class ObjectLock:
             unchanged_for = time.monotonic() - watched[1]
             held_for = body.get("ttl")
             ttl = float(held_for) if isinstance(held_for, (int, float)) else self.ttl
-            if etag and (left < 0 or unchanged_for > ttl):  # the holder died or stalled: take over
+            if etag and (left < 0 or unchanged_for > ttl or _dead_here(body)):  # died or stalled: take over
                 try:
                     self._etag = self.store.put(self.key, self._body(), mode={"e_tag": etag})
                     break
@@ -109,6 +114,14 @@ class ObjectLock:
                                "wait for it to finish, or pass --lock-timeout SECONDS to wait. A crashed "
                                "run's lock expires by itself")
             time.sleep(0.5)
+        if time.monotonic() - sent > self.ttl / 4:
+            # A slow write (a store allocating space for its first object took 8 s in the tests) leaves
+            # a renewed_at older than it looks: renew now, before the lock is relied upon.
+            try:
+                self._etag = self.store.put(self.key, self._body(), mode={"e_tag": self._etag})
+            except (Precondition, NotFound):
+                self.lost = True
+        self.check()
         self._thread = threading.Thread(target=self._renew, name="omendb-objectlock", daemon=True)
         self._thread.start()
 
@@ -136,6 +149,30 @@ class ObjectLock:
         found = self.holder()
         if found is not None and found[0].get("owner") == self.owner:
             self.store.delete([self.key])
+
+
+def _space() -> str | None:
+    """This boot of this machine and this PID namespace: where a pid names one process (None: unknown)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def _dead_here(body: dict[str, object]) -> bool:
+    """The holder ran in our process space and its pid is gone: it died (a killed run), no need to wait
+    for its ttl. Anywhere else (another pod, machine or boot) only the ttl can tell."""
+    space, pid = body.get("process_space"), body.get("pid")
+    if space is None or space != _space() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
 
 
 @contextmanager

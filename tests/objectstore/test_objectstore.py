@@ -311,3 +311,32 @@ def test_requests_are_retried_with_backoff(s3_env: dict[str, str]) -> None:
             ObjectStore.from_url(_url(s3_env), env).get("x")
     finally:
         proxy.stopped.set()
+
+
+_HOLD = """
+import json, sys, time
+from omendb.objectstore import ObjectStore
+from omendb.objectlock import ObjectLock
+ObjectLock(ObjectStore.from_url(sys.argv[2], json.loads(sys.argv[1])), ttl=600).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_holder_on_this_machine_is_known_dead_at_once(s3_env: dict[str, str]) -> None:
+    url = _url(s3_env)
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", _HOLD, json.dumps(s3_env), url], stdout=subprocess.PIPE,
+                             text=True, env={"PYTHONPATH": str(root / "engine")})
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        store = ObjectStore.from_url(url, s3_env)
+        with pytest.raises(LockBusy, match=f"pid {child.pid}"):
+            ObjectLock(store).acquire()  # alive: its 600 s lock holds
+    finally:
+        child.kill()
+        child.wait()
+    started = time.monotonic()
+    with locked(store) as lock:  # dead, here: no need to wait 600 s
+        assert lock.holder()[0]["owner"] == lock.owner  # type: ignore[index]
+    assert time.monotonic() - started < 30

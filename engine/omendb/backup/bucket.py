@@ -27,7 +27,7 @@ from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, StoreUnav
 from omendb.backup.keys import BackupKey
 from omendb.backup.manifest import MANIFEST_FILE, BackupManifest, parse
 from omendb.backup.store import BACKUP_ID, DELETING_PREFIX, TMP_PREFIX, BackupStore, Damaged
-from omendb.objectlock import LOCK_KEY, LockBusy, ObjectLock
+from omendb.objectlock import LOCK_KEY, LockBusy, LockLost, ObjectLock
 from omendb.objectstore import BucketNotFound, ObjectInfo, ObjectStore, ObjectStoreError, is_object_url
 from omendb.objectstore import NotFound as ObjectNotFound
 
@@ -39,7 +39,7 @@ def _translated() -> Iterator[None]:
     """Object store failures as the backup tool's errors (and exit codes)."""
     try:
         yield
-    except LockBusy as exc:
+    except (LockBusy, LockLost) as exc:
         raise Busy(exc.message) from None
     except BucketNotFound as exc:
         raise StoreUnavailable(exc.message) from None
