@@ -212,24 +212,24 @@ def test_digest_of_streamed_object_matches(s3_env: dict[str, str]) -> None:
 
 def test_lock_object_excludes_a_second_writer_and_expires(s3_env: dict[str, str]) -> None:
     store = ObjectStore.from_url(_url(s3_env), s3_env)
-    first = ObjectLock(store, ttl=2.0)
+    first = ObjectLock(store, ttl=4.0)
     first.acquire()
-    second = ObjectLock(store, ttl=2.0)
+    second = ObjectLock(store, ttl=4.0)
     with pytest.raises(LockBusy, match="in use by another backup_tool run.*--lock-timeout"):
-        second.acquire(timeout=3.0)  # longer than the ttl: the holder keeps renewing it
+        second.acquire(timeout=6.0)  # longer than the ttl: the holder keeps renewing it
     first.release()
     assert [o.key for o in store.list()] == []
     with locked(store, timeout=1.0) as lock:
         assert lock.holder() is not None
     # A holder that stops renewing (crashed, or stalled) loses the lock to the next writer once it
     # expired, and learns it at its next renewal, before it commits anything.
-    stalled = ObjectLock(store, ttl=2.0)
+    stalled = ObjectLock(store, ttl=4.0)
     stalled.acquire()
     stalled._stop.set()
     assert stalled._thread is not None
     stalled._thread.join()
-    time.sleep(3.5)  # Last-Modified has a one-second resolution
-    newcomer = ObjectLock(store, ttl=2.0)
+    time.sleep(5.0)  # past its ttl
+    newcomer = ObjectLock(store, ttl=4.0)
     newcomer.acquire()
     stalled._stop = threading.Event()
     renew = threading.Thread(target=stalled._renew)
