@@ -8,6 +8,9 @@
     backup_tool --backup-dir B cleanup --retention-days N [--dry-run]
     backup_tool --data-dir D rollback-restore
 
+``--backup-dir`` is a directory or an object store URL, ``s3://bucket/prefix`` (credentials, endpoint, region
+and CA from the AWS environment variables: omendb.objectstore, docs/backup.md).
+
 ``--source URL`` (with ``--credentials-file``, OMENDB_CREDENTIALS_FILE or OMENDB_USER/OMENDB_PASSWORD, and
 ``--ca-file`` or OMENDB_CA_FILE) backs up a running server instead of reading D. ``--key-file PATH`` (or
 OMENDB_BACKUP_KEY_FILE, OMENDB_BACKUP_KEY) signs new backups and authenticates the ones read (keys.py). Exit
@@ -25,11 +28,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
+from omendb.backup.bucket import open_store
 from omendb.backup.contract import BackupResult, CleanupResult, RestoreResult, Result, result_line
 from omendb.backup.create import take_backup
-from omendb.backup.errors import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OK, BackupError, NotFound, Usage
+from omendb.backup.errors import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OK, EXIT_STORE, BackupError, NotFound, Usage
 from omendb.backup.keys import KEY_ENV, KEY_FILE_ENV, load_key
 from omendb.backup.layout import resolve
 from omendb.backup.manifest import FULL, INCREMENTAL, BackupManifest, format_us, parse_time
@@ -38,6 +43,7 @@ from omendb.backup.retention import plan
 from omendb.backup.source import LocalSource, RemoteSource, load_credentials
 from omendb.backup.store import BackupStore
 from omendb.backup.verify import Report, verify_backup, verify_data_dir
+from omendb.objectstore import ObjectStoreError
 
 CREDENTIALS_FILE_ENV = "OMENDB_CREDENTIALS_FILE"
 
@@ -154,10 +160,18 @@ def _need(args: argparse.Namespace, *names: str) -> None:
             raise Usage(f"{args.command} needs --{name.replace('_', '-')}")
 
 
-def _store(args: argparse.Namespace) -> BackupStore:
-    """The backup directory, with the configured key and --allow-unkeyed where the command has it."""
-    return BackupStore(args.backup_dir, load_key(getattr(args, "key_file", None)),
-                       bool(getattr(args, "allow_unkeyed", False)))
+def _store(args: argparse.Namespace, work_dir: str | None = None) -> BackupStore:
+    """The backup directory or object store URL, with the configured key and --allow-unkeyed where the
+    command has it. `work_dir`: where an object store's backups are streamed down to (default $TMPDIR)."""
+    return open_store(args.backup_dir, load_key(getattr(args, "key_file", None)),
+                      bool(getattr(args, "allow_unkeyed", False)), work_dir)
+
+
+def _existing_parent(path: Path) -> Path:
+    parent = path.parent
+    while not parent.is_dir():
+        parent = parent.parent
+    return parent
 
 
 def _human(n: int) -> str:
@@ -205,12 +219,14 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     kind = FULL if args.command == "full-backup" else INCREMENTAL
     progress = Progress(args.command, args.quiet)
     started = time.monotonic()
+    store = _store(args)
     try:
-        manifest = take_backup(_store(args), source, args.database, kind,
+        manifest = take_backup(store, source, args.database, kind,
                                lock_timeout=args.lock_timeout, progress=progress,
                                level=args.compression_level)
     finally:
         progress.close()
+        store.close()
         if isinstance(source, RemoteSource):
             source.close()
     size = sum(f.size for f in manifest.files)
@@ -224,8 +240,11 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     _need(args, "backup_dir")
-    store = BackupStore(args.backup_dir)  # listing authenticates nothing: no key needed
-    good, damaged = store.scan()
+    store = open_store(args.backup_dir)  # listing authenticates nothing: no key needed
+    try:
+        good, damaged = store.scan()
+    finally:
+        store.close()
     backups = [m for m in reversed(good) if args.database is None or m.database == args.database]
     for d in damaged:
         log.warning("not listed: %s", d.problem)
@@ -243,7 +262,9 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         raise Usage("restore writes a data directory; --source is only for taking backups")
     target = Target(args.to_lsn, parse_time(args.to_time) if args.to_time else None)
     layout = resolve(args.data_dir, args.wal_dir)
-    store = _store(args)
+    # From an object store, the backup is streamed down beside the data directory: onto the volume it is
+    # restored to, which has room for it, rather than into a small $TMPDIR.
+    store = _store(args, str(_existing_parent(layout.data_dir)))
     progress = Progress("restore", args.quiet)
     hint = "backup_tool " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
@@ -251,6 +272,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             result = restore(store, layout, args.backup_id, args.database, target, args.force, progress, hint)
     finally:
         progress.close()
+        store.close()
     if result.recovered:
         log.warning("%s", result.recovered)
     _write_result(args, RestoreResult(result.backup_id, result.lsn, result.term, result.records,
@@ -269,11 +291,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             verify_data_dir(layout, report)
     store = _store(args)
     missing = None
-    with store.locked(False, args.lock_timeout):
-        try:
-            verify_backup(store, args.backup_id, args.database, args.deep, report)
-        except NotFound as exc:
-            missing = exc
+    try:
+        with store.locked(False, args.lock_timeout):
+            try:
+                verify_backup(store, args.backup_id, args.database, args.deep, report)
+            except NotFound as exc:
+                missing = exc
+    finally:
+        store.close()
     for line in report.lines:
         print(line)
     if report.problems:
@@ -290,7 +315,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     _need(args, "backup_dir")
     if args.retention_days < 0:
         raise BackupError("--retention-days must be 0 or more")
-    store = BackupStore(args.backup_dir)
+    store = open_store(args.backup_dir)
     with store.locked(True, args.lock_timeout):
         if not args.dry_run:
             store.remove_leftovers()
@@ -335,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackupError as exc:
         print(f"backup_tool: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except ObjectStoreError as exc:  # --backup-dir s3://...: credentials, bucket, TLS, endpoint
+        print(f"backup_tool: error: {exc.message}", file=sys.stderr)
+        return EXIT_STORE
     except ValueError as exc:  # bad values the parser could not check (names, times)
         print(f"backup_tool: error: {exc}", file=sys.stderr)
         return 2

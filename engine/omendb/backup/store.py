@@ -75,6 +75,9 @@ class BackupStore:
         self.allow_unkeyed = allow_unkeyed
         self.warnings: list[str] = []  # unkeyed backups accepted so far (said once each)
 
+    def close(self) -> None:
+        """Nothing to release for a directory (an object store's working directory, bucket.py)."""
+
     # ---- locking ---------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
