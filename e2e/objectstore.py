@@ -223,7 +223,8 @@ def _create_bucket(weed: Path, store: Store, ports: dict[str, int], bucket: str,
             timeout=60,
         )
         out = res.stdout + res.stderr
-        if res.returncode == 0 and any(line.strip().startswith(f"{bucket}") or f" {bucket}" in line
+        # A second `up` (the cluster came up again, its pods need the gateway) finds the bucket there.
+        if (res.returncode == 0 or "already exists" in out) and any(line.strip().startswith(f"{bucket}") or f" {bucket}" in line
                                        for line in res.stdout.splitlines()):
             return
         time.sleep(1)

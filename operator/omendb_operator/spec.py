@@ -160,7 +160,7 @@ class SecretKeyRef:
 
 @dataclass(frozen=True)
 class ObjectStoreSpec:
-    """spec.backup.objectStore: backups (and, with walArchive, the WAL) go to an S3-compatible bucket
+    """spec.backup.objectStore: backups go to an S3-compatible bucket
     instead of the NAME-backups volume. Credentials follow the AWS conventions, as a file: the Secret's key
     holds an AWS shared-credentials file (``[default]`` with aws_access_key_id and aws_secret_access_key)."""
 
@@ -171,8 +171,6 @@ class ObjectStoreSpec:
     credentials: SecretKeyRef | None = None  # None: the environment's own (an instance role)
     profile: str | None = None
     ca: SecretKeyRef | None = None  # a CA bundle the endpoint's certificate chains to
-    wal_archive: bool = True
-    wal_archive_interval_seconds: int = 5
 
 
 @dataclass(frozen=True)
@@ -518,16 +516,11 @@ def parse_object_store(raw: dict[str, Any] | None, where: str) -> ObjectStoreSpe
     endpoint = raw.get("endpointURL")
     if endpoint is not None and not str(endpoint).startswith(("https://", "http://")):
         raise SpecError(f"{where}.endpointURL {endpoint!r} must start with https:// (or http://)")
-    interval = int(_get(raw.get("walArchive") or {}, "intervalSeconds", 5))
-    if interval < 1:
-        raise SpecError(f"{where}.walArchive.intervalSeconds must be at least 1, got {interval}")
     return ObjectStoreSpec(
         bucket=bucket, path=path, endpoint_url=endpoint, region=raw.get("region"),
         credentials=_key_ref(raw.get("credentials"), f"{where}.credentials", "credentials"),
         profile=(raw.get("credentials") or {}).get("profile"),
         ca=_key_ref(raw.get("ca"), f"{where}.ca", "ca.crt"),
-        wal_archive=bool(_get(raw.get("walArchive") or {}, "enabled", True)),
-        wal_archive_interval_seconds=interval,
     )
 
 
