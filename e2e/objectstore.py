@@ -224,8 +224,8 @@ def _create_bucket(weed: Path, store: Store, ports: dict[str, int], bucket: str,
         )
         out = res.stdout + res.stderr
         # A second `up` (the cluster came up again, its pods need the gateway) finds the bucket there.
-        if (res.returncode == 0 or "already exists" in out) and any(line.strip().startswith(f"{bucket}") or f" {bucket}" in line
-                                       for line in res.stdout.splitlines()):
+        listed = any(line.strip().startswith(f"{bucket}") or f" {bucket}" in line for line in res.stdout.splitlines())
+        if listed and (res.returncode == 0 or "already exists" in out):
             return
         time.sleep(1)
     raise SystemExit(f"e2e.objectstore: could not create bucket {bucket!r} with `weed shell`:\n{out}")
