@@ -2,8 +2,8 @@
 
 Both are a ``--backup-dir`` for backup_tool plus what a pod needs to reach it: the volume and its mount, or
 the AWS settings as environment variables and the credentials and CA bundle as files (never a secret in an
-environment variable). backup_tool and the engine's WAL archiver read the AWS conventions:
-AWS_ENDPOINT_URL, AWS_REGION, AWS_SHARED_CREDENTIALS_FILE (+ AWS_PROFILE) and AWS_CA_BUNDLE.
+environment variable). backup_tool reads the AWS conventions: AWS_ENDPOINT_URL, AWS_REGION,
+AWS_SHARED_CREDENTIALS_FILE (+ AWS_PROFILE) and AWS_CA_BUNDLE (docs/backup.md, "Object storage").
 """
 
 from __future__ import annotations
@@ -27,10 +27,6 @@ class BackupLocation:
     env: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
     mounts: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def on_volume(self) -> bool:
-        return not self.backup_dir.startswith("s3://")
 
 
 def object_store_url(store: ObjectStoreSpec, namespace: str, name: str) -> str:
