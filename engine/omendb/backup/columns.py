@@ -28,8 +28,9 @@ import mmap
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,19 @@ def _planes(values: np.ndarray) -> tuple[int, bytes]:
     return mask, b"".join(p.tobytes() for p in parts)
 
 
+@contextmanager
+def _new_file(dst: Path, flags: int) -> Iterator[int]:
+    """The descriptor of a new file `dst`; an error while it is written removes the half-written file."""
+    fd = os.open(dst, flags | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        yield fd
+    except BaseException:
+        dst.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
 def pack(fd_in: int, dst: Path, progress: Progress | None = None) -> tuple[int, str, int] | None:
     """Write the checkpoint open at `fd_in` packed into a new file `dst`; returns (stored size, sha256 of the
     stored file, checkpoint size), or None (nothing written) when it is not a format-2 checkpoint. Not yet
@@ -131,8 +145,8 @@ def pack(fd_in: int, dst: Path, progress: Progress | None = None) -> tuple[int, 
     if sections is None:
         return None
     source = mmap.mmap(fd_in, size, prot=mmap.PROT_READ)
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
+    # The mapping closes when the last array viewing it is gone (closing it here would fail while one is).
+    with _new_file(dst, os.O_WRONLY) as fd:
         out = _Out(fd)
         cctx = zstandard.ZstdCompressor(level=LEVEL)
         table = []
@@ -163,15 +177,6 @@ def pack(fd_in: int, dst: Path, progress: Progress | None = None) -> tuple[int, 
         table_offset = out.pos
         out.write(b"".join(table) + FOOTER.pack(table_offset, len(table), size, MAGIC))
         return out.pos, out.sha.hexdigest(), size
-    except BaseException:
-        os.close(fd)
-        fd = -1
-        dst.unlink(missing_ok=True)
-        raise
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        # The mapping closes when the last array viewing it is gone (closing it here would fail while one is).
 
 
 # ---- unpacking -----------------------------------------------------------------------------------------
@@ -209,8 +214,7 @@ def unpack(src: Path, dst: Path, progress: Progress | None = None) -> int:
     try:
         size, sections = _read_table(fd_in, src)
         block_size, crcs, column_of = _checksums(fd_in, src, sections)
-        fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
+        with _new_file(dst, os.O_RDWR) as fd:
             os.ftruncate(fd, size)
 
             def one(section: tuple[int, int, int, int, int]) -> None:
@@ -231,14 +235,6 @@ def unpack(src: Path, dst: Path, progress: Progress | None = None) -> int:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="omendb-unpack") as pool:
                 for future in [pool.submit(one, section) for section in packed_first]:
                     future.result()
-        except BaseException:
-            os.close(fd)
-            fd = -1
-            dst.unlink(missing_ok=True)
-            raise
-        finally:
-            if fd >= 0:
-                os.close(fd)
         return size
     finally:
         os.close(fd_in)
