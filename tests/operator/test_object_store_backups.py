@@ -102,3 +102,53 @@ def test_bad_object_stores_are_refused_naming_the_field(store, message):
 def test_a_bootstrap_needs_a_cluster_or_a_bucket():
     with pytest.raises(SpecError, match="needs cluster.name .* or objectStore"):
         parse_spec({"bootstrap": {"fromBackup": {"backupId": "latest"}}})
+
+
+def _database_pod(desired):
+    sts = next(m for m in desired.manifests if m["kind"] == "StatefulSet")
+    return sts["spec"]["template"]["spec"]
+
+
+def _toml(desired):
+    return next(m for m in desired.manifests if m["kind"] == "ConfigMap" and "omendb.toml" in m.get("data", {})
+                )["data"]["omendb.toml"]
+
+
+def test_the_primary_ships_its_wal_beside_the_backups_signed_with_the_backup_key(owner):
+    spec = parse_spec({"backup": {"objectStore": STORE}, "config": {"wal_archive": {"interval_seconds": 2}}})
+    desired = build_children(owner, spec, Observed(), NOW)
+    toml = _toml(desired)
+    assert '[wal_archive]\ninterval_seconds = 2\nurl = "s3://omendb-backups/omendb-prod/prod"' in toml
+    pod = _database_pod(desired)
+    assert restricted_violations(pod) == []
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AWS_ENDPOINT_URL"] == "https://s3.example:8333"
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/etc/omendb/objectstore/credentials"
+    assert env["AWS_CA_BUNDLE"] == "/etc/omendb/objectstore-ca/ca.crt"
+    assert env["OMENDB_BACKUP_KEY_FILE"] == "/etc/omendb/backup-key/key"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["backup-key"]["secret"]["secretName"] == "prod-backup-key"
+    assert volumes["objectstore-credentials"]["secret"]["secretName"] == "s3-creds"
+    assert not [e for e in container["env"] if "valueFrom" in e and e["name"].startswith(("AWS", "OMENDB_B"))]
+
+
+def test_archive_wal_false_keeps_the_database_pods_off_the_bucket(owner):
+    spec = parse_spec({"backup": {"objectStore": {**STORE, "archiveWal": False}}})
+    desired = build_children(owner, spec, Observed(), NOW)
+    assert "[wal_archive]" not in _toml(desired)
+    env = {e["name"] for e in _database_pod(desired)["containers"][0]["env"]}
+    assert not env & {"AWS_ENDPOINT_URL", "AWS_SHARED_CREDENTIALS_FILE", "OMENDB_BACKUP_KEY_FILE"}
+    # Without an object store there is nothing to archive to either.
+    assert "[wal_archive]" not in _toml(build_children(owner, parse_spec({}), Observed(), NOW))
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"backup": {"objectStore": STORE}, "config": {"wal_archive": {"url": "s3://elsewhere"}}},
+     "spec.config.wal_archive.url is set by the operator"),
+    ({"backup": {"objectStore": STORE}, "config": {"wal": {"enabled": False}}},
+     r"\[wal_archive\] url is set but \[wal\] enabled = false"),
+])
+def test_wal_archive_settings_the_operator_owns_or_cannot_honour_are_refused(raw, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(raw)

@@ -30,6 +30,7 @@ from omendb.backup.store import BACKUP_ID, DELETING_PREFIX, TMP_PREFIX, BackupSt
 from omendb.objectlock import LOCK_KEY, LockBusy, LockLost, ObjectLock
 from omendb.objectstore import BucketNotFound, ObjectInfo, ObjectStore, ObjectStoreError, is_object_url
 from omendb.objectstore import NotFound as ObjectNotFound
+from omendb.wal_archive import BucketLocation, Location
 
 log = logging.getLogger("omendb.backup")
 
@@ -159,6 +160,9 @@ class ObjectBackupStore(BackupStore):
         except NotFound:
             raise NotFound(f"no backup {backup_id!r} in {self.root}; `backup_tool --backup-dir {self.root} "
                            "list --database NAME` shows the backups there") from None
+
+    def wal_archive(self, database_id: str) -> Location:
+        return BucketLocation(self.objects, database_id)
 
     def path(self, backup_id: str) -> Path:
         """The backup's files, streamed down from the bucket into the working directory on first use, each

@@ -31,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from omendb import wal_archive
 from omendb.backup.bucket import open_store
 from omendb.backup.contract import BackupResult, CleanupResult, RestoreResult, Result, result_line
 from omendb.backup.create import take_backup
@@ -276,9 +277,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if result.recovered:
         log.warning("%s", result.recovered)
     _write_result(args, RestoreResult(result.backup_id, result.lsn, result.term, result.records,
-                                      result.backup_end_lsn, result.backup_records))
-    print(f"restored backup {result.backup_id} to LSN {result.lsn} (term {result.term}, {result.records} "
-          f"records) into {layout.data_dir} (WAL {layout.wal_dir}); start the server to serve it")
+                                      result.backup_end_lsn, result.backup_records, result.archived_lsn,
+                                      result.archive_stop))
+    archived = ""
+    if result.archived_lsn is not None:
+        archived = f" and the WAL archive ({result.lsn - result.backup_end_lsn} archived writes after its end)"
+    print(f"restored backup {result.backup_id}{archived} to LSN {result.lsn} (term {result.term}, "
+          f"{result.records} records) into {layout.data_dir} (WAL {layout.wal_dir}); start the server to serve it")
     return EXIT_OK
 
 
@@ -311,6 +316,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prune_wal_archive(store: BackupStore, kept: list[BackupManifest], dry_run: bool) -> None:
+    """Archived WAL older than the oldest full backup kept of its database can never be replayed: delete it."""
+    oldest: dict[str, int] = {}
+    for m in kept:
+        database_id = m.source.get("database_id")
+        if m.type == FULL and database_id:
+            oldest[str(database_id)] = min(oldest.get(str(database_id), m.start_lsn), m.start_lsn)
+    for database_id, start in sorted(oldest.items()):
+        location = store.wal_archive(database_id)
+        doomed = [p.name for p in wal_archive.pieces(location) if p.last <= start]
+        if doomed and not dry_run:
+            wal_archive.prune_through(location, start)
+        if doomed:
+            print(f"{'would remove' if dry_run else 'removed'}\t{location.where}\t{len(doomed)} archived WAL "
+                  f"pieces through LSN {start}, before the oldest full backup kept")
+
+
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     _need(args, "backup_dir")
     if args.retention_days < 0:
@@ -330,6 +352,8 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
             print(f"kept\t{m.id}\t{m.type}\t{why}")
         for d in damaged:
             print(f"skipped\t{d.name}\tnot a usable backup, left for you to inspect: {d.problem}")
+        if not damaged:  # a damaged backup might be the oldest: then keep every archived piece
+            _prune_wal_archive(store, [m for m, _ in decided.keep], args.dry_run)
     _write_result(args, CleanupResult(tuple(m.id for m in decided.remove), tuple(m.id for m, _ in decided.keep),
                                       tuple(d.name for d in damaged), bool(args.dry_run)))
     return EXIT_OK

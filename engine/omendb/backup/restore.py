@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omendb import rmi
+from omendb import rmi, wal_archive
 from omendb.backup.columns import CODEC, unpack
 from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
 from omendb.backup.layout import Layout
@@ -87,9 +87,10 @@ class Target:
 # ---- choosing and reading a chain ---------------------------------------------------------------------
 
 
-def covers(chain: list[BackupManifest], target: Target) -> bool:
+def covers(chain: list[BackupManifest], target: Target, archive_end: int = 0) -> bool:
+    """Whether the chain (continued by archived WAL up to `archive_end`) can restore to the target."""
     if target.lsn is not None:
-        return chain[0].start_lsn <= target.lsn <= chain[-1].end_lsn
+        return chain[0].start_lsn <= target.lsn <= max(chain[-1].end_lsn, archive_end)
     if target.time_us is not None:
         return chain[0].earliest_restore_us <= target.time_us
     return True
@@ -100,7 +101,7 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
     """The chain to restore. With ``latest`` and a target, the newest backup whose chain covers it."""
     if backup_id != "latest" or (target.lsn is None and target.time_us is None):
         chain = store.chain(store.get(backup_id, database))
-        if not covers(chain, target):
+        if not covers(chain, target, archive_end(store, chain[-1])):
             raise Refused(f"backup {chain[-1].id} cannot restore to {target.describe()}: its chain covers "
                           f"LSN {chain[0].start_lsn}..{chain[-1].end_lsn}, times from "
                           f"{format_us(chain[0].earliest_restore_us)} to "
@@ -126,10 +127,11 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
                               "(backup_tool list)") from None
             problems.append(exc.message)
             continue
-        if covers(chain, target):
+        if covers(chain, target, archive_end(store, manifest)):
             newer = candidates[-1] is not manifest
             last = manifest.last_commit_us or int(manifest.created_at_epoch * 1_000_000)
-            if target.time_us is not None and newer and target.time_us > last:
+            if target.time_us is not None and newer and target.time_us > last and \
+                    archive_end(store, manifest) <= manifest.end_lsn:
                 log.warning("no backup holds the writes between %s (the end of %s) and %s; restoring to the "
                             "end of %s, the latest point before the requested time that backups hold",
                             format_us(last), manifest.id, format_us(target.time_us), manifest.id)
@@ -137,6 +139,42 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
     detail = f" (skipped broken chains: {'; '.join(problems)})" if problems else ""
     raise Refused(f"no backup in {store.root} covers {target.describe()}{detail}; `backup_tool list` shows "
                   f"each backup's LSN range and times")
+
+
+def archive_end(store: BackupStore, manifest: BackupManifest) -> int:
+    """The last LSN the WAL archive beside the backups holds for the database of `manifest` (0: none)."""
+    database_id = manifest.source.get("database_id")
+    if not database_id:
+        return 0
+    return max((p.last for p in wal_archive.pieces(store.wal_archive(str(database_id)))), default=0)
+
+
+def restore_frames(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
+                   progress: Progress | None = None) -> tuple[list[Frame], wal_archive.Replay | None]:
+    """The chain's WAL frames up to the target, continued by the WAL archive beside the backups when the
+    chain ends before the target (every restore without a target: the newest archived write is the end)."""
+    frames = chain_frames(store, chain, target, progress)
+    last = chain[-1]
+    end = frames[-1].lsn if frames else chain[0].start_lsn
+    database_id = last.source.get("database_id")
+    if end != last.end_lsn or (target.lsn is not None and end >= target.lsn) or not database_id:
+        return frames, None
+    term = frames[-1].term if frames else chain[0].start_term
+    location = store.wal_archive(str(database_id))
+    try:
+        replay = wal_archive.replay_after(location, str(database_id), end, term,
+                                          store.key.secret if store.key is not None else None,
+                                          until_lsn=target.lsn, until_us=target.time_us)
+    except wal_archive.ArchiveError as exc:
+        raise BackupError(f"cannot read the WAL archive {location.where}: {exc.message}") from None
+    if replay.stop:
+        log.warning("%s; the restore ends at LSN %d", replay.stop, replay.last_lsn or end)
+    if target.lsn is not None and (replay.last_lsn or end) < target.lsn:
+        raise Refused(f"backup {last.id} and the WAL archive cannot restore to {target.describe()}: "
+                      f"{replay.stop or 'the archive ends at LSN ' + str(replay.last_lsn or end)}")
+    if progress and replay.frames:
+        progress(sum(f.payload_bytes for f in replay.frames))
+    return frames + replay.frames, replay
 
 
 def _might_cover(manifest: BackupManifest, target: Target) -> bool:
@@ -225,13 +263,14 @@ def chain_frames(store: BackupStore, chain: list[BackupManifest], target: Target
 
 
 def materialize(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
-                progress: Progress | None = None) -> State:
-    """The database state at the target, from the chain's snapshot and WAL; every checksum is checked."""
+                progress: Progress | None = None, frames: list[Frame] | None = None) -> State:
+    """The database state at the target, from the chain's snapshot and WAL (or `frames`, the chain's WAL
+    continued by the archive); every checksum is checked."""
     full = chain[0]
     if full.type != FULL:
         raise Corrupt(f"the chain of {chain[-1].id} does not start with a full backup")
     state = load_snapshot(store, full, progress)
-    state.apply(chain_frames(store, chain, target, progress))
+    state.apply(chain_frames(store, chain, target, progress) if frames is None else frames)
     return state
 
 
@@ -397,6 +436,8 @@ class RestoreResult:
     recovered: str | None
     backup_end_lsn: int = 0  # the chain's end and its record count there, to check a restore against
     backup_records: int = 0
+    archived_lsn: int | None = None  # continued with archived WAL up to here (None: no archived WAL used)
+    archive_stop: str = ""
 
 
 def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | None, target: Target,
@@ -415,10 +456,11 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
         verbatim = _verbatim_snapshot(store, chain)
         wal_files: dict[str, bytes] = {}
         try:
+            frames, replay = restore_frames(store, chain, target, progress)
             if verbatim is not None:
-                lsn, term, records, wal_files = _stage_verbatim(store, chain, verbatim, target, staged, progress)
+                lsn, term, records, wal_files = _stage_verbatim(chain, verbatim, frames, staged, progress)
             else:
-                state = materialize(store, chain, target, progress)
+                state = materialize(store, chain, target, progress, frames)
                 check_against_manifest(state, last)
                 write_checkpoint(state, staged, last.engine_database or last.database, last.index,
                                  database_id=last.source.get("database_id"), new_term=True)
@@ -434,7 +476,9 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
                 f"`{command_hint}` again to finish it, or `backup_tool --data-dir {layout.data_dir} "
                 f"rollback-restore` to put the previous data back.")
         swap_in(layout, staged, hint, wal_files)
-    return RestoreResult(last.id, lsn, term + 1, records, recovered, last.end_lsn, last.records)
+    archived = replay.last_lsn if replay is not None else None
+    return RestoreResult(last.id, lsn, term + 1, records, recovered, last.end_lsn, last.records, archived,
+                         replay.stop if replay is not None else "")
 
 
 def _verbatim_snapshot(store: BackupStore, chain: list[BackupManifest]) -> Path | None:
@@ -457,8 +501,8 @@ def _verbatim_snapshot(store: BackupStore, chain: list[BackupManifest]) -> Path 
         return None  # the rebuild reports the damage
 
 
-def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: Path, target: Target,
-                    staged: Path, progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
+def _stage_verbatim(chain: list[BackupManifest], snapshot: Path, frames: list[Frame], staged: Path,
+                    progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
     """Stage the snapshot as the checkpoint and a MANIFEST in `staged`; returns (LSN, term before the new
     one, records, WAL segments to write). Everything is checked before anything is committed."""
     from concurrent.futures import ThreadPoolExecutor
@@ -467,7 +511,6 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
 
     full, last = chain[0], chain[-1]
     assert full.snapshot is not None
-    frames = chain_frames(store, chain, target, progress)
     name = base_name(full.start_lsn)
     # The WAL tail's combined effect does not depend on the checkpoint: computed while it is put back.
     replaying = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-replay")

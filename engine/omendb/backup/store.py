@@ -33,6 +33,7 @@ from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound
 from omendb.backup.keys import BackupKey, NotAuthentic
 from omendb.backup.manifest import FULL, MANIFEST_FILE, BackupManifest, authenticate, parse
 from omendb.files import fsync_dir
+from omendb.wal_archive import DirectoryLocation, Location
 
 log = logging.getLogger("omendb.backup")
 
@@ -154,6 +155,10 @@ class BackupStore:
             good.append(manifest)
         good.sort(key=lambda m: (m.created_at_epoch, m.end_lsn, m.id))
         return good, damaged
+
+    def wal_archive(self, database_id: str) -> Location:
+        """Where the server's WAL archiver ([wal_archive] url = this directory) ships that database's WAL."""
+        return DirectoryLocation(Path(self.root), database_id)
 
     def backups(self, database: str | None = None) -> list[BackupManifest]:
         good, _ = self.scan()

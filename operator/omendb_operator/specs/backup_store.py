@@ -13,6 +13,7 @@ from typing import Any
 
 from omendb_operator import labels as L
 from omendb_operator.spec import ObjectStoreSpec, OmenDBSpec
+from omendb_operator.specs.backup_key import key_volume
 
 BACKUP_DIR = "/var/backups/omendb"
 OBJECT_STORE_CREDENTIALS_MOUNT = "/etc/omendb/objectstore"
@@ -59,6 +60,26 @@ def object_store_access(store: ObjectStoreSpec, volume_prefix: str = "objectstor
             "secretName": store.ca.name, "defaultMode": 0o440, "items": [{"key": store.ca.key, "path": "ca.crt"}]}})
         mounts.append({"name": f"{volume_prefix}-ca", "mountPath": OBJECT_STORE_CA_MOUNT, "readOnly": True})
     return BackupLocation("", env, volumes, mounts)
+
+
+def wal_archive_url(spec: OmenDBSpec, namespace: str, name: str) -> str:
+    """Where the primary ships its WAL ([wal_archive] url): beside the backups in the bucket, so backup_tool
+    restore finds it (wal/<database id>/ under the same prefix); "" without an object store or archiveWal."""
+    store = spec.backup.object_store
+    if store is None or not store.archive_wal:
+        return ""
+    return object_store_url(store, namespace, name)
+
+
+def wal_archive_access(spec: OmenDBSpec, name: str) -> BackupLocation:
+    """What the database pods need to ship the WAL: the AWS settings and files, and the backup key that signs
+    every piece (the one backup_tool restores with); empty without archiving."""
+    store = spec.backup.object_store
+    if store is None or not store.archive_wal:
+        return BackupLocation("")
+    access = object_store_access(store)
+    key_vol, key_mount, key_env = key_volume(L.Names(name).backup_key)
+    return BackupLocation("", [*access.env, key_env], [*access.volumes, key_vol], [*access.mounts, key_mount])
 
 
 def volume_location(claim: str) -> BackupLocation:
