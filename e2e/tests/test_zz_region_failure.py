@@ -135,6 +135,9 @@ def test_a_fresh_cluster_restores_the_bucket_s_backup_after_the_first_cluster_is
     after = [_client(kube, ns, "put", str(3000 + 10 * i), "10", str(4.0 + i)) for i in range(3)]
     kube.wait_until("the archive to hold the writes after the backup",
                     lambda: _shipped_lsn(kube, ns) >= after[-1]["lsn"], 120, interval=1)
+    kube.wait_until("ContinuousArchiving True", lambda: any(
+        c["type"] == "ContinuousArchiving" and c["status"] == "True"
+        for c in (kube.get(ns, "omendb", NAME).get("status") or {}).get("conditions", [])), 180, interval=2)
     # One more, right before the disaster: in the archive or not, depending on the shipping timer.
     after.append(_client(kube, ns, "put", "3030", "10", "7.0"))
     archived = _shipped_lsn(kube, ns)

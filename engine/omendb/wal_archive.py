@@ -355,11 +355,30 @@ class Archiver:
         self.url, self.interval, self.max_piece_bytes = url, interval, max_piece_bytes
         self.source, self.secret, self.env = source, secret, env
         self.status = ArchiveStatus()
+        self.started = time.time()
         self._location: Location | None = None
         self._location_id = ""
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def lag_seconds(self, visible_lsn: int | None, now: float) -> float:
+        """How long durable writes have waited to be shipped: 0 when the archive holds everything (or this
+        server does not ship); while shipping fails, the time since the archive was last caught up."""
+        s = self.status
+        if not self.source.is_primary():
+            return 0.0
+        behind = visible_lsn is not None and (s.shipped_lsn is None or visible_lsn > s.shipped_lsn)
+        if not (behind or s.last_error):
+            return 0.0
+        return max(0.0, now - (s.behind_since or s.last_success or self.started))
+
+    def describe(self, visible_lsn: int | None) -> dict[str, object]:
+        """For /v1/stats (the operator's ContinuousArchiving condition reads it)."""
+        s = self.status
+        return {"url": self.url, "active": s.active, "shipped_lsn": s.shipped_lsn,
+                "lag_seconds": round(self.lag_seconds(visible_lsn, time.time()), 3), "failing": bool(s.last_error),
+                "error": s.last_error, "gaps": s.gaps}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="omendb-wal-archive", daemon=True)

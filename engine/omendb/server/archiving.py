@@ -54,15 +54,12 @@ def build_archiver(state: ServerState) -> Archiver | None:
 class _ArchiveCollector(Collector):
     def __init__(self, archiver: Archiver, state: ServerState) -> None:
         self.archiver, self.state = archiver, state
-        self.started = time.time()
 
     def collect(self) -> Iterable[Any]:
         s = self.archiver.status
         db = self.state.db
-        behind = s.active and db is not None and s.shipped_lsn is not None and db.lsn() > s.shipped_lsn
-        since = s.behind_since or s.last_success or self.started
+        lag = self.archiver.lag_seconds(db.lsn() if db is not None else None, time.time())
         failing = bool(s.last_error)
-        lag = time.time() - since if (behind or failing) and self.archiver.source.is_primary() else 0.0
         yield GaugeMetricFamily("omendb_wal_archive_active", "1 while this server (the primary) ships its WAL to "
                                 "[wal_archive] url.", value=int(s.active))
         yield GaugeMetricFamily("omendb_wal_archive_shipped_lsn", "Newest LSN in the WAL archive.",

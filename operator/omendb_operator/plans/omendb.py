@@ -265,6 +265,8 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         obs.cronjobs = {"full": world.child("CronJob", world.names.backup_full),
                         "incremental": world.child("CronJob", world.names.backup_incremental)}
     obs.replication = after.replication or repl.status  # an upgrade's switchover moved the primary
+    primary = world.pods.get(str((obs.replication or {}).get("primaryPod") or ""))
+    obs.wal_archive = primary.engine.wal_archive if primary is not None and primary.engine is not None else None
     obs.apply_errors += apply_errors or []
     obs.stuck = find_stuck(world.items("Pod"), world.items("Job"), now)
     plan.requeue_within(recheck_after(world.items("Pod"), world.items("Job"), now))

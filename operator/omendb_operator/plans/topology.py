@@ -47,6 +47,7 @@ class Engine:
     primary: str | None = None  # the URL a replica follows
     lag_seconds: float | None = None
     lag_lsn: int | None = None
+    wal_archive: dict[str, Any] | None = None  # the primary's WAL archiver ([wal_archive]), when it has one
 
 
 @dataclass(frozen=True)
