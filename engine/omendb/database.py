@@ -850,6 +850,8 @@ class Database:
 
     def set_archive_hold(self, lsn: int | None) -> None:
         """The WAL archiver shipped everything through `lsn` (None: nothing is archived from here)."""
+        if lsn == self._archive_hold:
+            return
         self._archive_hold = lsn
         if not self._closed:
             self._release_wal()

@@ -393,6 +393,10 @@ class Archiver:
         if final:
             self.tick()
 
+    def wake(self) -> None:
+        """Ship now rather than at the next interval (a promotion: the new primary's WAL is unshipped)."""
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self.tick()

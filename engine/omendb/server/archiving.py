@@ -27,7 +27,9 @@ class _ServerSource:
         return self.state.db
 
     def is_primary(self) -> bool:
-        return self.state.role().role == "primary"
+        # replication is set once the app is built; the metrics registry asks earlier (auto_describe).
+        replication = self.state.replication
+        return replication is not None and replication.role == "primary"
 
 
 def build_archiver(state: ServerState) -> Archiver | None:
