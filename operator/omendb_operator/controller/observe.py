@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from kubernetes.dynamic.exceptions import ForbiddenError
 
 from omendb_operator import labels as L
 from omendb_operator.controller.engines import Engines, EnginesFactory
@@ -105,9 +106,10 @@ def engine_views(pods: list[dict[str, Any]], engines: Engines) -> dict[str, T.Po
                 engine = engines.stats(pod_name)
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
+        spec = pod.get("spec") or {}
         out[pod_name] = T.PodView(name=pod_name, ready=ready, deleting=deleting, not_ready_since=since,
                                   role_label=(meta.get("labels") or {}).get(ROLE_LABEL), engine=engine,
-                                  engine_error=error)
+                                  engine_error=error, node=spec.get("node_name") or spec.get("nodeName"))
     return out
 
 
@@ -166,9 +168,23 @@ class Observer:
         world.pods = engine_views(world.database_pods(), engines)
         world.peer_urls = {p: engines.peer_url_for(p) for p in {*world.pods, str(
             world.status.get("primaryPod") or world.names.pod(0))}}
+        self._nodes(world, reader, spec)
         self._watched_health(world, reader, spec)
         self._restore_stats(world, reader, spec)
         return world, engines
+
+    def _nodes(self, world: World, reader: Reader, spec: OmenDBSpec) -> None:
+        """The Nodes the database pods run on, each read once: a cordoned primary's node starts a switchover
+        (a drain). Only with a replica to switch to; without the right to read Nodes, drains are not seen."""
+        if spec.replicas < 2:
+            return
+        for node in sorted({p.node for p in world.pods.values() if p.node}):
+            try:
+                world.nodes[node] = reader.get("v1", "Node", node, None)
+            except ForbiddenError:
+                world.node_error = (f"cannot read Node {node} (RBAC: nodes get/list/watch): a drain of the "
+                                    "primary's node waits for a manual switchover")
+                return
 
     def _storage_classes(self, world: World, reader: Reader, spec: OmenDBSpec) -> None:
         """allowVolumeExpansion of the classes of claims that should grow (only then is it needed)."""

@@ -104,7 +104,7 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
     out.append(serviceaccount.build_service_account(owner))
     out.append(statefulset.build_statefulset(owner, spec, configmap.config_hash(cm["data"]["omendb.toml"]),
                                              observed.replicas_override, tls_ca))
-    out.append(pdb.build_pdb(owner))
+    out += pdb.build_pdbs(owner, spec.replicas)
     if spec.network_policy.enabled:
         out.append(networkpolicy.build_network_policy(owner, spec, observed.operator_namespace))
     if spec.backup.enabled:
@@ -126,10 +126,12 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
 
 
 def stale_children(spec: OmenDBSpec, observed: Observed) -> list[tuple[str, str, str]]:
-    """(apiVersion, kind, name suffix) of children a spec change made unwanted, to delete: backups switched
-    off, monitoring switched off, the NetworkPolicy switched off, TLS no longer generated or no longer from
-    cert-manager. The backup volume is never in this list."""
+    """(apiVersion, kind, name suffix) of children a spec change made unwanted, to delete: the primary's
+    budget below two pods, backups switched off, monitoring switched off, the NetworkPolicy switched off,
+    TLS no longer generated or no longer from cert-manager. The backup volume is never in this list."""
     stale: list[tuple[str, str, str]] = []
+    if spec.replicas < 2:  # one pod: no switchover target, so no budget that holds the primary
+        stale.append(("policy/v1", "PodDisruptionBudget", "-primary"))
     if not spec.backup.enabled:
         suffixes = ("-backup-full", "-backup-incremental", "-backup-cleanup")
         stale += [("batch/v1", "CronJob", s) for s in suffixes]

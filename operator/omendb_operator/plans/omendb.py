@@ -258,6 +258,9 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
     obs.storage_condition = before.volumes.condition
     obs.operation_waiting, obs.hibernation = after.waiting or pods.waiting, after.hibernation
     obs.warnings += before.volumes.warnings
+    drain = failover.drain_warning(world, spec.replicas)
+    if drain and spec.replicas >= 2:
+        obs.warnings.append(drain)
     if before.upgrade.version != (spec.image or spec.version):
         obs.running_version = before.upgrade.version
     obs.statefulset = sts_after

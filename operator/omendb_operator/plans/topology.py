@@ -59,6 +59,7 @@ class PodView:
     role_label: str | None = None
     engine: Engine | None = None  # None: the engine did not answer
     engine_error: str = ""
+    node: str | None = None  # spec.nodeName: where it runs (None: not scheduled yet)
 
 
 @dataclass(frozen=True)
