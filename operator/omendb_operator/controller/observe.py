@@ -174,17 +174,25 @@ class Observer:
         return world, engines
 
     def _nodes(self, world: World, reader: Reader, spec: OmenDBSpec) -> None:
-        """The Nodes the database pods run on, each read once: a cordoned primary's node starts a switchover
-        (a drain). Only with a replica to switch to; without the right to read Nodes, drains are not seen."""
+        """The primary's Node (one read): when it is cordoned, a switchover starts before a drain evicts the
+        primary, and only then are the other pods' Nodes read, to pick a replica on a Node not cordoned.
+        Only with a replica to switch to; without the right to read Nodes, drains are not seen."""
         if spec.replicas < 2:
             return
-        for node in sorted({p.node for p in world.pods.values() if p.node}):
+        primary = world.pods.get(str(world.status.get("primaryPod") or world.names.pod(0)))
+        if primary is None or not primary.node:
+            return
+        wanted = [primary.node]
+        while wanted:
+            node = wanted.pop()
             try:
                 world.nodes[node] = reader.get("v1", "Node", node, None)
             except ForbiddenError:
                 world.node_error = (f"cannot read Node {node} (RBAC: nodes get/list/watch): a drain of the "
                                     "primary's node waits for a manual switchover")
                 return
+            if node == primary.node and world.cordoned(node):
+                wanted = sorted({p.node for p in world.pods.values() if p.node and p.node != node})
 
     def _storage_classes(self, world: World, reader: Reader, spec: OmenDBSpec) -> None:
         """allowVolumeExpansion of the classes of claims that should grow (only then is it needed)."""
