@@ -119,6 +119,14 @@ def test_point_in_time_past_the_newest_backup_comes_from_the_archive(tmp_path):
     with Server(tmp_path / "pitr", {"database": {"name": "shop"}}).start() as restored:
         assert httpx.get(f"{restored.url}/v1/records/300", timeout=5).status_code == 200  # batch 3: at the target
         assert httpx.get(f"{restored.url}/v1/records/400", timeout=5).status_code == 404  # batch 4: after it
+    listed = tool("--backup-dir", str(backups), "list").stdout.splitlines()
+    assert listed[0].endswith("-full") or "-full\t" in listed[0]  # the guide's `list | head -n1`: a backup
+    archive_row = listed[-1].split("\t")
+    assert archive_row[:2] == ["wal-archive", "shop"] and archive_row[2].endswith(f"..{lsns[-1]}"), listed
+    assert f"lsns_after_backup={lsns[-1] - lsns[0] + 1}" in archive_row, listed
+    exact = tool("--backup-dir", str(backups), "--data-dir", str(tmp_path / "exact"), "restore", "--backup-id",
+                 "latest", "--without-wal-archive").stdout
+    assert f"to LSN {lsns[0] - 1} " in exact and "archived writes" not in exact, exact
     refused = tool("--backup-dir", str(backups), "--data-dir", str(tmp_path / "beyond"), "restore",
                    "--backup-id", "latest", "--to-lsn", str(lsns[-1] + 50), check=None)
     assert refused.returncode != 0 and f"covers LSN {lsns[-1] + 50}" in refused.stderr, refused.stderr

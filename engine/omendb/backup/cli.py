@@ -4,6 +4,7 @@
     backup_tool --data-dir D --backup-dir B incremental-backup --database NAME
     backup_tool --backup-dir B list [--database NAME] [--output json]
     backup_tool --data-dir D --backup-dir B restore --backup-id ID|latest [--to-lsn N | --to-time T] [--force]
+                [--without-wal-archive]
     backup_tool [--data-dir D] --backup-dir B verify --backup-id ID|latest [--deep]
     backup_tool --backup-dir B cleanup --retention-days N [--dry-run]
     backup_tool --data-dir D rollback-restore
@@ -135,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--to-lsn", type=int, help="restore the state right after this LSN")
     target.add_argument("--to-time", help="restore the state as of this time (ISO 8601, UTC if no offset)")
     p.add_argument("--force", action="store_true", help="replace a data directory that holds a database")
+    p.add_argument("--without-wal-archive", action="store_true",
+                   help="stop at the end of the backup chain even if the WAL archive beside the backups "
+                        "continues it (by default the restore replays the archived WAL up to the target)")
     p.add_argument("--allow-unkeyed", action="store_true",
                    help="with a backup key configured, still accept backups made without one (e.g. taken "
                         "before backups were keyed); they are restored with a warning")
@@ -254,7 +258,32 @@ def _cmd_list(args: argparse.Namespace) -> int:
     else:
         for m in backups:
             print(_list_row(m))
+        for row in _archive_rows(args.backup_dir, backups):
+            print(row)
     return EXIT_OK
+
+
+def _archive_rows(location: str, backups: list[BackupManifest]) -> list[str]:
+    """After the backups (so `list | head -n1` stays the newest backup): each database's WAL archive, with
+    how far it continues the newest backup (the point a restore reaches now)."""
+    store = open_store(location)
+    rows = []
+    try:
+        newest: dict[str, BackupManifest] = {}
+        for m in backups:  # newest first
+            newest.setdefault(str(m.source.get("database_id") or ""), m)
+        for database_id, m in newest.items():
+            found = wal_archive.pieces(store.wal_archive(database_id)) if database_id else []
+            if not found:
+                continue
+            first, last = min(p.first for p in found), max(p.last for p in found)
+            rows.append("\t".join(["wal-archive", m.database, f"lsn={first}..{last}", f"pieces={len(found)}",
+                                    f"after={m.id}", f"lsns_after_backup={max(0, last - m.end_lsn)}"]))
+    except wal_archive.ArchiveError as exc:
+        log.warning("the WAL archive could not be listed: %s", exc.message)
+    finally:
+        store.close()
+    return rows
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -270,7 +299,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     hint = "backup_tool " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         with store.locked(False, args.lock_timeout):
-            result = restore(store, layout, args.backup_id, args.database, target, args.force, progress, hint)
+            result = restore(store, layout, args.backup_id, args.database, target, args.force, progress, hint,
+                             use_wal_archive=not args.without_wal_archive)
     finally:
         progress.close()
         store.close()

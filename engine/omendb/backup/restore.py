@@ -96,12 +96,22 @@ def covers(chain: list[BackupManifest], target: Target, archive_end: int = 0) ->
     return True
 
 
-def choose_chain(store: BackupStore, backup_id: str, database: str | None, target: Target
-                 ) -> list[BackupManifest]:
-    """The chain to restore. With ``latest`` and a target, the newest backup whose chain covers it."""
+def choose_chain(store: BackupStore, backup_id: str, database: str | None, target: Target,
+                 use_wal_archive: bool = True) -> list[BackupManifest]:
+    """The chain to restore. With ``latest`` and a target, the newest backup whose chain covers it (continued
+    by the WAL archive beside the backups unless `use_wal_archive` is false)."""
+
+    ends: dict[str, int] = {}  # one listing of the archive per database
+
+    def archive_end(manifest: BackupManifest) -> int:
+        database_id = str(manifest.source.get("database_id") or "")
+        if use_wal_archive and database_id not in ends:
+            ends[database_id] = archived_through(store, manifest)
+        return ends.get(database_id, 0)
+
     if backup_id != "latest" or (target.lsn is None and target.time_us is None):
         chain = store.chain(store.get(backup_id, database))
-        if not covers(chain, target, archive_end(store, chain[-1])):
+        if not covers(chain, target, archive_end(chain[-1])):
             raise Refused(f"backup {chain[-1].id} cannot restore to {target.describe()}: its chain covers "
                           f"LSN {chain[0].start_lsn}..{chain[-1].end_lsn}, times from "
                           f"{format_us(chain[0].earliest_restore_us)} to "
@@ -127,11 +137,11 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
                               "(backup_tool list)") from None
             problems.append(exc.message)
             continue
-        if covers(chain, target, archive_end(store, manifest)):
+        if covers(chain, target, archive_end(manifest)):
             newer = candidates[-1] is not manifest
             last = manifest.last_commit_us or int(manifest.created_at_epoch * 1_000_000)
             if target.time_us is not None and newer and target.time_us > last and \
-                    archive_end(store, manifest) <= manifest.end_lsn:
+                    archive_end(manifest) <= manifest.end_lsn:
                 log.warning("no backup holds the writes between %s (the end of %s) and %s; restoring to the "
                             "end of %s, the latest point before the requested time that backups hold",
                             format_us(last), manifest.id, format_us(target.time_us), manifest.id)
@@ -141,7 +151,7 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
                   f"each backup's LSN range and times")
 
 
-def archive_end(store: BackupStore, manifest: BackupManifest) -> int:
+def archived_through(store: BackupStore, manifest: BackupManifest) -> int:
     """The last LSN the WAL archive beside the backups holds for the database of `manifest` (0: none)."""
     database_id = manifest.source.get("database_id")
     if not database_id:
@@ -150,14 +160,16 @@ def archive_end(store: BackupStore, manifest: BackupManifest) -> int:
 
 
 def restore_frames(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
-                   progress: Progress | None = None) -> tuple[list[Frame], wal_archive.Replay | None]:
+                   progress: Progress | None = None, use_wal_archive: bool = True
+                   ) -> tuple[list[Frame], wal_archive.Replay | None]:
     """The chain's WAL frames up to the target, continued by the WAL archive beside the backups when the
     chain ends before the target (every restore without a target: the newest archived write is the end)."""
     frames = chain_frames(store, chain, target, progress)
     last = chain[-1]
     end = frames[-1].lsn if frames else chain[0].start_lsn
     database_id = last.source.get("database_id")
-    if end != last.end_lsn or (target.lsn is not None and end >= target.lsn) or not database_id:
+    if not use_wal_archive or end != last.end_lsn or (target.lsn is not None and end >= target.lsn) or \
+            not database_id:
         return frames, None
     term = frames[-1].term if frames else chain[0].start_term
     location = store.wal_archive(str(database_id))
@@ -441,8 +453,9 @@ class RestoreResult:
 
 
 def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | None, target: Target,
-            force: bool, progress: Progress | None = None, command_hint: str = "") -> RestoreResult:
-    chain = choose_chain(store, backup_id, database, target)
+            force: bool, progress: Progress | None = None, command_hint: str = "",
+            use_wal_archive: bool = True) -> RestoreResult:
+    chain = choose_chain(store, backup_id, database, target, use_wal_archive)
     last = chain[-1]
     with data_dir_lock(layout):
         recovered = recover_interrupted(layout)
@@ -456,7 +469,7 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
         verbatim = _verbatim_snapshot(store, chain)
         wal_files: dict[str, bytes] = {}
         try:
-            frames, replay = restore_frames(store, chain, target, progress)
+            frames, replay = restore_frames(store, chain, target, progress, use_wal_archive)
             if verbatim is not None:
                 lsn, term, records, wal_files = _stage_verbatim(chain, verbatim, frames, staged, progress)
             else:
