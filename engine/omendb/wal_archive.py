@@ -334,7 +334,7 @@ NOTHING_SHIPPED = -1  # a new archive: it starts with the oldest frame the volum
 
 @dataclass
 class ArchiveStatus:
-    """What the metrics and /admin/backup/info show."""
+    """What the metrics and /v1/stats show."""
 
     shipped_lsn: int | None = None  # the last LSN in the archive from this primary (None: not established)
     pieces: int = 0
@@ -416,8 +416,8 @@ class Archiver:
             return
         try:
             self._ship(db)
-        except (ArchiveError, CorruptionError, OSError) as exc:
-            message = exc.message if isinstance(exc, ArchiveError) else str(exc)
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure, and say so loudly
+            message = exc.message if isinstance(exc, ArchiveError) else f"{type(exc).__name__}: {exc}"
             self.status.failures += 1
             if message != self.status.last_error:
                 log.error("WAL archiving to %s failed: %s (retrying every %gs; the WAL stays on the volume "

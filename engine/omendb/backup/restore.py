@@ -32,7 +32,7 @@ import numpy as np
 
 from omendb import rmi, wal_archive
 from omendb.backup.columns import CODEC, unpack
-from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
+from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused, StoreUnavailable
 from omendb.backup.layout import Layout
 from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
 from omendb.backup.payload import State, check_contiguous, check_file, decode_frames, frame_bytes, read_checked
@@ -156,7 +156,12 @@ def archived_through(store: BackupStore, manifest: BackupManifest) -> int:
     database_id = manifest.source.get("database_id")
     if not database_id:
         return 0
-    return max((p.last for p in wal_archive.pieces(store.wal_archive(str(database_id)))), default=0)
+    location = store.wal_archive(str(database_id))
+    try:
+        return max((p.last for p in wal_archive.pieces(location)), default=0)
+    except wal_archive.ArchiveError as exc:
+        raise StoreUnavailable(f"cannot list the WAL archive {location.where}: {exc.message}; restore with "
+                          "--without-wal-archive to stop at the end of the backups") from None
 
 
 def restore_frames(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
@@ -178,7 +183,8 @@ def restore_frames(store: BackupStore, chain: list[BackupManifest], target: Targ
                                           store.key.secret if store.key is not None else None,
                                           until_lsn=target.lsn, until_us=target.time_us)
     except wal_archive.ArchiveError as exc:
-        raise BackupError(f"cannot read the WAL archive {location.where}: {exc.message}") from None
+        raise StoreUnavailable(f"cannot read the WAL archive {location.where}: {exc.message}; restore with "
+                          "--without-wal-archive to stop at the end of the backups") from None
     if replay.stop:
         log.warning("%s; the restore ends at LSN %d", replay.stop, replay.last_lsn or end)
     if target.lsn is not None and (replay.last_lsn or end) < target.lsn:
