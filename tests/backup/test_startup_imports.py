@@ -1,4 +1,5 @@
-"""backup_tool's backup, restore, list, verify and cleanup never import numba, nor the engine or the server.
+"""backup_tool's backup, restore, list, verify and cleanup never import numba, nor the engine, the server or
+the configuration loader.
 
 Importing numba costs 0.4-0.8 s of a process's start on this project's machines, as much as a whole restore
 of 10M records, and none of these commands calls a compiled kernel (docs/benchmarks.md, "Backups"). Each
@@ -18,7 +19,8 @@ from tests.backup.conftest import BACKUP_TOOL, Model, engine_config, read_state,
 
 # Top-level packages, and omendb modules, that these commands have no use for.
 HEAVY_PACKAGES = {"numba", "llvmlite", "uvicorn", "starlette", "httpx"}
-HEAVY_OMENDB = ("omendb.rmi", "omendb.runs_kernels", "omendb.database", "omendb.server")
+HEAVY_OMENDB = ("omendb.rmi", "omendb.runs_kernels", "omendb.database", "omendb.server",
+                "omendb.config")  # tomllib, difflib and a dozen dataclasses: 20-40 ms
 
 
 def imported_by(*args: str) -> set[str]:
