@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omendb import rmi, wal_archive
+from omendb import wal_archive
 from omendb.backup.columns import CODEC, unpack
 from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused, StoreUnavailable
 from omendb.backup.layout import Layout
@@ -312,6 +312,10 @@ def write_checkpoint(state: State, directory: Path, database: str, index: dict[s
     `new_term`: continue on a term of its own after `state.lsn`, as a restore does: the backed-up database
     may have gone on past that LSN (or a copy restored elsewhere may), and one (LSN, term) must never name
     two different writes of one database."""
+    # Imported here, once per restore that rebuilds the checkpoint: training compiles (numba), and importing
+    # numba costs the other restores (a format-2 checkpoint put back as is) 0.4-0.8 s of start-up.
+    from omendb import rmi
+
     model_type = str(index.get("model_type", "recursive"))
     max_error = int(str(index.get("max_error", 50)))
     learned = rmi.train(state.keys, model_type, max_error)

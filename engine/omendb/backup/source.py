@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from omendb import rmi
 from omendb.backup.errors import BackupError, Corrupt, SourceError, WalGone
 from omendb.backup.layout import Layout
 from omendb.backup.payload import decode_frames
@@ -61,6 +60,8 @@ class Snapshot:
 
 def empty_base_bytes(model_type: str = "recursive", max_error: int = 50) -> bytes:
     """A checkpoint file holding no records (a database that never checkpointed, at LSN 0)."""
+    from omendb import rmi  # here, not at the top: it imports numba (0.4-0.8 s), which other backups never need
+
     with tempfile.TemporaryDirectory(prefix="omendb-empty-") as tmp:
         path = Path(tmp) / "base.odb"
         empty = np.zeros(0, np.int64)
