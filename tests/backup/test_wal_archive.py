@@ -252,7 +252,8 @@ def test_cleanup_prunes_archived_wal_no_kept_backup_can_use(tmp_path):
         _write(primary, 4, acked)
         _wait(lambda: _metric(primary, "omendb_wal_archive_shipped_lsn") >= last + 1, what="the archive")
     before = [p for p in (backups / "wal").rglob("*.wal")]
-    first_full = tool("--backup-dir", str(backups), "list").stdout.splitlines()[-1].split("\t")[0]
+    rows = [r for r in tool("--backup-dir", str(backups), "list").stdout.splitlines() if r.endswith("key=unkeyed")]
+    first_full = rows[-1].split("\t")[0]  # newest first: the oldest backup is the last backup row
     (backups / first_full).rename(backups / ".aside")  # as if retention had removed the older full backup
     out = tool("--backup-dir", str(backups), "cleanup", "--retention-days", "0").stdout
     after = [p for p in (backups / "wal").rglob("*.wal")]
