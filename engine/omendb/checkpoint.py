@@ -30,7 +30,7 @@ import zstandard
 
 from omendb.errors import CorruptionError
 from omendb.files import RESTORE_REMEDY, fsync_dir, removed_on_failure, tmp_path
-from omendb.rmi import NODE_DTYPE, LearnedIndex
+from omendb.rmi_nodes import NODE_DTYPE, LearnedIndex
 
 FORMAT_VERSION = 1  # of base files
 BASE_MAGIC = b"OMBASE01"

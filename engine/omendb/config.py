@@ -181,6 +181,18 @@ class ReplicationSection:
                                    "returning empty (long poll).", minimum=10, maximum=25000)
 
 
+@dataclass(frozen=True)
+class WalArchiveSection:
+    url: str = _key("", "Continuous WAL archiving: where the primary ships its WAL (s3://bucket/prefix, or a "
+                        "directory), the same location as its backups so `backup_tool restore` replays it after "
+                        "the newest backup. Empty: off. Credentials follow the AWS conventions, as for backups.")
+    interval_seconds: float = _key(5.0, "How often the primary ships the WAL written since the last upload: "
+                                        "losing the whole cluster costs at most about this much of writes.",
+                                   minimum=0.1, maximum=3600)
+    max_piece_mb: int = _key(64, "Largest archived piece; a longer backlog goes up in several.", minimum=1,
+                             maximum=4096)
+
+
 SECTIONS: dict[str, type] = {
     "database": DatabaseSection,
     "storage": StorageSection,
@@ -192,6 +204,7 @@ SECTIONS: dict[str, type] = {
     "performance": PerformanceSection,
     "limits": LimitsSection,
     "replication": ReplicationSection,
+    "wal_archive": WalArchiveSection,
 }
 
 
@@ -207,6 +220,7 @@ class Config:
     performance: PerformanceSection = field(default_factory=PerformanceSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     replication: ReplicationSection = field(default_factory=ReplicationSection)
+    wal_archive: WalArchiveSection = field(default_factory=WalArchiveSection)
 
     # Derived values used by the engine.
     @property
@@ -247,6 +261,9 @@ class Config:
         if self.replication.role == "replica" and not self.replication.primary_url:
             raise ConfigError(f"{source}: [replication] role = \"replica\" needs primary_url (the primary's "
                               "API URL, e.g. https://omendb-0.omendb-headless:3000)")
+        if self.wal_archive.url and not self.wal.enabled:
+            raise ConfigError(f"{source}: [wal_archive] url is set but [wal] enabled = false: there is no WAL to "
+                              "archive; enable the WAL or clear [wal_archive] url")
         if self.replication.primary_url and not self.replication.primary_url.startswith(("http://", "https://")):
             raise ConfigError(f"{source}: [replication] primary_url = {self.replication.primary_url!r} must "
                               "start with http:// or https://")

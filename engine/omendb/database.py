@@ -18,6 +18,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import json
 import logging
 import math
 import os
@@ -74,7 +75,15 @@ from omendb.runs import (
     slice_range,
 )
 from omendb.validation import INT64_MAX, INT64_MIN, as_key, as_keys, as_values
-from omendb.wal import Frame, WalWriteError, WalWriter, encode_frame, read_segment_header, relabel_segment
+from omendb.wal import (
+    Frame,
+    WalWriteError,
+    WalWriter,
+    encode_frame,
+    read_frames,
+    read_segment_header,
+    relabel_segment,
+)
 from omendb.wal_chain import locate_wal_dir, prove
 
 log = logging.getLogger("omendb.database")
@@ -196,6 +205,9 @@ class Database:
         self.last_retrain_at: float | None = None
         self.last_retrain_seconds: float | None = None
         self._released_through: int | None = None  # WAL released before any backup archived it, up to here
+        # [wal_archive]: the WAL is kept until the archiver shipped it (wal_archive.py); -1 until it knows
+        # where the archive ends, None when nothing is archived here (off, or a replica).
+        self._archive_hold: int | None = -1 if config.wal_archive.url else None
         self.read_only: str | None = None  # why writes are refused (a replica names its primary), or None
         self.replicas = ReplicaTracker()  # on a primary: what each replica holds
         self.frame_ring = FrameRing(FRAME_RING_BYTES)  # newest WAL frames, for streaming to replicas
@@ -799,13 +811,16 @@ class Database:
                 (self.data_dir / name).unlink()
 
     def _release_wal(self) -> None:
-        """Drop WAL segments covered by the checkpoint and, once backups track the WAL, archived by them."""
+        """Drop WAL segments covered by the checkpoint and, once backups track the WAL, archived by them, and
+        shipped by the WAL archiver when it runs."""
         if self._wal is None:
             return
-        archived = self.archived_lsn()
+        backups, shipped = self.archived_lsn(), self._archive_hold
+        waits_for = [lsn for lsn in (backups, shipped) if lsn is not None]
+        archived = min(waits_for) if waits_for else None
         through = self._checkpoint_lsn if archived is None else min(self._checkpoint_lsn, archived)
-        log.debug("WAL: releasing segments through LSN %d (checkpoint LSN %d, archived LSN %s)", through,
-                  self._checkpoint_lsn, archived)
+        log.debug("WAL: releasing segments through LSN %d (checkpoint LSN %d, archived LSN %s, shipped LSN %s)",
+                  through, self._checkpoint_lsn, backups, shipped)
         # Replicas that were streaming recently still need the WAL after their position: keep it (within
         # max_retained_mb), so a replica that was briefly away resumes instead of re-seeding from a snapshot.
         replica_floor = self.replicas.floor(REPLICA_WAL_RETENTION_S)
@@ -822,10 +837,66 @@ class Database:
             bound = self.config.wal.max_retained_mb * 1024 * 1024
             if self._wal.size_bytes() > bound:
                 self._wal.remove_through(self._checkpoint_lsn)
-                self._released_through = self._checkpoint_lsn
-                log.warning("WAL retained for backups exceeded [wal] max_retained_mb = %d: released segments "
-                            "through LSN %d that no backup has archived; the next backup must be a full backup",
-                            self.config.wal.max_retained_mb, self._checkpoint_lsn)
+                if backups is not None and backups < self._checkpoint_lsn:
+                    self._released_through = self._checkpoint_lsn
+                    log.warning("WAL retained for backups exceeded [wal] max_retained_mb = %d: released segments "
+                                "through LSN %d that no backup has archived; the next backup must be a full "
+                                "backup", self.config.wal.max_retained_mb, self._checkpoint_lsn)
+                if shipped is not None and shipped < self._checkpoint_lsn:
+                    log.warning("WAL waiting for the WAL archive exceeded [wal] max_retained_mb = %d: released "
+                                "segments through LSN %d that were not shipped to %s; the archive has a gap "
+                                "until the next full backup (check omendb_wal_archive_failures_total)",
+                                self.config.wal.max_retained_mb, self._checkpoint_lsn, self.config.wal_archive.url)
+
+    def set_archive_hold(self, lsn: int | None) -> None:
+        """The WAL archiver shipped everything through `lsn` (None: nothing is archived from here)."""
+        if lsn == self._archive_hold:
+            return
+        self._archive_hold = lsn
+        if not self._closed:
+            self._release_wal()
+
+    @property
+    def archive_hold(self) -> int | None:
+        return self._archive_hold
+
+    def restored_in_current_term(self) -> bool:
+        """Whether `backup_tool restore` made this database and no promotion changed its term since (the
+        restore records the term it continued from; the database runs in the next one)."""
+        try:
+            info = json.loads((self.data_dir / files.RESTORED_FROM).read_text())
+            return int(info["term"]) + 1 == self.term
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    def durable_lsn(self) -> int:
+        """Sync the WAL and return the newest LSN now durable (also with [wal] sync_on_write = false)."""
+        lsn = self._visible_lsn
+        if self._wal is not None:
+            self._wal.sync_all()
+        return lsn
+
+    def encoded_frames_after(self, after_lsn: int, through_lsn: int, max_bytes: int) -> bytes:
+        """Frames after `after_lsn` up to `through_lsn` (about `max_bytes`, at least one) as the WAL holds
+        them: from memory when recent, else from the segments. They start after after_lsn + 1 when the WAL no
+        longer holds that frame, and are empty when it holds none of the range."""
+        recent = self.frame_ring.after(after_lsn, through_lsn, max_bytes)
+        if recent is not None:
+            return recent[0]
+        for _ in range(20):
+            parts: list[bytes] = []
+            size = 0
+            try:
+                for frame in read_frames(self.wal_dir, after_lsn=after_lsn):
+                    if frame.lsn > through_lsn or (parts and size >= max_bytes):
+                        break
+                    parts.append(encode_frame(frame.lsn, frame.term, frame.commit_us, frame.keys, frame.values))
+                    size += len(parts[-1])
+            except FileNotFoundError:
+                time.sleep(0.02)  # a checkpoint released a segment while it was read
+                continue
+            return b"".join(parts)
+        raise CorruptionError(f"WAL segments in {self.wal_dir} kept disappearing while being read")
 
     def archived_lsn(self) -> int | None:
         """LSN up to which backups have archived the WAL (None until the first backup)."""

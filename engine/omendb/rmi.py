@@ -13,41 +13,21 @@ for, and the window is derived from errors measured on the very keys in the arra
 Keys are mapped to float offsets relative to each node's smallest key, computed in uint64 arithmetic,
 so offsets inside small nodes are exact even for extreme int64 values.
 
-The tree is one structured array, a 64-byte record (one cache line) per node, so a lookup costs one cache
-miss per level: ``kind, kmin, a, b, err, slope, intercept``; for an internal node a/b are (first child,
-child count) and ``slope`` is the routing scale, for a leaf a/b are (start, end) in the base array.
+The tree is one structured array, a 64-byte record (one cache line) per node (the layout and
+``LearnedIndex`` are in ``omendb.rmi_nodes``, re-exported here, so that readers of checkpoint files need
+not import numba).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-LEAF = 0
-INTERNAL = 1
+from omendb.rmi_nodes import GUARD, INTERNAL, LEAF, NODE_DTYPE, LearnedIndex
+
 MAX_FANOUT = 1 << 16
-NODE_DTYPE = np.dtype([("kind", np.int64), ("kmin", np.int64), ("a", np.int64), ("b", np.int64),
-                       ("err", np.int64), ("slope", np.float64), ("intercept", np.float64), ("pad", np.int64)])
-GUARD = 1  # extra slots searched on each side of a leaf's measured error
-
-
-@dataclass(frozen=True)
-class LearnedIndex:
-    nodes: np.ndarray  # NODE_DTYPE records
-    model_type: str
-    max_error: int  # the configured bound
-    observed_max_error: int
-    observed_mean_error: float
-    leaves: int
-    depth: int
-    train_seconds: float
-
-    @property
-    def model_bytes(self) -> int:
-        return int(self.nodes.nbytes)
 
 
 def _offsets(keys: np.ndarray, kmin: np.ndarray | int) -> np.ndarray:

@@ -201,6 +201,17 @@ def decode_frames(data: bytes | memoryview, where: str, start: int = 0) -> tuple
     return frames, offset, None
 
 
+def frames_span(data: bytes | memoryview) -> tuple[int, int, int, int]:
+    """(first LSN, last LSN, first term, last term) of concatenated, already checked frames."""
+    view = memoryview(data)
+    _, length, first, first_term, _, _ = FRAME_HEADER.unpack_from(view, 0)
+    offset, last, last_term = 0, first, first_term
+    while offset < len(view):
+        _, length, last, last_term, _, _ = FRAME_HEADER.unpack_from(view, offset)
+        offset += FRAME_HEADER.size + length
+    return first, last, first_term, last_term
+
+
 def _nothing_valid_after(data: bytes, offset: int) -> bool:
     """True when no intact frame starts after `offset`: damage there is a torn tail, not corruption."""
     search = offset + 1
@@ -457,6 +468,10 @@ class WalWriter:
             finally:
                 os.close(fd)
             self._synced = target
+
+    def sync_all(self) -> None:
+        """Make every byte appended so far durable."""
+        self.sync(self._written)
 
     def _sync_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

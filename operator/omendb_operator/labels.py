@@ -36,6 +36,8 @@ class Names:
         self.ca = f"{name}-ca"
         self.users = f"{name}-users"
         self.pdb = name
+        self.primary_pdb = f"{name}-primary"
+        self.network_policy = name
         self.service_account = name
         self.backup_full = f"{name}-backup-full"
         self.backup_incremental = f"{name}-backup-incremental"

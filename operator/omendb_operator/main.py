@@ -10,6 +10,8 @@ Configuration comes from the environment (see docs/operator.md, "Running the ope
 - ``OMENDB_OPERATOR_PEERING``: the kopf peering object shared by replicas; default ``omendb-operator``;
   ``none`` runs standalone. ``OMENDB_OPERATOR_PRIORITY``: this replica's priority (default random).
 - ``OMENDB_OPERATOR_CLUSTER_DOMAIN``: for certificate names; default ``cluster.local``.
+- ``OMENDB_OPERATOR_NAMESPACE``: the operator's own namespace (the Deployment sets it from the downward API),
+  which NetworkPolicies admit; default: the service account's namespace file, else unknown.
 - ``OMENDB_OPERATOR_LOG_FORMAT``: ``json`` (default) or ``text``; ``OMENDB_OPERATOR_LOG_LEVEL``.
 
 Each has a command-line flag that wins over the variable (``--log-level debug`` over
@@ -52,6 +54,7 @@ class Settings:
     peering: str | None = "omendb-operator"
     priority: int = 0
     cluster_domain: str = "cluster.local"
+    operator_namespace: str | None = None
     log_format: str = "json"
     log_level: str = "info"
 
@@ -89,9 +92,21 @@ class Settings:
             peering=None if peering.lower() in ("", "none", "standalone") else peering,
             priority=priority,
             cluster_domain=env.get("OMENDB_OPERATOR_CLUSTER_DOMAIN", "").strip() or "cluster.local",
+            operator_namespace=env.get("OMENDB_OPERATOR_NAMESPACE", "").strip() or _service_account_namespace(),
             log_format=log_format,
             log_level=env.get("OMENDB_OPERATOR_LOG_LEVEL", "info").strip().lower() or "info",
         )
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _service_account_namespace() -> str | None:
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+            return f.read().strip() or None
+    except OSError:  # not in a pod (a developer's shell, the tests): unknown
+        return None
 
 
 class Operator:
@@ -99,7 +114,7 @@ class Operator:
         self.settings = settings
         self.kube = kube or Kube()
         self.queue = WorkQueue(lambda key: self._reconcile(key), workers=settings.workers)
-        self.reconciler = Reconciler(self.kube, settings.cluster_domain,
+        self.reconciler = Reconciler(self.kube, settings.cluster_domain, operator_namespace=settings.operator_namespace,
                                      requeue=lambda ns, name, delay: self.queue.add_after((ns, name), delay))
         self.identity = f"omendb-operator@{os.environ.get('POD_NAME') or os.uname().nodename}/{os.getpid()}"
         self.ready = threading.Event()
@@ -205,6 +220,7 @@ FLAGS = {
     "--peering": "OMENDB_OPERATOR_PEERING",
     "--priority": "OMENDB_OPERATOR_PRIORITY",
     "--cluster-domain": "OMENDB_OPERATOR_CLUSTER_DOMAIN",
+    "--operator-namespace": "OMENDB_OPERATOR_NAMESPACE",
     "--log-format": "OMENDB_OPERATOR_LOG_FORMAT",
     "--log-level": "OMENDB_OPERATOR_LOG_LEVEL",
 }

@@ -66,6 +66,8 @@ OPERATOR_OWNED_KEYS: dict[str, tuple[str, ...]] = {
     # Per pod (which pod is the primary, whom the others follow, with which credentials): set from
     # status.primaryPod through `omendb serve --primary-pod-file` (docs/replication.md, "In Kubernetes").
     "replication": ("role", "primary_url", "credentials_file", "ca_file", "replica_id"),
+    # The bucket of spec.backup.objectStore when archiveWal is on (specs/configmap.py).
+    "wal_archive": ("url",),
 }
 
 DEFAULT_UPGRADE_TIMEOUT_SECONDS = 600
@@ -153,6 +155,30 @@ class BackupVolumeSpec:
 
 
 @dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ObjectStoreSpec:
+    """spec.backup.objectStore: backups go to an S3-compatible bucket
+    instead of the NAME-backups volume. Credentials follow the AWS conventions, as a file: the Secret's key
+    holds an AWS shared-credentials file (``[default]`` with aws_access_key_id and aws_secret_access_key)."""
+
+    bucket: str
+    path: str | None = None  # the prefix in the bucket; None: NAMESPACE/NAME (specs/backup_store.py)
+    endpoint_url: str | None = None
+    region: str | None = None
+    credentials: SecretKeyRef | None = None  # None: the environment's own (an instance role)
+    profile: str | None = None
+    ca: SecretKeyRef | None = None  # a CA bundle the endpoint's certificate chains to
+    # spec.backup.objectStore.archiveWal: the primary ships its WAL there continuously ([wal_archive]), so
+    # a restore from the bucket reaches the last seconds before a disaster, not the last backup.
+    archive_wal: bool = True
+
+
+@dataclass(frozen=True)
 class BackupSpec:
     enabled: bool = True
     full_schedule: str = DEFAULT_FULL_SCHEDULE
@@ -167,6 +193,7 @@ class BackupSpec:
     successful_jobs_history_limit: int = 3
     failed_jobs_history_limit: int = 3
     active_deadline_seconds: int = 6 * 3600
+    object_store: ObjectStoreSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -230,14 +257,29 @@ class FailoverSpec:
 
 
 @dataclass(frozen=True)
+class NetworkPolicySpec:
+    """spec.networkPolicy: an optional NetworkPolicy admitting only who needs the database's ports.
+
+    ``clients``/``prometheus`` are NetworkPolicy peers (podSelector, namespaceSelector, ipBlock); None keeps
+    the defaults (specs/networkpolicy.py): pods labelled ``omendb.io/client: NAME`` in the namespace for the
+    API port, pods labelled ``app.kubernetes.io/name: prometheus`` in any namespace for the metrics port."""
+
+    enabled: bool = False
+    clients: list[dict[str, Any]] | None = None
+    prometheus: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
 class BootstrapSpec:
     """spec.bootstrap.fromBackup: a new OmenDB starts from a backup of another OmenDB in its namespace
-    (read from that OmenDB's backup volume SOURCE-backups), optionally to a point in time."""
+    (read from that OmenDB's backup volume SOURCE-backups), or from a bucket (``objectStore``: another
+    cluster's or region's backups), optionally to a point in time."""
 
-    source_cluster: str
+    source_cluster: str  # "" with object_store and no cluster.name
     backup_id: str = "latest"
     lsn: int | None = None
     time: str | None = None
+    object_store: ObjectStoreSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +303,7 @@ class OmenDBSpec:
     replication: ReplicationSpec = field(default_factory=ReplicationSpec)
     failover: FailoverSpec = field(default_factory=FailoverSpec)
     bootstrap: BootstrapSpec | None = None
+    network_policy: NetworkPolicySpec = field(default_factory=NetworkPolicySpec)
 
     @property
     def container_image(self) -> str:
@@ -389,6 +432,7 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             successful_jobs_history_limit=int(_get(backup_raw, "successfulJobsHistoryLimit", 3)),
             failed_jobs_history_limit=int(_get(backup_raw, "failedJobsHistoryLimit", 3)),
             active_deadline_seconds=int(_get(backup_raw, "activeDeadlineSeconds", 6 * 3600)),
+            object_store=parse_object_store(backup_raw.get("objectStore"), "spec.backup.objectStore"),
         ),
         monitoring=MonitoringSpec(
             prometheus_rule=bool(_get(monitoring_raw, "prometheusRule", True)),
@@ -432,9 +476,58 @@ def parse_spec(raw: dict[str, Any] | None) -> OmenDBSpec:
             delay_seconds=int(_get(failover_raw, "delaySeconds", 30)),
         ),
         bootstrap=_bootstrap(raw.get("bootstrap")),
+        network_policy=_network_policy(raw.get("networkPolicy") or {}),
     )
     validate(spec)
     return spec
+
+
+def _peers(raw: dict[str, Any], key: str) -> list[dict[str, Any]] | None:
+    peers = raw.get(key)
+    if peers is None:
+        return None
+    if not isinstance(peers, list) or not all(isinstance(p, dict) and p for p in peers):
+        raise SpecError(f"spec.networkPolicy.{key} must be a list of NetworkPolicy peers (each with podSelector, "
+                        "namespaceSelector or ipBlock); leave it out for the default")
+    return [dict(p) for p in peers]
+
+
+def _network_policy(raw: dict[str, Any]) -> NetworkPolicySpec:
+    return NetworkPolicySpec(enabled=bool(_get(raw, "enabled", False)), clients=_peers(raw, "clients"),
+                             prometheus=_peers(raw, "prometheus"))
+
+
+def _key_ref(raw: dict[str, Any] | None, where: str, default_key: str) -> SecretKeyRef | None:
+    if not raw:
+        return None
+    name = str(raw.get("name") or "")
+    if not name:
+        raise SpecError(f"{where}.name is required: the Secret (in this namespace) holding it")
+    return SecretKeyRef(name, str(raw.get("key") or default_key))
+
+
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def parse_object_store(raw: dict[str, Any] | None, where: str) -> ObjectStoreSpec | None:
+    """An objectStore block (spec.backup.objectStore, or a restore's or bootstrap's source)."""
+    if not raw:
+        return None
+    bucket = str(raw.get("bucket") or "")
+    if not S3_BUCKET.match(bucket):
+        raise SpecError(f"{where}.bucket {bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, "
+                        "dots and dashes)")
+    path = None if raw.get("path") is None else str(raw["path"]).strip("/")
+    endpoint = raw.get("endpointURL")
+    if endpoint is not None and not str(endpoint).startswith(("https://", "http://")):
+        raise SpecError(f"{where}.endpointURL {endpoint!r} must start with https:// (or http://)")
+    return ObjectStoreSpec(
+        bucket=bucket, path=path, endpoint_url=endpoint, region=raw.get("region"),
+        credentials=_key_ref(raw.get("credentials"), f"{where}.credentials", "credentials"),
+        profile=(raw.get("credentials") or {}).get("profile"),
+        ca=_key_ref(raw.get("ca"), f"{where}.ca", "ca.crt"),
+        archive_wal=bool(raw.get("archiveWal", True)),
+    )
 
 
 def _bootstrap(raw: dict[str, Any] | None) -> BootstrapSpec | None:
@@ -442,14 +535,16 @@ def _bootstrap(raw: dict[str, Any] | None) -> BootstrapSpec | None:
     if not source:
         return None
     cluster = str((source.get("cluster") or {}).get("name") or "")
-    if not cluster:
-        raise SpecError("spec.bootstrap.fromBackup.cluster.name is required: the OmenDB (in this namespace) "
-                        "whose backup volume NAME-backups holds the backup")
+    store = parse_object_store(source.get("objectStore"), "spec.bootstrap.fromBackup.objectStore")
+    if not cluster and store is None:
+        raise SpecError("spec.bootstrap.fromBackup needs cluster.name (the OmenDB in this namespace whose backup "
+                        "volume NAME-backups holds the backup) or objectStore (the bucket holding it)")
     pit = source.get("pointInTime") or {}
     if pit.get("lsn") is not None and pit.get("time"):
         raise SpecError("spec.bootstrap.fromBackup.pointInTime takes time or lsn, not both")
     return BootstrapSpec(source_cluster=cluster, backup_id=str(source.get("backupId") or "latest"),
-                         lsn=None if pit.get("lsn") is None else int(pit["lsn"]), time=pit.get("time"))
+                         lsn=None if pit.get("lsn") is None else int(pit["lsn"]), time=pit.get("time"),
+                         object_store=store)
 
 
 def validate(spec: OmenDBSpec) -> None:
@@ -501,7 +596,10 @@ def engine_config(spec: OmenDBSpec) -> Config:
 
     Validated by the engine's own loader, so a bad value is refused here with the engine's message."""
     try:
-        return Config.from_dict(render_config_dict(spec), source="spec.config")
+        # A stand-in URL when the WAL is archived: the engine checks the keys that go with it (the WAL on).
+        archived = spec.backup.object_store is not None and spec.backup.object_store.archive_wal
+        return Config.from_dict(render_config_dict(spec, wal_archive_url="s3://bucket/check" if archived else ""),
+                                source="spec.config")
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
 
@@ -518,11 +616,12 @@ def memory_limit_mb(spec: OmenDBSpec) -> int | None:
     return max(1, int(parse_quantity(str(limit)) * MEMORY_SHARE_NUM / MEMORY_SHARE_DEN) // (1024 * 1024))
 
 
-def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True) -> dict[str, dict[str, Any]]:
+def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True, wal_archive_url: str = "") -> dict[str, dict[str, Any]]:
     """spec.config with the operator-owned keys filled in (the paths of the volumes it mounts, the ports
     its Services and probes use, the auth/TLS switches from spec.auth and spec.tls, and the replication
     keys every pod shares). ``tls_ca``: a CA certificate is mounted at TLS_CA_FILE (always with generated
-    certificates; with the user's Secret when it has ca.crt), else replicas trust the system CAs."""
+    certificates; with the user's Secret when it has ca.crt), else replicas trust the system CAs.
+    ``wal_archive_url``: where the primary ships its WAL (specs/backup_store.wal_archive_url), or ""."""
     out: dict[str, dict[str, Any]] = {name: dict(values) for name, values in spec.config.items()}
     database = out.setdefault("database", {})
     database["data_dir"] = DATA_DIR
@@ -555,4 +654,6 @@ def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True) -> dict[str, dict[
     monitoring = out.setdefault("monitoring", {})
     monitoring["prometheus_enabled"] = True
     monitoring["prometheus_port"] = L.METRICS_PORT
+    if wal_archive_url:
+        out.setdefault("wal_archive", {})["url"] = wal_archive_url
     return out

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from omendb.backup.columns import unpack
 from omendb.backup.layout import resolve
 from tests.backup.conftest import read_state, run, tool
 from tests.server.certs import CertificateAuthority
@@ -113,7 +114,10 @@ def test_online_backups_under_concurrent_writes_restore_consistently(tls_server,
     assert all(b["source"]["kind"] == "online" for b in listed)
     assert writer.log[-1][0] > listed[0]["end_lsn"]  # writes went on after the last backup
     assert listed[-1]["end_lsn"] > 20  # ... and before the first one finished
-    snapshot = (backups / listed[-1]["id"] / "snapshot.odb").read_bytes()
+    # The streamed checkpoint is stored packed (snapshot.odb.cols) like a local one.
+    assert {f["name"] for f in listed[-1]["files"]} == {"snapshot.odb.cols", "wal.frames.zst"}
+    unpack(backups / listed[-1]["id"] / "snapshot.odb.cols", tmp_path / "snapshot.odb")
+    snapshot = (tmp_path / "snapshot.odb").read_bytes()
     for backup in listed:
         target = tmp_path / f"restore-{backup['id']}"
         run("--data-dir", str(target), "--backup-dir", str(backups), "restore", "--backup-id", backup["id"])

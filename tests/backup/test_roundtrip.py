@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from omendb import Database
+from omendb.backup.columns import unpack
 from omendb.backup.layout import resolve
 from tests.backup.conftest import Model, engine_config, read_state, run, write_batches
 
@@ -134,9 +135,10 @@ def test_empty_and_never_checkpointed_databases(tmp_path, rng):
          "production")
 
 
-def test_a_format_2_checkpoint_is_stored_byte_for_byte(tmp_path, rng):
-    """The engine's checkpoint (format 2: uncompressed columns, memory-mapped) goes into the backup as is,
-    not recompressed, and a restore of it equals the source."""
+def test_a_format_2_checkpoint_is_stored_packed_and_comes_back_byte_for_byte(tmp_path, rng):
+    """The engine's checkpoint (format 2: uncompressed columns, memory-mapped) goes into the backup with its
+    key and LSN columns packed (snapshot.odb.cols), not recompressed as a whole; unpacking it gives the
+    source's checkpoint byte for byte, and a restore of it equals the source."""
     root, backups, model = tmp_path / "omendb", tmp_path / "backups", Model()
     with Database.open(engine_config(root, storage={"enable_compression": False})) as db:
         write_batches(db, model, rng, 6)
@@ -147,10 +149,11 @@ def test_a_format_2_checkpoint_is_stored_byte_for_byte(tmp_path, rng):
         source_bytes = base.read_bytes()
     backup = json.loads(run("--backup-dir", str(backups), "list", "--output", "json").stdout)[0]
     files = {f["name"]: f for f in backup["files"]}
-    assert "snapshot.odb.zst" not in files
-    assert files["snapshot.odb"]["codec"] == "none"
-    assert files["snapshot.odb"]["size"] == files["snapshot.odb"]["raw_size"] == len(source_bytes)
-    assert (backups / backup["id"] / "snapshot.odb").read_bytes() == source_bytes
+    assert "snapshot.odb.zst" not in files and "snapshot.odb" not in files
+    assert files["snapshot.odb.cols"]["codec"] == "odb-columns"
+    assert files["snapshot.odb.cols"]["raw_size"] == len(source_bytes) > files["snapshot.odb.cols"]["size"]
+    unpack(backups / backup["id"] / "snapshot.odb.cols", tmp_path / "unpacked.odb")
+    assert (tmp_path / "unpacked.odb").read_bytes() == source_bytes
     run("--backup-dir", str(backups), "verify", "--backup-id", "latest", "--deep")
     run("--data-dir", str(tmp_path / "r"), "--backup-dir", str(backups), "restore", "--backup-id", "latest")
     assert read_state(resolve(tmp_path / "r")) == (model.data, model.lsn)
@@ -196,8 +199,7 @@ def test_a_restore_puts_the_checkpoint_back_byte_for_byte_and_replays_the_wal_ta
         inside = model.remember()
         write_batches(db, model, rng, 4)
         run("--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database", "production")
-    backup = _list(backups)[0]
-    snapshot = (backups / backup["id"] / "snapshot.odb").read_bytes()
+        snapshot = (root / "data" / json.loads((root / "data" / "MANIFEST").read_text())["base_file"]).read_bytes()
     target = tmp_path / "restored"
     for lsn, expected in ((None, model.data), (inside, model.at[inside]), (checkpoint_lsn, model.at[checkpoint_lsn])):
         extra = ["--to-lsn", str(lsn)] if lsn is not None else []

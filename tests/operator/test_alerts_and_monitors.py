@@ -19,6 +19,7 @@ def test_the_guides_four_alerts_and_a_backup_alert():
         "WALSizeGrowth",
         "OmenDBBackupFailing",
         "OmenDBCertificateExpiringSoon",
+        "OmenDBWALArchiveFailing",
     ]
     assert rules["OmenDBDown"]["expr"] == f'up{{job="omendb",{SEL}}} == 0'
     assert rules["OmenDBDown"]["for"] == "30s"
@@ -44,6 +45,7 @@ def test_the_guides_four_alerts_and_a_backup_alert():
         f"kube_cronjob_status_last_successful_time{{{cron}}})"
     )
     assert backup["for"] == "1h"
+    assert rules["OmenDBWALArchiveFailing"]["expr"] == f"omendb_wal_archive_lag_seconds{{{SEL}}} > 300"
     for rule in rules.values():
         assert rule["labels"]["omendb"] == "prod" and rule["annotations"]["summary"]
 
@@ -77,7 +79,7 @@ def test_prometheus_rule_and_service_monitor(owner):
     rule = build_prometheus_rule(owner, spec)
     assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert len(rule["spec"]["groups"][0]["rules"]) == 6
+    assert len(rule["spec"]["groups"][0]["rules"]) == 7
     sm = build_service_monitor(owner, spec)
     assert sm["spec"]["jobLabel"] == "app"  # job="omendb", as the guide's OmenDBDown expects
     assert sm["spec"]["selector"]["matchLabels"]["omendb.io/metrics"] == "true"

@@ -32,7 +32,7 @@ def test_rules_pass_promtool_check(tmp_path):
         [str(_promtool()), "check", "rules", str(_rules_file(tmp_path))], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 6 rules found" in out.stdout
+    assert "SUCCESS: 7 rules found" in out.stdout
 
 
 def test_each_alert_fires_when_it_should(tmp_path):
@@ -73,6 +73,11 @@ def test_each_alert_fires_when_it_should(tmp_path):
                     {"series": 'omendb_tls_cert_expiry_seconds{namespace="prod-ns", '
                                'app_kubernetes_io_instance="prod", pod="prod-1"}',
                      "values": f"{3 * 86400}-30x40"},
+                    # prod-0 ships its WAL (lag 0); prod-1's shipping fails from t=0: the lag grows 30 s a step.
+                    {"series": f"omendb_wal_archive_lag_seconds{{{SEL}}}", "values": "0x40"},
+                    {"series": 'omendb_wal_archive_lag_seconds{namespace="prod-ns", '
+                               'app_kubernetes_io_instance="prod", pod="prod-1"}',
+                     "values": "0+30x40"},
                 ],
                 "alert_rule_test": [
                     {
@@ -192,6 +197,27 @@ def test_each_alert_fires_when_it_should(tmp_path):
                                     "summary": "OmenDB TLS certificate expires within 7 days",
                                     "description": "prod-1 serves a certificate that expires in 2d 23h 45m "
                                     "0s (negative: expired); see the certificate-expiry runbook.",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "5m", "alertname": "OmenDBWALArchiveFailing", "exp_alerts": []},
+                    {
+                        "eval_time": "7m",
+                        "alertname": "OmenDBWALArchiveFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "omendb": "prod",
+                                    "namespace": "prod-ns",
+                                    "app_kubernetes_io_instance": "prod",
+                                    "pod": "prod-1",
+                                },
+                                "exp_annotations": {
+                                    "summary": "OmenDB WAL archiving is failing or behind",
+                                    "description": "prod-1 has writes that waited 7m 0s to be shipped to the "
+                                    "object store; see the WAL archiving runbook.",
                                 },
                             }
                         ],

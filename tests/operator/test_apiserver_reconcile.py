@@ -96,8 +96,16 @@ def _versions(kube, namespace):
             "storage": {"deleteClaimsOnDelete": True, "data": {"storageClassName": "fast"}},
         },
         yaml.safe_load((ROOT / "manifests/samples/omendb-production.yaml").read_text())["spec"],
+        {"networkPolicy": {"enabled": True, "clients": [
+            {"namespaceSelector": {"matchLabels": {"team": "search"}},
+             "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}},
+            {"ipBlock": {"cidr": "10.1.0.0/16", "except": ["10.1.2.0/24"]}}]}},
+        {"backup": {"objectStore": {"bucket": "omendb-backups", "endpointURL": "https://s3.example:8333",
+                                    "credentials": {"name": "s3", "profile": "backups"}, "ca": {"name": "s3-ca"}}},
+         "bootstrap": {"fromBackup": {"objectStore": {"bucket": "omendb-backups", "path": "prod/db"}}}},
     ],
-    ids=["defaults", "user-tls-no-auth", "scheduling-and-backup-options", "production-sample"],
+    ids=["defaults", "user-tls-no-auth", "scheduling-and-backup-options", "production-sample", "network-policy",
+         "object-store"],
 )
 def test_every_built_manifest_passes_server_side_dry_run(apiserver, namespace, kube, raw):
     body = _create_omendb(
@@ -125,6 +133,8 @@ def test_reconcile_creates_children_then_a_resync_writes_nothing(apiserver, name
     body = kube.get("omendb.io/v1alpha1", "OmenDB", "db", namespace)
     status = body["status"]
     assert status["phase"] == "Creating"  # no kubelet here: pods never become ready
+    # The first status write stores spec.version's default (test_apiserver_version_default.py).
+    assert status["specDefaultsRecorded"] is True and body["spec"]["version"]
     assert status["observedGeneration"] == body["metadata"]["generation"]
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["Ready"]["status"] == "False" and conds["TLSReady"]["status"] == "True"
@@ -250,6 +260,29 @@ def test_switching_backups_off_removes_cronjobs_but_keeps_the_backup_volume(apis
         for c in kube.get("omendb.io/v1alpha1", "OmenDB", "db", namespace)["status"]["conditions"]
     }
     assert conds["BackupHealthy"]["reason"] == "BackupsDisabled"
+
+
+def test_the_network_policy_follows_the_switch(apiserver, namespace, kube):
+    doc = _sample()
+    doc["spec"]["networkPolicy"] = {"enabled": True}
+    _create_omendb(apiserver, namespace, doc)
+    reconciler = Reconciler(kube, operator_namespace="omendb-system")
+    reconciler.reconcile(namespace, "db")
+    policy = kube.get("networking.k8s.io/v1", "NetworkPolicy", "db", namespace)
+    assert policy is not None and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert reconciler.reconcile(namespace, "db") == "unchanged"
+    with apiserver.client() as http:
+        r = http.patch(f"{BASE}/namespaces/{namespace}/omendbs/db",
+                       headers={"Content-Type": "application/merge-patch+json"},
+                       json={"spec": {"networkPolicy": {"enabled": False}}})
+        assert r.status_code == 200, r.text
+        # An empty peer would admit everyone: the schema refuses it.
+        r = http.patch(f"{BASE}/namespaces/{namespace}/omendbs/db",
+                       headers={"Content-Type": "application/merge-patch+json"},
+                       json={"spec": {"networkPolicy": {"clients": [{}]}}})
+        assert r.status_code == 422 and "clients[0]" in r.text, r.text
+    reconciler.reconcile(namespace, "db")
+    assert kube.get("networking.k8s.io/v1", "NetworkPolicy", "db", namespace) is None
 
 
 def test_a_missing_htpasswd_secret_degrades_with_the_fix(apiserver, namespace, kube):

@@ -20,6 +20,7 @@ from omendb.backup.contract import (
 from omendb_operator.plans import bootstrap, restores
 from omendb_operator.spec import parse_spec
 from omendb_operator.specs import cronjobs, jobs
+from omendb_operator.specs.backup_store import volume_location
 
 
 def _command(obj: dict[str, Any]) -> list[str]:
@@ -66,7 +67,7 @@ def _operator_requests() -> list[tuple[list[str], Request]]:
                                                                       "pointInTime": {"lsn": 5}}}})
     command = _command(bootstrap.bootstrap_job(boot, parse_spec(boot["spec"])))
     out.append((command[command.index("--") + 1:],
-                jobs.RestoreTarget("latest", 5, None, "prod-backups", "prod-backup-key").request()))
+                jobs.RestoreTarget("latest", 5, None, volume_location("prod-backups"), "prod-backup-key").request()))
     return out
 
 

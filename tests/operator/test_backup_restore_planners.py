@@ -305,6 +305,10 @@ def test_restore_result_is_checked_against_the_manifest_or_target():
     assert "ends at LSN 90" in str(restores.check_result(replace(ok, records=119), whole))
     assert restores.check_result(replace(ok, lsn=40, records=3), jobs.RestoreTarget("x", lsn=40)) is None
     assert "past the requested" in str(restores.check_result(replace(ok, lsn=41), jobs.RestoreTarget("x", lsn=40)))
+    # Continued by the WAL archive: past the backup, where the archived WAL ends.
+    archived = replace(ok, lsn=97, records=130, archived_lsn=97)
+    assert restores.check_result(archived, whole) is None
+    assert "archived WAL end at LSN 97" in str(restores.check_result(replace(archived, lsn=95), whole))
 
 
 def test_a_restore_result_of_an_unknown_version_puts_back_saying_why(owner):

@@ -203,3 +203,24 @@ def test_user_tls_secret_problems_degrade_and_name_warnings_are_reported():
     assert (conds["Degraded"]["status"], conds["Degraded"]["reason"]) == ("False", "AsExpectedWithWarnings")
     assert "prod.ns.svc" in conds["Degraded"]["message"]
     assert (conds["TLSReady"]["status"], conds["TLSReady"]["reason"]) == ("True", "CertificateNamesMissing")
+
+
+def test_continuous_archiving_condition_follows_the_primarys_archiver():
+    owner = make_owner()
+    spec = parse_spec({"replicas": 3, "backup": {"objectStore": {"bucket": "b1b"}}})
+
+    def condition(archive):
+        obs = Observation(statefulset=_sts(3), tls_not_after=NOW, wal_archive=archive)
+        return _conds(build_status(owner, spec, obs, None, NOW))["ContinuousArchiving"]
+
+    assert (condition(None)["status"], condition(None)["reason"]) == ("Unknown", "PrimaryNotRead")
+    ok = condition({"url": "s3://b1b/omendb-prod/prod", "active": True, "shipped_lsn": 42, "lag_seconds": 0.4,
+                    "failing": False, "error": ""})
+    assert ok["status"] == "True" and ok["reason"] == "ArchivingWAL" and "through LSN 42" in ok["message"]
+    bad = condition({"url": "s3://b1b/omendb-prod/prod", "active": True, "shipped_lsn": 42, "lag_seconds": 400,
+                     "failing": True, "error": "Access Denied"})
+    assert bad["status"] == "False" and bad["reason"] == "ArchiveFailing" and "Access Denied" in bad["message"]
+    # Without an object store, or with archiveWal false, there is no such condition.
+    for raw in ({"replicas": 3}, {"replicas": 3, "backup": {"objectStore": {"bucket": "b1b", "archiveWal": False}}}):
+        status = build_status(owner, parse_spec(raw), Observation(statefulset=_sts(3), tls_not_after=NOW), None, NOW)
+        assert "ContinuousArchiving" not in _conds(status)

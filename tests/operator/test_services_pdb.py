@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from omendb_operator.specs.pdb import build_pdb
+from omendb_operator.specs.pdb import build_pdbs
 from omendb_operator.specs.services import build_services
 
 
@@ -32,7 +32,7 @@ def test_read_service_selects_replicas_once_there_are_any(owner):
 
 
 def test_pdb_allows_one_disruption_at_a_time(owner):
-    pdb = build_pdb(owner)
+    (pdb,) = build_pdbs(owner, 1)
     assert pdb["spec"]["maxUnavailable"] == 1
     assert "minAvailable" not in pdb["spec"]
     assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "prod"

@@ -19,7 +19,7 @@ from omendb_operator.specs import security
 ROOT = Path(__file__).resolve().parents[2]
 # Kinds only ever cluster-scoped: in namespaced mode none of their rights may be granted by a Role.
 CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"),
-                  ("kopf.dev", "clusterkopfpeerings"), ("storage.k8s.io", "storageclasses")}
+                  ("kopf.dev", "clusterkopfpeerings"), ("storage.k8s.io", "storageclasses"), ("", "nodes")}
 
 
 def docs(text: str) -> list[dict[str, Any]]:
@@ -107,7 +107,7 @@ def test_namespaced_mode_grants_only_per_namespace_plus_crd_reads():
     [cluster_role] = operator_cluster_roles(objs)
     assert triples(cluster_role["rules"]) == {("apiextensions.k8s.io", "customresourcedefinitions", v)
                                               for v in ("get", "list", "watch")} | {
-        ("storage.k8s.io", "storageclasses", "get")}
+        ("storage.k8s.io", "storageclasses", "get")} | {("", "nodes", v) for v in ("get", "list", "watch")}
     assert sorted(b["metadata"]["namespace"] for b in by_kind(objs, "RoleBinding")) == ["team-a", "team-b"]
     assert sorted(p["metadata"]["namespace"] for p in by_kind(objs, "KopfPeering")) == ["team-a", "team-b"]
     assert not by_kind(objs, "ClusterKopfPeering")

@@ -225,3 +225,63 @@ def test_credential_cache_key_is_hmac_sha256() -> None:
     assert basic_credentials("a", "b") == "YTpi"  # what HTTP Basic sends for a:b
     assert CredentialCache(60, secret=secret).key("YTpi") == hmac.digest(secret, b"YTpi", "sha256")
     assert CredentialCache(60).key("YTpi") != CredentialCache(60).key("YTpi")  # a random key each
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize("status, body", [(200, b'{"key":2,"value":1.0}'),
+                                          (404, b'{"error":{"code":"not_found","message":"no record"}}')])
+def test_a_whole_response_written_at_once_is_what_uvicorn_writes_in_two(keep_alive: bool, status: int,
+                                                                         body: bytes) -> None:
+    # direct.write_whole stands in for uvicorn's send of a start and a final body message: same bytes on
+    # the wire, same cycle state, same keep-alive close, and the protocol is told the response is complete.
+    import asyncio
+    import functools
+
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from omendb.server.direct import write_whole
+
+    class Transport:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def close(self) -> None:
+            self.closed = True
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", b"abc123")]
+
+    async def both() -> list[tuple[bytes, bool, int, tuple[bool, bool, bool]]]:
+        results = []
+        for direct in (False, True):
+            transport = Transport()
+            completed: list[int] = []
+            cycle = RequestResponseCycle(
+                scope={"type": "http", "method": "GET", "path": "/v1/records/2"},  # type: ignore[typeddict-item]
+                transport=transport, flow=FlowControl(transport),  # type: ignore[arg-type]
+                logger=logging.getLogger("t"), access_logger=logging.getLogger("t"), access_log=False,
+                default_headers=[(b"date", b"Fri, 04 Dec 2026 18:00:00 GMT")], message_event=asyncio.Event(),
+                expect_100_continue=False, keep_alive=keep_alive, on_response=functools.partial(completed.append, 1))
+            if direct:
+                assert write_whole(cycle, status, list(headers), body)
+                assert len(transport.written) == 1
+            else:
+                await cycle.send({"type": "http.response.start", "status": status, "headers": list(headers)})
+                await cycle.send({"type": "http.response.body", "body": body})
+            results.append((b"".join(transport.written), transport.closed, len(completed),
+                            (cycle.response_started, cycle.response_complete, cycle.message_event.is_set())))
+            # Once a response has begun, write_whole declines (uvicorn's send explains the misuse).
+            assert not write_whole(cycle, status, list(headers), body)
+        return results
+
+    asgi, whole = asyncio.run(both())
+    assert whole == asgi
+    assert whole[1] is (not keep_alive)

@@ -4,4 +4,7 @@ retention, from a data directory (offline, no lock needed) or a running server (
 A backup is a directory published atomically in the backup directory: ``manifest.json`` plus zstandard
 payload (a snapshot at one LSN and the WAL frames after it). See docs/backup.md for the format."""
 
-FORMAT_VERSION = 1
+# 2: a format-2 checkpoint is stored with its key and LSN columns packed (snapshot.odb.cols, columns.py).
+# Backups of format 1 (the checkpoint as is, or zstandard-compressed) are still read, verified and restored.
+FORMAT_VERSION = 2
+READS_FORMATS = (1, 2)

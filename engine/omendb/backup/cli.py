@@ -4,9 +4,13 @@
     backup_tool --data-dir D --backup-dir B incremental-backup --database NAME
     backup_tool --backup-dir B list [--database NAME] [--output json]
     backup_tool --data-dir D --backup-dir B restore --backup-id ID|latest [--to-lsn N | --to-time T] [--force]
+                [--without-wal-archive]
     backup_tool [--data-dir D] --backup-dir B verify --backup-id ID|latest [--deep]
     backup_tool --backup-dir B cleanup --retention-days N [--dry-run]
     backup_tool --data-dir D rollback-restore
+
+``--backup-dir`` is a directory or an object store URL, ``s3://bucket/prefix`` (credentials, endpoint, region
+and CA from the AWS environment variables: omendb.objectstore, docs/backup.md).
 
 ``--source URL`` (with ``--credentials-file``, OMENDB_CREDENTIALS_FILE or OMENDB_USER/OMENDB_PASSWORD, and
 ``--ca-file`` or OMENDB_CA_FILE) backs up a running server instead of reading D. ``--key-file PATH`` (or
@@ -25,11 +29,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
+from omendb import wal_archive
+from omendb.backup.bucket import open_store
 from omendb.backup.contract import BackupResult, CleanupResult, RestoreResult, Result, result_line
 from omendb.backup.create import take_backup
-from omendb.backup.errors import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OK, BackupError, NotFound, Usage
+from omendb.backup.errors import EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OK, EXIT_STORE, BackupError, NotFound, Usage
 from omendb.backup.keys import KEY_ENV, KEY_FILE_ENV, load_key
 from omendb.backup.layout import resolve
 from omendb.backup.manifest import FULL, INCREMENTAL, BackupManifest, format_us, parse_time
@@ -38,6 +45,7 @@ from omendb.backup.retention import plan
 from omendb.backup.source import LocalSource, RemoteSource, load_credentials
 from omendb.backup.store import BackupStore
 from omendb.backup.verify import Report, verify_backup, verify_data_dir
+from omendb.objectstore import ObjectStoreError
 
 CREDENTIALS_FILE_ENV = "OMENDB_CREDENTIALS_FILE"
 
@@ -128,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--to-lsn", type=int, help="restore the state right after this LSN")
     target.add_argument("--to-time", help="restore the state as of this time (ISO 8601, UTC if no offset)")
     p.add_argument("--force", action="store_true", help="replace a data directory that holds a database")
+    p.add_argument("--without-wal-archive", action="store_true",
+                   help="stop at the end of the backup chain even if the WAL archive beside the backups "
+                        "continues it (by default the restore replays the archived WAL up to the target)")
     p.add_argument("--allow-unkeyed", action="store_true",
                    help="with a backup key configured, still accept backups made without one (e.g. taken "
                         "before backups were keyed); they are restored with a warning")
@@ -154,10 +165,18 @@ def _need(args: argparse.Namespace, *names: str) -> None:
             raise Usage(f"{args.command} needs --{name.replace('_', '-')}")
 
 
-def _store(args: argparse.Namespace) -> BackupStore:
-    """The backup directory, with the configured key and --allow-unkeyed where the command has it."""
-    return BackupStore(args.backup_dir, load_key(getattr(args, "key_file", None)),
-                       bool(getattr(args, "allow_unkeyed", False)))
+def _store(args: argparse.Namespace, work_dir: str | None = None) -> BackupStore:
+    """The backup directory or object store URL, with the configured key and --allow-unkeyed where the
+    command has it. `work_dir`: where an object store's backups are streamed down to (default $TMPDIR)."""
+    return open_store(args.backup_dir, load_key(getattr(args, "key_file", None)),
+                      bool(getattr(args, "allow_unkeyed", False)), work_dir)
+
+
+def _existing_parent(path: Path) -> Path:
+    parent = path.parent
+    while not parent.is_dir():
+        parent = parent.parent
+    return parent
 
 
 def _human(n: int) -> str:
@@ -205,12 +224,14 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     kind = FULL if args.command == "full-backup" else INCREMENTAL
     progress = Progress(args.command, args.quiet)
     started = time.monotonic()
+    store = _store(args)
     try:
-        manifest = take_backup(_store(args), source, args.database, kind,
+        manifest = take_backup(store, source, args.database, kind,
                                lock_timeout=args.lock_timeout, progress=progress,
                                level=args.compression_level)
     finally:
         progress.close()
+        store.close()
         if isinstance(source, RemoteSource):
             source.close()
     size = sum(f.size for f in manifest.files)
@@ -224,8 +245,11 @@ def _cmd_backup(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     _need(args, "backup_dir")
-    store = BackupStore(args.backup_dir)  # listing authenticates nothing: no key needed
-    good, damaged = store.scan()
+    store = open_store(args.backup_dir)  # listing authenticates nothing: no key needed
+    try:
+        good, damaged = store.scan()
+    finally:
+        store.close()
     backups = [m for m in reversed(good) if args.database is None or m.database == args.database]
     for d in damaged:
         log.warning("not listed: %s", d.problem)
@@ -234,7 +258,32 @@ def _cmd_list(args: argparse.Namespace) -> int:
     else:
         for m in backups:
             print(_list_row(m))
+        for row in _archive_rows(args.backup_dir, backups):
+            print(row)
     return EXIT_OK
+
+
+def _archive_rows(location: str, backups: list[BackupManifest]) -> list[str]:
+    """After the backups (so `list | head -n1` stays the newest backup): each database's WAL archive, with
+    how far it continues the newest backup (the point a restore reaches now)."""
+    store = open_store(location)
+    rows = []
+    try:
+        newest: dict[str, BackupManifest] = {}
+        for m in backups:  # newest first
+            newest.setdefault(str(m.source.get("database_id") or ""), m)
+        for database_id, m in newest.items():
+            found = wal_archive.pieces(store.wal_archive(database_id)) if database_id else []
+            if not found:
+                continue
+            first, last = min(p.first for p in found), max(p.last for p in found)
+            rows.append("\t".join(["wal-archive", m.database, f"lsn={first}..{last}", f"pieces={len(found)}",
+                                    f"after={m.id}", f"lsns_after_backup={max(0, last - m.end_lsn)}"]))
+    except wal_archive.ArchiveError as exc:
+        log.warning("the WAL archive could not be listed: %s", exc.message)
+    finally:
+        store.close()
+    return rows
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -243,20 +292,28 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         raise Usage("restore writes a data directory; --source is only for taking backups")
     target = Target(args.to_lsn, parse_time(args.to_time) if args.to_time else None)
     layout = resolve(args.data_dir, args.wal_dir)
-    store = _store(args)
+    # From an object store, the backup is streamed down beside the data directory: onto the volume it is
+    # restored to, which has room for it, rather than into a small $TMPDIR.
+    store = _store(args, str(_existing_parent(layout.data_dir)))
     progress = Progress("restore", args.quiet)
     hint = "backup_tool " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         with store.locked(False, args.lock_timeout):
-            result = restore(store, layout, args.backup_id, args.database, target, args.force, progress, hint)
+            result = restore(store, layout, args.backup_id, args.database, target, args.force, progress, hint,
+                             use_wal_archive=not args.without_wal_archive)
     finally:
         progress.close()
+        store.close()
     if result.recovered:
         log.warning("%s", result.recovered)
     _write_result(args, RestoreResult(result.backup_id, result.lsn, result.term, result.records,
-                                      result.backup_end_lsn, result.backup_records))
-    print(f"restored backup {result.backup_id} to LSN {result.lsn} (term {result.term}, {result.records} "
-          f"records) into {layout.data_dir} (WAL {layout.wal_dir}); start the server to serve it")
+                                      result.backup_end_lsn, result.backup_records, result.archived_lsn,
+                                      result.archive_stop))
+    archived = ""
+    if result.archived_lsn is not None:
+        archived = f" and the WAL archive ({result.lsn - result.backup_end_lsn} archived writes after its end)"
+    print(f"restored backup {result.backup_id}{archived} to LSN {result.lsn} (term {result.term}, "
+          f"{result.records} records) into {layout.data_dir} (WAL {layout.wal_dir}); start the server to serve it")
     return EXIT_OK
 
 
@@ -269,11 +326,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             verify_data_dir(layout, report)
     store = _store(args)
     missing = None
-    with store.locked(False, args.lock_timeout):
-        try:
-            verify_backup(store, args.backup_id, args.database, args.deep, report)
-        except NotFound as exc:
-            missing = exc
+    try:
+        with store.locked(False, args.lock_timeout):
+            try:
+                verify_backup(store, args.backup_id, args.database, args.deep, report)
+            except NotFound as exc:
+                missing = exc
+    finally:
+        store.close()
     for line in report.lines:
         print(line)
     if report.problems:
@@ -286,11 +346,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prune_wal_archive(store: BackupStore, kept: list[BackupManifest], dry_run: bool) -> None:
+    """Archived WAL older than the oldest full backup kept of its database can never be replayed: delete it."""
+    oldest: dict[str, int] = {}
+    for m in kept:
+        database_id = m.source.get("database_id")
+        if m.type == FULL and database_id:
+            oldest[str(database_id)] = min(oldest.get(str(database_id), m.start_lsn), m.start_lsn)
+    for database_id, start in sorted(oldest.items()):
+        location = store.wal_archive(database_id)
+        doomed = [p.name for p in wal_archive.pieces(location) if p.last <= start]
+        if doomed and not dry_run:
+            wal_archive.prune_through(location, start)
+        if doomed:
+            print(f"{'would remove' if dry_run else 'removed'}\t{location.where}\t{len(doomed)} archived WAL "
+                  f"pieces through LSN {start}, before the oldest full backup kept")
+
+
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     _need(args, "backup_dir")
     if args.retention_days < 0:
         raise BackupError("--retention-days must be 0 or more")
-    store = BackupStore(args.backup_dir)
+    store = open_store(args.backup_dir)
     with store.locked(True, args.lock_timeout):
         if not args.dry_run:
             store.remove_leftovers()
@@ -305,6 +382,8 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
             print(f"kept\t{m.id}\t{m.type}\t{why}")
         for d in damaged:
             print(f"skipped\t{d.name}\tnot a usable backup, left for you to inspect: {d.problem}")
+        if not damaged:  # a damaged backup might be the oldest: then keep every archived piece
+            _prune_wal_archive(store, [m for m, _ in decided.keep], args.dry_run)
     _write_result(args, CleanupResult(tuple(m.id for m in decided.remove), tuple(m.id for m, _ in decided.keep),
                                       tuple(d.name for d in damaged), bool(args.dry_run)))
     return EXIT_OK
@@ -335,6 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackupError as exc:
         print(f"backup_tool: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except ObjectStoreError as exc:  # --backup-dir s3://...: credentials, bucket, TLS, endpoint
+        print(f"backup_tool: error: {exc.message}", file=sys.stderr)
+        return EXIT_STORE
     except ValueError as exc:  # bad values the parser could not check (names, times)
         print(f"backup_tool: error: {exc}", file=sys.stderr)
         return 2

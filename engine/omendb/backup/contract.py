@@ -200,11 +200,16 @@ class RestoreResult:
     records: int
     backup_end_lsn: int  # where the restored backup ends (a restore without a target reaches it)
     backup_records: int
+    archived_lsn: int | None = None  # the restore continued the backup with archived WAL up to here
+    archive_stop: str = ""  # why the archived WAL ended before the end of the archive (a gap, damage)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": RESULT_VERSION, "kind": "restore", "backupId": self.backup_id, "lsn": self.lsn,
-                "term": self.term, "records": self.records, "backupEndLSN": self.backup_end_lsn,
-                "backupRecords": self.backup_records}
+        out = {"version": RESULT_VERSION, "kind": "restore", "backupId": self.backup_id, "lsn": self.lsn,
+               "term": self.term, "records": self.records, "backupEndLSN": self.backup_end_lsn,
+               "backupRecords": self.backup_records}
+        if self.archived_lsn is not None:
+            out.update(archivedLSN=self.archived_lsn, archiveStop=self.archive_stop)
+        return out
 
 
 @dataclass(frozen=True)
@@ -270,8 +275,10 @@ def parse_result(message: str | None) -> Result | UnreadableResult | None:
             # backupEndLSN/backupRecords: results of older backup_tool runs may lack them (then the restore
             # reached the end of the backup, which is all the check can assume).
             lsn, records = int(body["lsn"]), int(body["records"])
+            archived = body.get("archivedLSN")
             return RestoreResult(str(body["backupId"]), lsn, int(body.get("term") or 0), records,
-                                 int(body.get("backupEndLSN", lsn)), int(body.get("backupRecords", records)))
+                                 int(body.get("backupEndLSN", lsn)), int(body.get("backupRecords", records)),
+                                 None if archived is None else int(archived), str(body.get("archiveStop", "")))
         if kind == "cleanup":
             return CleanupResult(tuple(map(str, body["removed"])), tuple(map(str, body["kept"])),
                                  tuple(map(str, body["skipped"])), bool(body.get("dryRun", False)))

@@ -14,7 +14,9 @@ as before (compressed if the engine did not compress its blocks).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,10 +27,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from omendb.backup import columns
 from omendb.backup.errors import BackupError, Corrupt, WalGone
 from omendb.backup.manifest import (
     FULL,
     INCREMENTAL,
+    SNAPSHOT_COLS,
     SNAPSHOT_FILE,
     SNAPSHOT_ZST,
     WAL_FILE,
@@ -41,8 +45,8 @@ from omendb.backup.payload import PayloadWriter, State, frame_bytes
 from omendb.backup.restore import chain_frames, load_snapshot
 from omendb.backup.source import Snapshot, SourceInfo
 from omendb.backup.store import BackupStore
-from omendb.backup.verbatim import BackgroundSync, delta_of, sha256_file, stream_digest, verify_blocks
-from omendb.checkpoint import BASE_HEADER, FLAG_COMPRESSED, base_format, open_base, read_base
+from omendb.backup.verbatim import BackgroundSync, copy_file, delta_of, sha256_file, stream_digest, verify_blocks
+from omendb.checkpoint import BASE_HEADER, BASE_MAGIC_2, FLAG_COMPRESSED, BaseFile, base_format, open_base, read_base
 from omendb.errors import CorruptionError
 from omendb.wal import Frame
 
@@ -184,12 +188,14 @@ def _check_digest(base: State, held: list[Frame], parent: BackupManifest) -> Non
                       f"backed up ({parent.records} records, content sha256 {parent.content_sha256[:12]}...)")
 
 
-def _checked_snapshot(path: Path, snapshot: Snapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(keys, values, LSNs, LSN) of a copied checkpoint, every block checksum checked: a format-2 file is
-    mapped (nothing decoded), an older one read."""
+def _checked_snapshot(path: Path, snapshot: Snapshot, mapped: BaseFile | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(keys, values, LSNs, LSN) of a checkpoint, every block checksum checked: a format-2 file is mapped
+    (nothing decoded; `mapped` when the caller mapped it already), an older one read."""
     try:
-        if base_format(path) == 2:
+        if mapped is None and base_format(path) == 2:
             mapped = open_base(path)
+        if mapped is not None:
             verify_blocks(mapped)
             keys, values, lsns, lsn = mapped.keys, mapped.values, mapped.lsns, mapped.lsn
         else:
@@ -201,52 +207,143 @@ def _checked_snapshot(path: Path, snapshot: Snapshot) -> tuple[np.ndarray, np.nd
     return keys, values, lsns, lsn
 
 
+class _Packing:
+    """A local source's checkpoint being stored: a format-2 one packed (columns.pack) on another thread,
+    mapped here meanwhile so that its checksums and the digest are computed from the same file on this
+    thread; an older one (or an empty database's) copied as is."""
+
+    def __init__(self, staging: Path, progress: Progress | None) -> None:
+        self.raw_path, self.packed_path = staging / SNAPSHOT_FILE, staging / SNAPSHOT_COLS
+        self.progress = progress
+        self.mapped: BaseFile | None = None
+        self.packed: Future[tuple[int, str, int] | None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-pack")
+
+    def take(self, f: Any) -> None:
+        fd = f.fileno()
+        if base_format_of(fd) == 2:
+            try:
+                self.mapped = open_base(Path(f.name), fd=fd)  # the mapping outlives the file's descriptor
+            except CorruptionError as exc:
+                raise Corrupt(f"the source's checkpoint is damaged, refusing to back it up: {exc.message}") from None
+            dup = os.dup(fd)  # the packing thread's own descriptor: `f` is closed when this returns
+
+            def run() -> tuple[int, str, int] | None:
+                try:
+                    return columns.pack(dup, self.packed_path, self.progress)
+                finally:
+                    os.close(dup)
+
+            self.packed = self._pool.submit(run)
+        elif Path(f.name) != self.raw_path:  # (a streamed snapshot is already there)
+            copy_file(f, self.raw_path)
+
+    def empty(self, data: bytes) -> None:
+        self.raw_path.write_bytes(data)
+
+    def wait(self) -> FileEntry | None:
+        """The packed file's entry (None: copied as is to raw_path); raises what packing raised."""
+        try:
+            done = self.packed.result() if self.packed is not None else None
+        finally:
+            self._pool.shutdown()
+        if done is None:
+            return None
+        size, sha, raw_size = done
+        return FileEntry(SNAPSHOT_COLS, size, sha, raw_size, columns.CODEC)
+
+
+def base_format_of(fd: int) -> int:
+    """2 for a format-2 checkpoint open at `fd`, else 1 (format 1 or not a checkpoint: read_base says which)."""
+    head = os.pread(fd, BASE_HEADER.size, 0)
+    return 2 if len(head) == BASE_HEADER.size and BASE_HEADER.unpack(head)[:2] == (BASE_MAGIC_2, 2) else 1
+
+
+def _streamed(source: Source, raw_path: Path, progress: Progress | None
+              ) -> Callable[[Callable[[Any], None], Callable[[bytes], None]], Snapshot]:
+    """For a source that streams its snapshot (a running server): `snapshot_with` that writes the stream
+    into `raw_path`, then hands that file over like a local checkpoint."""
+    def use(take: Callable[[Any], None], _empty: Callable[[bytes], None]) -> Snapshot:
+        with open(raw_path, "xb") as out:
+            def sink(chunk: bytes) -> None:
+                out.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            snapshot = source.snapshot(sink)
+        with open(raw_path, "rb") as f:
+            take(f)
+        return snapshot
+    return use
+
+
 def _take_snapshot(store: BackupStore, staging: Path, source: Source, progress: Progress | None, level: int
                    ) -> tuple[Snapshot, State, list[Frame], FileEntry, BackgroundSync | None, tuple[int, str]]:
-    """The source's checkpoint in `staging` (checked), the WAL after it, the copy's fsync if it is still
-    running (wait for it before publishing), and the record count and digest at the end of that WAL."""
+    """The source's checkpoint in `staging` (checked), the WAL after it, the stored file's fsync if it is
+    still running (wait for it before publishing), and the record count and digest at the end of that WAL."""
     raw_path = staging / SNAPSHOT_FILE
     for _ in range(5):
-        for leftover in (raw_path, staging / SNAPSHOT_ZST):
+        for leftover in (raw_path, staging / SNAPSHOT_ZST, staging / SNAPSHOT_COLS):
             leftover.unlink(missing_ok=True)
         sync: BackgroundSync | None = None
         hashed: Future[tuple[int, str]] | None = None
-        copy_to = getattr(source, "snapshot_file", None)
+        use = getattr(source, "snapshot_with", None) or _streamed(source, raw_path, progress)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") as pool:
-            if copy_to is not None:  # a local file: copied inside the kernel, hashed from the copy meanwhile
-                snapshot = copy_to(raw_path)
-                sync = BackgroundSync(raw_path)  # written back while the copy is checked and digested
+            # A file (local, or the stream written out): packed on another thread, checked and digested here
+            # meanwhile.
+            packing = _Packing(staging, progress)
+            try:
+                snapshot = use(packing.take, packing.empty)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    packing.wait()
+                raise
+            mapped = packing.mapped
+            if packing.packed is None:  # not format 2: stored as is, hashed from the copy meanwhile
+                packing.wait()
+                sync = BackgroundSync(raw_path)
                 hashed = pool.submit(sha256_file, raw_path)
-            else:
-                writer = PayloadWriter(raw_path, compress=False)
-                writer.on_progress = progress
-                snapshot = source.snapshot(writer.write)
-                entry = writer.close()
             try:
                 frames = source.frames_after(snapshot.lsn)
             except WalGone:
                 log.info("a checkpoint released the WAL right after the snapshot at LSN %d; taking it again",
                          snapshot.lsn)
+                with contextlib.suppress(BaseException):
+                    packing.wait()
                 if sync is not None:
                     sync.wait()
                 continue
-            keys, values, lsns, lsn = _checked_snapshot(raw_path, snapshot)
-            end = stream_digest(keys, values, lsns, delta_of(frames))  # while the copy is hashed
-            if hashed is not None:
+            try:
+                keys, values, lsns, lsn = _checked_snapshot(raw_path, snapshot, mapped)
+                end = stream_digest(keys, values, lsns, delta_of(frames))  # while the copy is packed or hashed
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    packing.wait()
+                raise
+            if packing.packed is not None:
+                packed = packing.wait()
+                assert packed is not None
+                entry = packed
+                sync = BackgroundSync(packing.packed_path)
+                raw_path.unlink(missing_ok=True)  # a streamed snapshot, now packed
+            elif hashed is not None:
                 size, sha = hashed.result()
                 entry = FileEntry(SNAPSHOT_FILE, size, sha, size, "none")
                 if progress is not None:
                     progress(size)
-        with open(raw_path, "rb") as f:
-            flags = BASE_HEADER.unpack(f.read(BASE_HEADER.size))[2]
-        if base_format(raw_path) == 1 and not flags & FLAG_COMPRESSED:
-            # A format-1 checkpoint written without compression ([storage] enable_compression = false).
-            packed = PayloadWriter(staging / SNAPSHOT_ZST, level)
+        if entry.name == SNAPSHOT_FILE:
             with open(raw_path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    packed.write(chunk)
-            entry = packed.close()
-            raw_path.unlink()
+                flags = BASE_HEADER.unpack(f.read(BASE_HEADER.size))[2]
+            if base_format(raw_path) == 1 and not flags & FLAG_COMPRESSED:
+                # A format-1 checkpoint written without compression ([storage] enable_compression = false).
+                if sync is not None:
+                    sync.wait()
+                    sync = None
+                packed_zst = PayloadWriter(staging / SNAPSHOT_ZST, level)
+                with open(raw_path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        packed_zst.write(chunk)
+                entry = packed_zst.close()
+                raw_path.unlink()
         return snapshot, State(keys, values, lsns, lsn, snapshot.term), frames, entry, sync, end
     raise BackupError("the WAL after the snapshot kept being released by checkpoints; retry the backup when "
                       "the database is less busy, or raise [wal] max_retained_mb")

@@ -10,6 +10,7 @@ EXIT_NOT_FOUND = 4  # no such backup / no backup at all
 EXIT_BUSY = 5  # the backup directory or the data directory is locked by another process
 EXIT_REFUSED = 6  # the request is unsafe or impossible as given (non-empty data dir without --force, ...)
 EXIT_SOURCE = 7  # the server given with --source could not be used (unreachable, auth, TLS, protocol)
+EXIT_STORE = 8  # the object store (--backup-dir s3://...) could not be used (credentials, bucket, TLS, endpoint)
 
 
 class BackupError(Exception):
@@ -38,6 +39,12 @@ class Refused(BackupError):
 
 class SourceError(BackupError):
     exit_code = EXIT_SOURCE
+
+
+class StoreUnavailable(BackupError):
+    """The object store could not be used; the message says what is wrong and how to fix it."""
+
+    exit_code = EXIT_STORE
 
 
 class WalGone(BackupError):

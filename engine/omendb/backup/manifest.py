@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import omendb
-from omendb.backup import FORMAT_VERSION
+from omendb.backup import FORMAT_VERSION, READS_FORMATS
 from omendb.backup.errors import Corrupt
 from omendb.backup.keys import KEY_FILE_ENV, BackupKey, NotAuthentic
 
@@ -27,6 +27,9 @@ FULL, INCREMENTAL = "full", "incremental"
 # ([storage] enable_compression, the default), else compressed as a whole.
 SNAPSHOT_FILE = "snapshot.odb"
 SNAPSHOT_ZST = "snapshot.odb.zst"
+# A format-2 checkpoint with its key and LSN columns packed (columns.py; codec "odb-columns"), since backup
+# format 2.
+SNAPSHOT_COLS = "snapshot.odb.cols"
 WAL_FILE = "wal.frames.zst"  # WAL frames start_lsn+1 .. end_lsn, as the engine encodes them, zstd-compressed
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -82,7 +85,7 @@ class BackupManifest:
 
     @property
     def snapshot(self) -> FileEntry | None:
-        return self.file(SNAPSHOT_FILE) or self.file(SNAPSHOT_ZST)
+        return self.file(SNAPSHOT_FILE) or self.file(SNAPSHOT_ZST) or self.file(SNAPSHOT_COLS)
 
     @property
     def keyed(self) -> bool:
@@ -174,10 +177,10 @@ def parse(raw: bytes, where: str) -> BackupManifest:
         if not isinstance(body, dict):
             raise ValueError("not a JSON object")
         version = body.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READS_FORMATS:
             raise Corrupt(f"{where}: backup format version {version!r} is not supported by this backup_tool "
-                          f"({omendb.__version__} reads version {FORMAT_VERSION}); use the backup_tool that "
-                          f"wrote it")
+                          f"({omendb.__version__} reads versions {', '.join(map(str, READS_FORMATS))}); use the "
+                          f"backup_tool that wrote it")
         body["files"] = [FileEntry(**f) for f in body["files"]]
         manifest = BackupManifest(**body)
     except Corrupt:

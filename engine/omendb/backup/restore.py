@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from omendb import rmi
-from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused
+from omendb import wal_archive
+from omendb.backup.columns import CODEC, unpack
+from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound, Refused, StoreUnavailable
 from omendb.backup.layout import Layout
 from omendb.backup.manifest import FULL, WAL_FILE, BackupManifest, format_us
 from omendb.backup.payload import State, check_contiguous, check_file, decode_frames, frame_bytes, read_checked
@@ -58,7 +59,7 @@ from omendb.files import (
     write_staged_manifest,
     write_synced,
 )
-from omendb.runs import merged_count
+from omendb.runs import Run, merged_count
 from omendb.wal import Frame, pack_segment_header, segment_name
 
 log = logging.getLogger("omendb.backup")
@@ -86,20 +87,31 @@ class Target:
 # ---- choosing and reading a chain ---------------------------------------------------------------------
 
 
-def covers(chain: list[BackupManifest], target: Target) -> bool:
+def covers(chain: list[BackupManifest], target: Target, archive_end: int = 0) -> bool:
+    """Whether the chain (continued by archived WAL up to `archive_end`) can restore to the target."""
     if target.lsn is not None:
-        return chain[0].start_lsn <= target.lsn <= chain[-1].end_lsn
+        return chain[0].start_lsn <= target.lsn <= max(chain[-1].end_lsn, archive_end)
     if target.time_us is not None:
         return chain[0].earliest_restore_us <= target.time_us
     return True
 
 
-def choose_chain(store: BackupStore, backup_id: str, database: str | None, target: Target
-                 ) -> list[BackupManifest]:
-    """The chain to restore. With ``latest`` and a target, the newest backup whose chain covers it."""
+def choose_chain(store: BackupStore, backup_id: str, database: str | None, target: Target,
+                 use_wal_archive: bool = True) -> list[BackupManifest]:
+    """The chain to restore. With ``latest`` and a target, the newest backup whose chain covers it (continued
+    by the WAL archive beside the backups unless `use_wal_archive` is false)."""
+
+    ends: dict[str, int] = {}  # one listing of the archive per database
+
+    def archive_end(manifest: BackupManifest) -> int:
+        database_id = str(manifest.source.get("database_id") or "")
+        if use_wal_archive and database_id not in ends:
+            ends[database_id] = archived_through(store, manifest)
+        return ends.get(database_id, 0)
+
     if backup_id != "latest" or (target.lsn is None and target.time_us is None):
         chain = store.chain(store.get(backup_id, database))
-        if not covers(chain, target):
+        if not covers(chain, target, archive_end(chain[-1])):
             raise Refused(f"backup {chain[-1].id} cannot restore to {target.describe()}: its chain covers "
                           f"LSN {chain[0].start_lsn}..{chain[-1].end_lsn}, times from "
                           f"{format_us(chain[0].earliest_restore_us)} to "
@@ -125,10 +137,11 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
                               "(backup_tool list)") from None
             problems.append(exc.message)
             continue
-        if covers(chain, target):
+        if covers(chain, target, archive_end(manifest)):
             newer = candidates[-1] is not manifest
             last = manifest.last_commit_us or int(manifest.created_at_epoch * 1_000_000)
-            if target.time_us is not None and newer and target.time_us > last:
+            if target.time_us is not None and newer and target.time_us > last and \
+                    archive_end(manifest) <= manifest.end_lsn:
                 log.warning("no backup holds the writes between %s (the end of %s) and %s; restoring to the "
                             "end of %s, the latest point before the requested time that backups hold",
                             format_us(last), manifest.id, format_us(target.time_us), manifest.id)
@@ -136,6 +149,50 @@ def choose_chain(store: BackupStore, backup_id: str, database: str | None, targe
     detail = f" (skipped broken chains: {'; '.join(problems)})" if problems else ""
     raise Refused(f"no backup in {store.root} covers {target.describe()}{detail}; `backup_tool list` shows "
                   f"each backup's LSN range and times")
+
+
+def archived_through(store: BackupStore, manifest: BackupManifest) -> int:
+    """The last LSN the WAL archive beside the backups holds for the database of `manifest` (0: none)."""
+    database_id = manifest.source.get("database_id")
+    if not database_id:
+        return 0
+    location = store.wal_archive(str(database_id))
+    try:
+        return max((p.last for p in wal_archive.pieces(location)), default=0)
+    except wal_archive.ArchiveError as exc:
+        raise StoreUnavailable(f"cannot list the WAL archive {location.where}: {exc.message}; restore with "
+                          "--without-wal-archive to stop at the end of the backups") from None
+
+
+def restore_frames(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
+                   progress: Progress | None = None, use_wal_archive: bool = True
+                   ) -> tuple[list[Frame], wal_archive.Replay | None]:
+    """The chain's WAL frames up to the target, continued by the WAL archive beside the backups when the
+    chain ends before the target (every restore without a target: the newest archived write is the end)."""
+    frames = chain_frames(store, chain, target, progress)
+    last = chain[-1]
+    end = frames[-1].lsn if frames else chain[0].start_lsn
+    database_id = last.source.get("database_id")
+    if not use_wal_archive or end != last.end_lsn or (target.lsn is not None and end >= target.lsn) or \
+            not database_id:
+        return frames, None
+    term = frames[-1].term if frames else chain[0].start_term
+    location = store.wal_archive(str(database_id))
+    try:
+        replay = wal_archive.replay_after(location, str(database_id), end, term,
+                                          store.key.secret if store.key is not None else None,
+                                          until_lsn=target.lsn, until_us=target.time_us)
+    except wal_archive.ArchiveError as exc:
+        raise StoreUnavailable(f"cannot read the WAL archive {location.where}: {exc.message}; restore with "
+                          "--without-wal-archive to stop at the end of the backups") from None
+    if replay.stop:
+        log.warning("%s; the restore ends at LSN %d", replay.stop, replay.last_lsn or end)
+    if target.lsn is not None and (replay.last_lsn or end) < target.lsn:
+        raise Refused(f"backup {last.id} and the WAL archive cannot restore to {target.describe()}: "
+                      f"{replay.stop or 'the archive ends at LSN ' + str(replay.last_lsn or end)}")
+    if progress and replay.frames:
+        progress(sum(f.payload_bytes for f in replay.frames))
+    return frames + replay.frames, replay
 
 
 def _might_cover(manifest: BackupManifest, target: Target) -> bool:
@@ -159,6 +216,10 @@ def load_snapshot(store: BackupStore, manifest: BackupManifest, progress: Progre
             raw_path = path
             if progress:
                 progress(entry.size)
+        elif entry.codec == CODEC:  # packed columns: the sha256 of what is unpacked, then the engine reads it
+            check_file(path, entry)
+            raw_path = Path(tmp) / "base.odb"
+            unpack(path, raw_path, progress)
         else:
             raw_path = Path(tmp) / "base.odb"
             with open(raw_path, "wb") as out:
@@ -220,13 +281,14 @@ def chain_frames(store: BackupStore, chain: list[BackupManifest], target: Target
 
 
 def materialize(store: BackupStore, chain: list[BackupManifest], target: Target = Target(),
-                progress: Progress | None = None) -> State:
-    """The database state at the target, from the chain's snapshot and WAL; every checksum is checked."""
+                progress: Progress | None = None, frames: list[Frame] | None = None) -> State:
+    """The database state at the target, from the chain's snapshot and WAL (or `frames`, the chain's WAL
+    continued by the archive); every checksum is checked."""
     full = chain[0]
     if full.type != FULL:
         raise Corrupt(f"the chain of {chain[-1].id} does not start with a full backup")
     state = load_snapshot(store, full, progress)
-    state.apply(chain_frames(store, chain, target, progress))
+    state.apply(chain_frames(store, chain, target, progress) if frames is None else frames)
     return state
 
 
@@ -250,6 +312,10 @@ def write_checkpoint(state: State, directory: Path, database: str, index: dict[s
     `new_term`: continue on a term of its own after `state.lsn`, as a restore does: the backed-up database
     may have gone on past that LSN (or a copy restored elsewhere may), and one (LSN, term) must never name
     two different writes of one database."""
+    # Imported here, once per restore that rebuilds the checkpoint: training compiles (numba), and importing
+    # numba costs the other restores (a format-2 checkpoint put back as is) 0.4-0.8 s of start-up.
+    from omendb import rmi
+
     model_type = str(index.get("model_type", "recursive"))
     max_error = int(str(index.get("max_error", 50)))
     learned = rmi.train(state.keys, model_type, max_error)
@@ -392,11 +458,14 @@ class RestoreResult:
     recovered: str | None
     backup_end_lsn: int = 0  # the chain's end and its record count there, to check a restore against
     backup_records: int = 0
+    archived_lsn: int | None = None  # continued with archived WAL up to here (None: no archived WAL used)
+    archive_stop: str = ""
 
 
 def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | None, target: Target,
-            force: bool, progress: Progress | None = None, command_hint: str = "") -> RestoreResult:
-    chain = choose_chain(store, backup_id, database, target)
+            force: bool, progress: Progress | None = None, command_hint: str = "",
+            use_wal_archive: bool = True) -> RestoreResult:
+    chain = choose_chain(store, backup_id, database, target, use_wal_archive)
     last = chain[-1]
     with data_dir_lock(layout):
         recovered = recover_interrupted(layout)
@@ -410,10 +479,11 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
         verbatim = _verbatim_snapshot(store, chain)
         wal_files: dict[str, bytes] = {}
         try:
+            frames, replay = restore_frames(store, chain, target, progress, use_wal_archive)
             if verbatim is not None:
-                lsn, term, records, wal_files = _stage_verbatim(store, chain, verbatim, target, staged, progress)
+                lsn, term, records, wal_files = _stage_verbatim(chain, verbatim, frames, staged, progress)
             else:
-                state = materialize(store, chain, target, progress)
+                state = materialize(store, chain, target, progress, frames)
                 check_against_manifest(state, last)
                 write_checkpoint(state, staged, last.engine_database or last.database, last.index,
                                  database_id=last.source.get("database_id"), new_term=True)
@@ -429,7 +499,9 @@ def restore(store: BackupStore, layout: Layout, backup_id: str, database: str | 
                 f"`{command_hint}` again to finish it, or `backup_tool --data-dir {layout.data_dir} "
                 f"rollback-restore` to put the previous data back.")
         swap_in(layout, staged, hint, wal_files)
-    return RestoreResult(last.id, lsn, term + 1, records, recovered, last.end_lsn, last.records)
+    archived = replay.last_lsn if replay is not None else None
+    return RestoreResult(last.id, lsn, term + 1, records, recovered, last.end_lsn, last.records, archived,
+                         replay.stop if replay is not None else "")
 
 
 def _verbatim_snapshot(store: BackupStore, chain: list[BackupManifest]) -> Path | None:
@@ -437,28 +509,36 @@ def _verbatim_snapshot(store: BackupStore, chain: list[BackupManifest]) -> Path 
     whose index description and database identity the backup recorded; else None (rebuilt instead)."""
     full = chain[0]
     entry, checkpoint = full.snapshot, full.index.get("checkpoint")
-    if full.type != FULL or entry is None or entry.codec != "none" or not chain[-1].source.get("database_id"):
+    if full.type != FULL or entry is None or entry.codec not in ("none", CODEC) or \
+            not chain[-1].source.get("database_id"):
         return None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("meta"), dict) or \
             not {"observed_max_error", "observed_mean_error", "depth", "train_seconds"} <= checkpoint["meta"].keys():
         return None
     path = store.path(full.id) / entry.name
+    if entry.codec == CODEC:
+        return path  # only format-2 checkpoints are packed
     try:
         return path if base_format(path) == 2 else None
     except CorruptionError:
         return None  # the rebuild reports the damage
 
 
-def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: Path, target: Target,
-                    staged: Path, progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
+def _stage_verbatim(chain: list[BackupManifest], snapshot: Path, frames: list[Frame], staged: Path,
+                    progress: Progress | None) -> tuple[int, int, int, dict[str, bytes]]:
     """Stage the snapshot as the checkpoint and a MANIFEST in `staged`; returns (LSN, term before the new
     one, records, WAL segments to write). Everything is checked before anything is committed."""
-    from omendb.backup.verbatim import copy_checked
+    from concurrent.futures import ThreadPoolExecutor
+
+    from omendb.backup.verbatim import copy_checked, delta_of
 
     full, last = chain[0], chain[-1]
     assert full.snapshot is not None
-    frames = chain_frames(store, chain, target, progress)
     name = base_name(full.start_lsn)
+    # The WAL tail's combined effect does not depend on the checkpoint: computed while it is put back.
+    replaying = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-replay")
+    delta = replaying.submit(delta_of, frames)
+    replaying.shutdown(wait=False)
 
     def check() -> tuple[int, int, int, dict[str, bytes]]:  # runs while the copy is hashed and written back
         try:
@@ -468,25 +548,25 @@ def _stage_verbatim(store: BackupStore, chain: list[BackupManifest], snapshot: P
         if base.lsn != full.start_lsn:
             raise Corrupt(f"{snapshot} holds LSN {base.lsn}, the manifest says {full.start_lsn}; this backup is "
                           "damaged")
-        return _verbatim_state(full, last, base, frames)
+        return _verbatim_state(full, last, base, frames, delta.result())
 
     staged_state, sync = copy_checked(snapshot, staged / name, full.snapshot, check, progress)
     sync.wait()
     return staged_state
 
 
-def _verbatim_state(full: BackupManifest, last: BackupManifest, base: BaseFile, frames: list[Frame]
+def _verbatim_state(full: BackupManifest, last: BackupManifest, base: BaseFile, frames: list[Frame], delta: Run
                     ) -> tuple[int, int, int, dict[str, bytes]]:
-    """(LSN, term before the new one, records, WAL segments) of a verbatim restore; writes the MANIFEST (and
-    WAL_HEAD when there is a WAL tail) next to the staged checkpoint `base`."""
-    from omendb.backup.verbatim import delta_of
+    """(LSN, term before the new one, records, WAL segments) of a verbatim restore (`delta`: the frames'
+    combined effect, verbatim.delta_of); writes the MANIFEST (and WAL_HEAD when there is a WAL tail) next to
+    the staged checkpoint `base`."""
 
     lsn = frames[-1].lsn if frames else base.lsn
     term = max([full.start_term, *(f.term for f in frames)])
     # The checkpoint's sha256 (checked as it was copied) and every frame's are what the signed manifest lists,
     # and the content digest was computed from exactly these bytes when the backup was taken: the record
     # count is checked here (cheap: a search per WAL entry), the digest by `verify --deep`.
-    records = merged_count(base.keys, delta_of(frames))
+    records = merged_count(base.keys, delta)
     if lsn == last.end_lsn and records != last.records:
         raise Corrupt(f"the state rebuilt from backup {last.id} ({records} records) does not match what was "
                       f"backed up ({last.records} records); this backup chain is damaged")

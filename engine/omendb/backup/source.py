@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from omendb import rmi
 from omendb.backup.errors import BackupError, Corrupt, SourceError, WalGone
 from omendb.backup.layout import Layout
 from omendb.backup.payload import decode_frames
@@ -61,6 +60,8 @@ class Snapshot:
 
 def empty_base_bytes(model_type: str = "recursive", max_error: int = 50) -> bytes:
     """A checkpoint file holding no records (a database that never checkpointed, at LSN 0)."""
+    from omendb import rmi  # here, not at the top: it imports numba (0.4-0.8 s), which other backups never need
+
     with tempfile.TemporaryDirectory(prefix="omendb-empty-") as tmp:
         path = Path(tmp) / "base.odb"
         empty = np.zeros(0, np.int64)
@@ -74,6 +75,7 @@ class LocalSource:
         self.layout = layout
         self.description: dict[str, Any] = {"kind": "offline", "data_dir": str(layout.data_dir),
                                             "wal_dir": str(layout.wal_dir)}
+        self._proven: tuple[int, list[Frame]] | None = None  # (checkpoint LSN, the frames info() read after it)
 
     def _manifest(self) -> Any:
         path = self.layout.data_dir / MANIFEST
@@ -127,6 +129,7 @@ class LocalSource:
                 raise Corrupt(f"cannot back up {self.layout.data_dir}: its WAL and checkpoint disagree: "
                               f"{exc.message}") from None
             term = max([manifest.term if manifest else 1, *(frame.term for frame in chain.frames)])
+            self._proven = (checkpoint, chain.frames)  # what frames_after(checkpoint) returns without reading again
             return chain.end_lsn, term
         raise BackupError(f"the checkpoint of {self.layout.data_dir} kept changing while its WAL was checked; "
                           f"retry the backup")
@@ -143,6 +146,12 @@ class LocalSource:
             path.write_bytes(data)
 
         return self._snapshot(lambda f: copy_file(f, path), empty)
+
+    def snapshot_with(self, use: Callable[[Any], object], empty: Sink) -> Snapshot:
+        """The current checkpoint, handed open (a binary file at its start) to `use`: the open file stays
+        readable (and its mappings valid) even if a newer checkpoint unlinks it meanwhile. A database that
+        never checkpointed hands `empty` the bytes of an empty checkpoint instead."""
+        return self._snapshot(use, empty)
 
     def _snapshot(self, copy: Callable[[Any], object], empty: Sink | None = None) -> Snapshot:
         for _ in range(50):
@@ -171,6 +180,13 @@ class LocalSource:
                           f"retry the backup")
 
     def frames_after(self, lsn: int) -> list[Frame]:
+        if self._proven is not None and self._proven[0] == lsn:
+            # info() just read and proved these (every frame after the checkpoint at `lsn`): a consistent end
+            # for the backup, without decoding the WAL a second time. Frames appended since (a server running
+            # on the directory) go into the next backup.
+            frames = self._proven[1]
+            self._proven = None
+            return frames
         for _ in range(20):
             # The checkpoint is read first: frames up to it existed before we looked, so if they are not
             # there now they were released.

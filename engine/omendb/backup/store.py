@@ -33,6 +33,7 @@ from omendb.backup.errors import BackupError, Busy, Corrupt, NotFound
 from omendb.backup.keys import BackupKey, NotAuthentic
 from omendb.backup.manifest import FULL, MANIFEST_FILE, BackupManifest, authenticate, parse
 from omendb.files import fsync_dir
+from omendb.wal_archive import DirectoryLocation, Location
 
 log = logging.getLogger("omendb.backup")
 
@@ -74,6 +75,9 @@ class BackupStore:
         self.key = key  # signs what is published, authenticates what is read (keys.py)
         self.allow_unkeyed = allow_unkeyed
         self.warnings: list[str] = []  # unkeyed backups accepted so far (said once each)
+
+    def close(self) -> None:
+        """Nothing to release for a directory (an object store's working directory, bucket.py)."""
 
     # ---- locking ---------------------------------------------------------------------------------------
 
@@ -151,6 +155,10 @@ class BackupStore:
             good.append(manifest)
         good.sort(key=lambda m: (m.created_at_epoch, m.end_lsn, m.id))
         return good, damaged
+
+    def wal_archive(self, database_id: str) -> Location:
+        """Where the server's WAL archiver ([wal_archive] url = this directory) ships that database's WAL."""
+        return DirectoryLocation(Path(self.root), database_id)
 
     def backups(self, database: str | None = None) -> list[BackupManifest]:
         good, _ = self.scan()

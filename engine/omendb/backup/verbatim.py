@@ -18,7 +18,7 @@ import errno
 import hashlib
 import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -113,22 +113,35 @@ def sha256_file(path: Path) -> tuple[int, str]:
 
 def copy_checked(src: Path, dst: Path, entry: FileEntry, alongside: Callable[[], T],
                  progress: Callable[[int], None] | None = None) -> tuple[T, BackgroundSync]:
-    """Copy a stored payload file and check the copy's size and sha256 against its manifest entry, running
-    `alongside()` (checks of the copy's content) on this thread meanwhile. A sha256 mismatch raises Corrupt
-    (before whatever `alongside` raised: a damaged file is the cause) and removes the copy. Returns what
-    `alongside` returned and the copy's fsync, still running: wait for it before committing."""
+    """Put a stored snapshot file back as a checkpoint at `dst` and check the stored file's size and sha256
+    against its manifest entry: a checkpoint stored as is is copied (and the copy hashed), a packed one
+    (columns.CODEC) is unpacked while another thread hashes the stored file. `alongside()` (checks of the
+    checkpoint written) runs on this thread meanwhile. A sha256 mismatch raises Corrupt (before whatever
+    unpacking or `alongside` raised: a damaged file is the cause) and removes `dst`. Returns what `alongside`
+    returned and the checkpoint's fsync, still running: wait for it before committing."""
+    from omendb.backup import columns
+
     if not src.is_file():
         raise Corrupt(f"{src} is missing (the manifest lists it); this backup is damaged")
-    copy_file(src, dst, progress)
-    sync = BackgroundSync(dst)
+    failure: BaseException | None = None
+    sync: BackgroundSync | None = None
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-sha256") as pool:
-            hashed = pool.submit(sha256_file, dst)
-            failure: BaseException | None = None
-            try:
-                result = alongside()
-            except BaseException as exc:  # reported after the sha256 verdict
-                failure = exc
+            if entry.codec == columns.CODEC:
+                hashed = pool.submit(sha256_file, src)
+                try:
+                    columns.unpack(src, dst, progress)
+                except BaseException as exc:  # reported after the sha256 verdict
+                    failure = exc
+            else:
+                copy_file(src, dst, progress)
+                hashed = pool.submit(sha256_file, dst)
+            if failure is None:
+                sync = BackgroundSync(dst)
+                try:
+                    result = alongside()
+                except BaseException as exc:  # reported after the sha256 verdict
+                    failure = exc
             size, sha = hashed.result()
         if size != entry.size or sha != entry.sha256:
             raise Corrupt(f"{src}: size or sha256 mismatch (the file was modified or damaged); this backup is "
@@ -136,9 +149,11 @@ def copy_checked(src: Path, dst: Path, entry: FileEntry, alongside: Callable[[],
         if failure is not None:
             raise failure
     except BaseException:
-        sync.wait()
+        if sync is not None:
+            sync.wait()
         dst.unlink(missing_ok=True)
         raise
+    assert sync is not None
     return result, sync
 
 
@@ -169,15 +184,24 @@ def delta_of(frames: Iterable[Frame]) -> Run:
     return replay(frames, lambda _frame: None) or EMPTY_RUN
 
 
-def merged_pieces(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta: Run
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(keys, values) of the base with `delta` applied, in ascending pieces of about DIGEST_PIECE records.
-    A WAL tail is small next to the base: most pieces pass through untouched and the others are patched
-    with numpy (runs.apply_to_base), which costs no compiled kernel to load in a short-lived process."""
-    bounds = chunk_bounds(keys, [delta], DIGEST_PIECE)
-    for part, piece in delta_pieces(keys, [delta], bounds):
-        k, v, _ = apply_to_base(keys[part], values[part], lsns[part], piece)
-        yield k, v
+def record_piece(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta: Run) -> np.ndarray:
+    """The records (payload.RECORD) of a piece of the base with `delta` applied. When the delta only
+    overwrites keys the piece holds (a WAL tail of updates, the common case), the values are patched in
+    place after one packing pass; otherwise the engine's own merge (runs.apply_to_base) builds the piece."""
+    if len(delta):
+        pos = np.searchsorted(keys, delta.keys)
+        clipped = np.minimum(pos, max(len(keys) - 1, 0))
+        if len(keys) and bool(delta.live.all()) and bool((keys[clipped] == delta.keys).all()):
+            rec = np.empty(len(keys), dtype=RECORD)
+            rec["key"] = keys
+            rec["value"] = values
+            rec["value"][pos] = delta.values
+            return rec
+        keys, values, _ = apply_to_base(keys, values, lsns, delta)
+    rec = np.empty(len(keys), dtype=RECORD)
+    rec["key"] = keys
+    rec["value"] = values
+    return rec
 
 
 def stream_digest(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta: Run) -> tuple[int, str]:
@@ -186,12 +210,11 @@ def stream_digest(keys: np.ndarray, values: np.ndarray, lsns: np.ndarray, delta:
     sha = hashlib.sha256()
     records = 0
     pending: Future[None] | None = None
+    bounds = chunk_bounds(keys, [delta], DIGEST_PIECE)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omendb-digest") as hasher:
-        for k, v in merged_pieces(keys, values, lsns, delta):
-            rec = np.empty(len(k), dtype=RECORD)
-            rec["key"] = k
-            rec["value"] = v
-            records += len(k)
+        for part, piece in delta_pieces(keys, [delta], bounds):
+            rec = record_piece(keys[part], values[part], lsns[part], piece)
+            records += len(rec)
             if pending is not None:
                 pending.result()
             pending = hasher.submit(sha.update, rec.view(np.uint8).data)

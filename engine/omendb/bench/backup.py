@@ -82,12 +82,25 @@ def run(records: int, repeats: int, workdir: Path) -> dict[str, float]:
     return {"records": count, **measure(root, repeats, workdir)}
 
 
+def tool_env(workdir: Path) -> dict[str, str]:
+    """The environment backup_tool runs in: as installed, with its modules' bytecode compiled once. pip
+    compiles it when it installs the wheel (the container image); an editable checkout run with
+    PYTHONDONTWRITEBYTECODE=1 would instead compile every omendb module again in every run (0.1 s of CPU),
+    a cost no installed tool pays. The cache goes to `workdir` (PYTHONPYCACHEPREFIX), written by one
+    untimed `backup_tool --help`, so nothing is written into the source tree."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    subprocess.run([str(TOOL), "--help"], check=True, stdout=subprocess.DEVNULL, env=env)
+    return env
+
+
 def measure(root: Path, repeats: int, workdir: Path, database: str = "bench") -> dict[str, float]:
     """backup_tool full-backup and restore of the database in `root` (data/ and wal/, closed) against
     `tar | zstd -3` and `zstd -d | tar` of the same directory; scratch space in `workdir`."""
     backups, tarball = workdir / "backups", workdir / "omendb.tar.zst"
     restored, untarred = workdir / "restored", workdir / "untarred"
     size = dir_size(root / "data") + dir_size(root / "wal")
+    env = tool_env(workdir)
 
     def reset(path: Path | None = None) -> Callable[[], None]:
         """Before each timed run: remove the previous run's output, and write back every dirty page (the
@@ -100,14 +113,14 @@ def measure(root: Path, repeats: int, workdir: Path, database: str = "bench") ->
 
     tool_backup = best_of(repeats, lambda: subprocess.run(
         [str(TOOL), "-q", "--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database",
-         database], check=True, stdout=subprocess.DEVNULL), reset(backups))
+         database], check=True, stdout=subprocess.DEVNULL, env=env), reset(backups))
     tar_backup = best_of(repeats,
                          lambda: sh(f"tar -C {root} -cf - data wal | zstd -q -3 -T1 -o {tarball} -f"), reset())
     tar_backup_sync = best_of(repeats, lambda: sh(
         f"tar -C {root} -cf - data wal | zstd -q -3 -T1 -o {tarball} -f && sync {tarball}"), reset())
     tool_restore = best_of(repeats, lambda: subprocess.run(
         [str(TOOL), "-q", "--data-dir", str(restored), "--backup-dir", str(backups), "restore", "--backup-id",
-         "latest"], check=True, stdout=subprocess.DEVNULL), reset(restored))
+         "latest"], check=True, stdout=subprocess.DEVNULL, env=env), reset(restored))
 
     def untar() -> None:
         untarred.mkdir()
@@ -157,16 +170,20 @@ Absolute rates are noisy; the ratios are the result:
 
 Backup size: {r['backup_size_mb']:.1f} MB (backup_tool) vs {r['tar_size_mb']:.1f} MB (tar + zstd).
 
-How backup_tool does it: the checkpoint (format 2: uncompressed columns) is copied byte for byte inside
-the kernel (`copy_file_range`), then one core computes the copy's sha256 while the other checks its block
-checksums and streams the record count and content digest (the mapped checkpoint merged with the WAL tail
-a piece at a time, never the whole state in memory), while the disk writes the copy back (fsync on a
-third thread). A restore copies the snapshot back the same way, checks its sha256 against the (signed)
-manifest while it counts the records at the backup's end, and hands the WAL tail to the engine as one
-WAL segment, replayed when the server opens. About 0.5-1 s of each run is starting the interpreter and
-importing numpy and numba, a fixed cost that weighs most at small sizes. The backup is larger than the
-tarball: the checkpoint is stored uncompressed so that a restore copies it back as is (zstd packs its LSN
-and key columns well; the values, random doubles, barely).
+How backup_tool does it (backup format 2, docs/backup.md): the checkpoint (format 2: uncompressed
+columns) is stored with its key and LSN columns packed (the keys as differences, both split into byte
+planes, all-zero planes dropped, the rest zstd level 1) and the values copied inside the kernel
+(`copy_file_range`), hashed (sha256) as it is written, on one core, while the other checks the source's
+block checksums and streams the record count and content digest (the mapped checkpoint merged with the
+WAL tail a piece at a time, never the whole state in memory; a tail of updates is patched in place). The
+WAL is read once. A restore unpacks the columns on two threads (checking their block checksums as it
+goes) while a third checks the stored file's sha256 against the (signed) manifest, and hands the WAL tail
+to the engine as one WAL segment, replayed when the server opens. Each run starts an interpreter and
+imports numpy and the tool (about 0.25 s of CPU on this machine), a fixed cost that weighs most at small
+sizes; no command but `verify --deep` imports numba, the engine or its configuration
+(tests/backup/test_startup_imports.py). backup_tool runs with its bytecode compiled once, as pip installs
+it (PYTHONPYCACHEPREFIX in the scratch directory; an editable checkout under PYTHONDONTWRITEBYTECODE=1
+would compile every module on every run, 0.1 s of CPU).
 """
 
 

@@ -310,12 +310,13 @@ Notes (what the figures rest on, and what stands in the way where a goal is not 
   probes back to back; the ratio moves with the machine's load (both are memory-latency bound on a
   {reopen['base_file_bytes'] / 3e9:.1f} GB array shared with other processes' caches), so the goal is judged
   on the median, and the minimum shows the worst pair.
-- Backup and restore: the checkpoint is copied byte for byte inside the kernel (`copy_file_range`), hashed
-  (sha256) on one core while the other checks its block checksums and streams the digest, and fsynced in
-  the background meanwhile; a restore copies it back the same way and hands the WAL tail to the engine as a
-  segment. backup_tool fsyncs before it reports success and the baselines do not: with that much data the
-  disk's write-back speed is what a durable restore waits for, hence the second row of each (the baseline
-  followed by `sync` of the files it wrote, like for like).
+- Backup and restore (backup format 2): the checkpoint's values are copied inside the kernel
+  (`copy_file_range`) and its key and LSN columns packed (byte planes, zstd level 1), hashed as written
+  on one core while the other checks the block checksums and streams the digest; a restore unpacks it on
+  two threads while a third checks its sha256, then checks every block checksum of what it wrote, and
+  hands the WAL tail to the engine as a segment. backup_tool fsyncs before it reports success and the
+  baselines do not, hence the second row of each (the baseline followed by `sync` of the files it wrote,
+  like for like). One repetition each at this size: the ratios move with the load of the shared disk.
 """
 
 

@@ -186,7 +186,7 @@ PROTECTED_PREFIXES = ("/v1/", "/admin/")
 ADMIN_PREFIX = "/admin/"
 
 
-def _cached_basic(state: ServerState, scope: Scope) -> str | None:
+def cached_basic(state: ServerState, scope: Scope) -> str | None:
     """The user of HTTP Basic credentials verified recently, found without decoding them; None sends the
     request down the full path (which also answers everything else: errors, throttling, bcrypt)."""
     assert state.users is not None
@@ -213,7 +213,7 @@ async def gate(state: ServerState, scope: Scope) -> None:
     path: str = scope["path"]
     if state.users is None or not path.startswith(PROTECTED_PREFIXES):
         return
-    user = _cached_basic(state, scope) or await authenticate(state, scope)
+    user = cached_basic(state, scope) or await authenticate(state, scope)
     scope[USER_KEY] = user
     if path.startswith(ADMIN_PREFIX) and user not in state.admins:
         raise refuse(state, scope, 403, "not_admin", user,

@@ -26,6 +26,7 @@ import omendb
 from omendb.config import Config
 from omendb.errors import OmenDBError
 from omendb.server.app import build_asgi
+from omendb.server.archiving import build_archiver
 from omendb.server.limits import limited_protocol
 from omendb.server.logs import AccessLog, setup_logging
 from omendb.server.state import Phase, ServerState
@@ -93,6 +94,8 @@ def _open_database(state: ServerState, server: OmenServer) -> None:
         server.fail(exc.message)
         return
     state.set_phase(Phase.READY, "ready")
+    if state.archiver is not None:
+        state.archiver.start()
     log.info("database open", extra={"database": state.config.database.name, "records": db.count(),
                                      "lsn": db.lsn(),
                                      "recovery_seconds": round(time.monotonic() - started, 3)})
@@ -145,6 +148,9 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
             # Recovery cannot be interrupted half-way; wait for it so the data directory is closed cleanly.
             await asyncio.get_running_loop().run_in_executor(None, opener.join)
             await asyncio.get_running_loop().run_in_executor(None, state.role().stop)
+            if state.archiver is not None and state.db is not None:
+                # Ships what the last interval wrote: a clean shutdown leaves nothing behind in the WAL.
+                await asyncio.get_running_loop().run_in_executor(None, state.archiver.stop)
             if state.db is not None:
                 started = time.monotonic()
                 await asyncio.get_running_loop().run_in_executor(None, state.db.close)
@@ -160,6 +166,7 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
 def build_server(config: Config) -> tuple[OmenServer, ServerState]:
     """Everything for one server, validated: a bad htpasswd file or certificate fails here, at startup."""
     state = ServerState(config)
+    state.archiver = build_archiver(state)
     tls = ReloadingTLS(config.security.tls_cert_file, config.security.tls_key_file, state.metrics.registry) \
         if config.security.tls_enabled else None
     box: list[OmenServer] = []

@@ -127,8 +127,8 @@ class AccessLog:
         self.stream = stream if stream is not None else sys.stdout
         self.logger = logging.getLogger(ACCESS_LOGGER)
         self._last_flush = time.monotonic()
-        self._second = -1
-        self._second_text = ""
+        self._second = -1  # the wall-clock second whose formatted timestamp is in _stamp (strftime once a second)
+        self._stamp = ""
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
@@ -138,9 +138,8 @@ class AccessLog:
         now = time.time()
         second = int(now)
         if second != self._second:
-            # strftime + gmtime cost as much as the rest of the line: format each second once.
-            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        ts = f"{self._second_text}.{int(now * 1000) % 1000:03d}Z"
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        ts = f"{self._stamp}.{int(now * 1000) % 1000:03d}Z"
         if self.json:
             head = orjson.dumps({"ts": ts, "level": "INFO", "logger": ACCESS_LOGGER, "msg": "request",
                                  "method": method, "path": path, "status": status, "user": user, "remote": remote,

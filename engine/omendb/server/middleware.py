@@ -26,8 +26,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omendb.errors import OmenDBError
-from omendb.server.auth import ANONYMOUS, USER_KEY, gate
+from omendb.server.auth import ANONYMOUS, USER_KEY, cached_basic, gate
 from omendb.server.deadlines import Deadlines
+from omendb.server.direct import CYCLE, write_whole
 from omendb.server.errors import APIError, error_body, from_engine
 from omendb.server.state import ServerState
 
@@ -105,6 +106,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        cycle = scope.pop(CYCLE, None)  # first thing: see direct.py
         path: str = scope["path"]
         request_id = ""
         for name, value in scope["headers"]:
@@ -117,6 +119,9 @@ class RequestGuard:
             self.counter += 1
             request_id = f"{self.id_prefix}{self.counter:08x}"
         rid_header = (b"x-request-id", request_id.encode())
+        if (cycle is not None and scope["method"] == "GET" and path.startswith(_POINT_PREFIX)
+                and await self._direct_point_read(scope, send, cycle, path, request_id, rid_header, started)):
+            return
         status_box = [0]
 
         async def send_with_id(message: Message) -> None:
@@ -185,6 +190,57 @@ class RequestGuard:
                 self.in_flight -= 1
             self._log(scope, status_box[0], started, request_id)
 
+    async def _direct_point_read(self, scope: Scope, send: Send, cycle: Any, path: str, request_id: str,
+                                 rid_header: tuple[bytes, bytes], started: float) -> bool:
+        """``GET /v1/records/<key>`` answered start to finish without awaiting anything, when nothing but a
+        lookup stands between the request and its answer: a well-formed key, no request body, room under
+        ``max_concurrent_requests``, and no authentication or credentials verified recently (the cache in
+        credentials.py). The response goes out in one write (direct.py). False, having done nothing, leaves
+        the request to the general path below, which answers every other case (and explains refusals).
+
+        Nothing here can wait, so ``request_timeout_ms`` cannot expire in it, and the concurrency count
+        never sees it in flight. What is answered, logged and counted is what the general path would do:
+        same status, headers and body, same access line and metrics.
+        """
+        state = self.state
+        reader = state.point_reader
+        if reader is None or self.in_flight >= self.max_concurrent:
+            return False
+        key = reader.parse_key(path)
+        if key is None:
+            return False
+        for name, _value in scope["headers"]:
+            if name == b"content-length" or name == b"transfer-encoding":
+                return False  # a body: the general path holds it to the body limit
+        if state.users is not None:
+            user = cached_basic(state, scope)
+            if user is None:
+                return False  # no credentials, new ones, or wrong ones: authenticate() answers
+            scope[USER_KEY] = user
+        scope["omendb.route"] = reader.ROUTE
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            status, body = reader.read(key)
+        except (APIError, OmenDBError) as exc:
+            err = exc if isinstance(exc, APIError) else from_engine(exc)
+            status, body = err.status, error_body(err.code, err.message)
+            extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id, "path": path})
+            status, body = 500, error_body("internal", f"internal error; see the server log for request_id "
+                                                       f"{request_id}")
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   *extra, rid_header]
+        if not write_whole(cycle, status, headers, body):
+            try:
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+            finally:
+                self._log(scope, status, started, request_id)
+            return True
+        self._log(scope, status, started, request_id)
+        return True
+
     async def _point_read(self, scope: Scope, send: Send, rid_header: tuple[bytes, bytes],
                           status_box: list[int]) -> bool:
         """Answer ``GET /v1/records/<key>`` without FastAPI's routing and parameter machinery.
@@ -251,7 +307,7 @@ class RequestGuard:
         # A request whose body timed out was answered 408 by the connection layer (timeouts.py); what the
         # application made of the disconnect it then saw was never sent.
         status = scope.get(SENT_STATUS, status)
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        duration = time.perf_counter() - started
         route = scope.get("route")
         route_path = getattr(route, "path", None) or scope.get("omendb.route", "unmatched")
         key = (scope["method"], route_path, status)
@@ -262,4 +318,4 @@ class RequestGuard:
         if self.access.enabled():
             client = scope.get("client")
             self.access.write(scope["method"], scope["path"], status, scope.get(USER_KEY, ANONYMOUS),
-                              client[0] if client else "-", request_id, duration_ms)
+                              client[0] if client else "-", request_id, round(duration * 1000, 3))

@@ -431,6 +431,9 @@ class Replication:
             db.sync_replicas = self.state.config.replication.synchronous_replicas
             previous, self.role, self.primary_url = self.primary_url, "primary", None
             log.warning("promoted to primary", extra={"term": term, "lsn": db.lsn(), "previous_primary": previous})
+            if self.state.archiver is not None:  # the new primary ships from now on; keep its WAL until then
+                db.set_archive_hold(-1)
+                self.state.archiver.wake()
             return {"role": "primary", "term": term, "lsn": db.lsn(), "promoted": True}
 
     def follow(self, primary_url: str) -> dict[str, Any]:

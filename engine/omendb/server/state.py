@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # each of these imports this module
     from omendb.database import Database
     from omendb.server.replica import Replication
     from omendb.server.routes.records import PointReader
+    from omendb.wal_archive import Archiver
 
 T = TypeVar("T")
 
@@ -71,6 +72,7 @@ class ServerState:
         self.connections: Callable[[], int] = lambda: 0
         self.point_reader: PointReader | None = None  # set when the routes are built
         self.replication: Replication | None = None  # role and follower, set when the app is built
+        self.archiver: Archiver | None = None  # [wal_archive]: ships the WAL while this server is primary
 
     def set_phase(self, phase: Phase, reason: str) -> None:
         self.phase, self.reason = phase, reason

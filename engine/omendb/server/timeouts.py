@@ -28,6 +28,7 @@ from typing import ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from omendb.config import HttpSection
+from omendb.server.direct import CYCLE
 from omendb.server.errors import error_body
 from omendb.server.middleware import SENT_STATUS
 
@@ -119,6 +120,9 @@ class TimedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._phase = BODY
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # not for an upgrade request (no new cycle)
+            self.scope[CYCLE] = cycle  # type: ignore[literal-required]  # for direct.write_whole
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

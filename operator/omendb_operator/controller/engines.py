@@ -76,7 +76,8 @@ class Engines:
         rep = body.get("replication") or {}
         return T.Engine(role=str(body.get("role", T.PRIMARY)), lsn=int(body.get("lsn") or 0),
                         term=int(body.get("term") or 0), primary=body.get("primary"),
-                        lag_seconds=rep.get("lag_seconds"), lag_lsn=rep.get("lag_lsn"))
+                        lag_seconds=rep.get("lag_seconds"), lag_lsn=rep.get("lag_lsn"),
+                        wal_archive=body.get("wal_archive"))
 
     def _post(self, pod: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         with self._client(pod, ACTION_TIMEOUT) as client:

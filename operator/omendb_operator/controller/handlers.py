@@ -66,7 +66,8 @@ def _child_changed(namespace: str | None, labels: Mapping[str, str], type: str |
 
 # Pods too: a primary turning unready starts the failover clock, a new pod needs its role label.
 CHILD_RESOURCES = ("apps/v1/statefulsets", "v1/services", "v1/serviceaccounts", "v1/configmaps", "batch/v1/cronjobs",
-                   "policy/v1/poddisruptionbudgets", "v1/pods", "batch/v1/jobs")
+                   "policy/v1/poddisruptionbudgets", "v1/pods", "batch/v1/jobs",
+                   "networking.k8s.io/v1/networkpolicies")
 
 for _resource in CHILD_RESOURCES:
     *_api, _plural = _resource.split("/")
@@ -80,3 +81,28 @@ def operation_changed(namespace: str | None, spec: Mapping[str, Any], **_: Any) 
     # everything touching one database. The initial listing counts too: a backup naming an OmenDB that
     # does not exist is failed by that (absent) OmenDB's reconcile.
     _enqueue(namespace, (spec.get("cluster") or {}).get("name"))
+
+
+# A drain starts with a cordon: the OmenDBs with a pod on that Node reconcile at once, so the one whose
+# primary is there switches over while its budget holds the eviction back (specs/pdb.py, plans/failover.py).
+@kopf.index("v1", "pods", labels=_MANAGED, id="omendb_pods_by_node")
+def omendb_pods_by_node(namespace: str | None, labels: Mapping[str, str], spec: Mapping[str, Any],
+                        **_: Any) -> dict[str, tuple[str | None, str | None]] | None:
+    node = spec.get("nodeName")
+    return {node: (namespace, labels.get("app.kubernetes.io/instance"))} if node else None
+
+
+_unschedulable: dict[str, bool] = {}  # Node -> last seen spec.unschedulable: enqueue on changes only
+
+
+@kopf.on.event("v1", "nodes", id="nodes")
+def node_changed(name: str, spec: Mapping[str, Any], type: str | None, **kwargs: Any) -> None:
+    by_node: kopf.Index[str, tuple[str | None, str | None]] = kwargs["omendb_pods_by_node"]
+    cordoned = bool(spec.get("unschedulable")) or type == "DELETED"
+    if _unschedulable.get(name, False) == cordoned:
+        return
+    _unschedulable[name] = cordoned
+    if type == "DELETED":
+        _unschedulable.pop(name, None)
+    for namespace, instance in by_node.get(name, []):
+        _enqueue(namespace, instance)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from kubernetes.dynamic.exceptions import ForbiddenError
 
 from omendb_operator import labels as L
 from omendb_operator.controller.engines import Engines, EnginesFactory
@@ -105,21 +106,24 @@ def engine_views(pods: list[dict[str, Any]], engines: Engines) -> dict[str, T.Po
                 engine = engines.stats(pod_name)
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
+        spec = pod.get("spec") or {}
         out[pod_name] = T.PodView(name=pod_name, ready=ready, deleting=deleting, not_ready_since=since,
                                   role_label=(meta.get("labels") or {}).get(ROLE_LABEL), engine=engine,
-                                  engine_error=error)
+                                  engine_error=error, node=spec.get("node_name") or spec.get("nodeName"))
     return out
 
 
 class Observer:
-    def __init__(self, kube: Kube, engines: EnginesFactory, health: HealthCheck, stats: StatsFetch) -> None:
+    def __init__(self, kube: Kube, engines: EnginesFactory, health: HealthCheck, stats: StatsFetch,
+                 operator_namespace: str | None = None) -> None:
         self.kube, self.engines_for, self.health, self.stats = kube, engines, health, stats
+        self.operator_namespace = operator_namespace
 
     def observe(self, namespace: str, name: str) -> tuple[World, Engines | None]:
         """The world of OmenDB ``namespace/name``, and how to reach its engines (None without a valid spec)."""
         reader = Reader(self.kube)
         omendb = self.kube.get(L.API_VERSION, L.KIND, name, namespace)
-        world = World(namespace=namespace, name=name, omendb=omendb)
+        world = World(namespace=namespace, name=name, omendb=omendb, operator_namespace=self.operator_namespace)
         world.backups = for_cluster(reader.list(L.API_VERSION, "OmenDBBackup", namespace), name)
         world.restores = for_cluster(reader.list(L.API_VERSION, restores.KIND, namespace), name)
         if omendb is None or omendb["metadata"].get("deletionTimestamp"):
@@ -149,11 +153,12 @@ class Observer:
         if htpasswd and world.secrets.get(htpasswd) is None:
             # The guide keeps its users in a ConfigMap: read it to say how to move it into a Secret.
             world.configmaps[htpasswd] = reader.get("v1", "ConfigMap", htpasswd, namespace)
-        if spec.bootstrap is not None:
+        if spec.bootstrap is not None and spec.bootstrap.object_store is None:
             volume = L.Names(spec.bootstrap.source_cluster).backup_volume
             world.claims[volume] = world.child("PersistentVolumeClaim", volume) or reader.get(
                 "v1", "PersistentVolumeClaim", volume, namespace)
-        if any((r.get("status") or {}).get("phase") not in restores.FINISHED for r in world.restores) and \
+        restoring = any((r.get("status") or {}).get("phase") not in restores.FINISHED for r in world.restores)
+        if restoring and spec.backup.object_store is None and \
                 world.names.backup_volume not in world.children["PersistentVolumeClaim"]:
             world.claims[world.names.backup_volume] = reader.get("v1", "PersistentVolumeClaim",
                                                                  world.names.backup_volume, namespace)
@@ -163,9 +168,31 @@ class Observer:
         world.pods = engine_views(world.database_pods(), engines)
         world.peer_urls = {p: engines.peer_url_for(p) for p in {*world.pods, str(
             world.status.get("primaryPod") or world.names.pod(0))}}
+        self._nodes(world, reader, spec)
         self._watched_health(world, reader, spec)
         self._restore_stats(world, reader, spec)
         return world, engines
+
+    def _nodes(self, world: World, reader: Reader, spec: OmenDBSpec) -> None:
+        """The primary's Node (one read): when it is cordoned, a switchover starts before a drain evicts the
+        primary, and only then are the other pods' Nodes read, to pick a replica on a Node not cordoned.
+        Only with a replica to switch to; without the right to read Nodes, drains are not seen."""
+        if spec.replicas < 2:
+            return
+        primary = world.pods.get(str(world.status.get("primaryPod") or world.names.pod(0)))
+        if primary is None or not primary.node:
+            return
+        wanted = [primary.node]
+        while wanted:
+            node = wanted.pop()
+            try:
+                world.nodes[node] = reader.get("v1", "Node", node, None)
+            except ForbiddenError:
+                world.node_error = (f"cannot read Node {node} (RBAC: nodes get/list/watch): a drain of the "
+                                    "primary's node waits for a manual switchover")
+                return
+            if node == primary.node and world.cordoned(node):
+                wanted = sorted({p.node for p in world.pods.values() if p.node and p.node != node})
 
     def _storage_classes(self, world: World, reader: Reader, spec: OmenDBSpec) -> None:
         """allowVolumeExpansion of the classes of claims that should grow (only then is it needed)."""

@@ -28,12 +28,13 @@ class Reconciler:
                  health: HealthCheck | None = None,
                  engines: E.EnginesFactory = E.cluster_engines,
                  stats: StatsFetch = E.fetch_stats,
-                 requeue: Callable[[str, str, float], None] | None = None) -> None:
+                 requeue: Callable[[str, str, float], None] | None = None,
+                 operator_namespace: str | None = None) -> None:
         self.kube = kube
         self.cluster_domain = cluster_domain
         self.clock = clock
         # How observe and act reach the engines (pod DNS names in the cluster; loopback in tests).
-        self.observer = Observer(kube, engines, health or E.PodHealth(), stats)
+        self.observer = Observer(kube, engines, health or E.PodHealth(), stats, operator_namespace)
         self.requeue = requeue  # reconcile this OmenDB again after a delay (an operation in progress)
 
     def reconcile(self, namespace: str, name: str) -> str:

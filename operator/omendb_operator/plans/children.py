@@ -18,6 +18,7 @@ from omendb_operator.specs import (
     configmap,
     cronjobs,
     monitoring,
+    networkpolicy,
     pdb,
     secrets,
     serviceaccount,
@@ -46,6 +47,8 @@ class Observed:
     user_tls_ca: bool = False
     # Set while a restore is in progress (restores.py): the backup CronJobs are suspended.
     suspend_backups: bool = False
+    # The operator's own namespace (None when it runs outside the cluster): the NetworkPolicy admits it.
+    operator_namespace: str | None = None
 
 
 @dataclass
@@ -101,9 +104,12 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
     out.append(serviceaccount.build_service_account(owner))
     out.append(statefulset.build_statefulset(owner, spec, configmap.config_hash(cm["data"]["omendb.toml"]),
                                              observed.replicas_override, tls_ca))
-    out.append(pdb.build_pdb(owner))
+    out += pdb.build_pdbs(owner, spec.replicas)
+    if spec.network_policy.enabled:
+        out.append(networkpolicy.build_network_policy(owner, spec, observed.operator_namespace))
     if spec.backup.enabled:
-        out.append(cronjobs.build_backup_volume(owner, spec))
+        if spec.backup.object_store is None:
+            out.append(cronjobs.build_backup_volume(owner, spec))
         out += cronjobs.build_cronjobs(owner, spec, observed.suspend_backups)
 
     skipped = False
@@ -120,10 +126,12 @@ def build_children(owner: dict[str, Any], spec: OmenDBSpec, observed: Observed, 
 
 
 def stale_children(spec: OmenDBSpec, observed: Observed) -> list[tuple[str, str, str]]:
-    """(apiVersion, kind, name suffix) of children a spec change made unwanted, to delete: backups switched
-    off, monitoring switched off, TLS no longer generated or no longer from cert-manager. The backup volume is
-    never in this list."""
+    """(apiVersion, kind, name suffix) of children a spec change made unwanted, to delete: the primary's
+    budget below two pods, backups switched off, monitoring switched off, the NetworkPolicy switched off,
+    TLS no longer generated or no longer from cert-manager. The backup volume is never in this list."""
     stale: list[tuple[str, str, str]] = []
+    if spec.replicas < 2:  # one pod: no switchover target, so no budget that holds the primary
+        stale.append(("policy/v1", "PodDisruptionBudget", "-primary"))
     if not spec.backup.enabled:
         suffixes = ("-backup-full", "-backup-incremental", "-backup-cleanup")
         stale += [("batch/v1", "CronJob", s) for s in suffixes]
@@ -133,6 +141,8 @@ def stale_children(spec: OmenDBSpec, observed: Observed) -> list[tuple[str, str,
         stale.append((monitoring.MONITORING_API, "ServiceMonitor", ""))
     if observed.cert_manager_api and not spec.tls.cert_manager:
         stale.append((cert_manager.CERT_MANAGER_API, cert_manager.CERTIFICATE_KIND, ""))
+    if not spec.network_policy.enabled:
+        stale.append((networkpolicy.API, networkpolicy.KIND, ""))
     if not (spec.tls.generated or spec.tls.cert_manager):
         stale += [("v1", "Secret", "-tls")]  # NAME-ca is kept: clients may still trust it
     return stale

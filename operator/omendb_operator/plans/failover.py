@@ -54,6 +54,29 @@ def requested_switchover(world: World) -> str | None:
     return None if value is None else value.strip()
 
 
+def drain_target(world: World, primary: str, replicas: int) -> T.PodView | None:
+    """When the primary's Node is cordoned (a drain; its budget holds the eviction back), the replica to hand
+    the primary to: the best ready one on a Node that is not cordoned. None when no switchover is due."""
+    pod = world.pods.get(primary)
+    if pod is None or not pod.ready or not world.cordoned(pod.node):
+        return None
+    elsewhere = {name: p for name, p in world.pods.items()
+                 if name == primary or (p.node and not world.cordoned(p.node))}
+    return T.best_replica(elsewhere, primary, replicas, require_ready=True)
+
+
+def drain_warning(world: World, replicas: int) -> str | None:
+    """Why a drain of the primary's Node waits (a status warning), or None."""
+    primary = str(world.status.get("primaryPod") or world.names.pod(0))
+    pod = world.pods.get(primary)
+    if world.node_error:
+        return world.node_error
+    if pod is None or not world.cordoned(pod.node) or drain_target(world, primary, replicas) is not None:
+        return None
+    return (f"node {pod.node} of the primary {primary} is cordoned, but no ready replica runs on another "
+            "node: its budget holds a drain back until one does (or switch over by hand)")
+
+
 def decide(world: World, spec: OmenDBSpec, now: dt.datetime, *, switchover_to: str | None,
            paused: bool) -> Result:
     """One failover decision from the observed pods and engines (topology.decide)."""
@@ -64,10 +87,20 @@ def decide(world: World, spec: OmenDBSpec, now: dt.datetime, *, switchover_to: s
                       peer_urls={p: world.peer_urls.get(p, "") for p in {*world.pods, primary}},
                       replicas=spec.replicas, enabled=spec.failover.enabled,
                       delay_seconds=spec.failover.delay_seconds, switchover_to=switchover_to, paused=paused)
+    drain = None
     if switchover_to is None and T.ordinal(primary) >= spec.replicas and failover.get("phase") == T.IDLE:
         # A scale-down would remove the primary: switch over to a pod that stays first.
         inputs = dataclasses.replace(inputs, switchover_to="")
+    elif switchover_to is None and failover.get("phase") == T.IDLE and not paused:
+        drain = drain_target(world, primary, spec.replicas)
+        if drain is not None:
+            inputs = dataclasses.replace(inputs, switchover_to=drain.name)
     decision = T.decide(inputs)
+    if drain is not None and decision.failover.get("phase") == T.DEMOTING:
+        node = world.pods[primary].node
+        decision.events.append(("Normal", "DrainSwitchover", f"node {node} of the primary {primary} is cordoned "
+                                f"(a drain): switching over to {drain.name} on node {drain.node} before the "
+                                "primary is evicted"))
     phase = str(decision.failover.get("phase"))
     rows, observed_at = T.refresh_pods(status.get("pods"), status.get("podsObservedAt"),
                                        T.pod_statuses(world.pods, decision.primary_pod), now)

@@ -207,6 +207,7 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         user_tls_ca=bool(spec.tls.enabled and not spec.tls.generate and
                          world.secret_data(spec.tls.secret(world.name)).get("ca.crt")),
         cert_manager_api=world.cert_manager_api,
+        operator_namespace=world.operator_namespace,
     )
     desired = build_children(owner, before.spec, observed, now, cluster_domain)
     obs.warnings += desired.warnings
@@ -257,6 +258,9 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
     obs.storage_condition = before.volumes.condition
     obs.operation_waiting, obs.hibernation = after.waiting or pods.waiting, after.hibernation
     obs.warnings += before.volumes.warnings
+    drain = failover.drain_warning(world, spec.replicas)
+    if drain and spec.replicas >= 2:
+        obs.warnings.append(drain)
     if before.upgrade.version != (spec.image or spec.version):
         obs.running_version = before.upgrade.version
     obs.statefulset = sts_after
@@ -264,6 +268,8 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         obs.cronjobs = {"full": world.child("CronJob", world.names.backup_full),
                         "incremental": world.child("CronJob", world.names.backup_incremental)}
     obs.replication = after.replication or repl.status  # an upgrade's switchover moved the primary
+    primary = world.pods.get(str((obs.replication or {}).get("primaryPod") or ""))
+    obs.wal_archive = primary.engine.wal_archive if primary is not None and primary.engine is not None else None
     obs.apply_errors += apply_errors or []
     obs.stuck = find_stuck(world.items("Pod"), world.items("Job"), now)
     plan.requeue_within(recheck_after(world.items("Pod"), world.items("Job"), now))

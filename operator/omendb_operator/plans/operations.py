@@ -112,7 +112,7 @@ def plan_operations(plan: Plan, world: World, spec: OmenDBSpec, owner: dict[str,
     # ---- bootstrap ---------------------------------------------------------------------------------
     boot_running = False
     if spec.bootstrap is not None or previous.get("bootstrap"):
-        source_volume = spec.bootstrap is not None and world.claims.get(
+        source_volume = spec.bootstrap is not None and spec.bootstrap.object_store is None and world.claims.get(
             L.Names(spec.bootstrap.source_cluster).backup_volume) is not None
         job_name = jobs.job_name(bootstrap.job_base(name), "restore-0")
         boot = bootstrap.plan_bootstrap(owner, spec, previous, source_volume, claims, all_jobs.get(job_name),
@@ -138,7 +138,9 @@ def plan_operations(plan: Plan, world: World, spec: OmenDBSpec, owner: dict[str,
         db_pods = world.database_pods()
         view = restores.ClusterView(
             name, world.namespace, exists=True, spec=spec, owner=owner,
-            backups_volume=names.backup_volume in claims or world.claims.get(names.backup_volume) is not None,
+            # With spec.backup.objectStore the backups are in the bucket: there is no volume to wait for.
+            backups_volume=(spec.backup.object_store is not None or names.backup_volume in claims
+                            or world.claims.get(names.backup_volume) is not None),
             backup_running=lock_holder, bootstrapping=boot_running,
             statefulset_replicas=int(((world.statefulset or {}).get("status") or {}).get("replicas") or 0),
             database_pods=len(db_pods), ready_pods=len([p for p in db_pods if pod_ready(p)]),

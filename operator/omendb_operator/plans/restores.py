@@ -75,11 +75,11 @@ class RestorePlan:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def target_of(restore: dict[str, Any], backups_claim: str | None = None) -> jobs.RestoreTarget:
+def target_of(restore: dict[str, Any]) -> jobs.RestoreTarget:
     spec = restore.get("spec") or {}
     pit = spec.get("pointInTime") or {}
     return jobs.RestoreTarget(backup_id=str(spec.get("backupId") or "latest"), lsn=pit.get("lsn"),
-                              time=pit.get("time"), backups_claim=backups_claim,
+                              time=pit.get("time"),
                               allow_unkeyed=bool(spec.get("allowUnkeyed", False)))
 
 
@@ -316,11 +316,16 @@ def plan_restore(restore: dict[str, Any], view: ClusterView, holder: str | None,
 
 
 def check_result(result: RestoreResult, target: jobs.RestoreTarget) -> str | None:
-    """The restore Job's result against the backup manifest (no target) or the point-in-time target."""
+    """The restore Job's result against the backup manifest (no target) or the point-in-time target. A restore
+    continued by archived WAL (result.archived_lsn) ends where that WAL does, past the backup."""
     lsn, records = result.lsn, result.records
     if target.lsn is not None:
         if lsn > target.lsn:
             return f"the restore reached LSN {lsn}, past the requested LSN {target.lsn}"
+    elif result.archived_lsn is not None:
+        if lsn != result.archived_lsn or lsn < result.backup_end_lsn:
+            return (f"the restore wrote LSN {lsn}, but backup {result.backup_id} (ending at LSN "
+                    f"{result.backup_end_lsn}) and the archived WAL end at LSN {result.archived_lsn}")
     elif not target.time and (lsn != result.backup_end_lsn or records != result.backup_records):
         return (f"the restore wrote LSN {lsn} with {records} records, but backup {result.backup_id} "
                 f"ends at LSN {result.backup_end_lsn} with {result.backup_records} records")

@@ -21,6 +21,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 BACKUP_HEALTHY = "BackupHealthy"
+CONTINUOUS_ARCHIVING = "ContinuousArchiving"  # as CloudNativePG names it
 TLS_READY = "TLSReady"
 MONITORING_READY = "MonitoringReady"
 UPGRADE_HEALTHY = "UpgradeHealthy"
@@ -111,6 +112,7 @@ class Observation:
     # From operations.py (backups, restores, bootstrap).
     last_backup: dict[str, Any] = field(default_factory=dict)  # from the newest succeeded backup Jobs
     backup_failure: str | None = None  # the newest finished scheduled backup Job failed: why
+    wal_archive: dict[str, Any] | None = None  # the primary's /v1/stats "wal_archive" (None: not read)
     restore: dict[str, Any] | None = None  # the restore holding this OmenDB: {name, step}
     bootstrap: dict[str, Any] | None = None  # spec.bootstrap.fromBackup's progress
     # Children that cannot make progress without a human (stuck.py): Degraded always, Stalled while the
@@ -131,6 +133,19 @@ def _rollout(spec: OmenDBSpec, sts: dict[str, Any] | None, generation_seen: bool
     done = (generation_seen and st.get("observedGeneration") == sts["metadata"].get("generation")
             and ready >= want and updated >= want and replicas == want)
     return replicas, ready, done
+
+
+def _archiving_condition(archive: dict[str, Any] | None) -> tuple[str, str, str]:
+    """ContinuousArchiving, from the primary's WAL archiver (spec.backup.objectStore.archiveWal)."""
+    if archive is None:
+        return "Unknown", "PrimaryNotRead", "the primary's archiver state is not known yet"
+    if archive.get("failing"):
+        return "False", "ArchiveFailing", (f"shipping the WAL to {archive.get('url')} fails: {archive.get('error')}; "
+                                           "see the OmenDBWALArchiveFailing runbook")
+    if not archive.get("active"):
+        return "Unknown", "ArchiverStarting", "the primary has not shipped its WAL yet"
+    return "True", "ArchivingWAL", (f"the primary ships its WAL to {archive.get('url')} (through LSN "
+                                    f"{archive.get('shipped_lsn')}, {archive.get('lag_seconds')}s behind)")
 
 
 def _backup_condition(spec: OmenDBSpec, cronjobs: dict[str, dict[str, Any] | None],
@@ -266,6 +281,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
     else:
         conditions.append(cond(DEGRADED, "False", "AsExpected", "no problems found"))
     conditions.append(cond(BACKUP_HEALTHY, *_backup_condition(spec, obs.cronjobs, obs.backup_failure)))
+    if spec.backup.object_store is not None and spec.backup.object_store.archive_wal:
+        conditions.append(cond(CONTINUOUS_ARCHIVING, *_archiving_condition(obs.wal_archive)))
     if not spec.tls.enabled:
         # Off by choice is as the spec asks, not a fault: True, so neither dashboards nor
         # `kubectl wait --for=condition=TLSReady` read it as a broken certificate.
@@ -316,6 +333,10 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
         },
         "credentialsSecret": names.users,
         "conditions": conditions,
+        # Any status write stores the whole OmenDB as the API server read it, spec.version's schema default
+        # included: an OmenDB created before the CRD had that default gets it recorded by this first write,
+        # so a later CRD with a newer default does not change its version (docs/operations/upgrades.md).
+        "specDefaultsRecorded": True,
     })
     status.update({k: prev[k] for k in ("pods", "podsObservedAt", "failover") if k in prev})
     status.update(obs.replication or {})
@@ -367,7 +388,8 @@ def build_status(owner: dict[str, Any], spec: OmenDBSpec | None, obs: Observatio
 # the merge patch) so a stale value (e.g. tls after TLS was switched off) does not linger.
 MANAGED_KEYS = ("observedGeneration", "selector", "phase", "replicas", "readyReplicas", "primaryPod",
                 "endpoints", "credentialsSecret", "conditions", "currentVersion", "lastBackup", "tls",
-                "upgrade", "storage", "pods", "podsObservedAt", "failover", "restore", "bootstrap")
+                "upgrade", "storage", "pods", "podsObservedAt", "failover", "restore", "bootstrap",
+                "specDefaultsRecorded")
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

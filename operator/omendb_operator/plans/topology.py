@@ -47,6 +47,7 @@ class Engine:
     primary: str | None = None  # the URL a replica follows
     lag_seconds: float | None = None
     lag_lsn: int | None = None
+    wal_archive: dict[str, Any] | None = None  # the primary's WAL archiver ([wal_archive]), when it has one
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class PodView:
     role_label: str | None = None
     engine: Engine | None = None  # None: the engine did not answer
     engine_error: str = ""
+    node: str | None = None  # spec.nodeName: where it runs (None: not scheduled yet)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from omendb_operator.specs.statefulset import CONTAINER_NAME, IMAGE_ANNOTATION
 # (apiVersion, kind) of everything listed under the OmenDB's instance label.
 CHILD_KINDS = (("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "ConfigMap"), ("batch/v1", "CronJob"),
                ("policy/v1", "PodDisruptionBudget"), ("batch/v1", "Job"), ("v1", "Pod"),
-               ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount"))
+               ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount"), ("networking.k8s.io/v1", "NetworkPolicy"))
 
 
 @dataclass
@@ -39,10 +39,13 @@ class World:
     # Each database pod with its engine's answer to GET /v1/stats (failover and the pods' status rows).
     pods: dict[str, T.PodView] = field(default_factory=dict)
     peer_urls: dict[str, str] = field(default_factory=dict)  # pod -> the URL other pods reach it at
+    nodes: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # the pods' Nodes (None: gone)
+    node_error: str = ""  # the Nodes could not be read (RBAC): drains are not seen
     # The pod an upgrade replaced last (status.upgrade.pod): True/False its /health answer, None unreachable.
     watched_health: bool | None = None
     # The primary's GET /v1/stats while a restore verifies the restored data: (answer, error).
     restore_stats: tuple[dict[str, Any] | None, str | None] = (None, None)
+    operator_namespace: str | None = None  # where the operator runs (None: outside the cluster)
 
     # ---- lookups -------------------------------------------------------------------------------------
     @property
@@ -58,6 +61,13 @@ class World:
             return parse_spec((self.omendb or {}).get("spec")), None
         except SpecError as exc:
             return None, str(exc)
+
+    def cordoned(self, node: str | None) -> bool:
+        """The Node is marked unschedulable (`kubectl cordon`, the first step of `kubectl drain`), or gone."""
+        if not node or node not in self.nodes:
+            return False
+        obj = self.nodes[node]
+        return obj is None or bool((obj.get("spec") or {}).get("unschedulable"))
 
     def items(self, kind: str) -> list[dict[str, Any]]:
         return [self.children.get(kind, {})[n] for n in sorted(self.children.get(kind, {}))]

@@ -22,6 +22,7 @@ from omendb_operator.paths import (  # noqa: F401 - where the builders of the po
     WAL_DIR,
 )
 from omendb_operator.spec import OmenDBSpec, memory_limit_mb, render_config_dict  # noqa: F401
+from omendb_operator.specs.backup_store import wal_archive_url
 
 
 def _toml_value(value: Any) -> str:
@@ -61,7 +62,8 @@ def config_hash(text: str) -> str:
 def build_configmap(owner: dict[str, Any], spec: OmenDBSpec, primary_pod: str | None = None,
                     tls_ca: bool = True) -> dict[str, Any]:
     names = L.Names(owner["metadata"]["name"])
-    text = render_toml(render_config_dict(spec, tls_ca))
+    archive = wal_archive_url(spec, owner["metadata"]["namespace"], owner["metadata"]["name"])
+    text = render_toml(render_config_dict(spec, tls_ca, archive))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -6,7 +6,8 @@ NAME-users (its ``credentials`` key mounted as a file, env OMENDB_CREDENTIALS_FI
 environment variable, which `kubectl describe` and crash dumps show) and trusting the CA bundle from NAME-ca
 (env OMENDB_CA_FILE), signing every backup with the key in NAME-backup-key (a file, env
 OMENDB_BACKUP_KEY_FILE; backup_key.py). Backups land on the PVC NAME-backups, which outlives the OmenDB
-unless spec.backup.volume.deleteOnDelete is set.
+unless spec.backup.volume.deleteOnDelete is set, or in the bucket of spec.backup.objectStore
+(backup_store.py), where no backup volume is made.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from omendb.backup import contract
 from omendb_operator import labels as L
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs.backup_key import key_volume
+from omendb_operator.specs.backup_store import backup_location
 from omendb_operator.specs.secrets import CREDENTIALS_KEY
 from omendb_operator.specs.security import container_security_context, pod_security_context, writable_env
 
-BACKUP_DIR = "/var/backups/omendb"
 CA_MOUNT = "/etc/omendb/ca"
 CA_FILE = f"{CA_MOUNT}/ca.crt"
 CREDENTIALS_MOUNT = "/etc/omendb/credentials"
@@ -42,12 +43,13 @@ def source_url(name: str, namespace: str, spec: OmenDBSpec) -> str:
 
 def backup_request(name: str, namespace: str, spec: OmenDBSpec, kind: str) -> contract.BackupRequest:
     """A ``kind`` (full or incremental) backup of the primary, online, its result in the termination log."""
-    return contract.BackupRequest(kind, spec.database_name, BACKUP_DIR, source=source_url(name, namespace, spec),
-                                  result_file=RESULT_FILE)
+    return contract.BackupRequest(kind, spec.database_name, backup_location(spec, namespace, name).backup_dir,
+                                  source=source_url(name, namespace, spec), result_file=RESULT_FILE)
 
 
 def cleanup_request(name: str, namespace: str, spec: OmenDBSpec) -> contract.CleanupRequest:
-    return contract.CleanupRequest(BACKUP_DIR, spec.backup.retention_days, source_url(name, namespace, spec))
+    return contract.CleanupRequest(backup_location(spec, namespace, name).backup_dir, spec.backup.retention_days,
+                                   source_url(name, namespace, spec))
 
 
 def backup_command(name: str, namespace: str, spec: OmenDBSpec, action: str) -> list[str]:
@@ -75,16 +77,18 @@ def _ca_source(name: str, spec: OmenDBSpec) -> dict[str, Any] | None:
 def job_template(owner: dict[str, Any], spec: OmenDBSpec, component: str, command: list[str],
                  extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
     """The Job (metadata.labels + spec) every backup_tool Job of OmenDB ``owner`` runs: the image, the
-    credentials, the CA, the backup volume, the restricted security context and the scheduling of the
+    credentials, the CA, the backup volume or object store, the restricted security context and the scheduling of the
     database pods. CronJobs, OmenDBBackup and restores (jobs.py) all build on it."""
     name = owner["metadata"]["name"]
     names = L.Names(name)
-    env: list[dict[str, Any]] = [{"name": CREDENTIALS_FILE_ENV, "value": CREDENTIALS_FILE}, *writable_env()]
-    mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": BACKUP_DIR},
+    location = backup_location(spec, owner["metadata"]["namespace"], name)
+    env: list[dict[str, Any]] = [{"name": CREDENTIALS_FILE_ENV, "value": CREDENTIALS_FILE}, *writable_env(),
+                                 *location.env]
+    mounts: list[dict[str, Any]] = [*location.mounts,
                                     {"name": "tmp", "mountPath": "/tmp"},
                                     {"name": "credentials", "mountPath": CREDENTIALS_MOUNT, "readOnly": True}]
     volumes: list[dict[str, Any]] = [
-        {"name": "backups", "persistentVolumeClaim": {"claimName": names.backup_volume}},
+        *location.volumes,
         {"name": "tmp", "emptyDir": {}},
         # Only the `user:password` line: the htpasswd hashes in the same Secret never reach a Job.
         {"name": "credentials", "secret": {"secretName": names.users, "defaultMode": 0o440,

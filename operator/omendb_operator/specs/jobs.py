@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from omendb.backup import contract
@@ -19,6 +19,7 @@ from omendb_operator import labels as L
 from omendb_operator.spec import OmenDBSpec
 from omendb_operator.specs import cronjobs
 from omendb_operator.specs.backup_key import key_volume
+from omendb_operator.specs.backup_store import BACKUP_DIR, BackupLocation, backup_location
 from omendb_operator.specs.configmap import DATA_DIR, WAL_DIR
 from omendb_operator.specs.security import writable_env
 
@@ -78,18 +79,20 @@ def backup_job(owner: dict[str, Any], spec: OmenDBSpec, backup: dict[str, Any]) 
 
 @dataclass(frozen=True)
 class RestoreTarget:
-    """What to restore: a backup (id or latest) of a backup volume, optionally to a time or an LSN."""
+    """What to restore: a backup (id or latest) of a backup volume or bucket, optionally to a time or an LSN."""
 
     backup_id: str = "latest"
     lsn: int | None = None
     time: str | None = None
-    backups_claim: str | None = None  # default: the OmenDB's own NAME-backups
+    location: BackupLocation | None = None  # default: the OmenDB's own (NAME-backups or its objectStore)
     key_secret: str | None = None  # the key of those backups; default: the OmenDB's own NAME-backup-key
     allow_unkeyed: bool = False  # OmenDBRestore spec.allowUnkeyed: also accept a backup made without a key
 
     def request(self) -> contract.RestoreRequest:
-        """The backup_tool restore a restore Job runs on a pod's volumes (the backup volume mounted)."""
-        return contract.RestoreRequest(DATA_DIR, cronjobs.BACKUP_DIR, self.backup_id or "latest", WAL_DIR,
+        """The backup_tool restore a restore Job runs on a pod's volumes (the backup volume mounted, or the
+        bucket reachable)."""
+        backup_dir = self.location.backup_dir if self.location else BACKUP_DIR  # restore_job fills it in
+        return contract.RestoreRequest(DATA_DIR, backup_dir, self.backup_id or "latest", WAL_DIR,
                                        self.lsn, self.time, self.allow_unkeyed, force=True,
                                        result_file=cronjobs.RESULT_FILE, lock_timeout=60)
 
@@ -101,7 +104,7 @@ class RestoreTarget:
 def restore_job(owner: dict[str, Any], spec: OmenDBSpec, job_owner: dict[str, Any], base: str, action: str,
                 ordinal: int, target: RestoreTarget, labels: dict[str, str]) -> dict[str, Any]:
     """A Job doing ``action`` (RESTORE_ACTIONS) on the data and WAL volumes of pod ``ordinal``
-    (``data-NAME-i``, ``wal-NAME-i``), with the backup volume mounted for ``restore``.
+    (``data-NAME-i``, ``wal-NAME-i``), with the backup volume mounted (or the bucket's settings) for ``restore``.
 
     ``discard`` runs while the database runs (the restore succeeded): it is placed on the node of the pod
     using the volumes (podAffinity), as ReadWriteOnce volumes are shared only on one node."""
@@ -109,6 +112,9 @@ def restore_job(owner: dict[str, Any], spec: OmenDBSpec, job_owner: dict[str, An
         raise ValueError(f"unknown restore action {action!r}")
     name = owner["metadata"]["name"]
     names = L.Names(name)
+    if target.location is None:
+        target = replace(target, location=backup_location(spec, owner["metadata"]["namespace"], name))
+    assert target.location is not None
     command = contract.RestoreJobRequest(action, DATA_DIR, WAL_DIR,
                                          target.request() if action == "restore" else None).argv()
     all_labels = {**labels, ACTION_LABEL: action}
@@ -126,9 +132,9 @@ def restore_job(owner: dict[str, Any], spec: OmenDBSpec, job_owner: dict[str, An
         {"name": "tmp", "emptyDir": {}},
     ]
     if action == "restore":
-        mounts.append({"name": "backups", "mountPath": cronjobs.BACKUP_DIR})
-        volumes.append({"name": "backups", "persistentVolumeClaim": {
-            "claimName": target.backups_claim or names.backup_volume}})
+        container["env"] += target.location.env
+        mounts += target.location.mounts
+        volumes += target.location.volumes
         # backup_tool authenticates what it restores with the key the backups were signed with.
         key_vol, key_mount, key_env = key_volume(target.key_secret or names.backup_key,
                                                  optional=target.key_secret is not None)

@@ -1,5 +1,5 @@
-"""PrometheusRule (the guide's four alerts plus OmenDBBackupFailing and OmenDBCertificateExpiringSoon) and
-ServiceMonitor for one OmenDB.
+"""PrometheusRule (the guide's four alerts plus OmenDBBackupFailing, OmenDBCertificateExpiringSoon and
+OmenDBWALArchiveFailing) and ServiceMonitor for one OmenDB.
 
 The guide's alerts.yml is written for one standalone server (``job="omendb"``); here every expression is
 scoped to this OmenDB's namespace and instance so two OmenDBs never fire each other's alerts. The
@@ -20,6 +20,8 @@ INSTANCE_TARGET_LABEL = "app_kubernetes_io_instance"  # how Prometheus spells th
 # The server logs a WARNING from the same point (omendb.server.tls.EXPIRY_WARNING_SECONDS); renewal
 # (cert-manager, or the operator's renewBeforeDays = 30) normally happens long before.
 CERT_EXPIRY_ALERT_SECONDS = 7 * 86400
+# Durable writes older than this not yet in the WAL archive: a region failure now would lose them.
+WAL_ARCHIVE_LAG_ALERT_SECONDS = 300
 
 
 def _number(value: float) -> str:
@@ -105,6 +107,18 @@ def alert_rules(name: str, namespace: str, spec: OmenDBSpec) -> list[dict[str, A
                             "description": "{{ $labels.pod }} serves a certificate that expires in "
                                            "{{ $value | humanizeDuration }} (negative: expired); see the "
                                            "certificate-expiry runbook."},
+        },
+        {
+            "alert": "OmenDBWALArchiveFailing",
+            # Exported by the primary while [wal_archive] ships (spec.backup.objectStore with archiveWal): the
+            # age of the oldest durable write not yet shipped, which grows while shipping fails.
+            "expr": f"omendb_wal_archive_lag_seconds{{{sel}}} > {WAL_ARCHIVE_LAG_ALERT_SECONDS}",
+            "for": "1m",
+            "labels": {"severity": "critical", **common},
+            "annotations": {"summary": "OmenDB WAL archiving is failing or behind",
+                            "description": "{{ $labels.pod }} has writes that waited {{ $value | "
+                                           "humanizeDuration }} to be shipped to the object store; see the "
+                                           "WAL archiving runbook."},
         },
     ]
     return rules

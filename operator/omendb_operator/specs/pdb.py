@@ -1,24 +1,41 @@
-"""The PodDisruptionBudget: voluntary disruptions (node drains) take at most one pod at a time."""
+"""PodDisruptionBudgets: a drain never takes the primary; replicas go one at a time.
+
+With two or more pods the primary has a budget of its own that allows no eviction (``NAME-primary``,
+selecting ``role: primary``), and the replicas share one that allows one (``NAME``, ``role: replica``).
+A ``kubectl drain`` of the primary's node therefore waits (the eviction API answers 429) while the
+operator, seeing the node cordoned, switches over to a replica on another node (plans/failover.py); the
+old primary is then a replica and is evicted like one. A pod must never match two budgets (the eviction
+API refuses such pods), hence two disjoint selectors. The CloudNativePG layout.
+
+With one pod there is nobody to switch over to: one budget over the pod allows its eviction, so a drain
+is never blocked forever (the database is down until the pod restarts elsewhere, as with any single pod).
+Unhealthy pods may always be evicted, so a broken pod never blocks a drain.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from omendb_operator import labels as L
+from omendb_operator.specs.services import ROLE_LABEL
 
 
-def build_pdb(owner: dict[str, Any]) -> dict[str, Any]:
-    name = owner["metadata"]["name"]
+def _pdb(owner: dict[str, Any], name: str, max_unavailable: int, role: str | None) -> dict[str, Any]:
+    selector = {**L.selector_labels(owner["metadata"]["name"]), **({ROLE_LABEL: role} if role else {})}
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": L.metadata(owner, L.Names(name).pdb, "database"),
+        "metadata": L.metadata(owner, name, "database"),
         "spec": {
-            # maxUnavailable rather than minAvailable: with one replica, minAvailable 1 would block
-            # every node drain forever; maxUnavailable 1 lets a drain proceed one pod at a time.
-            "maxUnavailable": 1,
-            "selector": {"matchLabels": L.selector_labels(name)},
-            # Unhealthy pods may always be evicted, so a broken pod never blocks a drain.
+            "maxUnavailable": max_unavailable,
+            "selector": {"matchLabels": selector},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
+
+
+def build_pdbs(owner: dict[str, Any], replicas: int) -> list[dict[str, Any]]:
+    names = L.Names(owner["metadata"]["name"])
+    if replicas < 2:
+        return [_pdb(owner, names.pdb, 1, None)]
+    return [_pdb(owner, names.pdb, 1, "replica"), _pdb(owner, names.primary_pdb, 0, "primary")]

@@ -6,6 +6,7 @@ from typing import Any
 
 from omendb_operator import labels as L
 from omendb_operator.spec import OmenDBSpec
+from omendb_operator.specs.backup_store import wal_archive_access
 from omendb_operator.specs.configmap import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -150,6 +151,10 @@ def build_statefulset(owner: dict[str, Any], spec: OmenDBSpec, config_hash: str,
     affinity = _affinity(name, spec)
     if affinity:
         pod_spec["affinity"] = affinity
+    archive = wal_archive_access(spec, name)  # [wal_archive]: the bucket's settings and the signing key
+    container["env"] += archive.env
+    container["volumeMounts"] += archive.mounts
+    pod_spec["volumes"] += archive.volumes
     if spec.scheduling.node_selector:
         pod_spec["nodeSelector"] = spec.scheduling.node_selector
     if spec.scheduling.tolerations:

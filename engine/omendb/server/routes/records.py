@@ -282,7 +282,10 @@ def build_router(state: ServerState) -> APIRouter:
     async def stats() -> Response:
         db = state.ready_db()
         engine: dict[str, Any] = await state.run(db.stats)
-        return _json({**engine, **state.role().describe(), "database": state.config.database.name,
-                      "version": omendb.__version__})
+        out = {**engine, **state.role().describe(), "database": state.config.database.name,
+               "version": omendb.__version__}
+        if state.archiver is not None:
+            out["wal_archive"] = state.archiver.describe(db.lsn())
+        return _json(out)
 
     return router
