@@ -79,6 +79,8 @@ def test_credential_cache_forgets_on_reload_expiry_and_hash_change() -> None:
     users = Users({"a": "hash1", "b": "hash1"}, 0)
     cache.remember(basic_credentials("a", "pa"), "a", "hash1", 0)
     assert cache.user_of(basic_credentials("a", "pa"), users) == "a"
+    # The request guard looks the header's bytes up as they came: the same key as the text form.
+    assert cache.user_of(basic_credentials("a", "pa").encode(), users) == "a"
     assert cache.user_of(basic_credentials("a", "wrong"), users) is None
     assert cache.user_of(basic_credentials("b", "pa"), users) is None
     assert cache.user_of(basic_credentials("a", "pa"), Users({"a": "hash2"}, 0)) is None  # hash changed

@@ -54,14 +54,16 @@ class CredentialCache:
         self._lock = threading.Lock()
         self.pending: dict[bytes, Any] = {}  # key -> the verification running now (see auth._verify)
 
-    def key(self, credentials: str) -> bytes:
+    def key(self, credentials: str | bytes) -> bytes:
+        """The HMAC of Basic credentials, given as text or as the header's bytes (latin-1)."""
         inner = self._inner.copy()
-        inner.update(credentials.encode("latin-1", "replace"))  # base64 is ASCII; header values are latin-1
+        # base64 is ASCII; header values are latin-1
+        inner.update(credentials if isinstance(credentials, bytes) else credentials.encode("latin-1", "replace"))
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
 
-    def user_of(self, credentials: str, users: Users) -> str | None:
+    def user_of(self, credentials: str | bytes, users: Users) -> str | None:
         """The user these Basic credentials were verified for, if that was within the lifetime, in this
         version of the htpasswd file, and against the user's current hash; else None."""
         if not self._entries:

@@ -7,7 +7,7 @@
   (FastAPI's own ``max_body_size`` answers a too-long Content-Length in its own format, not the API's);
   batch bodies (upsert, lookup, delete) are held to what ``[limits] max_insert_batch_size`` items can
   take (``BATCH_ITEM_BYTES`` each), so an oversized batch is refused before it is buffered or parsed;
-- ``[http] request_timeout_ms``: a request still unanswered by then gets 503;
+- ``[http] request_timeout_ms``: a request still unanswered by then gets 503 (deadlines.py);
 - the access log line (method, path, status, user, request_id, duration_ms) and request metrics.
 
 Probes (/health, /ready) skip the concurrency limit, so an overloaded server is not restarted for it.
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omendb.errors import OmenDBError
 from omendb.server.auth import ANONYMOUS, USER_KEY, cached_basic, gate
+from omendb.server.deadlines import Deadlines
 from omendb.server.direct import CYCLE, write_whole
 from omendb.server.errors import APIError, error_body, from_engine
 from omendb.server.state import ServerState
@@ -92,6 +93,7 @@ class RequestGuard:
             f"max_insert_batch_size = {batch} records or keys needs ({BATCH_ITEM_BYTES} bytes each); split it "
             "into smaller batches")
         self.timeout = http.request_timeout_ms / 1000
+        self.deadlines = Deadlines(self.timeout)
         self.in_flight = 0
         self.access = state.access_log
         # Request ids: a random per-process prefix and a counter, unique across restarts and cheap to make.
@@ -146,10 +148,20 @@ class RequestGuard:
                 await self._too_large(send_with_id, body_limit)
                 return
             try:
-                async with asyncio.timeout(self.timeout):
+                task = asyncio.current_task()
+                assert task is not None
+                cancelling = task.cancelling()
+                self.deadlines.watch(task)
+                try:
                     await gate(self.state, scope)
-                    if not await self._point_read(scope, send_with_id):
+                    if not await self._point_read(scope, send, rid_header, status_box):
                         await self.app(scope, receive, send_with_id)
+                except asyncio.CancelledError:
+                    if self.deadlines.expired(task, cancelling):
+                        raise TimeoutError from None
+                    raise
+                finally:
+                    self.deadlines.forget(task)
             except (APIError, OmenDBError) as exc:  # refused by authentication, or from the point-read path
                 err = exc if isinstance(exc, APIError) else from_engine(exc)
                 headers = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
@@ -229,12 +241,15 @@ class RequestGuard:
         self._log(scope, status, started, request_id)
         return True
 
-    async def _point_read(self, scope: Scope, send: Send) -> bool:
+    async def _point_read(self, scope: Scope, send: Send, rid_header: tuple[bytes, bytes],
+                          status_box: list[int]) -> bool:
         """Answer ``GET /v1/records/<key>`` without FastAPI's routing and parameter machinery.
 
         The hottest request is a single-key read, and routing plus dependency resolution cost several
         times the lookup. The route stays registered (OpenAPI, and malformed keys, which fall through to
-        it for FastAPI's error message); both paths answer through the same PointReader.
+        it for FastAPI's error message); both paths answer through the same PointReader. It sends on the
+        connection's own ``send`` with the request id already in the headers: the wrapper that adds it to
+        every other response is one more coroutine call per message.
         """
         path: str = scope["path"]
         if scope["method"] != "GET" or not path.startswith(_POINT_PREFIX):
@@ -247,9 +262,10 @@ class RequestGuard:
             return False
         scope["omendb.route"] = reader.ROUTE
         status, body = reader.read(key)
+        status_box[0] = status
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()), rid_header]})
         await send({"type": "http.response.body", "body": body})
         return True
 

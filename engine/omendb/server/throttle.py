@@ -74,6 +74,11 @@ class LoginThrottle:
                         ADDRESS: _Counters(per_address, window_seconds, clock, self.MAX_KEYS)}
         self._counters = tuple(self._scopes.values())
 
+    def active(self) -> bool:
+        """Whether any failure is remembered; if not, ``check`` would pass anyone (tells callers on the hot
+        path they need not work out its arguments)."""
+        return bool(self._counters[0]._counts or self._counters[1]._counts)
+
     def check(self, user: str, address: str) -> tuple[str, int] | None:
         """The throttled scope and its Retry-After in seconds, or None if this attempt may go ahead."""
         if not self._counters[0]._counts and not self._counters[1]._counts:
