@@ -177,6 +177,14 @@ class ReplicationSection:
                                        minimum=1)
     max_lag_seconds: float = _key(30.0, "A replica further behind its primary than this is not ready.",
                                   minimum=0.0)
+    fence_after_seconds: float = _key(15.0, "On a primary that replicas poll: refuse writes (503 'isolated') "
+                                            "once neither a replica has polled it nor fence_probe_address answered "
+                                            "for this long (cut off by a partition: another pod may be promoted; "
+                                            "keep it under the failover delay); writes resume as soon as either is "
+                                            "back. 0: never.", minimum=0.0)
+    fence_probe_address: str = _key("", "host:port that a primary still reaching it is not cut off from (the "
+                                         "Kubernetes API); empty: KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT, "
+                                         "and no fencing outside Kubernetes.")
     poll_wait_ms: int = _key(2000, "How long a replica's request for new WAL waits on the primary before "
                                    "returning empty (long poll).", minimum=10, maximum=25000)
 

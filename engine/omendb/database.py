@@ -40,6 +40,7 @@ from omendb.errors import (
     DatabaseClosed,
     DatabaseLocked,
     InvalidInput,
+    Isolated,
     MemoryLimitExceeded,
     OmenDBError,
     ReadOnly,
@@ -209,6 +210,7 @@ class Database:
         # where the archive ends, None when nothing is archived here (off, or a replica).
         self._archive_hold: int | None = -1 if config.wal_archive.url else None
         self.read_only: str | None = None  # why writes are refused (a replica names its primary), or None
+        self.isolated: str | None = None  # why a primary cut off from replicas and the API refuses writes
         self.replicas = ReplicaTracker()  # on a primary: what each replica holds
         self.frame_ring = FrameRing(FRAME_RING_BYTES)  # newest WAL frames, for streaming to replicas
         self.sync_replicas, self.sync_timeout_s = 0, 0.0  # synchronous replication: replicas to wait for
@@ -456,6 +458,8 @@ class Database:
         self._check_open()
         if replicated is None and self.read_only is not None:
             raise ReadOnly(self.read_only)
+        if replicated is None and self.isolated is not None:
+            raise Isolated(self.isolated)
         if len(keys) == 0 and replicated is None:
             return self._lsn
         with self._write_lock:

@@ -54,6 +54,13 @@ class ReadOnly(OmenDBError):
     code = "read_only"
 
 
+class Isolated(OmenDBError):
+    """A primary that has lost both its replicas and the Kubernetes API for [replication]
+    fence_after_seconds refuses writes: another pod may be promoted in its place (server/fencing.py)."""
+
+    code = "isolated"
+
+
 class StorageFull(OmenDBError):
     """A volume is out of space (bytes or inodes). Nothing of the write was applied; writes resume by
     themselves once space is freed."""

@@ -71,6 +71,7 @@ OPERATOR_OWNED_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 DEFAULT_UPGRADE_TIMEOUT_SECONDS = 600
+ENGINE_FENCE_AFTER_SECONDS = 15.0  # omendb.config.ReplicationSection.fence_after_seconds
 DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 SEMVER = re.compile(r"^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
@@ -651,6 +652,14 @@ def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True, wal_archive_url: s
     replication["ca_file"] = TLS_CA_FILE if spec.tls.enabled and (spec.tls.generate or tls_ca) else ""
     if spec.replication.synchronous_replicas is not None:
         replication["synchronous_replicas"] = spec.replication.synchronous_replicas
+    fence = max(5.0, spec.failover.delay_seconds / 2) if spec.failover.enabled else 0.0
+    if fence != ENGINE_FENCE_AFTER_SECONDS:
+        # Self-fencing (the engine's server/fencing.py): a primary cut off from its replicas and the API
+        # stops writing before the earliest failover (its pod NotReady, ~40 s, plus the failover delay). Only
+        # written when it differs from the engine's default (half the default delay), so the omendb.toml of
+        # an OmenDB with the default delay, and the pods, stay as they were; every pod count gets the same
+        # value, so scaling never changes it (a single pod never fences: no replica polls it).
+        replication.setdefault("fence_after_seconds", fence)
     monitoring = out.setdefault("monitoring", {})
     monitoring["prometheus_enabled"] = True
     monitoring["prometheus_port"] = L.METRICS_PORT

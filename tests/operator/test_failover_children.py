@@ -78,3 +78,17 @@ def test_replication_spec_fields_and_their_errors():
         parse_spec({"failover": {"delaySeconds": 0}})
     with pytest.raises(SpecError, match="spec.config.replication.role is set by the operator"):
         parse_spec({"config": {"replication": {"role": "replica"}}})
+
+
+@pytest.mark.parametrize(("failover", "fence"), [
+    ({}, None),  # the default delay (30 s): the engine's default, 15 s, so omendb.toml stays as it was
+    ({"delaySeconds": 60}, 30.0),
+    ({"delaySeconds": 4}, 5.0),  # never below 5 s: a replica polls at least every poll_wait_ms (2 s)
+    ({"enabled": False}, 0.0),  # no automatic failover: nobody replaces the primary, so it never fences
+])
+def test_self_fencing_stays_under_the_failover_delay(owner, failover, fence):
+    spec = parse_spec({"replicas": 3, "failover": failover})
+    replication = tomllib.loads(build_configmap(owner, spec)["data"]["omendb.toml"])["replication"]
+    assert replication.get("fence_after_seconds") == fence
+    single = parse_spec({"replicas": 1, "failover": failover})  # scaling never changes omendb.toml
+    assert build_configmap(owner, single)["data"] == build_configmap(owner, spec)["data"]

@@ -27,6 +27,7 @@ from omendb.config import Config
 from omendb.errors import OmenDBError
 from omendb.server.app import build_asgi
 from omendb.server.archiving import build_archiver
+from omendb.server.fencing import Fence
 from omendb.server.limits import limited_protocol
 from omendb.server.logs import AccessLog, setup_logging
 from omendb.server.state import Phase, ServerState
@@ -136,6 +137,8 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
         opener = threading.Thread(target=_open_database, args=(state, server_box[0]), name="omendb-open",
                                   daemon=True)
         opener.start()
+        fence = Fence(state)  # [replication] fence_after_seconds: a cut-off primary stops writing
+        fence.start()
         health = asyncio.create_task(_health_loop(state))
         flusher = asyncio.create_task(_flush_access_log(state))
         try:
@@ -143,6 +146,7 @@ def _lifespan(state: ServerState, server_box: list[OmenServer]) -> Any:
         finally:
             health.cancel()
             flusher.cancel()
+            await asyncio.get_running_loop().run_in_executor(None, fence.stop)
             state.access_log.flush()
             state.set_phase(Phase.SHUTTING_DOWN, "the server is shutting down")
             # Recovery cannot be interrupted half-way; wait for it so the data directory is closed cleanly.

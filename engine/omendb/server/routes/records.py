@@ -286,6 +286,8 @@ def build_router(state: ServerState) -> APIRouter:
                "version": omendb.__version__}
         if state.archiver is not None:
             out["wal_archive"] = state.archiver.describe(db.lsn())
+        if db.isolated is not None:
+            out["isolated"] = db.isolated
         return _json(out)
 
     return router

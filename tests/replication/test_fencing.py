@@ -1,0 +1,107 @@
+"""Self-fencing (server/fencing.py): a primary that reaches neither a replica nor the API server's address
+for [replication] fence_after_seconds refuses writes with 503 `isolated`, and accepts again as soon as either
+is back. Real processes: the replica is frozen with SIGSTOP (it stops polling, as behind a partition), and
+the "API server" is a TCP listener of the test's own that it closes and opens."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.replication.cluster import ADMIN, Cluster, caught_up, wait_until
+
+FENCE_AFTER = 2.0
+
+
+class Listener:
+    """A TCP port that accepts connections while open (the API server being reachable)."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+
+    def open(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _write(url: str, key: int) -> httpx.Response:
+    return httpx.post(f"{url}/v1/records", json={"records": [{"key": key, "value": 1.0}]}, auth=ADMIN, timeout=10)
+
+
+def test_a_primary_cut_off_from_replicas_and_api_refuses_writes_until_either_is_back(tmp_path):
+    api = Listener()
+    api.open()
+    cluster = Cluster(tmp_path, replication={"fence_after_seconds": FENCE_AFTER,
+                                             "fence_probe_address": f"127.0.0.1:{api.port}"})
+    try:
+        p = cluster.node("p")
+        (r,) = cluster.replicas(p, "r")
+        assert _write(p.url, 1).status_code == 200
+        caught_up(r, p)
+        assert r.proc is not None
+
+        # The replica gone but the API reachable (e.g. the replica restarting): no fence.
+        r.proc.send_signal(signal.SIGSTOP)
+        time.sleep(FENCE_AFTER + 2.5)
+        assert _write(p.url, 2).status_code == 200
+
+        # Both gone: fenced within fence_after_seconds (plus a probe period), with the reason.
+        api.close()
+        cut_at = time.monotonic()
+        refused = wait_until(lambda: (resp := _write(p.url, 3)).status_code == 503 and resp, 15, "the fence")
+        assert time.monotonic() - cut_at <= FENCE_AFTER + 4
+        assert refused.json()["error"]["code"] == "isolated", refused.text
+        assert "neither a replica nor the Kubernetes API" in refused.json()["error"]["message"]
+        stats = httpx.get(f"{p.url}/v1/stats", auth=ADMIN, timeout=10).json()
+        assert "isolated" in stats
+        assert httpx.get(f"{p.url}/v1/records/2", auth=ADMIN, timeout=10).status_code == 200  # reads go on
+
+        # The API back: writes resume.
+        api.open()
+        wait_until(lambda: _write(p.url, 4).status_code == 200, 10, "the fence to come down (API back)")
+
+        # Fenced again, then the replica back: writes resume too.
+        api.close()
+        wait_until(lambda: _write(p.url, 5).status_code == 503, 15, "the fence again")
+        r.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: _write(p.url, 6).status_code == 200, 15, "the fence to come down (replica back)")
+        caught_up(r, p)
+    finally:
+        for server in cluster.nodes.values():
+            if server.proc is not None and server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGCONT)
+        cluster.stop_all()
+        api.close()
+
+
+@pytest.mark.parametrize("replication", [
+    {"fence_after_seconds": 0, "fence_probe_address": "127.0.0.1:9"},  # switched off (nothing listens on 9)
+    {"fence_after_seconds": FENCE_AFTER, "fence_probe_address": ""},  # outside Kubernetes: no address
+], ids=["off", "outside-kubernetes"])
+def test_a_primary_without_fencing_keeps_writing_when_cut_off(tmp_path, monkeypatch, replication):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cluster = Cluster(tmp_path, replication=replication)
+    try:
+        p = cluster.node("p")
+        (r,) = cluster.replicas(p, "r")
+        assert r.proc is not None
+        r.proc.send_signal(signal.SIGSTOP)
+        time.sleep(FENCE_AFTER + 3)
+        assert _write(p.url, 1).status_code == 200
+    finally:
+        for server in cluster.nodes.values():
+            if server.proc is not None and server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGCONT)
+        cluster.stop_all()
