@@ -39,13 +39,20 @@ scan: scanners
 # The fast tier for contributors: the linters and every test that needs no Go-built binary and no root
 # (tests/conftest.py marks the others `binaries` and `root`). The e2e cache is hidden from it, so a test
 # that needs a binary but is not marked fails with the command that builds it, instead of passing only on
-# machines that happen to have the cache; nothing is built. TEST_FAST_ARGS="-n 2 --dist loadfile" runs it in
-# two pytest-xdist workers (a file's tests, and its module-scoped servers, stay in one worker). Opt-in for now:
-# on a loaded machine tests/server/test_slow_clients.py's eviction check failed once under -n 2 (docs/e2e.md).
+# machines that happen to have the cache; nothing is built. The tests run in TEST_WORKERS pytest-xdist
+# processes (a file's tests, and its module-scoped servers, stay in one), and mypy (about 25 s of CPU
+# without its cache) runs beside them; its report follows theirs. Bytecode is written even where
+# PYTHONDONTWRITEBYTECODE is set: without pytest's cache of rewritten test modules every worker spends ~5 s
+# of CPU re-parsing them, and every server start compiles the engine's modules again.
+TEST_WORKERS ?= 2
 TEST_FAST_ARGS ?=
-test-fast: lint
-	env -u OMENDB_KUBE_BIN_DIR -u OMENDB_HELM OMENDB_E2E_CACHE=/nonexistent/omendb-test-fast \
-		$(BIN)/pytest tests -m "not binaries and not root" $(TEST_FAST_ARGS)
+test-fast: venv
+	$(BIN)/ruff check $(PACKAGES) tests e2e
+	@typing=$$(mktemp); $(BIN)/mypy $(PACKAGES) e2e >$$typing 2>&1 & mypy=$$!; \
+	env -u OMENDB_KUBE_BIN_DIR -u OMENDB_HELM -u PYTHONDONTWRITEBYTECODE OMENDB_E2E_CACHE=/nonexistent/omendb-test-fast \
+		$(BIN)/pytest tests -m "not binaries and not root" -n $(TEST_WORKERS) --dist loadfile $(TEST_FAST_ARGS); \
+	tests=$$?; wait $$mypy; typed=$$?; echo "mypy $(PACKAGES) e2e:"; cat $$typing; rm -f $$typing; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
 bench: bench-engine bench-http bench-backup bench-client bench-failover
 

@@ -4,6 +4,7 @@ configuration file (with the environment overrides applied) and prints the effec
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -51,6 +52,10 @@ def _serve(args: argparse.Namespace) -> int:
                                     args.primary_url_template or "")
     elif args.primary_url_template or args.pod_name:
         raise ConfigError("--primary-url-template and --pod-name only apply with --primary-pod-file")
+    # Start-up allocates a few hundred thousand objects (fastapi, pydantic, numba) that live until exit: the
+    # cyclic GC would walk them again and again while they load. lifecycle.serve freezes them and turns
+    # the GC back on before it serves.
+    gc.disable()
     from omendb.server.lifecycle import serve  # the server's dependencies load only when serving
 
     return serve(config)

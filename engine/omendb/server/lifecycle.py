@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -217,6 +218,11 @@ def serve(config: Config) -> int:
         "version": omendb.__version__, "database": config.database.name, "host": config.http.host,
         "port": config.http.port, "tls": config.security.tls_enabled, "auth": config.security.auth_enabled,
         "metrics_port": config.monitoring.prometheus_port if config.monitoring.prometheus_enabled else None})
+    # What start-up built (modules, the app) lives until exit: frozen, full collections skip it, and so
+    # does the collection at interpreter exit, which otherwise walked it all again (~0.4 s of CPU per
+    # process). No gc.collect() first: start-up leaves no measurable garbage (same RSS), it would cost 0.1 s.
+    gc.freeze()
+    gc.enable()
     server.run()
     if not server.started and server.exit_code == 0:
         return 1

@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from omendb import files
 from omendb.backup.errors import BackupError
 from omendb.backup.payload import State
@@ -39,6 +37,8 @@ from omendb.server.state import Phase, ServerState
 from omendb.wal import decode_frames, read_frames
 
 if TYPE_CHECKING:
+    import httpx
+
     from omendb.config import Config
     from omendb.database import Database
 
@@ -84,6 +84,8 @@ class Follower:
         except BackupError as exc:
             raise OmenDBError(f"[replication] credentials_file: {exc.message}") from None
         verify: Any = cfg.ca_file or True
+        import httpx  # here and below, not at the top: only a replica needs it (~0.1 s of every start-up)
+
         timeout = httpx.Timeout(self.poll_wait_ms / 1000 + 30, connect=5.0)
         self.client = httpx.Client(base_url=self.primary_url, auth=credentials, verify=verify, timeout=timeout)
         self._stop = threading.Event()
@@ -133,6 +135,8 @@ class Follower:
         self.client.close()
 
     def _run(self) -> None:
+        import httpx
+
         backoff = BACKOFF_MIN
         while not self._stop.is_set():
             try:
@@ -176,6 +180,8 @@ class Follower:
         then promotes. A timeline
         this server must rewind to (an old primary being demoted) is fine too: that is what following does.
         Raises FollowError saying what is wrong."""
+        import httpx
+
         try:
             self._peer_info(timeout=PREFLIGHT_TIMEOUT)
         except httpx.HTTPError as exc:
@@ -186,6 +192,8 @@ class Follower:
                               f"({type(exc).__name__}: {exc})") from None
 
     def _get(self, path: str, timeout: float | None = None, **params: Any) -> httpx.Response:
+        import httpx
+
         response = self.client.get(path, params=params,
                                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
         if response.status_code in (401, 403):

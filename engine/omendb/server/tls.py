@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from cryptography import x509
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -37,6 +36,8 @@ REWARN_SECONDS = 86400
 
 def not_after(cert_file: str) -> float:
     """The notAfter (Unix time) of the first certificate in a PEM file: the server's own, by convention."""
+    from cryptography import x509  # only with TLS on: not on every server's start-up
+
     with open(cert_file, "rb") as f:
         return x509.load_pem_x509_certificate(f.read()).not_valid_after_utc.timestamp()
 
