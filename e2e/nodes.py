@@ -197,7 +197,7 @@ def _start_kube_proxy(lay: Layout, node: Node, bin_dir: Path, timeout: float) ->
 
 def start(lay: Layout, node: Node, bin_dir: Path, timeout: float = 180.0) -> None:
     """Start a stopped node again (its state, images and Node object are still there) and wait for Ready."""
-    if stopped(lay, node) is False:
+    if not stopped(lay, node):
         raise NodeError(f"{node.name} is running (`python -m e2e.cluster node stop {node.name}` first)")
     _start_containerd(lay, node, timeout)
     _start_kubelet(lay, node, bin_dir)
