@@ -144,7 +144,8 @@ def _write_files(lay: Layout) -> None:
     lay.kubeconfigs.mkdir(parents=True, exist_ok=True)
     for name, cert in configs.KUBECONFIG_USERS.items():
         (lay.kubeconfigs / f"{name}.conf").write_text(configs.kubeconfig(
-            lay.apiserver_url, lay.pki / "ca.crt", lay.pki / f"{cert}.crt", lay.pki / f"{cert}.key", name
+            configs.kubeconfig_server(lay, name), lay.pki / "ca.crt", lay.pki / f"{cert}.crt",
+            lay.pki / f"{cert}.key", name
         ))
     lay.containerd.mkdir(parents=True, exist_ok=True)
     (lay.containerd / "config.toml").write_text(configs.containerd_config(lay))

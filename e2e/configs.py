@@ -42,6 +42,14 @@ KUBECONFIG_USERS = {
     "kubelet": "kubelet-client",
     "kube-proxy": "kube-proxy",
 }
+# The control plane's own clients reach the API server on 127.0.0.1 (it shares node 1's namespace), not on
+# the node address: so `node partition` of node 1 can drop what node 1's kubelet, kube-proxy and pods send
+# to 10.200.0.2:6443 while the control plane keeps working.
+LOOPBACK_USERS = ("controller-manager", "scheduler")
+
+
+def kubeconfig_server(lay: Layout, user: str) -> str:
+    return f"https://127.0.0.1:{L.APISERVER_PORT}" if user in LOOPBACK_USERS else lay.apiserver_url
 
 
 def etcd_argv(lay: Layout, bin_dir: Path) -> list[str]:

@@ -9,6 +9,8 @@ other and every Service, without masquerading. Node 1 routes to the host as befo
 A partition is four iptables DROP rules in node 1's namespace on the link to node k (in and out, to
 node 1 itself and forwarded): the link stays up and packets are silently lost, as on a cut cable,
 so node k's kubelet sees timeouts rather than "network unreachable", and its processes keep running.
+Node 1 itself is partitioned by five rules in its namespace that cut its kubelet, kube-proxy and pods
+from the API server and everything outside its pod /24, while the control plane beside them goes on.
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ def disconnect(node: Node) -> list[str]:
 
 def _partition_rules(node: Node) -> list[list[str]]:
     tag = ["-m", "comment", "--comment", f"omendb-e2e-partition-{node.name}"]
+    if node.first:
+        # Node 1 shares its namespace with the control plane, which reaches the API server on 127.0.0.1
+        # (configs.LOOPBACK_USERS): what is dropped is node 1's kubelet and kube-proxy talking to
+        # 10.200.0.2:6443 over lo, its pods talking to the API server, the API server talking to its
+        # kubelet, and its pods' traffic to and from everything outside its pod /24.
+        api = ["-p", "tcp", "--dport", str(L.APISERVER_PORT)]
+        return [["INPUT", "-i", "lo", "-d", L.NODE_IP, *api, *tag, "-j", "DROP"],
+                ["INPUT", "-s", L.POD_CIDR, *api, *tag, "-j", "DROP"],
+                ["INPUT", "-p", "tcp", "--dport", "10250", *tag, "-j", "DROP"],
+                ["FORWARD", "-s", L.POD_CIDR, "!", "-d", L.POD_CIDR, *tag, "-j", "DROP"],
+                ["FORWARD", "-d", L.POD_CIDR, "!", "-s", L.POD_CIDR, *tag, "-j", "DROP"]]
     return [["INPUT", "-i", node.link, *tag, "-j", "DROP"],
             ["OUTPUT", "-o", node.link, *tag, "-j", "DROP"],
             ["FORWARD", "-i", node.link, *tag, "-j", "DROP"],
@@ -84,15 +97,12 @@ def _iptables(action: str, rule: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def partitioned(node: Node) -> bool:
-    if node.first or not Path(f"/run/netns/{L.NETNS}").exists():
+    if not Path(f"/run/netns/{L.NETNS}").exists():
         return False
     return all(_iptables("-C", r).returncode == 0 for r in _partition_rules(node))
 
 
 def partition(node: Node) -> None:
-    if node.first:
-        raise NetworkError(f"{node.name} is node 1: it shares its network namespace with the control plane, "
-                           "so it cannot be cut from the API server; partition a node added with --nodes")
     for rule in _partition_rules(node):
         # First in their chains, ahead of kube-proxy's accept rules for established connections.
         if _iptables("-C", rule).returncode != 0:
@@ -102,8 +112,6 @@ def partition(node: Node) -> None:
 
 
 def heal(node: Node, check: bool = True) -> None:
-    if node.first:
-        return
     for rule in _partition_rules(node):
         while _iptables("-C", rule).returncode == 0:
             res = _iptables("-D", rule)

@@ -172,25 +172,31 @@ def test_node_stop_kills_everything_and_start_brings_it_back(kube: Kube, namespa
     assert _sleeper_pid(lay, node3) not in before
 
 
+@pytest.mark.parametrize("index", [3, 1], ids=["node-3", "node-1-beside-the-control-plane"])
 def test_partition_stops_heartbeats_while_processes_run_and_heal_restores(
-        kube: Kube, namespace: str, engine_image: str, three_nodes: list[Node], e2e_cluster: Layout) -> None:
-    lay, node3 = e2e_cluster, three_nodes[2]
+        kube: Kube, namespace: str, engine_image: str, three_nodes: list[Node], e2e_cluster: Layout,
+        index: int) -> None:
+    lay, node3 = e2e_cluster, three_nodes[index - 1]
+    others = [n for n in three_nodes if n is not node3]
     kube.apply(namespace, _pod("sleeper", engine_image, node3, ["python3", "-c", "import time; time.sleep(1e6)"]))
-    kube.wait_until("sleeper running on node 3", lambda: _pod_running_on(kube, namespace, "sleeper", node3), 120)
+    kube.wait_until(f"sleeper running on {node3.name}", lambda: _pod_running_on(kube, namespace, "sleeper", node3),
+                    120)
     sleeper = _sleeper_pid(lay, node3)
     try:
         _cluster_cli("node", "partition", node3.name, "--state-dir", str(lay.root))
         assert network.partitioned(node3)
         t0 = time.monotonic()
-        kube.wait_until("node 3 NotReady", lambda: not _ready(kube, node3.name), 90)
-        print(f"node 3 NotReady {time.monotonic() - t0:.0f}s after `node partition`")
+        kube.wait_until(f"{node3.name} NotReady", lambda: not _ready(kube, node3.name), 90)
+        print(f"{node3.name} NotReady {time.monotonic() - t0:.0f}s after `node partition`")
         for component in nodes.COMPONENTS:
-            assert procs.alive(node3.component(component), lay.pids), f"{component} of node 3 still runs"
+            assert procs.alive(node3.component(component), lay.pids), f"{component} of {node3.name} still runs"
         assert _alive(sleeper), "the pod's process still runs"
+        # The API server and the other nodes go on.
+        assert all(_ready(kube, n.name) for n in others)
         status = _cluster_cli("status", "--state-dir", str(lay.root))
-        assert [node3.name, "zone=zone-c", "NotReady", "running,partitioned"] in \
+        assert [node3.name, f"zone={ZONES[index - 1]}", "NotReady", "running,partitioned"] in \
             [line.split() for line in status.splitlines()], status
     finally:
         _cluster_cli("node", "heal", node3.name, "--state-dir", str(lay.root))
-    kube.wait_until("node 3 Ready after heal", lambda: _ready(kube, node3.name), 90)
+    kube.wait_until(f"{node3.name} Ready after heal", lambda: _ready(kube, node3.name), 90)
     assert _alive(sleeper)
