@@ -14,8 +14,8 @@ With `--nodes N` the nodes 2..N are added once node 1 and the add-ons are up (e2
 and the nodes carry `topology.kubernetes.io/zone`, assigned round-robin from `--zones`
 (default zone-a,zone-b,zone-c). `node stop` SIGKILLs a node's kubelet, containerd, kube-proxy and
 every process of its pods at once (a power loss); `node start` starts them again; `node partition`
-drops every packet between a node k > 1 and the rest (API server included) while its processes run;
-`node heal` ends that.
+drops every packet between a node (its kubelet, kube-proxy and pods) and the rest, API server
+included, while its processes run; `node heal` ends that.
 """
 
 from __future__ import annotations
