@@ -212,7 +212,9 @@ def node_pids(lay: Layout, node: Node) -> list[int]:
     namespace) and the containers (in its cgroup root)."""
     own = [procs.alive(node.component(c), lay.pids) for c in COMPONENTS]
     found = {p for p in own if p} | set(procs.in_mount_ns(node.mount_ns)) | set(procs.in_cgroups(node.cgroup_root))
-    return sorted(found)
+    # A killed container whose shim died with it is a zombie until the host's init reaps it; it stays
+    # listed in its cgroup meanwhile, but it is dead.
+    return sorted(p for p in found if procs.running(p))
 
 
 def stop(lay: Layout, node: Node) -> int:

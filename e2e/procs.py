@@ -95,6 +95,11 @@ def _terminate(pids: list[int], grace: float) -> None:
             time.sleep(0.1)
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    return _exists(pid)
+
+
 def _exists(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

@@ -82,13 +82,6 @@ def _pod_running_on(kube: Kube, namespace: str, name: str, node: Node) -> bool:
     return pod["spec"].get("nodeName") == node.name and bool(statuses[0].get("ready"))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _cluster_cli(*args: str) -> str:
     """The contract as a person types it: `python -m e2e.cluster ...` from the repository."""
     res = subprocess.run([sys.executable, "-m", "e2e.cluster", *args], capture_output=True, text=True,
@@ -145,9 +138,24 @@ def test_a_pod_on_node_3_reaches_a_pod_on_node_1_by_ip_and_service(kube: Kube, n
         .startswith("10.244.0."), "node 3's pods have a /24 of their own"
 
 
-def _sleeper_pid(lay: Layout, node: Node) -> int:
-    pids = [p for p in procs.in_cgroups(node.cgroup_root) if b"sleep" in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert pids, f"no sleeper process in {node.cgroup_root}"
+def _sleeper_pids(kube: Kube, namespace: str, node: Node) -> list[int]:
+    """The host pids of pod `sleeper`'s container process (found by the pod's UID in its cgroup path)."""
+    uid = kube.get(namespace, "pod", "sleeper")["metadata"]["uid"]
+    found = []
+    for pid in procs.in_cgroups(node.cgroup_root):
+        try:
+            cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if (uid in cgroup or uid.replace("-", "_") in cgroup) and b"sleep" in cmdline and procs.running(pid):
+            found.append(pid)
+    return found
+
+
+def _sleeper_pid(kube: Kube, namespace: str, node: Node) -> int:
+    pids: list[int] = kube.wait_until(f"the sleeper's process on {node.name}",
+                                      lambda: _sleeper_pids(kube, namespace, node), 120)
     return pids[0]
 
 
@@ -158,18 +166,19 @@ def test_node_stop_kills_everything_and_start_brings_it_back(kube: Kube, namespa
                                readinessProbe={"exec": {"command": ["true"]}, "periodSeconds": 1}))
     kube.wait_until("sleeper running on node 3", lambda: _pod_running_on(kube, namespace, "sleeper", node3), 120)
     before = nodes.node_pids(lay, node3)
-    assert _sleeper_pid(lay, node3) in before
+    first = _sleeper_pid(kube, namespace, node3)
+    assert first in before
     _cluster_cli("node", "stop", node3.name, "--state-dir", str(lay.root))
     assert nodes.node_pids(lay, node3) == [], "every process of the node died at once"
-    assert all(not _alive(p) for p in before)
+    assert all(not procs.running(p) for p in before)
     t0 = time.monotonic()
     kube.wait_until("node 3 NotReady", lambda: not _ready(kube, node3.name), 150)
     print(f"node 3 NotReady {time.monotonic() - t0:.0f}s after `node stop`")
     _cluster_cli("node", "start", node3.name, "--state-dir", str(lay.root))
     assert _ready(kube, node3.name)
-    # The kubelet restarts the pod's container on the same node.
+    # The kubelet runs the pod's container again on the same node: a new process.
     kube.wait_until("sleeper running again", lambda: _pod_running_on(kube, namespace, "sleeper", node3), 120)
-    assert _sleeper_pid(lay, node3) not in before
+    assert _sleeper_pid(kube, namespace, node3) not in before
 
 
 @pytest.mark.parametrize("index", [3, 1], ids=["node-3", "node-1-beside-the-control-plane"])
@@ -181,7 +190,7 @@ def test_partition_stops_heartbeats_while_processes_run_and_heal_restores(
     kube.apply(namespace, _pod("sleeper", engine_image, node3, ["python3", "-c", "import time; time.sleep(1e6)"]))
     kube.wait_until(f"sleeper running on {node3.name}", lambda: _pod_running_on(kube, namespace, "sleeper", node3),
                     120)
-    sleeper = _sleeper_pid(lay, node3)
+    sleeper = _sleeper_pid(kube, namespace, node3)
     try:
         _cluster_cli("node", "partition", node3.name, "--state-dir", str(lay.root))
         assert network.partitioned(node3)
@@ -190,7 +199,7 @@ def test_partition_stops_heartbeats_while_processes_run_and_heal_restores(
         print(f"{node3.name} NotReady {time.monotonic() - t0:.0f}s after `node partition`")
         for component in nodes.COMPONENTS:
             assert procs.alive(node3.component(component), lay.pids), f"{component} of {node3.name} still runs"
-        assert _alive(sleeper), "the pod's process still runs"
+        assert procs.running(sleeper), "the pod's process still runs"
         # The API server and the other nodes go on.
         assert all(_ready(kube, n.name) for n in others)
         status = _cluster_cli("status", "--state-dir", str(lay.root))
@@ -199,4 +208,4 @@ def test_partition_stops_heartbeats_while_processes_run_and_heal_restores(
     finally:
         _cluster_cli("node", "heal", node3.name, "--state-dir", str(lay.root))
     kube.wait_until(f"{node3.name} Ready after heal", lambda: _ready(kube, node3.name), 90)
-    assert _alive(sleeper)
+    assert procs.running(sleeper)
