@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from e2e import api, configs, network, pki, procs
+from e2e import layout as L
 from e2e.containerd import ctr, import_image
 from e2e.layout import Layout, Node
 
@@ -243,6 +244,14 @@ def teardown(lay: Layout, node: Node) -> list[str]:
     """Remove node k > 1 from the machine (processes, mounts, namespace, cgroups, files); return problems.
     The Node object is left to `remove` (the API server may be gone already, in `down`)."""
     problems: list[str] = []
+    # In order, as `down` does for node 1: the containers while their shims still reap them (SIGKILLed
+    # containers whose shim is gone wait as zombies for the host's init, and their cgroups cannot be
+    # removed until then), then the shims, then the rest.
+    procs.stop(node.component("kubelet"), lay.pids)
+    procs.kill_all(procs.in_cgroups(node.cgroup_root), grace=1.0)
+    procs.stop(node.component("containerd"), lay.pids)
+    procs.kill_all(procs.in_mount_ns(node.mount_ns), grace=1.0)
+    procs.stop(node.component("kube-proxy"), lay.pids)
     try:
         stop(lay, node)
     except NodeError as exc:
@@ -273,16 +282,19 @@ def remove(lay: Layout, node: Node) -> list[str]:
 
 
 def describe(lay: Layout, node: Node, client: object | None) -> str:
-    """One line of `status`: name, zone, Ready, and stopped/partitioned."""
+    """One line of `status`: name, zone (its Node's label, else the one it was started with), Ready, and
+    stopped/partitioned."""
     import httpx
 
-    ready = "?"
+    ready, zone = "?", node.zone
     if isinstance(client, httpx.Client):
         try:
-            ready = "Ready" if api.ready(api.get_node(client, node.name)) else "NotReady"
+            obj = api.get_node(client, node.name)
+            ready = "Ready" if api.ready(obj) else "NotReady"
+            zone = ((obj or {}).get("metadata", {}).get("labels") or {}).get(L.ZONE_LABEL, zone)
         except httpx.HTTPError:
             ready = "?"
     state = ["stopped" if stopped(lay, node) else "running"]
     if network.partitioned(node):
         state.append("partitioned")
-    return f"{node.name:22} zone={node.zone or '-':8} {ready:9} {','.join(state)}"
+    return f"{node.name:22} zone={zone or '-':8} {ready:9} {','.join(state)}"
