@@ -244,6 +244,7 @@ def teardown(lay: Layout, node: Node) -> list[str]:
     """Remove node k > 1 from the machine (processes, mounts, namespace, cgroups, files); return problems.
     The Node object is left to `remove` (the API server may be gone already, in `down`)."""
     problems: list[str] = []
+    t0 = time.monotonic()
     # In order, as `down` does for node 1: the containers while their shims still reap them (SIGKILLed
     # containers whose shim is gone wait as zombies for the host's init, and their cgroups cannot be
     # removed until then), then the shims, then the rest.
@@ -256,9 +257,13 @@ def teardown(lay: Layout, node: Node) -> list[str]:
         stop(lay, node)
     except NodeError as exc:
         problems.append(str(exc))
+    t1 = time.monotonic()
     problems += unmount_under(node.root)
     problems += network.disconnect(node)
+    t2 = time.monotonic()
     problems += [f"cgroup not removed: {d}" for d in procs.remove_cgroups(node.cgroup_root)]
+    print(f"e2e.nodes: {node.name} torn down in {time.monotonic() - t0:.0f}s (processes {t1 - t0:.0f}s, "
+          f"mounts and network {t2 - t1:.0f}s, cgroups {time.monotonic() - t2:.0f}s)", file=sys.stderr, flush=True)
     if not mounts_under(node.root):
         shutil.rmtree(node.root, ignore_errors=True)
     for suffix in ("crt", "key"):
