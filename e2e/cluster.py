@@ -1,4 +1,5 @@
-"""The local one-node Kubernetes cluster: `python -m e2e.cluster up|down|status|env|logs`.
+"""The local Kubernetes cluster: `python -m e2e.cluster up [--nodes N] [--zones a,b,c]|down|status|env|logs`,
+and `python -m e2e.cluster node stop|start|partition|heal NODE`.
 
 `up` builds (or reuses) the binaries, installs missing Debian packages, creates the cluster's
 network namespace, mount namespace and cgroup root, generates certificates and starts, in order
@@ -8,6 +9,13 @@ StorageClass and its local-directory provisioner). If any step fails, everything
 stopped and removed, and the failing component's log tail is printed. `down` removes it all: the
 processes the harness started (and the shims and containers under them), the namespaces (with
 every mount, interface and iptables rule in them) and the cgroups.
+
+With `--nodes N` the nodes 2..N are added once node 1 and the add-ons are up (e2e.nodes, e2e.network),
+and the nodes carry `topology.kubernetes.io/zone`, assigned round-robin from `--zones`
+(default zone-a,zone-b,zone-c). `node stop` SIGKILLs a node's kubelet, containerd, kube-proxy and
+every process of its pods at once (a power loss); `node start` starts them again; `node partition`
+drops every packet between a node (its kubelet, kube-proxy and pods) and the rest, API server
+included, while its processes run; `node heal` ends that.
 """
 
 from __future__ import annotations
@@ -15,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import time
@@ -24,10 +31,11 @@ from pathlib import Path
 
 import httpx
 
-from e2e import binaries, configs, host, pki, procs
+from e2e import api, binaries, configs, host, network, nodes, pki, procs
 from e2e import layout as L
+from e2e.api import admin_client
 from e2e.containerd import ctr, import_image
-from e2e.layout import Layout
+from e2e.layout import Layout, Node
 
 # Start order; `down` stops them in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd",
@@ -76,14 +84,6 @@ def log_tail(lay: Layout, name: str, lines: int = 40) -> str:
     return f"--- last {len(text)} lines of {path} ---\n" + "\n".join(text)
 
 
-def admin_client(lay: Layout, timeout: float = 5.0) -> httpx.Client:
-    """An HTTP client authenticated as the cluster admin (client certificate in system:masters)."""
-    p = lay.pki
-    ctx = ssl.create_default_context(cafile=str(p / "ca.crt"))
-    ctx.load_cert_chain(str(p / "admin.crt"), str(p / "admin.key"))
-    return httpx.Client(base_url=lay.apiserver_url, verify=ctx, timeout=timeout)
-
-
 def _healthz(url: str) -> bool:
     """controller-manager and scheduler serve /healthz anonymously, with a self-signed certificate."""
     return httpx.get(url, verify=False, timeout=3).status_code == 200  # noqa: S501 - health probe only
@@ -130,28 +130,10 @@ def _create_netns(lay: Layout) -> None:
 
 
 def _create_mount_ns(lay: Layout) -> None:
-    lay.ns_dir.mkdir(parents=True, exist_ok=True)
-    # The namespace file must sit on a private mount, whatever the host's propagation is.
-    _run(["mount", "--bind", str(lay.ns_dir), str(lay.ns_dir)])
-    _run(["mount", "--make-private", str(lay.ns_dir)])
-    lay.mount_ns.touch()
-    _run(["unshare", f"--mount={lay.mount_ns}", "--propagation", "private", "true"])
-    for target, source in lay.bind_targets.items():
-        source.mkdir(parents=True, exist_ok=True)
-        if not Path(target).exists():
-            _record_host_change(lay, f"dir {target}")
-            Path(target).mkdir(parents=True)
-        _run(["nsenter", f"--mount={lay.mount_ns}", "--", "mount", "--bind", str(source), target])
+    nodes.create_mount_ns(lay.node(1), lambda change: _record_host_change(lay, change))
 
 
-def _mounts_under(path: Path) -> list[str]:
-    out = []
-    prefix = str(path)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mnt = line.split()[4].replace("\\040", " ")
-        if mnt == prefix or mnt.startswith(prefix + "/"):
-            out.append(mnt)
-    return out
+_mounts_under = nodes.mounts_under
 
 
 # ---------------------------------------------------------------- files
@@ -162,7 +144,8 @@ def _write_files(lay: Layout) -> None:
     lay.kubeconfigs.mkdir(parents=True, exist_ok=True)
     for name, cert in configs.KUBECONFIG_USERS.items():
         (lay.kubeconfigs / f"{name}.conf").write_text(configs.kubeconfig(
-            lay.apiserver_url, lay.pki / "ca.crt", lay.pki / f"{cert}.crt", lay.pki / f"{cert}.key", name
+            configs.kubeconfig_server(lay, name), lay.pki / "ca.crt", lay.pki / f"{cert}.crt",
+            lay.pki / f"{cert}.key", name
         ))
     lay.containerd.mkdir(parents=True, exist_ok=True)
     (lay.containerd / "config.toml").write_text(configs.containerd_config(lay))
@@ -181,8 +164,23 @@ def env_lines(lay: Layout, bin_dir: Path) -> list[str]:
 # ---------------------------------------------------------------- up
 
 
-def up(lay: Layout, timeout: float = 180.0, with_images: bool = True) -> None:
+def zones_for(count: int, zones: list[str] | None) -> list[str | None]:
+    """Each node's zone, round-robin from `zones`; a one-node cluster given no zones has none (as before)."""
+    if count < 1 or count > L.MAX_NODES:
+        raise ClusterError(f"--nodes must be between 1 and {L.MAX_NODES}, not {count}")
+    if not zones:
+        if count == 1:
+            return [None]
+        zones = list(L.DEFAULT_ZONES)
+    return [zones[i % len(zones)] for i in range(count)]
+
+
+def up(lay: Layout, timeout: float = 180.0, with_images: bool = True, nodes: int = 1,
+       zones: list[str] | None = None) -> None:
+    """Start the cluster: node 1 with the control plane and add-ons, then nodes 2..`nodes`."""
     from e2e import images
+
+    node_zones = zones_for(nodes, zones)
 
     host.require_root()
     if is_up(lay):
@@ -195,7 +193,7 @@ def up(lay: Layout, timeout: float = 180.0, with_images: bool = True) -> None:
     project_images = images.project_images() if with_images else []
     t0 = time.monotonic()
     try:
-        _up(lay, bin_dir, timeout, project_images)
+        _up(lay, bin_dir, timeout, project_images, node_zones)
     except BaseException:
         print("e2e.cluster: start failed; removing everything started so far", file=sys.stderr, flush=True)
         down(lay, quiet=True, keep_logs=True)
@@ -207,7 +205,8 @@ def _step(msg: str) -> None:
     print(f"e2e.cluster: {msg}", flush=True)
 
 
-def _up(lay: Layout, bin_dir: Path, timeout: float, project_images: list[Path]) -> None:
+def _up(lay: Layout, bin_dir: Path, timeout: float, project_images: list[Path],
+        node_zones: list[str | None]) -> None:
     from e2e import addons, images
 
     _check_state_dir(lay)
@@ -215,6 +214,8 @@ def _up(lay: Layout, bin_dir: Path, timeout: float, project_images: list[Path]) 
     lay.root.mkdir(parents=True)
     (lay.root / MARKER).write_text("state directory of the omendb e2e cluster (python -m e2e.cluster)\n")
     (lay.root / "bin-dir").write_text(str(bin_dir))
+    first = lay.node(1, node_zones[0])
+    nodes.write_record(lay, [first])
     host.load_kernel_modules()
     _step("network and mount namespaces, cgroups")
     _create_netns(lay)
@@ -245,9 +246,9 @@ def _up(lay: Layout, bin_dir: Path, timeout: float, project_images: list[Path]) 
         import_image(lay, tarball)
 
     _step("kubelet")
-    procs.start("kubelet", configs.kubelet_argv(lay, bin_dir), lay.pids, lay.logs, mount_ns=lay.mount_ns)
-    with admin_client(lay) as api:
-        wait_for("node Ready", lambda: _node_ready(api), timeout, lay, "kubelet")
+    procs.start("kubelet", configs.kubelet_argv(lay, bin_dir, first), lay.pids, lay.logs, mount_ns=lay.mount_ns)
+    with admin_client(lay) as client:
+        wait_for("node Ready", lambda: _node_ready(client), timeout, lay, "kubelet")
 
     _step("kube-proxy")
     procs.start("kube-proxy", configs.kube_proxy_argv(lay, bin_dir), lay.pids, lay.logs)
@@ -260,13 +261,14 @@ def _up(lay: Layout, bin_dir: Path, timeout: float, project_images: list[Path]) 
     addons.apply(lay, bin_dir)
     addons.wait_ready(lay, bin_dir, timeout)
 
+    tarballs = images.cluster_images(bin_dir) + project_images
+    for index, zone in enumerate(node_zones[1:], start=2):
+        _step(f"node {index} of {len(node_zones)} (zone {zone})")
+        nodes.add(lay, index, zone, bin_dir, tarballs, timeout)
 
-def _node_ready(api: httpx.Client) -> bool:
-    r = api.get(f"/api/v1/nodes/{L.NODE_NAME}")
-    if r.status_code != 200:
-        return False
-    conds = {c["type"]: c["status"] for c in r.json().get("status", {}).get("conditions", [])}
-    return conds.get("Ready") == "True"
+
+def _node_ready(client: httpx.Client, name: str = L.NODE_NAME) -> bool:
+    return api.ready(api.get_node(client, name))
 
 
 def is_up(lay: Layout) -> bool:
@@ -289,6 +291,9 @@ def _check_state_dir(lay: Layout) -> None:
 def down(lay: Layout, quiet: bool = False, keep_logs: bool = True) -> list[str]:
     """Stop and remove everything; return what could not be removed (empty when clean)."""
     problems: list[str] = []
+    # Nodes 2..N first: their kubelets would otherwise report to an API server that is going away.
+    for extra in reversed(_recorded_nodes(lay)[1:]):
+        problems += nodes.teardown(lay, extra)
     for name in reversed(COMPONENTS):
         if name in ("containerd",):
             continue
@@ -333,6 +338,15 @@ def down(lay: Layout, quiet: bool = False, keep_logs: bool = True) -> list[str]:
     return problems
 
 
+def _recorded_nodes(lay: Layout) -> list[Node]:
+    try:
+        return lay.nodes()
+    except (OSError, ValueError, KeyError):
+        # A record cut short: look for the namespaces of nodes 2..MAX_NODES themselves.
+        return [lay.node(1)] + [lay.node(k) for k in range(2, L.MAX_NODES + 1)
+                                if Path(f"/run/netns/{lay.node(k).netns}").exists() or lay.node(k).root.exists()]
+
+
 def _undo_host_changes(lay: Layout) -> list[str]:
     record = lay.root / "host-changes"
     if not record.exists():
@@ -361,20 +375,29 @@ def _undo_host_changes(lay: Layout) -> list[str]:
 
 
 def status(lay: Layout) -> int:
+    """Print every component and node; 0 when the control plane and node 1 run and node 1 is Ready (or
+    deliberately partitioned). Nodes 2..N stopped or partitioned do not make the cluster unhealthy."""
     ok = True
     for name in COMPONENTS:
         pid = procs.alive(name, lay.pids)
         ok &= pid is not None
         print(f"{name:24} {'running pid ' + str(pid) if pid else 'not running'}")
+    api_up = procs.alive("kube-apiserver", lay.pids) is not None
     if ok:
         try:
-            with admin_client(lay) as api:
-                ready = _node_ready(api)
+            with admin_client(lay) as client:
+                ready = _node_ready(client)
         except httpx.HTTPError as exc:
             ready = False
             print(f"api server: {exc}")
         print(f"{'node ' + L.NODE_NAME:24} {'Ready' if ready else 'NOT Ready'}")
-        ok &= ready
+        ok &= ready or network.partitioned(lay.node(1))
+    all_nodes = lay.nodes()
+    if len(all_nodes) > 1 or all_nodes[0].zone:
+        print("nodes:")
+        with admin_client(lay, timeout=3) as client:
+            for node in all_nodes:
+                print("  " + nodes.describe(lay, node, client if api_up else None))
     return 0 if ok else 1
 
 
@@ -383,19 +406,50 @@ def bin_dir_of(lay: Layout) -> Path:
     return Path(p.read_text().strip()) if p.exists() else binaries.bin_dir()
 
 
+def node_command(lay: Layout, args: list[str], timeout: float) -> int:
+    actions = ("stop", "start", "partition", "heal")
+    if len(args) != 2 or args[0] not in actions:
+        raise ClusterError(f"usage: python -m e2e.cluster node {{{'|'.join(actions)}}} NODE")
+    host.require_root()
+    action, name = args
+    try:
+        node = lay.find_node(name)
+    except KeyError as exc:
+        raise ClusterError(exc.args[0]) from None
+    t0 = time.monotonic()
+    if action == "stop":
+        killed = nodes.stop(lay, node)
+        print(f"e2e.cluster: {node.name} stopped: {killed} processes SIGKILLed")
+    elif action == "start":
+        nodes.start(lay, node, bin_dir_of(lay), timeout)
+        print(f"e2e.cluster: {node.name} Ready again in {time.monotonic() - t0:.0f}s")
+    elif action == "partition":
+        network.partition(node)
+        print(f"e2e.cluster: {node.name} partitioned (its processes keep running)")
+    else:
+        network.heal(node)
+        print(f"e2e.cluster: {node.name} healed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m e2e.cluster", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["up", "down", "status", "env", "logs"])
-    ap.add_argument("component", nargs="?", help="for `logs`: one component (default: all, tails)")
+    ap.add_argument("command", choices=["up", "down", "status", "env", "logs", "node"])
+    ap.add_argument("args", nargs="*", help="for `logs`: one component (default: all, tails); for `node`: "
+                    "stop|start|partition|heal NODE (a node's name, or its number)")
     ap.add_argument("--state-dir", type=Path, default=L.default_state_dir())
     ap.add_argument("--timeout", type=float, default=240.0)
     ap.add_argument("--no-images", action="store_true", help="`up` without building the project's images")
+    ap.add_argument("--nodes", type=int, default=1, help="`up`: how many nodes (default 1)")
+    ap.add_argument("--zones", default="", help="`up`: comma-separated zones, given to the nodes round-robin "
+                    f"(default with --nodes > 1: {','.join(L.DEFAULT_ZONES)})")
     args = ap.parse_args(argv)
     lay = Layout(args.state_dir.resolve())
     try:
         if args.command == "up":
-            up(lay, args.timeout, with_images=not args.no_images)
+            zones = [z for z in args.zones.split(",") if z] or None
+            up(lay, args.timeout, with_images=not args.no_images, nodes=args.nodes, zones=zones)
             print("\n".join(env_lines(lay, bin_dir_of(lay))))
         elif args.command == "down":
             host.require_root()
@@ -405,10 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "env":
             print("\n".join(env_lines(lay, bin_dir_of(lay))))
         elif args.command == "logs":
-            names = [args.component] if args.component else COMPONENTS
+            names = args.args[:1] or list(COMPONENTS)
             for n in names:
-                print(log_tail(lay, n, 2000 if args.component else 20))
-    except ClusterError as exc:
+                print(log_tail(lay, n, 2000 if args.args else 20))
+        elif args.command == "node":
+            return node_command(lay, args.args, args.timeout)
+    except (ClusterError, nodes.NodeError, network.NetworkError) as exc:
         print(f"e2e.cluster {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from e2e import layout as L
-from e2e.layout import Layout
+from e2e.layout import Layout, Node
 
 
 def kubeconfig(server: str, ca_file: Path, cert_file: Path, key_file: Path, user: str) -> str:
@@ -42,6 +42,14 @@ KUBECONFIG_USERS = {
     "kubelet": "kubelet-client",
     "kube-proxy": "kube-proxy",
 }
+# The control plane's own clients reach the API server on 127.0.0.1 (it shares node 1's namespace), not on
+# the node address: so `node partition` of node 1 can drop what node 1's kubelet, kube-proxy and pods send
+# to 10.200.0.2:6443 while the control plane keeps working.
+LOOPBACK_USERS = ("controller-manager", "scheduler")
+
+
+def kubeconfig_server(lay: Layout, user: str) -> str:
+    return f"https://127.0.0.1:{L.APISERVER_PORT}" if user in LOOPBACK_USERS else lay.apiserver_url
 
 
 def etcd_argv(lay: Layout, bin_dir: Path) -> list[str]:
@@ -105,9 +113,10 @@ def controller_manager_argv(lay: Layout, bin_dir: Path) -> list[str]:
         f"--service-cluster-ip-range={L.SERVICE_CIDR}",
         f"--cluster-signing-cert-file={p / 'ca.crt'}",
         f"--cluster-signing-key-file={p / 'ca.key'}",
-        # One node whose podCIDR is set on its Node object by the node IPAM controller.
+        # Each node's podCIDR is set on its Node object by the node IPAM controller: node 1, registering
+        # first, gets POD_CIDR; further nodes' CNI configuration is written from what they got.
         "--allocate-node-cidrs=true",
-        f"--cluster-cidr={L.POD_CIDR}",
+        f"--cluster-cidr={L.CLUSTER_CIDR}",
         "--node-cidr-mask-size=24",
         "--v=1",
     ]
@@ -126,8 +135,9 @@ def scheduler_argv(lay: Layout, bin_dir: Path) -> list[str]:
     ]
 
 
-def containerd_config(lay: Layout) -> str:
-    c = lay.containerd
+def containerd_config(lay: Layout, node: Node | None = None) -> str:
+    node = node or lay.node(1)
+    c = node.containerd
     return f"""version = 2
 root = "{c / 'root'}"
 state = "{c / 'state'}"
@@ -137,7 +147,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 
 [grpc]
-  address = "{lay.containerd_socket}"
+  address = "{node.containerd_socket}"
 
 [ttrpc]
   address = "{c / 'containerd.sock.ttrpc'}"
@@ -172,11 +182,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "{lay.cni_conf}"
+    conf_dir = "{node.cni_conf}"
 """
 
 
-def cni_config() -> str:
+def cni_config(pod_cidr: str = L.POD_CIDR) -> str:
     import json
 
     return json.dumps({
@@ -192,7 +202,7 @@ def cni_config() -> str:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": L.POD_CIDR}]],
+                    "ranges": [[{"subnet": pod_cidr}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             },
@@ -201,15 +211,16 @@ def cni_config() -> str:
     }, indent=2)
 
 
-def kubelet_config(lay: Layout) -> str:
+def kubelet_config(lay: Layout, node: Node | None = None) -> str:
+    node = node or lay.node(1)
     p = lay.pki
     doc = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": L.NODE_IP,
+        "address": node.ip,
         "port": 10250,
         "readOnlyPort": 0,
-        "healthzBindAddress": L.NODE_IP,
+        "healthzBindAddress": node.ip,
         "healthzPort": 10248,
         "authentication": {
             "anonymous": {"enabled": False},
@@ -217,19 +228,19 @@ def kubelet_config(lay: Layout) -> str:
             "x509": {"clientCAFile": str(p / "ca.crt")},
         },
         "authorization": {"mode": "Webhook"},
-        "tlsCertFile": str(p / "kubelet-server.crt"),
-        "tlsPrivateKeyFile": str(p / "kubelet-server.key"),
+        "tlsCertFile": str(p / f"kubelet-server{node.cert}.crt"),
+        "tlsPrivateKeyFile": str(p / f"kubelet-server{node.cert}.key"),
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": "/" + L.CGROUP_ROOT,
+        "cgroupRoot": "/" + node.cgroup_root,
         # This host has cgroup v1 hierarchies; Kubernetes 1.33 still supports them when asked.
         "failCgroupV1": False,
         "failSwapOn": False,
-        "containerRuntimeEndpoint": f"unix://{lay.containerd_socket}",
+        "containerRuntimeEndpoint": f"unix://{node.containerd_socket}",
         "clusterDNS": [L.DNS_SERVICE_IP],
         "clusterDomain": L.CLUSTER_DOMAIN,
         # Pods get only the cluster DNS: no upstream resolver, so no name resolves off the machine.
         "resolvConf": "",
-        "volumePluginDir": str(lay.kubelet / "volume-plugins"),
+        "volumePluginDir": str(node.kubelet / "volume-plugins"),
         "serializeImagePulls": False,
         # Images cannot be pulled again here, so the kubelet must never garbage-collect them.
         "imageGCHighThresholdPercent": 100,
@@ -250,29 +261,35 @@ def kubelet_config(lay: Layout) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def kubelet_argv(lay: Layout, bin_dir: Path) -> list[str]:
-    return [
+def kubelet_argv(lay: Layout, bin_dir: Path, node: Node | None = None) -> list[str]:
+    node = node or lay.node(1)
+    argv = [
         str(bin_dir / "kubelet"),
-        f"--config={lay.kubelet / 'config.yaml'}",
-        f"--kubeconfig={lay.kubeconfigs / 'kubelet.conf'}",
-        f"--root-dir={lay.kubelet / 'root'}",
-        f"--cert-dir={lay.kubelet / 'pki'}",
-        f"--hostname-override={L.NODE_NAME}",
-        f"--node-ip={L.NODE_IP}",
+        f"--config={node.kubelet / 'config.yaml'}",
+        f"--kubeconfig={node.kubeconfig}",
+        f"--root-dir={node.kubelet / 'root'}",
+        f"--cert-dir={node.kubelet / 'pki'}",
+        f"--hostname-override={node.name}",
+        f"--node-ip={node.ip}",
         "--v=1",
     ]
+    if node.zone:
+        # NodeRestriction lets a kubelet set this label on its own Node (kubernetes.io/hostname it sets itself).
+        argv.append(f"--node-labels={L.ZONE_LABEL}={node.zone}")
+    return argv
 
 
-def kube_proxy_config(lay: Layout) -> str:
+def kube_proxy_config(lay: Layout, node: Node | None = None) -> str:
+    node = node or lay.node(1)
     doc = {
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
         "clientConnection": {"kubeconfig": str(lay.kubeconfigs / "kube-proxy.conf")},
         "mode": "iptables",
-        "clusterCIDR": L.POD_CIDR,
-        "hostnameOverride": L.NODE_NAME,
-        "bindAddress": L.NODE_IP,
-        "healthzBindAddress": f"{L.NODE_IP}:10256",
+        "clusterCIDR": L.CLUSTER_CIDR,
+        "hostnameOverride": node.name,
+        "bindAddress": node.ip,
+        "healthzBindAddress": f"{node.ip}:10256",
         "metricsBindAddress": "127.0.0.1:10249",
         # Leave the machine-wide conntrack table size alone (it is not namespaced).
         "conntrack": {"maxPerCore": 0, "min": 0},
@@ -283,5 +300,6 @@ def kube_proxy_config(lay: Layout) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def kube_proxy_argv(lay: Layout, bin_dir: Path) -> list[str]:
-    return [str(bin_dir / "kube-proxy"), f"--config={lay.root / 'kube-proxy.yaml'}", "--v=1"]
+def kube_proxy_argv(lay: Layout, bin_dir: Path, node: Node | None = None) -> list[str]:
+    node = node or lay.node(1)
+    return [str(bin_dir / "kube-proxy"), f"--config={node.kube_proxy_config}", "--v=1"]

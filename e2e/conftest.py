@@ -34,7 +34,8 @@ def e2e_cluster() -> Iterator[Layout]:
     lay = Layout(L.default_state_dir().resolve())
     started_here = False
     if not cluster.is_up(lay):
-        cluster.up(lay)
+        # OMENDB_E2E_NODES=3 starts a 3-node cluster in zones zone-a..c (docs/e2e.md "Many nodes").
+        cluster.up(lay, nodes=int(os.environ.get("OMENDB_E2E_NODES", "1")))
         started_here = True
     elif cluster.status(lay) != 0:
         raise RuntimeError(f"a cluster is running from {lay.root} but is not healthy; "

@@ -6,14 +6,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from e2e.layout import Layout
+from e2e.layout import Layout, Node
 
 
-def ctr(lay: Layout, *args: str) -> list[str]:
+def ctr(lay: Layout | Node, *args: str) -> list[str]:
+    """`ctr` against node 1's containerd (a Layout) or a given node's."""
     return ["ctr", f"--address={lay.containerd_socket}", "--namespace=k8s.io", *args]
 
 
-def import_image(lay: Layout, tarball: Path) -> None:
+def import_image(lay: Layout | Node, tarball: Path) -> None:
     res = subprocess.run(ctr(lay, "images", "import", "--no-unpack", str(tarball)), capture_output=True,
                          text=True)
     if res.returncode != 0:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from e2e import binaries, host, oci
+from e2e import binaries, host, oci, procs
 from e2e import layout as L
 
 REPO = Path(__file__).resolve().parent.parent
@@ -385,15 +385,20 @@ def load(tarballs: list[Path], state_dir: Path) -> None:
     if not lay.containerd_socket.exists():
         raise SystemExit(f"e2e.images: the cluster is not up (no {lay.containerd_socket}); "
                          "run `python -m e2e.cluster up` first, or build without --load")
-    listed = subprocess.run(ctr(lay, "images", "ls"), capture_output=True, text=True, check=True).stdout
-    present = {tuple(line.split()[:3:2]) for line in listed.splitlines()[1:] if line.strip()}
-    for t in tarballs:
-        stamp = t.with_suffix(".digest")
-        if stamp.exists() and tuple(stamp.read_text().split()) in present:
-            continue  # containerd already has this exact image under this name
-        t0 = time.monotonic()
-        import_image(lay, t)
-        _log(f"loaded {t.name} into containerd in {time.monotonic() - t0:.1f}s")
+    # Every node's containerd: a pod may land on any node. A stopped node gets them when it is up again.
+    for node in lay.nodes():
+        if procs.alive(node.component("containerd"), lay.pids) is None:
+            _log(f"{node.name}: containerd not running, images not loaded there")
+            continue
+        listed = subprocess.run(ctr(node, "images", "ls"), capture_output=True, text=True, check=True).stdout
+        present = {tuple(line.split()[:3:2]) for line in listed.splitlines()[1:] if line.strip()}
+        for t in tarballs:
+            stamp = t.with_suffix(".digest")
+            if stamp.exists() and tuple(stamp.read_text().split()) in present:
+                continue  # containerd already has this exact image under this name
+            t0 = time.monotonic()
+            import_image(node, t)
+            _log(f"loaded {t.name} into {node.name}'s containerd in {time.monotonic() - t0:.1f}s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from e2e import binaries, pki, procs
-from e2e.layout import HOST_IP, NETNS, POD_CIDR, VETH_HOST
+from e2e.layout import CLUSTER_CIDR, HOST_IP, NETNS, VETH_HOST
 
 BUCKET = "omendb-test"
 WEED = "weed"
@@ -232,7 +232,8 @@ def _create_bucket(weed: Path, store: Store, ports: dict[str, int], bucket: str,
 
 
 def _masquerade_rule() -> list[str]:
-    return ["-s", POD_CIDR, "-d", f"{HOST_IP}/32", "-j", "MASQUERADE",
+    # Every node's pods (node k's reach the host through node 1, where this rule is).
+    return ["-s", CLUSTER_CIDR, "-d", f"{HOST_IP}/32", "-j", "MASQUERADE",
             "-m", "comment", "--comment", "omendb-e2e-objectstore"]
 
 

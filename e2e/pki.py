@@ -140,10 +140,30 @@ def cluster_specs(node_name: str, node_ip: str, service_ip: str) -> list[CertSpe
         CertSpec("controller-manager", "system:kube-controller-manager", client=True),
         CertSpec("scheduler", "system:kube-scheduler", client=True),
         CertSpec("kube-proxy", "system:kube-proxy", client=True),
-        CertSpec("kubelet-client", f"system:node:{node_name}", ("system:nodes",), client=True),
-        CertSpec("kubelet-server", node_name, dns_names=(node_name, "localhost"),
+        *node_specs(node_name, node_ip),
+    ]
+
+
+def node_specs(node_name: str, node_ip: str, suffix: str = "") -> list[CertSpec]:
+    """A kubelet's two certificates. The client one says `system:node:NAME` in `system:nodes`, so the
+    Node authorizer and NodeRestriction confine each kubelet to its own Node and its own pods."""
+    return [
+        CertSpec(f"kubelet-client{suffix}", f"system:node:{node_name}", ("system:nodes",), client=True),
+        CertSpec(f"kubelet-server{suffix}", node_name, dns_names=(node_name, "localhost"),
                  ip_addresses=(node_ip, "127.0.0.1"), server=True),
     ]
+
+
+def write_node_certs(directory: Path, node_name: str, node_ip: str, suffix: str) -> None:
+    """Sign a further node's kubelet certificates with the cluster's CA (written by `write_pki`)."""
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{directory / 'ca.key'} is not the EC key write_pki makes")
+    for spec in node_specs(node_name, node_ip, suffix):
+        issued = issue(spec, ca_cert, ca_key)
+        (directory / f"{spec.name}.crt").write_bytes(issued.cert_pem)
+        _write_private(directory / f"{spec.name}.key", issued.key_pem)
 
 
 def write_pki(directory: Path, node_name: str, node_ip: str, service_ip: str) -> None:

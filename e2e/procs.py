@@ -27,14 +27,15 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def start(name: str, argv: list[str], pids: Path, logs: Path, *, netns: bool = True,
+def start(name: str, argv: list[str], pids: Path, logs: Path, *, netns: bool | str = True,
           mount_ns: Path | None = None, env: dict[str, str] | None = None) -> int:
-    """Start `argv` in the cluster's namespaces, logging to logs/<name>.log; return its pid."""
+    """Start `argv` in the cluster's namespaces (`netns`: True for node 1's, or a namespace's name),
+    logging to logs/<name>.log; return its pid."""
     prefix: list[str] = []
     if netns or mount_ns is not None:
         prefix = ["nsenter"]
         if netns:
-            prefix.append(f"--net=/run/netns/{NETNS}")
+            prefix.append(f"--net=/run/netns/{NETNS if netns is True else netns}")
         if mount_ns is not None:
             prefix.append(f"--mount={mount_ns}")
         prefix.append("--")
@@ -94,6 +95,11 @@ def _terminate(pids: list[int], grace: float) -> None:
             time.sleep(0.1)
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    return _exists(pid)
+
+
 def _exists(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
@@ -146,6 +152,18 @@ def _hierarchies() -> list[str]:
         if parts[sep + 1] in ("cgroup", "cgroup2"):
             out.append(parts[4])
     return out
+
+
+def kill_now(pids: list[int]) -> None:
+    """SIGKILL every pid at once (a power loss), then reap and wait until they are gone."""
+    mine = os.getpid()
+    for pid in pids:
+        if pid != mine:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_exists(p) for p in pids if p != mine):
+        time.sleep(0.05)
 
 
 def kill_all(pids: list[int], grace: float = 3.0) -> None:

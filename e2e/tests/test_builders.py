@@ -89,3 +89,45 @@ def test_pv_for_claim_is_prebound_to_the_claim(tmp_path: Path) -> None:
                                       "namespace": "ns", "name": "data", "uid": "u-1"}
     assert pv["spec"]["capacity"] == {"storage": "1Gi"}
     assert pv["spec"]["hostPath"]["path"] == str(tmp_path / "pvc-u-1")
+
+
+def test_a_further_node_has_its_own_runtime_cgroup_root_identity_and_zone(tmp_path: Path) -> None:
+    lay = Layout(tmp_path)
+    node = lay.node(3, "zone-c")
+    assert (node.name, node.netns, node.ip, node.cgroup_root) == (
+        "omendb-e2e-node-3", "omendb-e2e-n3", "10.200.3.2", "omendb-e2e-n3")
+    assert node.containerd_socket != lay.containerd_socket and node.mount_ns != lay.mount_ns
+    doc = yaml.safe_load(configs.kubelet_config(lay, node))
+    assert doc["cgroupRoot"] == "/omendb-e2e-n3"
+    assert doc["containerRuntimeEndpoint"] == f"unix://{node.containerd_socket}"
+    assert doc["address"] == doc["healthzBindAddress"] == node.ip
+    assert doc["tlsCertFile"].endswith("kubelet-server-omendb-e2e-node-3.crt")
+    argv = configs.kubelet_argv(lay, Path("/bin"), node)
+    assert f"--node-labels={L.ZONE_LABEL}=zone-c" in argv and "--hostname-override=omendb-e2e-node-3" in argv
+    # Node 1 of a one-node cluster given no zone stays as it always was: no zone label.
+    assert not any(a.startswith("--node-labels") for a in configs.kubelet_argv(lay, Path("/bin")))
+    assert json.loads(configs.cni_config("10.244.2.0/24"))["plugins"][0]["ipam"]["ranges"] == [
+        [{"subnet": "10.244.2.0/24"}]]
+    proxy = yaml.safe_load(configs.kube_proxy_config(lay, node))
+    assert (proxy["hostnameOverride"], proxy["clusterCIDR"]) == (node.name, L.CLUSTER_CIDR)
+
+
+def test_each_node_kubelet_gets_its_own_node_identity(tmp_path: Path) -> None:
+    pki.write_pki(tmp_path, L.NODE_NAME, L.NODE_IP, L.KUBERNETES_SERVICE_IP)
+    pki.write_node_certs(tmp_path, "omendb-e2e-node-2", "10.200.2.2", "-omendb-e2e-node-2")
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    client = x509.load_pem_x509_certificate((tmp_path / "kubelet-client-omendb-e2e-node-2.crt").read_bytes())
+    client.verify_directly_issued_by(ca)
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:omendb-e2e-node-2"
+    assert [a.value for a in client.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == ["system:nodes"]
+    server = x509.load_pem_x509_certificate((tmp_path / "kubelet-server-omendb-e2e-node-2.crt").read_bytes())
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "10.200.2.2" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+
+
+def test_zones_go_round_robin_and_one_node_has_none_by_default() -> None:
+    from e2e import cluster
+
+    assert cluster.zones_for(1, None) == [None]
+    assert cluster.zones_for(3, None) == list(L.DEFAULT_ZONES)
+    assert cluster.zones_for(4, ["a", "b"]) == ["a", "b", "a", "b"]
