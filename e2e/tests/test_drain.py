@@ -17,7 +17,7 @@ NAME = "dr"
 
 def _omendb() -> dict[str, Any]:
     return {"apiVersion": "omendb.io/v1alpha1", "kind": "OmenDB", "metadata": {"name": NAME},
-            "spec": {"version": "0.1.0", "replicas": 2, "failover": {"delaySeconds": 5},
+            "spec": {"version": "0.1.0", "replicas": 2,
                      "storage": {"data": {"size": "128Mi"}, "wal": {"size": "128Mi"}},
                      "resources": {"requests": {"cpu": "50m", "memory": "200Mi"}, "limits": {"memory": "768Mi"}},
                      "backup": {"enabled": False}, "monitoring": {"prometheusRule": False, "serviceMonitor": False}}}

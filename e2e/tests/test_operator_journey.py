@@ -42,7 +42,7 @@ OWNED = {
     "servicemonitor": ["{n}"],
 }
 GUIDE_ALERTS = {"OmenDBDown", "HighQueryLatency", "HighMemoryUsage", "WALSizeGrowth", "OmenDBBackupFailing",
-                "OmenDBCertificateExpiringSoon"}
+                "OmenDBCertificateExpiringSoon", "OmenDBWALArchiveFailing"}
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,12 @@ def _placed(nodes: dict[str, str], cordoned: set[str]):  # type: ignore[no-untyp
 def test_two_disjoint_budgets_hold_the_primary_and_let_replicas_go_one_at_a_time(owner):
     replicas, primary = build_pdbs(owner, 3)
     assert (replicas["metadata"]["name"], primary["metadata"]["name"]) == ("prod", "prod-primary")
-    assert replicas["spec"]["maxUnavailable"] == 1 and replicas["spec"]["selector"]["matchLabels"]["role"] == "replica"
-    assert primary["spec"]["maxUnavailable"] == 0 and primary["spec"]["selector"]["matchLabels"]["role"] == "primary"
+    # minAvailable, not maxUnavailable: the disruption controller would count the StatefulSet's whole scale.
+    assert replicas["spec"] == {"minAvailable": 1, "selector": replicas["spec"]["selector"],
+                                "unhealthyPodEvictionPolicy": "AlwaysAllow"}  # 2 replicas, one may go
+    assert replicas["spec"]["selector"]["matchLabels"]["role"] == "replica"
+    assert primary["spec"]["minAvailable"] == 1 and primary["spec"]["selector"]["matchLabels"]["role"] == "primary"
+    assert build_pdbs(owner, 2)[0]["spec"]["minAvailable"] == 0  # the one replica may go
     for pdb in (replicas, primary):  # a pod matching two budgets cannot be evicted at all
         assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "prod"
         assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"

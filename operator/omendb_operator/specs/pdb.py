@@ -1,7 +1,10 @@
 """PodDisruptionBudgets: a drain never takes the primary; replicas go one at a time.
 
 With two or more pods the primary has a budget of its own that allows no eviction (``NAME-primary``,
-selecting ``role: primary``), and the replicas share one that allows one (``NAME``, ``role: replica``).
+selecting ``role: primary``, ``minAvailable: 1``), and the replicas share one that allows one
+(``NAME``, ``role: replica``, ``minAvailable``: the replicas but one). Both are ``minAvailable``: with
+``maxUnavailable`` the disruption controller counts the StatefulSet's whole scale as expected pods, not the
+ones the budget selects, so a budget over part of a StatefulSet would never allow anything.
 A ``kubectl drain`` of the primary's node therefore waits (the eviction API answers 429) while the
 operator, seeing the node cordoned, switches over to a replica on another node (plans/failover.py); the
 old primary is then a replica and is evicted like one. A pod must never match two budgets (the eviction
@@ -20,14 +23,14 @@ from omendb_operator import labels as L
 from omendb_operator.specs.services import ROLE_LABEL
 
 
-def _pdb(owner: dict[str, Any], name: str, max_unavailable: int, role: str | None) -> dict[str, Any]:
+def _pdb(owner: dict[str, Any], name: str, budget: dict[str, int], role: str | None) -> dict[str, Any]:
     selector = {**L.selector_labels(owner["metadata"]["name"]), **({ROLE_LABEL: role} if role else {})}
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": L.metadata(owner, name, "database"),
         "spec": {
-            "maxUnavailable": max_unavailable,
+            **budget,
             "selector": {"matchLabels": selector},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
@@ -37,5 +40,6 @@ def _pdb(owner: dict[str, Any], name: str, max_unavailable: int, role: str | Non
 def build_pdbs(owner: dict[str, Any], replicas: int) -> list[dict[str, Any]]:
     names = L.Names(owner["metadata"]["name"])
     if replicas < 2:
-        return [_pdb(owner, names.pdb, 1, None)]
-    return [_pdb(owner, names.pdb, 1, "replica"), _pdb(owner, names.primary_pdb, 0, "primary")]
+        return [_pdb(owner, names.pdb, {"maxUnavailable": 1}, None)]
+    return [_pdb(owner, names.pdb, {"minAvailable": replicas - 2}, "replica"),
+            _pdb(owner, names.primary_pdb, {"minAvailable": 1}, "primary")]
