@@ -860,10 +860,6 @@ class Database:
         if not self._closed:
             self._release_wal()
 
-    @property
-    def archive_hold(self) -> int | None:
-        return self._archive_hold
-
     def restored_in_current_term(self) -> bool:
         """Whether `backup_tool restore` made this database and no promotion changed its term since (the
         restore records the term it continued from; the database runs in the next one)."""

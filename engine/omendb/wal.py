@@ -204,12 +204,14 @@ def decode_frames(data: bytes | memoryview, where: str, start: int = 0) -> tuple
 def frames_span(data: bytes | memoryview) -> tuple[int, int, int, int]:
     """(first LSN, last LSN, first term, last term) of concatenated, already checked frames."""
     view = memoryview(data)
-    _, length, first, first_term, _, _ = FRAME_HEADER.unpack_from(view, 0)
-    offset, last, last_term = 0, first, first_term
+    first: tuple[int, int] | None = None
+    offset = 0
     while offset < len(view):
-        _, length, last, last_term, _, _ = FRAME_HEADER.unpack_from(view, offset)
+        _, length, lsn, term, _, _ = FRAME_HEADER.unpack_from(view, offset)
+        first = first or (lsn, term)
         offset += FRAME_HEADER.size + length
-    return first, last, first_term, last_term
+    assert first is not None, "frames_span of no frames"
+    return first[0], lsn, first[1], term
 
 
 def _nothing_valid_after(data: bytes, offset: int) -> bool:
