@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
 
 import httpx
@@ -63,7 +64,7 @@ def test_a_primary_cut_off_from_replicas_and_api_refuses_writes_until_either_is_
         refused = wait_until(lambda: (resp := _write(p.url, 3)).status_code == 503 and resp, 15, "the fence")
         assert time.monotonic() - cut_at <= FENCE_AFTER + 4
         assert refused.json()["error"]["code"] == "isolated", refused.text
-        assert "neither a replica nor the Kubernetes API" in refused.json()["error"]["message"]
+        assert "reached by no replica and not by the Kubernetes API" in refused.json()["error"]["message"]
         stats = httpx.get(f"{p.url}/v1/stats", auth=ADMIN, timeout=10).json()
         assert "isolated" in stats
         assert httpx.get(f"{p.url}/v1/records/2", auth=ADMIN, timeout=10).status_code == 200  # reads go on
@@ -84,6 +85,100 @@ def test_a_primary_cut_off_from_replicas_and_api_refuses_writes_until_either_is_
                 server.proc.send_signal(signal.SIGCONT)
         cluster.stop_all()
         api.close()
+
+
+class Heartbeat:
+    """The operator's heartbeat (GET /admin/replication/heartbeat every 0.5 s) while switched on."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.on = url, threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.on.is_set():
+                r = httpx.get(f"{self.url}/admin/replication/heartbeat", auth=ADMIN, timeout=5)
+                assert r.status_code == 200 and r.json()["role"] == "primary", r.text
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_once_the_operator_heartbeats_only_a_replica_or_the_heartbeat_lifts_the_fence(tmp_path):
+    """With the operator's heartbeat the API probe no longer counts: a primary the operator still reaches is
+    not fenced even without the API, and a fenced one stays fenced when only the API comes back (after a
+    failover the heartbeat goes to the new primary, so a healed old primary must not take writes again)."""
+    api = Listener()  # closed: the API server's address does not answer
+    cluster = Cluster(tmp_path, replication={"fence_after_seconds": FENCE_AFTER,
+                                             "fence_probe_address": f"127.0.0.1:{api.port}"})
+    beat: Heartbeat | None = None
+    try:
+        p = cluster.node("p")
+        (r,) = cluster.replicas(p, "r")
+        assert _write(p.url, 1).status_code == 200
+        caught_up(r, p)
+        assert r.proc is not None
+        beat = Heartbeat(p.url)
+        beat.on.set()
+        time.sleep(1.0)
+
+        # Replica gone, API unreachable, but the operator's heartbeat arrives: not cut off.
+        r.proc.send_signal(signal.SIGSTOP)
+        time.sleep(FENCE_AFTER + 2.5)
+        assert _write(p.url, 2).status_code == 200
+
+        # The heartbeat stops too: fenced, naming it.
+        beat.on.clear()
+        refused = wait_until(lambda: (resp := _write(p.url, 3)).status_code == 503 and resp, 15, "the fence")
+        assert "not by the operator's heartbeat" in refused.json()["error"]["message"], refused.text
+
+        # The API server answering again does not lift it any more.
+        api.open()
+        time.sleep(FENCE_AFTER + 2)
+        assert _write(p.url, 4).status_code == 503
+
+        # The heartbeat back: writes resume.
+        beat.on.set()
+        wait_until(lambda: _write(p.url, 5).status_code == 200, 10, "the fence to come down (heartbeat back)")
+        r.proc.send_signal(signal.SIGCONT)
+        caught_up(r, p)
+    finally:
+        if beat is not None:
+            beat.close()
+        for server in cluster.nodes.values():
+            if server.proc is not None and server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGCONT)
+        cluster.stop_all()
+        api.close()
+
+
+def test_a_replica_reports_how_long_its_primary_has_been_silent(tmp_path):
+    """/v1/stats of a replica: the primary's contact age and its silence beyond one long poll, which the
+    operator reads to tell a dead primary from one only it cannot reach."""
+    cluster = Cluster(tmp_path)
+    try:
+        p = cluster.node("p")
+        (r,) = cluster.replicas(p, "r")
+        caught_up(r, p)
+        rep = httpx.get(f"{r.url}/v1/stats", auth=ADMIN, timeout=10).json()["replication"]
+        assert rep["primary_silent_seconds"] < 1.0 and rep["primary_contact_age_seconds"] is not None, rep
+        assert p.proc is not None
+        p.proc.send_signal(signal.SIGSTOP)
+        try:
+            silent = wait_until(lambda: (x := httpx.get(f"{r.url}/v1/stats", auth=ADMIN, timeout=10).json()[
+                "replication"])["primary_silent_seconds"] >= 2.0 and x, 20, "the replica to report silence")
+            # silence = contact age less one long poll ([replication] poll_wait_ms)
+            assert silent["primary_contact_age_seconds"] > silent["primary_silent_seconds"] + 0.1, silent
+        finally:
+            p.proc.send_signal(signal.SIGCONT)
+    finally:
+        for server in cluster.nodes.values():
+            if server.proc is not None and server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGCONT)
+        cluster.stop_all()
 
 
 @pytest.mark.parametrize("replication", [

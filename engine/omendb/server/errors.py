@@ -44,7 +44,7 @@ _ENGINE_STATUS: dict[type[Exception], int] = {
     engine_errors.MemoryLimitExceeded: 507,
     engine_errors.StorageFull: 507,  # a full volume; writes resume by themselves once space is freed
     engine_errors.ReadOnly: 409,
-    engine_errors.Isolated: 503,  # fenced while cut off; writes resume once a replica or the API is reachable
+    engine_errors.Isolated: 503,  # fenced while cut off; writes resume once a replica or the operator reaches it
     engine_errors.DatabaseClosed: 503,
     engine_errors.CorruptionError: 500,
     replication.Fenced: 409,

@@ -1,23 +1,29 @@
-"""Self-fencing: a primary cut off from its replicas and from the Kubernetes API stops accepting writes.
+"""Self-fencing: a primary cut off from its replicas and from whoever could replace it stops accepting writes.
 
-Why both. In a partition the operator, on the other side, sees the primary's pod go NotReady (the node stops
-reporting: about 40 s) and promotes a replica after spec.failover.delaySeconds more. Whatever the old
-primary acknowledges meanwhile is lost when it rejoins (its writes are rewound). So it must stop writing
-before that promotion can happen: after ``[replication] fence_after_seconds`` (the operator sets half the
-failover delay, at least 5 s; the default 15 s is half the default delay) during which no replica polled it
-**and** the API server's address (``KUBERNETES_SERVICE_HOST``, or ``fence_probe_address``; without either,
-outside Kubernetes, there is no fencing) did not answer a TCP connect. Either one still reachable means it is
-not isolated:
+Who could replace it: the operator, which promotes a replica when the primary is down for
+spec.failover.delaySeconds. It sees the primary down in two ways: its pod NotReady (the node stops reporting
+to the API server: about 40 s), or, sooner, its engine unreachable from the operator while every replica
+says the primary has not answered them either (plans/topology.py). Whatever the old primary acknowledges
+meanwhile is lost when it rejoins (its writes are rewound), so it must stop writing before the earliest
+promotion: after ``[replication] fence_after_seconds`` (the operator sets half the failover delay, at least
+5 s, and never promotes an unreachable primary before fence_after_seconds + 2 s; the default 15 s is half
+the default delay) during which
 
-- replicas polling it: they are not being promoted (the operator needs the primary's pod NotReady, which
-  needs the node cut from the API server; a replica streaming from it holds its writes anyway);
-- the API server reachable: its node's kubelet still reports the pod Ready, so no failover starts (and a
-  primary whose replicas are all restarting keeps serving: losing them is no reason to stop).
+- no replica polled it: replicas polling it are not being promoted, and a replica streaming from it holds
+  its writes anyway; **and**
+- the operator's heartbeat did not reach it (``GET /admin/replication/heartbeat``, every second, sent only
+  to the pod the operator holds for the primary). Until the first heartbeat arrives (an operator of an
+  earlier release, a server outside the operator), a TCP connect to the API server's address
+  (``KUBERNETES_SERVICE_HOST``, or ``fence_probe_address``) stands in for it: reachable means its node's
+  kubelet still reports the pod Ready, so no failover starts. Without either, outside Kubernetes, there is
+  no fencing.
 
-So the fence is up before the earliest promotion: fence_after_seconds < NotReady grace + failover delay.
 A primary that has never been polled by a replica (a single pod) never fences: nobody could replace it.
-It comes down by itself as soon as a replica polls again or the API answers; the operator then either
-finds the primary where it was, or demotes it (its term is older) and it rewinds.
+It comes down as soon as a replica polls again or the heartbeat returns. Once the operator has promoted
+another pod, neither happens (the replicas follow the new primary, the heartbeat goes there), so a healed
+old primary stays fenced until the operator tells it to follow the new one, and rewinds: no write it
+accepts after its fence can be acknowledged and then lost. (Once heartbeats were seen, the API server
+being reachable no longer lifts a fence, for that reason.)
 """
 
 from __future__ import annotations
@@ -91,17 +97,20 @@ class Fence:
             return
         now = time.monotonic()
         replica_ages = [age for _lsn, age in db.replicas.positions().values()]
-        api_age = now - self.api_seen
+        heartbeat = replication.heartbeat_at
+        # The operator's heartbeat, once seen, replaces the API probe (see the module's docstring).
+        outside_age = now - (heartbeat if heartbeat is not None else self.api_seen)
         # Never with no replica ever seen: a single pod has nobody who could replace it.
-        cut_off = bool(replica_ages) and api_age > self.after and all(age > self.after for age in replica_ages)
+        cut_off = bool(replica_ages) and outside_age > self.after and all(age > self.after for age in replica_ages)
         if cut_off and db.isolated is None:
-            reason = (f"this primary has reached neither a replica nor the Kubernetes API "
-                      f"({self.address[0] + ':' + str(self.address[1]) if self.address else 'no address'}) for "
-                      f"{self.after:g}s ([replication] fence_after_seconds): it may be cut off by a partition "
-                      "and replaced, so it refuses writes until either is reachable again; retry against the "
-                      "Service")
+            other = ("the operator's heartbeat" if heartbeat is not None else "the Kubernetes API (" + (
+                f"{self.address[0]}:{self.address[1]}" if self.address else "no address") + ")")
+            reason = (f"this primary has been reached by no replica and not by {other} for {self.after:g}s "
+                      "([replication] fence_after_seconds): it may be cut off by a partition and replaced, so it "
+                      "refuses writes until a replica polls it or the operator reaches it again; retry against "
+                      "the Service")
             db.isolated = reason
             log.error("fenced: refusing writes", extra={"reason": reason})
         elif not cut_off and db.isolated is not None:
             db.isolated = None
-            log.warning("unfenced: a replica or the Kubernetes API is reachable again; accepting writes")
+            log.warning("unfenced: a replica or the operator reached this primary again; accepting writes")

@@ -117,8 +117,13 @@ class Follower:
         return max(lag, silent, 0.0)
 
     def describe(self) -> dict[str, Any]:
+        age = None if self.last_contact is None else time.monotonic() - self.last_contact
         return {"primary": self.primary_url, "replica_id": self.replica_id, "primary_lsn": self.primary_lsn,
                 "lag_lsn": self.lag_lsn(), "lag_seconds": self.lag_seconds(),
+                # How long the primary has not answered: since its last answer, and beyond one long poll
+                # (what the operator needs to tell a dead primary from one it alone cannot reach).
+                "primary_contact_age_seconds": None if age is None else round(age, 3),
+                "primary_silent_seconds": None if age is None else round(max(0.0, age - self.poll_wait_ms / 1000), 3),
                 "connected": self.last_error == "" and self.last_contact is not None,
                 "last_error": self.last_error, "reseeds": self.reseeds}
 
@@ -410,6 +415,9 @@ class Replication:
         self.role = cfg.role
         self.primary_url: str | None = cfg.primary_url.rstrip("/") if cfg.role == "replica" else None
         self.follower: Follower | None = None
+        # Monotonic time of the operator's last heartbeat (GET /admin/replication/heartbeat, sent only to the
+        # pod it holds for the primary); None until one arrives. server/fencing.py reads it.
+        self.heartbeat_at: float | None = None
         self._lock = threading.Lock()
 
     def attach(self, db: Database) -> None:
@@ -438,6 +446,7 @@ class Replication:
             term = db.promote()
             db.sync_replicas = self.state.config.replication.synchronous_replicas
             previous, self.role, self.primary_url = self.primary_url, "primary", None
+            self.heartbeat_at = None  # a heartbeat from an earlier time as primary says nothing about now
             log.warning("promoted to primary", extra={"term": term, "lsn": db.lsn(), "previous_primary": previous})
             if self.state.archiver is not None:  # the new primary ships from now on; keep its WAL until then
                 db.set_archive_hold(-1)
@@ -478,10 +487,18 @@ class Replication:
             if self.role == "primary":
                 log.warning("this primary becomes a replica", extra={"primary": primary_url, "term": db.term,
                                                                    "lsn": db.lsn()})
-            self.role, self.primary_url = "replica", primary_url
+            self.role, self.primary_url, self.heartbeat_at = "replica", primary_url, None
             self.follower = follower
             self.follower.start()
             return {"role": "replica", "primary": primary_url, "term": db.term, "lsn": db.lsn()}
+
+    def heartbeat(self) -> dict[str, Any]:
+        """The operator reached this server, as the primary it holds: recorded for self-fencing."""
+        self.heartbeat_at = time.monotonic()
+        db = self.state.db
+        return {"role": self.role, "term": db.term if db is not None else None,
+                "lsn": db.lsn() if db is not None else None,
+                "isolated": db.isolated if db is not None else None}
 
     def stop(self) -> None:
         with self._lock:

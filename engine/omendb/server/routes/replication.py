@@ -8,6 +8,9 @@
   ``X-OmenDB-Primary-LSN`` / ``X-OmenDB-Primary-Commit-Us`` give the lag. 410: the WAL after N is gone
   (re-seed from ``GET /admin/backup/snapshot``); 409 ``lsn_ahead`` / ``diverged``: the caller's log is not
   on this timeline.
+- ``GET /admin/replication/heartbeat``: the operator's probe of the pod it holds for the primary, every
+  second: role, term, LSN. The time of the last one keeps a primary cut off from its replicas from fencing
+  itself while the operator still reaches it (server/fencing.py).
 - ``POST /admin/promote``: a replica stops following and becomes the primary under a new term.
 - ``POST /admin/follow {"primary_url": ...}``: become a replica of another primary (repoint a replica,
   or demote an old primary, which then rewinds writes the new timeline does not have).
@@ -105,6 +108,10 @@ def build_router(state: ServerState, replication: Replication) -> APIRouter:
         return Response(body, media_type="application/octet-stream", headers={
             "X-OmenDB-Last-LSN": str(last), "X-OmenDB-Term": str(db.term),
             "X-OmenDB-Primary-LSN": str(db.lsn()), "X-OmenDB-Primary-Commit-Us": str(db.last_commit_us)})
+
+    @router.get("/replication/heartbeat", summary="The operator's probe of the primary (recorded for fencing)")
+    async def heartbeat() -> Response:
+        return _json(replication.heartbeat())
 
     @router.post("/promote", summary="Make this replica the primary (new term; stops following)")
     async def promote() -> Response:
