@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from omendb_operator import labels as L
 from omendb_operator.controller import handlers, metrics
+from omendb_operator.controller.heartbeat import Heartbeat
 from omendb_operator.controller.kube import Kube
 from omendb_operator.controller.peering import PEERING_API, live_higher_peers
 from omendb_operator.controller.reconcile import Reconciler
@@ -114,8 +115,10 @@ class Operator:
         self.settings = settings
         self.kube = kube or Kube()
         self.queue = WorkQueue(lambda key: self._reconcile(key), workers=settings.workers)
+        self.heartbeat = Heartbeat(self.queue.add)
         self.reconciler = Reconciler(self.kube, settings.cluster_domain, operator_namespace=settings.operator_namespace,
-                                     requeue=lambda ns, name, delay: self.queue.add_after((ns, name), delay))
+                                     requeue=lambda ns, name, delay: self.queue.add_after((ns, name), delay),
+                                     heartbeat=self.heartbeat)
         self.identity = f"omendb-operator@{os.environ.get('POD_NAME') or os.uname().nodename}/{os.getpid()}"
         self.ready = threading.Event()
 
@@ -183,6 +186,7 @@ class Operator:
 
     async def run(self) -> None:
         handlers.attach(self.queue)
+        self.heartbeat.start()
         runner = await self.serve_probes()
         ready_flag: asyncio.Event = asyncio.Event()
 
@@ -207,6 +211,7 @@ class Operator:
             for task in tasks:
                 task.cancel()
             # Graceful: finish the reconciles in flight, then stop serving probes.
+            self.heartbeat.stop()
             self.queue.stop()
             await runner.cleanup()
 

@@ -617,6 +617,15 @@ def memory_limit_mb(spec: OmenDBSpec) -> int | None:
     return max(1, int(parse_quantity(str(limit)) * MEMORY_SHARE_NUM / MEMORY_SHARE_DEN) // (1024 * 1024))
 
 
+def fence_after_seconds(spec: OmenDBSpec, *, effective: bool = True) -> float:
+    """The engines' [replication] fence_after_seconds: half the failover delay, at least 5 s (0: off);
+    ``effective``: a value the user set in spec.config wins, as it does in omendb.toml."""
+    user = (spec.config.get("replication") or {}).get("fence_after_seconds")
+    if effective and isinstance(user, int | float):
+        return float(user)
+    return max(5.0, spec.failover.delay_seconds / 2) if spec.failover.enabled else 0.0
+
+
 def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True, wal_archive_url: str = "") -> dict[str, dict[str, Any]]:
     """spec.config with the operator-owned keys filled in (the paths of the volumes it mounts, the ports
     its Services and probes use, the auth/TLS switches from spec.auth and spec.tls, and the replication
@@ -652,7 +661,7 @@ def render_config_dict(spec: OmenDBSpec, tls_ca: bool = True, wal_archive_url: s
     replication["ca_file"] = TLS_CA_FILE if spec.tls.enabled and (spec.tls.generate or tls_ca) else ""
     if spec.replication.synchronous_replicas is not None:
         replication["synchronous_replicas"] = spec.replication.synchronous_replicas
-    fence = max(5.0, spec.failover.delay_seconds / 2) if spec.failover.enabled else 0.0
+    fence = fence_after_seconds(spec, effective=False)
     if fence != ENGINE_FENCE_AFTER_SECONDS:
         # Self-fencing (the engine's server/fencing.py): a primary cut off from its replicas and the API
         # stops writing before the earliest failover (its pod NotReady, ~40 s, plus the failover delay). Only

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from omendb_operator.controller import engines as E
 from omendb_operator.controller import metrics
 from omendb_operator.controller.act import act
 from omendb_operator.controller.engines import PodHealth, fetch_stats
+from omendb_operator.controller.heartbeat import Heartbeat
 from omendb_operator.controller.kube import Kube
 from omendb_operator.controller.observe import Observer, secret_names
 from omendb_operator.controller.reconcile import Reconciler
@@ -298,4 +300,100 @@ def test_scale_down_switches_over_before_removing_the_primary(apiserver, namespa
         # One pod left: the read Service selects it whatever its role.
         assert "role" not in kube.get("v1", "Service", "db-ro", namespace)["spec"]["selector"]
     finally:
+        cluster.stop_all()
+
+
+def test_a_ready_primary_nobody_reaches_is_replaced_after_its_fence_and_one_only_the_operator_misses_is_not(
+        apiserver, namespace, kube, tmp_path: Path):
+    """A dead or cut-off node keeps its pods Ready for ~40 s. The heartbeat wakes the operator on the first
+    missed beat; the primary is replaced once the operator *and* every replica lost it, no sooner than the
+    engines' fence (5 s here) plus 2 s after the replicas last heard from it. When only the operator cannot
+    reach it (the replicas still stream), nothing moves."""
+    cluster = Cluster(tmp_path)
+    nodes: dict[str, Server] = {}
+    blind: set[str] = set()  # pods the operator's requests cannot reach (a partition between the two)
+    try:
+        nodes["db-0"] = cluster.node("db-0")
+        nodes.update(zip(("db-1", "db-2"), cluster.replicas(nodes["db-0"], "db-1", "db-2"), strict=True))
+
+        def engines(_kube: Kube, name: str, ns: str, spec: Any) -> E.Engines:
+            def url(pod: str) -> str:
+                return "http://127.0.0.1:9" if pod in blind else nodes[pod].url  # nothing listens on 9
+
+            def peer(pod: str) -> str:
+                return nodes[pod].url
+            return E.Engines(url, peer, ADMIN)
+
+        woken: list[tuple[str, str]] = []
+        beat = Heartbeat(woken.append)
+        reconciler = Reconciler(kube, engines=engines, requeue=lambda ns, name, delay: None, heartbeat=beat)
+        spec = {"replicas": 3, "tls": {"enabled": False}, "backup": {"enabled": False},
+                "monitoring": {"prometheusRule": False, "serviceMonitor": False},
+                "failover": {"delaySeconds": 2}}  # the engines fence after max(5, 2/2) = 5 s
+        kube.resource(API, "OmenDB").create(namespace=namespace, body={
+            "apiVersion": API, "kind": "OmenDB", "metadata": {"name": "db"}, "spec": spec})
+        kube.resource("v1", "ServiceAccount").create(namespace=namespace, body={
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+        for i in range(3):
+            kube.resource("v1", "Pod").create(namespace=namespace, body=_pod(f"db-{i}"))
+            _set_ready(apiserver, namespace, f"db-{i}", True, dt.datetime.now(dt.UTC))
+        _write(nodes["db-0"], range(0, 100))
+        caught_up(nodes["db-1"], nodes["db-0"])
+        caught_up(nodes["db-2"], nodes["db-0"])
+        reconciler.reconcile(namespace, "db")
+        assert beat.watched() == {(namespace, "db"): "db-0"}
+        assert beat.beat_once() == []
+
+        # 1. Only the operator loses the primary: the replicas still hear from it, so it stays the primary.
+        blind.add("db-0")
+        assert beat.beat_once() == [(namespace, "db")]  # the first missed beat wakes the OmenDB
+        assert beat.beat_once() == []  # ... once (then every REMIND_SECONDS), not every second
+        for _ in range(4):
+            reconciler.reconcile(namespace, "db")
+            time.sleep(2)
+        status = kube.get(API, "OmenDB", "db", namespace)["status"]
+        assert status["primaryPod"] == "db-0" and status["failover"]["phase"] == "Idle", status
+        assert "primaryNotReadySince" not in status["failover"]
+        blind.clear()
+        assert beat.beat_once() == [(namespace, "db")]  # back: woken again
+
+        # 2. The primary freezes (its pod stays Ready): operator and replicas lose it.
+        assert nodes["db-0"].proc is not None
+        nodes["db-0"].proc.send_signal(signal.SIGSTOP)
+        frozen_at = dt.datetime.now(dt.UTC)
+
+        def replaced() -> bool:
+            reconciler.reconcile(namespace, "db")
+            return kube.get(API, "OmenDB", "db", namespace)["status"]["primaryPod"] != "db-0"
+
+        wait_until(replaced, 60, "a replica promoted in place of the unreachable primary")
+        status = kube.get(API, "OmenDB", "db", namespace)["status"]
+        last = status["failover"]["last"]
+        assert last["from"] == "db-0" and last["reason"] == "failover", status
+        started = next(e for e in _events(apiserver, namespace) if e[1] == "FailoverStarted")
+        assert "unreachable (operator and replicas)" in started[2], started
+        # Never before the fence (5 s) + 2 s since the replicas last heard from it: frozen_at is later
+        # than that, so the promotion is at least 7 s after it, less the replicas' last poll (<= 0.5 s).
+        promoted_at = dt.datetime.strptime(last["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        assert (promoted_at - frozen_at).total_seconds() >= 7 - 0.5 - 1, (promoted_at, frozen_at)
+        new = status["primaryPod"]
+        assert info(nodes[new])["role"] == "primary"
+        assert beat.watched() == {(namespace, "db"): new}  # the heartbeat follows the new primary
+        assert _labels(kube, namespace)["db-0"] == "replica"
+
+        # 3. The old primary thaws: told to follow, it rejoins as a replica with every write.
+        nodes["db-0"].proc.send_signal(signal.SIGCONT)
+        _write(nodes[new], range(100, 200))
+
+        def rejoined() -> bool:
+            reconciler.reconcile(namespace, "db")
+            return info(nodes["db-0"])["role"] == "replica"
+
+        wait_until(rejoined, 60, "the old primary to follow the new one")
+        caught_up(nodes["db-0"], nodes[new])
+        assert lookup(nodes["db-0"], list(range(200))) == [k / 4 for k in range(200)]
+    finally:
+        for server in nodes.values():
+            if server.proc is not None and server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGCONT)
         cluster.stop_all()

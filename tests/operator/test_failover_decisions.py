@@ -204,3 +204,44 @@ def test_pod_figures_alone_are_refreshed_at_most_once_a_minute():
     assert T.refresh_pods(old, at, unready, T0 + dt.timedelta(seconds=1)) == (unready, "2026-11-27T08:00:01Z")
     assert T.refresh_pods(None, None, old, T0) == (old, at)
     assert T.refresh_pods(old, at, old, T0 + dt.timedelta(seconds=300)) == (old, at)  # nothing to write
+
+
+def silent(name: str, lsn: int, contact_age: float, silence: float, of: str = "db-0") -> T.PodView:
+    return T.PodView(name, ready=True, engine=T.Engine(T.REPLICA, lsn, 1, primary=URLS[of], lag_seconds=silence,
+                                                        primary_contact_age=contact_age,
+                                                        primary_silent=silence))
+
+
+def test_a_ready_primary_that_answers_nobody_is_down_since_the_replicas_last_heard_from_it():
+    lost = T.PodView("db-0", ready=True, engine_error="ReadTimeout")  # its pod is still Ready
+    pods = (lost, silent("db-1", 90, 4.0, 3.5), silent("db-2", 95, 3.0, 2.5))
+    d = T.decide(inputs(*pods, delay_seconds=2, fence_seconds=5))
+    # The most recent witness heard from it 3 s ago; wait for its fence (5 s) + 2 s from then.
+    assert d.failover["phase"] == T.IDLE and d.failover["primaryNotReadySince"] == "2026-11-27T07:59:57Z"
+    assert "answers neither the operator nor any replica" in d.failover["message"]
+    assert d.requeue_after == 4
+    later = T.decide(inputs(*pods, at=T0 + dt.timedelta(seconds=4), delay_seconds=2, fence_seconds=5,
+                            failover=d.failover))
+    assert later.failover["phase"] == T.PROMOTING and later.failover["to"] == "db-2"
+    assert "unreachable (operator and replicas)" in later.events[0][2]
+    # A longer delay than the fence is the delay.
+    d = T.decide(inputs(*pods, at=T0 + dt.timedelta(seconds=4), delay_seconds=30, fence_seconds=15))
+    assert d.failover["phase"] == T.IDLE and d.requeue_after == 27
+
+
+def test_one_witness_still_hearing_the_primary_or_none_at_all_keeps_it_the_primary():
+    lost = T.PodView("db-0", ready=True, engine_error="ConnectError")
+    late = T0 + dt.timedelta(seconds=120)
+    cases = {
+        "a replica still streams from it": (lost, silent("db-1", 90, 30.0, 29.5), silent("db-2", 95, 0.2, 0.0)),
+        "no replica answers": (lost, down("db-1"), down("db-2")),
+        "the replica follows another primary": (lost, silent("db-1", 90, 30.0, 29.5, of="db-2")),
+        "an engine that does not say": (lost, replica("db-1", 90)),
+    }
+    for why, pods in cases.items():
+        d = T.decide(inputs(*pods, at=late, delay_seconds=1, fence_seconds=5))
+        assert d.failover["phase"] == T.IDLE and "primaryNotReadySince" not in d.failover, why
+        assert d.requeue_after == T.POLL_SECONDS, why  # ... and looks again soon
+    # The operator reaches it: up, whatever the replicas say.
+    d = T.decide(inputs(primary("db-0"), silent("db-1", 90, 30.0, 29.5), at=late, delay_seconds=1))
+    assert d.failover["phase"] == T.IDLE and d.requeue_after is None

@@ -28,6 +28,7 @@ from omendb_operator.specs.statefulset import tls_secret_name
 log = logging.getLogger(__name__)
 
 STATS_TIMEOUT = 3.0
+HEARTBEAT_TIMEOUT = 1.0
 ACTION_TIMEOUT = 60.0  # promote/follow stop a follower first (one long poll at most)
 
 
@@ -77,7 +78,18 @@ class Engines:
         return T.Engine(role=str(body.get("role", T.PRIMARY)), lsn=int(body.get("lsn") or 0),
                         term=int(body.get("term") or 0), primary=body.get("primary"),
                         lag_seconds=rep.get("lag_seconds"), lag_lsn=rep.get("lag_lsn"),
-                        wal_archive=body.get("wal_archive"))
+                        wal_archive=body.get("wal_archive"),
+                        primary_contact_age=rep.get("primary_contact_age_seconds"),
+                        primary_silent=rep.get("primary_silent_seconds"))
+
+    def heartbeat(self, pod: str) -> dict[str, Any]:
+        """The heartbeat the pod held for the primary gets every second (controller/heartbeat.py); it keeps
+        that pod from fencing itself while the operator reaches it (the engine's server/fencing.py)."""
+        with self._client(pod, HEARTBEAT_TIMEOUT) as client:
+            r = client.get("/admin/replication/heartbeat")
+            r.raise_for_status()
+            result: dict[str, Any] = r.json()
+            return result
 
     def _post(self, pod: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         with self._client(pod, ACTION_TIMEOUT) as client:

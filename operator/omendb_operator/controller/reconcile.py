@@ -15,6 +15,7 @@ from collections.abc import Callable
 from omendb_operator.controller import engines as E
 from omendb_operator.controller import metrics
 from omendb_operator.controller.act import act
+from omendb_operator.controller.heartbeat import Heartbeat
 from omendb_operator.controller.kube import Kube
 from omendb_operator.controller.observe import HealthCheck, Observer, StatsFetch
 from omendb_operator.plans.omendb import owner_of, plan_gone, plan_omendb
@@ -29,13 +30,14 @@ class Reconciler:
                  engines: E.EnginesFactory = E.cluster_engines,
                  stats: StatsFetch = E.fetch_stats,
                  requeue: Callable[[str, str, float], None] | None = None,
-                 operator_namespace: str | None = None) -> None:
+                 operator_namespace: str | None = None, heartbeat: Heartbeat | None = None) -> None:
         self.kube = kube
         self.cluster_domain = cluster_domain
         self.clock = clock
         # How observe and act reach the engines (pod DNS names in the cluster; loopback in tests).
         self.observer = Observer(kube, engines, health or E.PodHealth(), stats, operator_namespace)
         self.requeue = requeue  # reconcile this OmenDB again after a delay (an operation in progress)
+        self.heartbeat = heartbeat  # told after each reconcile which pod is the primary to heartbeat
 
     def reconcile(self, namespace: str, name: str) -> str:
         started = time.monotonic()
@@ -55,6 +57,8 @@ class Reconciler:
         requeue: float | None = None
         for attempt in range(MAX_PASSES):
             world, engines = self.observer.observe(namespace, name)
+            if world.omendb is None or world.omendb["metadata"].get("deletionTimestamp"):
+                self._heartbeat(namespace, name, None, None)
             if world.omendb is None:
                 act(self.kube, None, plan_gone(world, self.clock()), None)
                 return "gone"
@@ -64,6 +68,7 @@ class Reconciler:
             plan = plan_omendb(world, self.clock(), self.cluster_domain, final=attempt == MAX_PASSES - 1,
                                engines_failed=engines_failed)
             report = act(self.kube, engines, plan, owner_of(world.omendb))
+            self._heartbeat(namespace, name, engines, plan.heartbeat)
             changed = changed or bool(report.changed)
             if report.apply_errors:
                 errors = plan_omendb(world, self.clock(), self.cluster_domain, final=True,
@@ -79,3 +84,7 @@ class Reconciler:
         if requeue is not None and self.requeue is not None:
             self.requeue(namespace, name, requeue)
         return "changed" if changed else "unchanged"
+
+    def _heartbeat(self, namespace: str, name: str, engines: E.Engines | None, pod: str | None) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.watch((namespace, name), engines, pod)

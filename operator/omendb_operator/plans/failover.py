@@ -18,7 +18,7 @@ from omendb_operator import labels as L
 from omendb_operator.plans import topology as T
 from omendb_operator.plans.plan import Patch, Plan, StatusWrite, merge_patch
 from omendb_operator.plans.world import World
-from omendb_operator.spec import OmenDBSpec
+from omendb_operator.spec import OmenDBSpec, fence_after_seconds
 from omendb_operator.specs.services import ROLE_LABEL  # `role=primary|replica`; omendb.io/role says the same
 
 SWITCHOVER_ANNOTATION = f"{L.GROUP}/switchover-to"
@@ -86,7 +86,8 @@ def decide(world: World, spec: OmenDBSpec, now: dt.datetime, *, switchover_to: s
     inputs = T.Inputs(now=now, primary_pod=primary, failover=failover, pods=world.pods,
                       peer_urls={p: world.peer_urls.get(p, "") for p in {*world.pods, primary}},
                       replicas=spec.replicas, enabled=spec.failover.enabled,
-                      delay_seconds=spec.failover.delay_seconds, switchover_to=switchover_to, paused=paused)
+                      delay_seconds=spec.failover.delay_seconds, switchover_to=switchover_to, paused=paused,
+                      fence_seconds=fence_after_seconds(spec))
     drain = None
     if switchover_to is None and T.ordinal(primary) >= spec.replicas and failover.get("phase") == T.IDLE:
         # A scale-down would remove the primary: switch over to a pod that stays first.

@@ -168,6 +168,7 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         repl.decision.actions, repl.decision.again, repl.quiet = [], False, True
         repl.decision.requeue_after = min(repl.decision.requeue_after or 2.0, 2.0)
     failover.record(plan, world, owner, repl)
+    plan.heartbeat = repl.primary_pod if spec.replicas >= 2 and spec.failover.enabled else None
     if requested is not None and repl.decision.switchover_finished:
         failover.consume_annotation(plan, world, owner, requested, repl.decision.switchover_finished)
     if not repl.quiet and not final:

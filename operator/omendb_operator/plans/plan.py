@@ -97,6 +97,9 @@ class Plan:
     # planning the rest (the children are built from where the primary ends up).
     again: bool = False
     result: str = "unchanged"  # for the reconciles metric: changed, unchanged, invalid, gone
+    # The pod the operator's heartbeat goes to from now on (controller/heartbeat.py): the primary of a
+    # replicated OmenDB with failover on; None: no heartbeat.
+    heartbeat: str | None = None
 
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append(EventOn(involved, type_, reason, message))

@@ -48,6 +48,10 @@ class Engine:
     lag_seconds: float | None = None
     lag_lsn: int | None = None
     wal_archive: dict[str, Any] | None = None  # the primary's WAL archiver ([wal_archive]), when it has one
+    # A replica's view of its primary: seconds since it last answered, and how much of that is beyond one
+    # long poll (None: never reached it, or an engine of a release that does not say).
+    primary_contact_age: float | None = None
+    primary_silent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Inputs:
     delay_seconds: float = 30.0  # spec.failover.delaySeconds
     switchover_to: str | None = None  # a requested switchover: a pod name, or "" for the best replica
     paused: bool = False  # another operation holds the pod count (restore, hibernation): no failover
+    fence_seconds: float = 15.0  # the engines' [replication] fence_after_seconds (spec.fence_after_seconds)
 
 
 def best_replica(pods: dict[str, PodView], primary: str, replicas: int,
@@ -136,6 +141,30 @@ def _since(inputs: Inputs) -> dt.datetime:
     last = inputs.failover.get("last") or {}
     became = parse_time(last.get("at")) if last.get("to") == inputs.primary_pod else None
     return max(since, became) if became else since
+
+
+SILENT_SECONDS = 1.0  # a replica's primary silent this long beyond one long poll has stopped answering it
+UNREACHABLE_MARGIN_SECONDS = 2.0  # promote an unreachable primary no sooner than its fence + this
+
+
+def unreachable(inputs: Inputs) -> dt.datetime | None:
+    """When the primary stopped answering everyone, if it has: its pod is still Ready (a dead or cut-off node
+    keeps it Ready for ~40 s, until the node is marked NotReady), but its engine answers neither the
+    operator nor any replica, and at least one replica's engine answers and says so. The time is when the
+    most recent of them last heard from it. One witness is not enough: the operator alone not reaching it
+    is a partition between the two (the replicas still stream from it), and so is a replica alone."""
+    primary = inputs.pods.get(inputs.primary_pod)
+    if primary is None or primary.deleting or primary.engine is not None:
+        return None
+    want = inputs.peer_urls.get(inputs.primary_pod, "").rstrip("/")
+    witnesses = [p.engine for p in inputs.pods.values()
+                 if p.name != inputs.primary_pod and not p.deleting and p.engine is not None
+                 and p.engine.role == REPLICA and (p.engine.primary or "").rstrip("/") == want]
+    if not witnesses or any(e.primary_silent is None or e.primary_silent < SILENT_SECONDS or
+                            e.primary_contact_age is None for e in witnesses):
+        return None
+    age = min(float(e.primary_contact_age or 0.0) for e in witnesses)
+    return inputs.now - dt.timedelta(seconds=age)
 
 
 def primary_up(pod: PodView | None) -> bool:
@@ -186,7 +215,11 @@ def decide(inputs: Inputs) -> Decision:
 def _idle_step(inputs: Inputs) -> Decision:
     primary = inputs.pods.get(inputs.primary_pod)
     decision = Decision(primary_pod=inputs.primary_pod, failover=_idle(inputs))
-    if primary_up(primary):
+    lost_at = unreachable(inputs) if primary_up(primary) else None
+    if primary_up(primary) and lost_at is None:
+        if primary is not None and primary.engine is None and len(inputs.pods) > 1:
+            # Ready, but its engine did not answer us: look again soon, to see whether the replicas agree.
+            decision.requeue_after = POLL_SECONDS
         decision.actions = converge(inputs)
         for action in decision.actions:
             if isinstance(action, Follow):
@@ -199,17 +232,24 @@ def _idle_step(inputs: Inputs) -> Decision:
             return _start_switchover(inputs, decision)
         return decision
 
-    # The primary is down: failover once that has lasted spec.failover.delaySeconds.
-    since = _since(inputs)
+    # The primary is down: failover once that has lasted spec.failover.delaySeconds. An unreachable
+    # primary (pod still Ready) is down since the replicas last heard from it, and is replaced no sooner than
+    # its self-fence is up (fencing.py: it stops writing fence_seconds after the last replica poll).
+    since = _since(inputs) if lost_at is None else min(lost_at, _since(inputs))
+    delay = inputs.delay_seconds if lost_at is None else max(inputs.delay_seconds,
+                                                              inputs.fence_seconds + UNREACHABLE_MARGIN_SECONDS)
     decision.failover["primaryNotReadySince"] = timestamp(since)
+    if lost_at is not None:
+        decision.failover["message"] = (f"the primary {inputs.primary_pod} answers neither the operator nor any "
+                                        "replica (its pod is still Ready: its node may be down or cut off)")
     if inputs.switchover_to is not None:
         decision.switchover_finished = (f"refused: the primary {inputs.primary_pod} is not ready; a failover "
                                         "(not a switchover) moves the primary when it stays unready")
     if not inputs.enabled or inputs.paused or inputs.replicas < 2:
         return decision
     waited = (inputs.now - since).total_seconds()
-    if waited < inputs.delay_seconds:
-        decision.requeue_after = max(0.5, inputs.delay_seconds - waited)
+    if waited < delay:
+        decision.requeue_after = max(0.5, delay - waited)
         return decision
     target = best_replica(inputs.pods, inputs.primary_pod, inputs.replicas)
     if target is None:
@@ -224,8 +264,9 @@ def _idle_step(inputs: Inputs) -> Decision:
         "primaryNotReadySince": timestamp(since), **({"last": inputs.failover["last"]}
                                                   if inputs.failover.get("last") else {}),
     }
+    down = "not ready" if lost_at is None else "unreachable (operator and replicas)"
     decision.events.append(("Warning", "FailoverStarted",
-                            f"primary {inputs.primary_pod} not ready for {int(waited)}s: promoting "
+                            f"primary {inputs.primary_pod} {down} for {int(waited)}s: promoting "
                             f"{target.name} (LSN {target.engine.lsn}); {_positions(inputs.pods)}"))
     decision.again = True
     return decision
