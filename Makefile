@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := engine/omendb operator/omendb_operator
 
-.PHONY: venv lint test test-fast scanners scan bench bench-engine bench-http bench-backup bench-client bench-failover bench-scale lock clean
+.PHONY: venv lint test test-fast scanners scan bench bench-engine bench-http bench-backup bench-client bench-failover bench-scale bench-nodes lock clean
 
 # The virtualenv is rebuilt when the lock file changes, so every machine runs the same versions.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -81,6 +81,14 @@ bench-failover: venv
 SCALE_RECORDS ?= 100000000
 bench-scale: venv
 	$(PY) -m omendb.bench.scale --records $(SCALE_RECORDS)
+
+# The multi-node journeys (drain, node stop, zone loss, partitions of the primary's node; 3 nodes in 3 zones,
+# a 3-pod OmenDB) with their RTO, RPO and failed writes as a table, also written to NODES_REPORT. Needs
+# root and the e2e build (`make e2e-build`); part of `make test`. See docs/operations/failover-and-scaling.md.
+NODES_REPORT ?= /tmp/omendb-journeys.md
+bench-nodes: e2e-build
+	OMENDB_JOURNEY_REPORT=$(NODES_REPORT) $(BIN)/pytest -s e2e/tests/test_multinode.py
+	cat $(NODES_REPORT)
 
 # Regenerate the full pinned tree from pyproject's direct pins (run after changing a dependency).
 lock:

@@ -105,7 +105,7 @@ def act(kube: Kube, engines: Engines | None, plan: Plan, owner: dict[str, Any] |
             kube.patch(patch.api_version, patch.kind, patch.name, patch.namespace, patch.body)
     for delete in plan.deletes:
         if kube.delete(delete.api_version, delete.kind, delete.name, delete.namespace, uid=delete.uid,
-                       orphan=delete.orphan):
+                       orphan=delete.orphan, grace_seconds=delete.grace_seconds):
             report.changed.append(f"{delete.kind} {delete.name} deleted")
     for write in plan.statuses:
         kube.patch_status(write.api_version, write.kind, write.name, write.namespace, write.patch)

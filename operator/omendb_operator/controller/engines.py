@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 STATS_TIMEOUT = 3.0
 HEARTBEAT_TIMEOUT = 1.0
+CONNECT_TIMEOUT = 1.5
 ACTION_TIMEOUT = 60.0  # promote/follow stop a follower first (one long poll at most)
 
 
@@ -67,7 +68,10 @@ class Engines:
         self.auth, self.verify = auth, verify
 
     def _client(self, pod: str, timeout: float) -> httpx.Client:
-        return httpx.Client(base_url=self.url_for(pod), auth=self.auth, verify=self.verify, timeout=timeout)
+        # A short connect timeout: a pod on a cut-off node drops the SYN, and every pass of a failover asks
+        # every pod (a connect within the cluster takes milliseconds; the first SYN retry comes at 1 s).
+        return httpx.Client(base_url=self.url_for(pod), auth=self.auth, verify=self.verify,
+                            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)))
 
     def stats(self, pod: str) -> T.Engine:
         with self._client(pod, STATS_TIMEOUT) as client:

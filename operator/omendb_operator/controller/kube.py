@@ -126,14 +126,17 @@ class Kube:
         return True
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None, *, uid: str | None = None,
-               orphan: bool = False) -> bool:
-        """Delete; ``uid``: only that incarnation (a precondition), ``orphan``: keep its dependents. False
-        when it is gone already (or was replaced: the uid precondition failed)."""
+               orphan: bool = False, grace_seconds: int | None = None) -> bool:
+        """Delete; ``uid``: only that incarnation (a precondition), ``orphan``: keep its dependents,
+        ``grace_seconds``: the pod's grace period (0: at once). False when it is gone already (or was
+        replaced: the uid precondition failed)."""
         body: dict[str, Any] = {}
         if uid:
             body["preconditions"] = {"uid": uid}
         if orphan:
             body["propagationPolicy"] = "Orphan"
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         try:
             self.resource(api_version, kind).delete(name=name, namespace=namespace, body=body or None)
         except NotFoundError:

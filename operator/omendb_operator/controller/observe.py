@@ -176,13 +176,14 @@ class Observer:
     def _nodes(self, world: World, reader: Reader, spec: OmenDBSpec) -> None:
         """The primary's Node (one read): when it is cordoned, a switchover starts before a drain evicts the
         primary, and only then are the other pods' Nodes read, to pick a replica on a Node not cordoned.
-        Only with a replica to switch to; without the right to read Nodes, drains are not seen."""
-        if spec.replicas < 2:
+        Only with a replica to switch to; without the right to read Nodes, drains are not seen. And the Node
+        of each Terminating pod: one stuck on a lost node is removed (plans/lost_pods.py)."""
+        terminating = sorted({p.node for p in world.pods.values() if p.deleting and p.node})
+        if spec.replicas < 2 and not terminating:
             return
         primary = world.pods.get(str(world.status.get("primaryPod") or world.names.pod(0)))
-        if primary is None or not primary.node:
-            return
-        wanted = [primary.node]
+        wanted = terminating + ([primary.node] if spec.replicas >= 2 and primary is not None and primary.node
+                                else [])
         while wanted:
             node = wanted.pop()
             try:
@@ -191,8 +192,8 @@ class Observer:
                 world.node_error = (f"cannot read Node {node} (RBAC: nodes get/list/watch): a drain of the "
                                     "primary's node waits for a manual switchover")
                 return
-            if node == primary.node and world.cordoned(node):
-                wanted = sorted({p.node for p in world.pods.values() if p.node and p.node != node})
+            if primary is not None and node == primary.node and world.cordoned(node):
+                wanted += sorted({p.node for p in world.pods.values() if p.node and p.node not in world.nodes})
 
     def _storage_classes(self, world: World, reader: Reader, spec: OmenDBSpec) -> None:
         """allowVolumeExpansion of the classes of claims that should grow (only then is it needed)."""

@@ -17,7 +17,7 @@ import datetime as dt
 from typing import Any
 
 from omendb_operator import labels as L
-from omendb_operator.plans import day2, failover, upgrade
+from omendb_operator.plans import day2, failover, lost_pods, upgrade
 from omendb_operator.plans import operations as ops
 from omendb_operator.plans.changes import will_change
 from omendb_operator.plans.children import Observed, build_children, stale_children
@@ -175,6 +175,8 @@ def plan_omendb(world: World, now: dt.datetime, cluster_domain: str = "cluster.l
         return plan  # observe again once the engines acted; the rest is planned from where it ends
     plan.again = False
     failover.label_pods(plan, world, repl.primary_pod)
+    lost_pods.plan_lost_pods(plan, world, owner, now)
+    plan.requeue_within(lost_pods.recheck_after(world, now))
     _merge(plan, rest)
 
     # 4. The children.

@@ -48,7 +48,8 @@ class Patch:
 @dataclass(frozen=True)
 class Delete:
     """``uid``: delete only that incarnation (a pod already replaced is left alone); ``orphan``: keep the
-    object's dependents (a StatefulSet recreated without its pods)."""
+    object's dependents (a StatefulSet recreated without its pods); ``grace_seconds``: 0 removes a pod at
+    once, without its kubelet's confirmation (plans/lost_pods.py)."""
 
     api_version: str
     kind: str
@@ -56,6 +57,7 @@ class Delete:
     namespace: str
     uid: str | None = None
     orphan: bool = False
+    grace_seconds: int | None = None
 
 
 @dataclass(frozen=True)
