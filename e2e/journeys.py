@@ -14,6 +14,7 @@ table `report` makes.
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from collections.abc import Iterable
@@ -124,8 +125,8 @@ class Write:
 
 def writes(kube: Kube, namespace: str) -> list[Write]:
     out = kube.kubectl("-n", namespace, "logs", "writer", timeout=60).stdout
-    return [Write(e["s"], e["t"], e["k"], e["ok"], e["err"]) for e in map(json.loads, out.splitlines())
-            if isinstance(e, dict)] if out else []
+    return [Write(e["s"], e["t"], e["k"], e["ok"], e["err"])
+            for e in (json.loads(line) for line in out.splitlines() if line.startswith("{"))]
 
 
 def scan(kube: Kube, namespace: str, name: str = NAME) -> dict[int, float]:
@@ -244,6 +245,6 @@ def events(kube: Kube, namespace: str, reasons: tuple[str, ...]) -> list[tuple[f
     for e in out:
         if e.get("reason") in reasons and e["involvedObject"].get("kind") == "OmenDB":
             stamp = e.get("lastTimestamp") or e.get("eventTime") or e["metadata"]["creationTimestamp"]
-            found.append((time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone,
+            found.append((calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")),
                           str(e["reason"]), str(e.get("message", ""))))
     return sorted(found)

@@ -200,3 +200,30 @@ def test_a_primary_without_fencing_keeps_writing_when_cut_off(tmp_path, monkeypa
             if server.proc is not None and server.proc.poll() is None:
                 server.proc.send_signal(signal.SIGCONT)
         cluster.stop_all()
+
+
+def test_promoting_a_replica_does_not_wait_for_a_frozen_primarys_answer(tmp_path):
+    """A partitioned primary never answers the replica's long poll, which then hangs until its read timeout
+    (poll_wait_ms + 30 s). Promotion stops the follower without waiting for it (its answer would be dropped),
+    so a failover is not 30 s longer under a partition than after a crash."""
+    cluster = Cluster(tmp_path)
+    try:
+        p = cluster.node("p")
+        (r,) = cluster.replicas(p, "r")
+        assert _write(p.url, 1).status_code == 200
+        caught_up(r, p)
+        assert p.proc is not None
+        p.proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)  # the replica's next long poll is on its way to the frozen primary
+        started = time.monotonic()
+        promoted = httpx.post(f"{r.url}/admin/promote", auth=ADMIN, timeout=60)
+        took = time.monotonic() - started
+        assert promoted.status_code == 200 and promoted.json()["promoted"], promoted.text
+        assert took < 10, f"promotion waited {took:.1f}s for the frozen primary"
+        assert _write(r.url, 2).status_code == 200
+        assert httpx.get(f"{r.url}/v1/records/1", auth=ADMIN, timeout=10).status_code == 200
+    finally:
+        for server in cluster.nodes.values():
+            if server.proc is not None and server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGCONT)
+        cluster.stop_all()

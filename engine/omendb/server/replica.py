@@ -89,6 +89,7 @@ class Follower:
         timeout = httpx.Timeout(self.poll_wait_ms / 1000 + 30, connect=5.0)
         self.client = httpx.Client(base_url=self.primary_url, auth=credentials, verify=verify, timeout=timeout)
         self._stop = threading.Event()
+        self._apply_lock = threading.Lock()  # held while frames are applied or a re-seed runs (see stop)
         self._thread = threading.Thread(target=self._run, name="omendb-follower", daemon=True)
         self.primary_lsn: int | None = None
         self.primary_commit_us = 0
@@ -134,10 +135,16 @@ class Follower:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following; returns once no frame is being applied any more."""
+        """Stop following; returns once no frame is being applied and none will be. A request still on its
+        way to the primary is not waited for (its answer is dropped): a long poll to a primary cut off by a
+        partition hangs until its read timeout (poll_wait_ms + 30 s), and promoting this replica in its
+        place must not wait that long."""
         self._stop.set()
-        self._thread.join(timeout=self.poll_wait_ms / 1000 + 35)
-        self.client.close()
+        with self._apply_lock:  # a batch being applied (or a re-seed) finishes; the next one sees _stop
+            pass
+        self._thread.join(timeout=1.0)
+        if not self._thread.is_alive():
+            self.client.close()  # else the thread closes it when its request returns
 
     def _run(self) -> None:
         import httpx
@@ -153,7 +160,10 @@ class Follower:
                 if self._stop.is_set():
                     break
                 try:
-                    self._reseed(exc.reason, exc.diverged_at)
+                    with self._apply_lock:
+                        if self._stop.is_set():
+                            break
+                        self._reseed(exc.reason, exc.diverged_at)
                     backoff = BACKOFF_MIN
                     continue
                 except (httpx.HTTPError, FollowError, OmenDBError, OSError) as err:
@@ -170,6 +180,7 @@ class Follower:
             # Jitter so replicas do not reconnect in lockstep after the primary returns.
             self._stop.wait(backoff * (0.5 + random.random()))
             backoff = min(BACKOFF_MAX, backoff * 2)
+        self.client.close()
 
     def _failed(self, message: str) -> None:
         if message != self.last_error:
@@ -287,7 +298,10 @@ class Follower:
         if frames and frames[0].lsn != after + 1:
             raise FollowError(f"the primary sent LSN {frames[0].lsn} after {after}; retrying")
         if frames:
-            db.apply_frames(frames)
+            with self._apply_lock:
+                if self._stop.is_set():
+                    return  # stopped while the answer was on its way: promote/follow owns the database now
+                db.apply_frames(frames)
             log.debug("replication: applied %d frames (LSN %d..%d) from %s", len(frames), frames[0].lsn,
                       frames[-1].lsn, self.primary_url)
         else:
