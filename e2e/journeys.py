@@ -222,7 +222,8 @@ def placement(kube: Kube, namespace: str, name: str = NAME) -> dict[str, str]:
 
 def settled(kube: Kube, namespace: str, name: str = NAME) -> dict[str, Any] | None:
     """The status once 3 pods are ready, exactly one is labelled primary (status.primaryPod), every other
-    engine is a replica that reached it, and no failover moves; else None."""
+    engine is a replica (ready: it reached its primary and is within max_lag_seconds), and no failover
+    moves; else None."""
     st = status(kube, namespace, name)
     primary = st.get("primaryPod")
     live = [p for p in pods(kube, namespace, name) if not p["metadata"].get("deletionTimestamp")]
@@ -233,7 +234,7 @@ def settled(kube: Kube, namespace: str, name: str = NAME) -> dict[str, Any] | No
         return None
     for pod, row in rows.items():
         want = "primary" if pod == primary else "replica"
-        if row.get("engineRole") != want or (want == "replica" and row.get("lagLsn") is None):
+        if row.get("engineRole") != want or not row.get("ready"):
             return None
     return st if (st.get("failover") or {}).get("phase") == "Idle" else None
 
