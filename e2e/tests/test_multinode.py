@@ -310,8 +310,9 @@ def _measure(kube: Kube, ns: str, scenario: str, failed_at: float, old: str, rea
     every scenario."""
     st = _settle(kube, ns)
     _acked_after(kube, ns, failed_at)
+    records = J.scan(kube, ns)  # first: every record it finds was sent before the log is read
     log = J.writes(kube, ns)
-    result = J.check(log, J.scan(kube, ns))
+    result = J.check(log, records)
     how = [m for t, r, m in J.events(kube, ns, reasons) if t >= failed_at - 2]
     fig = J.figures(scenario, failed_at, log, result, old, str(st["primaryPod"]), how=how[0][:90] if how else "")
     FIGURES.append(fig)

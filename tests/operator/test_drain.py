@@ -37,7 +37,8 @@ def test_two_disjoint_budgets_hold_the_primary_and_let_replicas_go_one_at_a_time
     assert replicas["spec"] == {"minAvailable": 1, "selector": replicas["spec"]["selector"],
                                 "unhealthyPodEvictionPolicy": "AlwaysAllow"}  # 2 replicas, one may go
     assert replicas["spec"]["selector"]["matchLabels"]["role"] == "replica"
-    assert primary["spec"]["minAvailable"] == 1 and primary["spec"]["selector"]["matchLabels"]["role"] == "primary"
+    # 100%: no eviction even while a switchover briefly labels two pods primary.
+    assert primary["spec"]["minAvailable"] == "100%" and primary["spec"]["selector"]["matchLabels"]["role"] == "primary"
     assert build_pdbs(owner, 2)[0]["spec"]["minAvailable"] == 0  # the one replica may go
     for pdb in (replicas, primary):  # a pod matching two budgets cannot be evicted at all
         assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "prod"
