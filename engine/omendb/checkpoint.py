@@ -165,6 +165,33 @@ class BaseWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def _mapping(arr: np.ndarray) -> mmap.mmap | None:
+    """The file mapping `arr` is a view of (as `_map` makes them), None for any other memory."""
+    owner: Any = arr
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    return owner if isinstance(owner, mmap.mmap) else None
+
+
+def release_pages(column: np.ndarray, start: int, stop: int) -> None:
+    """Unmap this process's pages of the whole pages inside column[start:stop] if the column is a mapped
+    base file (MADV_DONTNEED): the data stays in the file and the page cache, and a later read of them
+    faults them back in. A merge calls it on the old base as it streams past, so the old base does not
+    stay resident beside the new one. Anything but a file mapping is left alone (on anonymous memory the
+    same call would discard the data)."""
+    mapped = _mapping(column)
+    if mapped is None or stop <= start:
+        return
+    origin = np.frombuffer(mapped, np.uint8, count=1).ctypes.data
+    lo = column.ctypes.data - origin + start * column.itemsize
+    hi = lo + (stop - start) * column.itemsize
+    lo, hi = _page_up(lo), hi // PAGE * PAGE
+    if hi > lo:
+        mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
 def _map(fd: int, length: int, dtype: Any, offset: int, count: int) -> np.ndarray:
     if count == 0 or length == 0:
         return np.zeros(0, dtype)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from omendb import files, rmi
-from omendb.checkpoint import BaseFile, BaseWriter, base_format, open_base, read_base
+from omendb.checkpoint import BaseFile, BaseWriter, base_format, open_base, read_base, release_pages
 from omendb.config import Config, load_config
 from omendb.errors import (
     CorruptionError,
@@ -167,6 +168,11 @@ def _push_run(runs: tuple[Run, ...], run: Run) -> tuple[Run, ...]:
         newest = out.pop()
         out[-1] = combine([out[-1], newest])
     return tuple(out)
+
+
+def _release_columns(columns: tuple[np.ndarray, ...], start: int, stop: int) -> None:
+    for column in columns:
+        release_pages(column, start, stop)
 
 
 def _segment_term(path: Path) -> int:
@@ -732,9 +738,13 @@ class Database:
         try:
             writer = BaseWriter(self.data_dir / base_name(lsn), count, lsn, cfg.storage.batch_size)
             try:
-                for keys, values, lsns in merge_chunks(base.keys, base.values, base.lsns, runs, bounds):
+                # The old base's pages this merge has streamed past leave the process's resident set (they
+                # stay in the page cache; a reader that still needs them faults them back), so the peak is
+                # not the whole old base beside the new base's keys while the model trains.
+                release = functools.partial(_release_columns, (base.keys, base.values, base.lsns))
+                for keys, values, lsns in merge_chunks(base.keys, base.values, base.lsns, runs, bounds, release):
                     writer.write(keys, values, lsns)
-                del runs
+                del runs, release
                 index = rmi.train(writer.keys(), cfg.index.model_type, cfg.index.max_error)
                 written = writer.finish(index)
             except BaseException:

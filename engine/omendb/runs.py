@@ -184,16 +184,20 @@ def merged_count_runs(base_keys: np.ndarray, runs_oldest_first: list[Run], bound
 
 
 def merge_chunks(base_keys: np.ndarray, base_values: np.ndarray, base_lsns: np.ndarray,
-                 runs_oldest_first: list[Run], bounds: list[int]
+                 runs_oldest_first: list[Run], bounds: list[int],
+                 consumed: Callable[[int, int], None] | None = None
                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The base with the delta's runs applied, in ascending pieces between `bounds` (see chunk_bounds): a
-    merge streams these to the new base file, so it never holds a second full copy of the base."""
+    merge streams these to the new base file, so it never holds a second full copy of the base. Once the
+    caller has taken a piece, `consumed(start, stop)` is told which base records went into it."""
     for part, delta in delta_pieces(base_keys, runs_oldest_first, bounds):
         size = part.stop - part.start + len(delta)
         keys, values, lsns = np.empty(size, np.int64), np.empty(size, np.float64), np.empty(size, np.int64)
         m = _kernels().merge_base(base_keys[part], base_values[part], base_lsns[part], delta.keys,
                                   delta.values, delta.lsns, delta.live, keys, values, lsns)
         yield keys[:m], values[:m], lsns[:m]
+        if consumed is not None:
+            consumed(part.start, part.stop)
 
 
 @dataclass(frozen=True)

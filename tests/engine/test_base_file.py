@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from omendb import Database, database, rmi
-from omendb.checkpoint import base_format, open_base, write_base_v1
+from omendb.checkpoint import base_format, open_base, release_pages, write_base_v1
 from omendb.errors import CorruptionError
 from omendb.files import read_manifest
 from omendb.runs import Run, apply_to_base, chunk_bounds, combine, merge_chunks, merged_count_runs
@@ -152,7 +152,7 @@ MERGE_CHILD = textwrap.dedent("""
     before = status()["VmRSS"]
     db.checkpoint()  # the merge: a new base of n + n/20 records
     peak = status()["VmHWM"]
-    print(json.dumps({"before": before, "peak": peak, "base_bytes": 24 * len(base.keys)}))
+    print(json.dumps({"before": before, "peak": peak, "after": status()["VmRSS"], "base_bytes": 24 * len(base.keys)}))
     db.close(checkpoint=False)
 """)
 
@@ -168,3 +168,28 @@ def test_a_merge_does_not_hold_a_second_copy_of_the_base(tmp_path):
     # with the earlier in-memory merge); streaming costs the new keys while the model trains (a third of a
     # base), a piece of the delta and a chunk (0.57 bases measured).
     assert extra < r["base_bytes"], f"a merge grew RSS by {extra >> 20} MiB over a base of {r['base_bytes'] >> 20} MiB"
+    # The old base's pages leave the resident set as the merge streams past them (release_pages): once the
+    # merge is done, the old base (resident before it) is no longer counted.
+    assert r["after"] < r["before"] - r["base_bytes"] // 2, r
+
+
+def _rss_file() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssFile"))
+
+
+def test_release_pages_drops_a_mapped_columns_pages_and_keeps_its_data(tmp_path):
+    config = make_config(tmp_path)
+    with Database.open(config) as db:
+        keys, values = _fill(db, 1_000_000)
+    base = open_base(tmp_path / "data" / read_manifest(tmp_path / "data").base_file)
+    float(base.keys.sum())  # every page of the keys resident
+    before = _rss_file()
+    release_pages(base.keys, 0, len(base.keys))
+    assert before - _rss_file() > base.keys.nbytes * 0.9
+    assert np.array_equal(base.keys, keys)  # faulted back in from the page cache
+    in_memory = np.array(keys)
+    release_pages(in_memory, 0, len(in_memory))  # not a mapping: untouched (MADV_DONTNEED would zero it)
+    assert np.array_equal(in_memory, keys)
+    release_pages(base.values[10:], 3, 7)  # less than a page: nothing to release, no error
+    assert np.array_equal(base.values, values)

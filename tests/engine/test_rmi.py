@@ -58,3 +58,17 @@ def test_empty_and_single_key(model_type):
     index = rmi.train(one, model_type, 10)
     assert rmi.lookup_one(index, one, INT64_MIN) == 0
     assert rmi.lookup_one(index, one, INT64_MAX) == -1
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 33, 1000])
+def test_batch_lookups_in_groups_match_one_at_a_time(count):
+    """The batch kernel runs a group of lookups stage by stage: any batch size, present and absent keys and
+    duplicates mixed in any order, gives what lookup_one gives for each."""
+    rng = np.random.default_rng(count)
+    keys = np.unique((rng.lognormal(0, 2, 50_000) * 1e9).astype(np.int64))
+    index = rmi.train(keys, "recursive", 50)
+    probes = np.concatenate([rng.choice(keys, count), _absent(keys, rng)[:count]])
+    probes = rng.permutation(np.concatenate([probes, probes[:3]]))
+    expected = np.array([rmi.lookup_one(index, keys, int(k)) for k in probes])
+    assert (rmi.lookup_many(index, keys, probes) == expected).all()
+    assert (expected[np.isin(probes, keys)] >= 0).all()

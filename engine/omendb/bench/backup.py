@@ -47,6 +47,16 @@ def best_of(repeats: int, fn: Callable[[], object], before: Callable[[], object]
     return min(times)
 
 
+def alternating(rounds: int, runs: dict[str, tuple[Callable[[], object], Callable[[], object]]]
+                ) -> dict[str, float]:
+    """Best wall time of each of `runs` (name: (run, before)) over `rounds` rounds that run them all in turn."""
+    best = {name: float("inf") for name in runs}
+    for _ in range(rounds):
+        for name, (fn, before) in runs.items():
+            best[name] = min(best[name], best_of(1, fn, before))
+    return best
+
+
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -111,35 +121,46 @@ def measure(root: Path, repeats: int, workdir: Path, database: str = "bench") ->
             os.sync()
         return before
 
-    tool_backup = best_of(repeats, lambda: subprocess.run(
-        [str(TOOL), "-q", "--data-dir", str(root), "--backup-dir", str(backups), "full-backup", "--database",
-         database], check=True, stdout=subprocess.DEVNULL, env=env), reset(backups))
-    tar_backup = best_of(repeats,
-                         lambda: sh(f"tar -C {root} -cf - data wal | zstd -q -3 -T1 -o {tarball} -f"), reset())
-    tar_backup_sync = best_of(repeats, lambda: sh(
-        f"tar -C {root} -cf - data wal | zstd -q -3 -T1 -o {tarball} -f && sync {tarball}"), reset())
-    tool_restore = best_of(repeats, lambda: subprocess.run(
-        [str(TOOL), "-q", "--data-dir", str(restored), "--backup-dir", str(backups), "restore", "--backup-id",
-         "latest"], check=True, stdout=subprocess.DEVNULL, env=env), reset(restored))
+    def tool_backup() -> None:
+        subprocess.run([str(TOOL), "-q", "--data-dir", str(root), "--backup-dir", str(backups), "full-backup",
+                        "--database", database], check=True, stdout=subprocess.DEVNULL, env=env)
+
+    def tool_restore() -> None:
+        subprocess.run([str(TOOL), "-q", "--data-dir", str(restored), "--backup-dir", str(backups), "restore",
+                        "--backup-id", "latest"], check=True, stdout=subprocess.DEVNULL, env=env)
 
     def untar() -> None:
         untarred.mkdir()
         sh(f"zstd -q -d -c {tarball} | tar -C {untarred} -xf -")
 
-    tar_restore = best_of(repeats, untar, reset(untarred))
-
     def untar_sync() -> None:
         untar()
         sh(f"find {untarred} -type f -exec sync {{}} +")
 
-    tar_restore_sync = best_of(repeats, untar_sync, reset(untarred))
+    # Each round runs backup_tool and its baselines back to back, so a change in the shared machine's load
+    # falls on both sides of the comparison instead of on whichever ran its repeats during it; every figure
+    # is the best of its rounds. The backups come first: the restores read what the last round wrote.
+    times = alternating(repeats, {
+        "tool_backup": (tool_backup, reset(backups)),
+        "tar_backup": (lambda: sh(f"tar -C {root} -cf - data wal | zstd -q -3 -T1 -o {tarball} -f"), reset()),
+        "tar_backup_sync": (lambda: sh(f"tar -C {root} -cf - data wal | zstd -q -3 -T1 -o {tarball} -f && "
+                                       f"sync {tarball}"), reset()),
+    })
+    times.update(alternating(repeats, {
+        "tool_restore": (tool_restore, reset(restored)),
+        "tar_restore": (untar, reset(untarred)),
+        "tar_restore_sync": (untar_sync, reset(untarred)),
+    }))
+    tool_backup_s, tar_backup, tar_backup_sync = times["tool_backup"], times["tar_backup"], times["tar_backup_sync"]
+    tool_restore_s, tar_restore, tar_restore_sync = (times["tool_restore"], times["tar_restore"],
+                                                     times["tar_restore_sync"])
     mb = size / 1e6
     return {"size_mb": mb, "backup_size_mb": dir_size(backups) / 1e6,
             "tar_size_mb": tarball.stat().st_size / 1e6,
-            "tool_backup_s": tool_backup, "tar_backup_s": tar_backup,
-            "tool_restore_s": tool_restore, "tar_restore_s": tar_restore,
-            "tool_backup_mbps": mb / tool_backup, "tar_backup_mbps": mb / tar_backup,
-            "tool_restore_mbps": mb / tool_restore, "tar_restore_mbps": mb / tar_restore,
+            "tool_backup_s": tool_backup_s, "tar_backup_s": tar_backup,
+            "tool_restore_s": tool_restore_s, "tar_restore_s": tar_restore,
+            "tool_backup_mbps": mb / tool_backup_s, "tar_backup_mbps": mb / tar_backup,
+            "tool_restore_mbps": mb / tool_restore_s, "tar_restore_mbps": mb / tar_restore,
             "tar_backup_sync_mbps": mb / tar_backup_sync, "tar_restore_sync_mbps": mb / tar_restore_sync}
 
 
@@ -154,7 +175,8 @@ def render(r: dict[str, float], repeats: int, load: tuple[float, float] = (0.0, 
 {int(r['records']):,} records (int64 keys, float64 values) through the engine, checkpointed, plus a WAL
 tail: {r['size_mb']:.0f} MB on disk (data + WAL). It then times `backup_tool full-backup` (the console
 script, offline) against `tar -cf - data wal | zstd -3 -T1` of the same directory, and `backup_tool
-restore` into an empty directory against `zstd -d | tar -xf -`, best of {repeats}, in the same run.
+restore` into an empty directory against `zstd -d | tar -xf -`, best of {repeats} rounds that run each
+side in turn (so a change in the machine's load falls on both).
 Throughput = database size / wall time; ratio = backup_tool / baseline (> 1: backup_tool is faster).
 backup_tool fsyncs what it writes before it reports success; the baselines do not, so each is timed
 again followed by `sync` of the files it wrote (the like-for-like columns).
