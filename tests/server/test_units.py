@@ -334,6 +334,7 @@ def test_access_lines_formatted_plainly_are_the_usual_lines(fmt: str) -> None:
         log = AccessLog(fmt, out)
         for call in calls:
             (log.write_plain if plain else log.write)(*call)
+        log.flush()
         lines.append([re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "TS", line) for line in out.getvalue().split("\n")[:-1]])
     assert lines[0] == lines[1] and len(lines[0]) == len(calls)
     if fmt == "json":
