@@ -40,7 +40,9 @@ from omendb.errors import OmenDBError
 from omendb.server.auth import ANONYMOUS
 from omendb.server.errors import APIError, error_body, from_engine
 from omendb.server.middleware import RequestGuard
+from omendb.server.models import INT64_MAX, INT64_MIN
 from omendb.server.state import Phase
+from omendb.server.tallies import CounterTally
 
 log = logging.getLogger("omendb.server")
 
@@ -76,8 +78,13 @@ class PointReads:
         assert reader is not None, "PointReads is built after the app (records.build_router sets the reader)"
         self.reader = reader
         self.prefix = reader.PREFIX.encode()
+        self.prefix_length = len(self.prefix)
         self.route = reader.ROUTE
         self.users_on = self.state.users is not None
+        self.access = guard.access
+        self.requests: dict[int, CounterTally] = {}  # omendb_http_requests tallies of this route by status
+        self._defaults: list[tuple[bytes, bytes]] | None = None  # uvicorn's default headers, and as bytes:
+        self._defaults_head = b""
 
     def _basic_user(self, protocol: Any, value: bytes | None, address: str) -> str | None:
         """What ``auth.cached_user`` answers for this Authorization header: the user of Basic credentials
@@ -120,9 +127,14 @@ class PointReads:
                 or parser.get_http_version() != "1.1" or not parser.should_keep_alive()
                 or parser.should_upgrade() or protocol.flow.write_paused or protocol.transport.is_closing()):
             return False
-        path = url.decode("latin-1")
-        key = self.reader.parse_key(path)
-        if key is None:
+        # The key as PointReader.parse_key reads it (the same rules, on the bytes: isdigit() of bytes is
+        # ASCII digits only).
+        text = url[self.prefix_length:]
+        digits = text[1:] if text[:1] == b"-" else text
+        if not digits.isdigit() or len(digits) > 19:
+            return False
+        key = int(text)
+        if not INT64_MIN <= key <= INT64_MAX:
             return False
         authorization = request_id = None
         for name, value in protocol.headers:
@@ -150,7 +162,8 @@ class PointReads:
         started = time.perf_counter()
         rid = guard.valid_request_id(request_id) if request_id is not None else ""
         if not rid:
-            rid = guard.new_request_id()
+            guard.counter += 1
+            rid = f"{guard.id_prefix}{guard.counter:08x}"  # guard.new_request_id(), inline
         extra = b""
         try:
             status, body = self.reader.read(key)
@@ -159,18 +172,23 @@ class PointReads:
             status, body = err.status, error_body(err.code, err.message)
             extra = b"".join(b"%s: %s\r\n" % (k.lower().encode(), v.encode()) for k, v in err.headers.items())
         except Exception:
-            log.exception("unhandled error", extra={"request_id": rid, "path": path})
+            log.exception("unhandled error", extra={"request_id": rid, "path": url.decode("latin-1")})
             status, body = 500, error_body("internal", f"internal error; see the server log for request_id {rid}")
         # What uvicorn's cycle writes for the guard's start and body messages (direct.write_whole), at once.
-        content = [STATUS_LINE[status]]
-        for name, value in protocol.server_state.default_headers:
-            content += (name, b": ", value, b"\r\n")
-        content += (_JSON_HEAD, b"%d\r\n" % len(body), extra, b"x-request-id: ", rid.encode(), b"\r\n\r\n", body)
-        protocol.transport.write(b"".join(content))
-        protocol.server_state.total_requests += 1
-        guard.request_counts.get(("GET", self.route, status)).count += 1
-        access = guard.access
+        server_state = protocol.server_state
+        defaults = server_state.default_headers  # a new list whenever uvicorn updates the date (each second)
+        if defaults is not self._defaults:
+            self._defaults_head = b"".join(b"%s: %s\r\n" % pair for pair in defaults)
+            self._defaults = defaults
+        protocol.transport.write(b"".join((STATUS_LINE[status], self._defaults_head, _JSON_HEAD, b"%d" % len(body),
+                                           b"\r\n", extra, b"x-request-id: ", rid.encode(), b"\r\n\r\n", body)))
+        server_state.total_requests += 1
+        requests = self.requests.get(status)
+        if requests is None:
+            requests = self.requests[status] = guard.request_counts.get(("GET", self.route, status))
+        requests.count += 1
+        access = self.access
         if access.enabled():
-            access.write_plain("GET", path, status, user, address, rid,
-                         round((time.perf_counter() - started) * 1000, 3))
+            access.write_plain("GET", url.decode("latin-1"), status, user, address, rid,
+                               round((time.perf_counter() - started) * 1000, 3))
         return True
