@@ -203,10 +203,13 @@ class RequestGuard:
     async def _direct_point_read(self, scope: Scope, send: Send, cycle: Any, path: str, request_id: str,
                                  rid_header: tuple[bytes, bytes], started: float) -> bool:
         """``GET /v1/records/<key>`` answered start to finish without awaiting anything, when nothing but a
-        lookup stands between the request and its answer: a well-formed key, no request body, room under
-        ``max_concurrent_requests``, and no authentication or credentials verified recently (the cache in
-        credentials.py). The response goes out in one write (direct.py). False, having done nothing, leaves
-        the request to the general path below, which answers every other case (and explains refusals).
+        lookup stands between the request and its answer. Most such reads never get here: the connection
+        answers them itself before making a task (fastpath.py); this answers the ones it leaves, such as
+        reads pipelined behind another request or sent through a proxy (X-Forwarded-*). The conditions:
+        a well-formed key, no request body, room under ``max_concurrent_requests``, and no authentication
+        or credentials verified recently (the cache in credentials.py). The response goes out in one
+        write (direct.py). False, having done nothing, leaves the request to the general path below,
+        which answers every other case (and explains refusals).
 
         Nothing here can wait, so ``request_timeout_ms`` cannot expire in it, and the concurrency count
         never sees it in flight. What is answered, logged and counted is what the general path would do:
