@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -285,3 +286,56 @@ def test_a_whole_response_written_at_once_is_what_uvicorn_writes_in_two(keep_ali
     asgi, whole = asyncio.run(both())
     assert whole == asgi
     assert whole[1] is (not keep_alive)
+
+
+def test_tallies_folded_at_collection_expose_what_direct_updates_would() -> None:
+    # tallies.py: the hot path adds to plain numbers; collecting the registry folds them into the same
+    # prometheus_client children. Same samples as updating the metrics directly, after any number of folds.
+    from prometheus_client import generate_latest
+
+    from omendb.server.metrics import Metrics
+
+    def exposed(metrics: Metrics) -> list[str]:  # all but the creation times, which differ by construction
+        return [line for line in generate_latest(metrics.registry).decode().splitlines() if "_created" not in line]
+
+    direct, tallied = Metrics(), Metrics()
+    histogram = tallied.tally_histogram(tallied.query_duration.labels("get"))
+    searches = tallied.tally_counter(tallied.searches.labels("get"))
+    requests = tallied.tally_labelled(lambda status: tallied.requests.labels("GET", "/r", str(status)))
+    values = [0.00005, 0.0001, 0.00011, 0.003, 0.7, 29.0, 31.0, 0.0, 1.0, 10.0]
+    for round_ in range(3):
+        for n, value in enumerate(values):
+            direct.query_duration.labels("get").observe(value)
+            direct.searches.labels("get").inc()
+            direct.requests.labels("GET", "/r", str(200 + n % 2)).inc()
+            histogram.observe(value)
+            searches.count += 1
+            requests.get(200 + n % 2).count += 1
+        if round_ != 1:  # folds with and without updates in between
+            exposed(tallied)
+        assert exposed(tallied) == exposed(direct)
+    assert tallied.registry.get_sample_value("omendb_searches_total", {"operation": "get"}) == 30
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_access_lines_formatted_plainly_are_the_usual_lines(fmt: str) -> None:
+    # logs.AccessLog.write_plain (the connection's point reads) writes what write does, user names of any
+    # kind included; only the timestamps (taken at each call) may differ.
+    import io
+
+    from omendb.server.logs import AccessLog
+
+    calls = [("GET", "/v1/records/-5", 200, "-", "127.0.0.1", "3f2a9c1000000001", 0.123),
+             ("GET", "/v1/records/9223372036854775807", 404, 'we"ird\\ é\u2028', "::1", "x.y:z-1", 12.0),
+             ("GET", "/v1/records/0", 503, "bob", "fe80::1%eth0", "A" * 64, 1e-05)]
+    lines = []
+    for plain in (False, True):
+        out = io.StringIO()
+        log = AccessLog(fmt, out)
+        for call in calls:
+            (log.write_plain if plain else log.write)(*call)
+        log.flush()
+        lines.append([re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "TS", line) for line in out.getvalue().split("\n")[:-1]])
+    assert lines[0] == lines[1] and len(lines[0]) == len(calls)
+    if fmt == "json":
+        assert [json.loads(line)["user"] for line in lines[1]] == [c[3] for c in calls]

@@ -66,6 +66,11 @@ class CredentialCache:
     def user_of(self, credentials: str | bytes, users: Users) -> str | None:
         """The user these Basic credentials were verified for, if that was within the lifetime, in this
         version of the htpasswd file, and against the user's current hash; else None."""
+        found = self.verified(credentials, users)
+        return None if found is None else found[0]
+
+    def verified(self, credentials: str | bytes, users: Users) -> tuple[str, float] | None:
+        """``user_of``, with the clock reading at which the verification expires."""
         if not self._entries:
             return None
         if users.generation != self._generation:
@@ -75,7 +80,10 @@ class CredentialCache:
         if (entry is None or entry.generation != users.generation or self._clock() >= entry.expires_at
                 or users.entries.get(entry.user) != entry.hash_):
             return None
-        return entry.user
+        return entry.user, entry.expires_at
+
+    def now(self) -> float:
+        return self._clock()
 
     def remember(self, credentials: str, user: str, hash_: str, generation: int) -> None:
         if self.lifetime <= 0:

@@ -1,5 +1,6 @@
 """A complete response written to the connection in one write, for the answers the request guard gives
-by itself on the hot path (single-key reads).
+by itself on the hot path (single-key reads the connection did not answer itself: see fastpath.py, which
+writes the same bytes without a cycle).
 
 ASGI sends a response as two messages, and uvicorn writes each as it comes: the head, then the body, two
 ``send`` system calls on the socket and, on loopback, two wake-ups of the client for one small response.

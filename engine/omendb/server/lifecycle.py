@@ -28,6 +28,7 @@ from omendb.config import Config
 from omendb.errors import OmenDBError
 from omendb.server.app import build_asgi
 from omendb.server.archiving import build_archiver
+from omendb.server.fastpath import PointReads
 from omendb.server.fencing import Fence
 from omendb.server.limits import limited_protocol
 from omendb.server.logs import AccessLog, setup_logging
@@ -175,14 +176,16 @@ def build_server(config: Config) -> tuple[OmenServer, ServerState]:
     tls = ReloadingTLS(config.security.tls_cert_file, config.security.tls_key_file, state.metrics.registry) \
         if config.security.tls_enabled else None
     box: list[OmenServer] = []
-    app: Any = build_asgi(state, lifespan=_lifespan(state, box))
+    guard = build_asgi(state, lifespan=_lifespan(state, box))
+    app: Any = guard
     timeouts = Timeouts.from_config(config.http)
 
     def closed(reason: str) -> None:
         state.metrics.connections_closed.labels(reason).inc()
 
     protocol = limited_protocol(config.limits.max_connections, timeouts,
-                                lambda: state.metrics.rejected.labels("max_connections").inc(), closed)
+                                lambda: state.metrics.rejected.labels("max_connections").inc(), closed,
+                                PointReads(guard, https_only=tls is not None))
     if tls is not None:
         # HTTPS, and plain HTTP for the probes on the same port (tlsport.py: the guide's health_check.sh).
         # The TLS layer is built there, not by uvicorn, so the handshake bound is set there too.

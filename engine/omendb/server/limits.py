@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable
 
 from omendb.server.errors import error_body
+from omendb.server.fastpath import PointReads
 from omendb.server.timeouts import TimedProtocol, TimeoutPolicy, Timeouts
 
 REFUSED_GRACE_SECONDS = 2.0
@@ -30,15 +31,19 @@ def _refusal(limit: int) -> bytes:
 
 
 def limited_protocol(max_connections: int, timeouts: Timeouts, on_refuse: Callable[[], None] | None = None,
-                     on_close: Callable[[str], None] | None = None) -> type[asyncio.Protocol]:
+                     on_close: Callable[[str], None] | None = None,
+                     point_reads: PointReads | None = None) -> type[asyncio.Protocol]:
     """The API's protocol class: timeouts, eviction of idle connections, refusal beyond the limit.
-    ``on_refuse()`` counts refused connections, ``on_close(reason)`` connections the server closed."""
+    ``on_refuse()`` counts refused connections, ``on_close(reason)`` connections the server closed;
+    ``point_reads`` answers single-key reads on the connection (fastpath.py)."""
     refusal = _refusal(max_connections)
+    fast = point_reads
     # Idle connections of this server, oldest first (dicts keep insertion order; re-inserting moves to the end).
     idle: dict[TimedProtocol, None] = {}
 
     class LimitedHttpToolsProtocol(TimedProtocol):
         policy = TimeoutPolicy(timeouts, on_close)
+        point_reads = fast
         _refused = False
 
         def _became_idle(self) -> None:

@@ -1,6 +1,8 @@
 """Prometheus metrics, with the operations guide's names exactly, served on their own port.
 
-Request-path metrics (durations, counts, failures) are updated by the handlers. Engine-level figures
+Request-path metrics (durations, counts, failures) are updated by the handlers; single-key reads add to
+lock-free tallies (tallies.py) that the registry folds into the same metrics when it is collected.
+Engine-level figures
 (memory, WAL and index sizes, records, LSN, retrains) are read from ``db.stats()`` at scrape time by a
 custom collector, so they are never stale and cost nothing between scrapes.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +21,7 @@ from prometheus_client.registry import Collector
 
 import omendb
 from omendb.memory import process_rss_bytes
+from omendb.server.tallies import CounterTally, HistogramTally, LabelledTallies
 
 log = logging.getLogger("omendb.metrics")
 
@@ -77,11 +81,34 @@ class _EngineCollector(Collector):
                                       value=float(stats["retrain_seconds_total"]))
 
 
+class _FoldingRegistry(CollectorRegistry):
+    """A registry that first folds the hot path's tallies (tallies.py) into their metrics, whenever it is
+    collected: a scrape shows every update made before it."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=True)
+        self.tallies: list[Any] = []  # objects with fold(), added by Metrics.tally_*
+        self._fold_lock = threading.Lock()
+
+    def fold(self) -> None:
+        with self._fold_lock:  # two scrapes at once must not fold the same part twice
+            for tally in self.tallies:
+                tally.fold()
+
+    def collect(self) -> Iterable[Any]:
+        self.fold()
+        yield from super().collect()
+
+    def restricted_registry(self, names: Iterable[str]) -> Any:  # /metrics?name[]=...
+        self.fold()
+        return super().restricted_registry(names)
+
+
 class Metrics:
     """Every metric of one server, in its own registry (tests can run several servers in one process)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = _FoldingRegistry()
         r = self.registry
         self.query_duration = Histogram("omendb_query_duration_seconds", "Time to answer a read "
                                         "(get, batch lookup, range scan).", ["operation"], buckets=_BUCKETS,
@@ -115,6 +142,24 @@ class Metrics:
                                 ["version", "python"], registry=r)
         self.build_info.labels(omendb.__version__, platform.python_version()).set(1)
         self._server: Any = None
+
+    def tally_counter(self, child: Any) -> CounterTally:
+        """A lock-free stand-in for ``child.inc()`` on the event loop (tallies.py)."""
+        tally = CounterTally(child)
+        self.registry.tallies.append(tally)
+        return tally
+
+    def tally_histogram(self, child: Any) -> HistogramTally:
+        """A lock-free stand-in for ``child.observe()`` on the event loop (tallies.py)."""
+        tally = HistogramTally(child)
+        self.registry.tallies.append(tally)
+        return tally
+
+    def tally_labelled(self, make: Callable[[Any], Any]) -> LabelledTallies:
+        """Lock-free counters by one label value: ``make(value)`` gives the Counter child (tallies.py)."""
+        tallies = LabelledTallies(make)
+        self.registry.tallies.append(tallies)
+        return tallies
 
     def watch_engine(self, stats: Callable[[], dict[str, Any] | None],
                      connections: Callable[[], int]) -> None:

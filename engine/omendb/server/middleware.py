@@ -99,7 +99,10 @@ class RequestGuard:
         # Request ids: a random per-process prefix and a counter, unique across restarts and cheap to make.
         self.id_prefix = secrets.token_hex(4)
         self.counter = 0
-        self.request_counts: dict[tuple[str, str, int], Any] = {}
+        # omendb_http_requests by (method, route, status), as lock-free tallies folded at scrape time.
+        requests = state.metrics.requests
+        self.request_counts = state.metrics.tally_labelled(
+            lambda key: requests.labels(key[0], key[1], str(key[2])))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,13 +114,10 @@ class RequestGuard:
         request_id = ""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID.match(candidate):
-                    request_id = candidate
+                request_id = self.valid_request_id(value)
                 break
         if not request_id:
-            self.counter += 1
-            request_id = f"{self.id_prefix}{self.counter:08x}"
+            request_id = self.new_request_id()
         rid_header = (b"x-request-id", request_id.encode())
         if (cycle is not None and scope["method"] == "GET" and path.startswith(_POINT_PREFIX)
                 and await self._direct_point_read(scope, send, cycle, path, request_id, rid_header, started)):
@@ -190,13 +190,26 @@ class RequestGuard:
                 self.in_flight -= 1
             self._log(scope, status_box[0], started, request_id)
 
+    def new_request_id(self) -> str:
+        self.counter += 1
+        return f"{self.id_prefix}{self.counter:08x}"
+
+    @staticmethod
+    def valid_request_id(value: bytes) -> str:
+        """A client's X-Request-ID if it is sane (echoed and logged as it is), else ""."""
+        candidate = value.decode("latin-1")
+        return candidate if _REQUEST_ID.match(candidate) else ""
+
     async def _direct_point_read(self, scope: Scope, send: Send, cycle: Any, path: str, request_id: str,
                                  rid_header: tuple[bytes, bytes], started: float) -> bool:
         """``GET /v1/records/<key>`` answered start to finish without awaiting anything, when nothing but a
-        lookup stands between the request and its answer: a well-formed key, no request body, room under
-        ``max_concurrent_requests``, and no authentication or credentials verified recently (the cache in
-        credentials.py). The response goes out in one write (direct.py). False, having done nothing, leaves
-        the request to the general path below, which answers every other case (and explains refusals).
+        lookup stands between the request and its answer. Most such reads never get here: the connection
+        answers them itself before making a task (fastpath.py); this answers the ones it leaves, such as
+        reads pipelined behind another request or sent through a proxy (X-Forwarded-*). The conditions:
+        a well-formed key, no request body, room under ``max_concurrent_requests``, and no authentication
+        or credentials verified recently (the cache in credentials.py). The response goes out in one
+        write (direct.py). False, having done nothing, leaves the request to the general path below,
+        which answers every other case (and explains refusals).
 
         Nothing here can wait, so ``request_timeout_ms`` cannot expire in it, and the concurrency count
         never sees it in flight. What is answered, logged and counted is what the general path would do:
@@ -310,11 +323,7 @@ class RequestGuard:
         duration = time.perf_counter() - started
         route = scope.get("route")
         route_path = getattr(route, "path", None) or scope.get("omendb.route", "unmatched")
-        key = (scope["method"], route_path, status)
-        counter = self.request_counts.get(key)
-        if counter is None:
-            counter = self.request_counts[key] = self.state.metrics.requests.labels(key[0], key[1], str(status))
-        counter.inc()
+        self.request_counts.get((scope["method"], route_path, status)).count += 1
         if self.access.enabled():
             client = scope.get("client")
             self.access.write(scope["method"], scope["path"], status, scope.get(USER_KEY, ANONYMOUS),

@@ -23,13 +23,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from omendb.config import HttpSection
 from omendb.server.direct import CYCLE
 from omendb.server.errors import error_body
+from omendb.server.fastpath import ANSWERED, PointReads
 from omendb.server.middleware import SENT_STATUS
 
 log = logging.getLogger("omendb.server")
@@ -81,12 +82,17 @@ class TimeoutPolicy:
 
 
 class TimedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a timer per phase; a subclass sets ``policy``."""
+    """uvicorn's httptools protocol with a timer per phase; a subclass sets ``policy``, and ``point_reads``
+    to answer single-key reads on the connection itself (fastpath.py)."""
 
     policy: ClassVar[TimeoutPolicy]
+    point_reads: ClassVar[PointReads | None] = None
+    basic_memo: tuple[bytes, Any, str, float] | None = None  # fastpath.PointReads._basic_user's
     _phase = IDLE
     _heads = 0  # request heads begun: tells a new head from the same one across data_received calls
     _timer: asyncio.TimerHandle | None = None
+    _timer_reason = ""  # what _timer is for (a reason below), "" for uvicorn's keep-alive timer taken over
+    _idle_from = 0.0  # loop time the connection last became idle after a response answered on it (_rest)
 
     # Hooks for the connection limit (limits.py): a connection is "idle" from its accept, or the end of a
     # response, until its next request head is complete; only idle connections may be evicted.
@@ -118,6 +124,14 @@ class TimedProtocol(HttpToolsProtocol):
         self._heads += 1
 
     def on_headers_complete(self) -> None:
+        fast = self.point_reads
+        if (fast is not None and (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+                and fast.answer(self)):
+            # Answered: no cycle or task was made, and the connection is idle again (on_message_complete,
+            # next since a GET has no body, leaves it so; data_received then calls _enter(IDLE)).
+            self.cycle = ANSWERED  # type: ignore[assignment]
+            self._phase = IDLE
+            return
         super().on_headers_complete()
         self._phase = BODY
         cycle = self.cycle
@@ -125,6 +139,8 @@ class TimedProtocol(HttpToolsProtocol):
             self.scope[CYCLE] = cycle  # type: ignore[literal-required]  # for direct.write_whole
 
     def on_message_complete(self) -> None:
+        if self.cycle is ANSWERED:
+            return  # answered on the connection, in on_headers_complete just before
         super().on_message_complete()
         self._phase = BUSY
 
@@ -139,6 +155,7 @@ class TimedProtocol(HttpToolsProtocol):
         if self._phase == BUSY:
             self._cancel()
             self._timer = task
+            self._timer_reason = ""
             self._phase = IDLE
             self._became_idle()
         else:
@@ -150,6 +167,9 @@ class TimedProtocol(HttpToolsProtocol):
         self.expire(IDLE_TIMEOUT)
 
     def _enter(self, phase: int) -> None:
+        if phase == IDLE:
+            self._rest()  # a request was answered on the connection itself (fastpath.py)
+            return
         if phase == HEAD:
             self._arm(self.policy.timeouts.header, HEADER)
             return
@@ -164,10 +184,20 @@ class TimedProtocol(HttpToolsProtocol):
         else:
             self._cancel()  # the application runs; [http] request_timeout_ms bounds it
 
+    def _rest(self) -> None:
+        """Idle again after a response, from now on: the idle bound runs from now. An idle timer already
+        pending is kept and, when it fires early, re-armed for the rest (_fire): connections answered on
+        the spot many times a second would otherwise cancel and make a timer per request."""
+        self._idle_from = self.loop.time()
+        if self._timer is None or self._timer_reason != IDLE_TIMEOUT:
+            self._arm(self.policy.timeouts.idle, IDLE_TIMEOUT)
+        self._became_idle()
+
     def _arm(self, delay: float, reason: str) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self.loop.call_later(delay, self._fire, reason)
+        self._timer_reason = reason
 
     def _cancel(self) -> None:
         if self._timer is not None:
@@ -176,6 +206,11 @@ class TimedProtocol(HttpToolsProtocol):
 
     def _fire(self, reason: str) -> None:
         self._timer = None
+        if reason == IDLE_TIMEOUT and self._phase == IDLE:
+            left = self._idle_from + self.policy.timeouts.idle - self.loop.time()
+            if left > 0:  # answered since the timer was armed (_rest): the bound runs from the last answer
+                self._arm(left, IDLE_TIMEOUT)
+                return
         self.expire(reason)
 
     def expire(self, reason: str) -> None:

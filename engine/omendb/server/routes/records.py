@@ -113,9 +113,11 @@ class PointReader:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         m = state.metrics
-        self.duration = m.query_duration.labels("get")
-        self.searches = m.searches.labels("get")
-        self.failures = m.search_failures.labels("get")
+        # Lock-free tallies of omendb_query_duration_seconds, omendb_searches and omendb_search_failures
+        # for operation="get", folded into them at scrape time (tallies.py): every caller is on the loop.
+        self.duration = m.tally_histogram(m.query_duration.labels("get"))
+        self.searches = m.tally_counter(m.searches.labels("get"))
+        self.failures = m.tally_counter(m.search_failures.labels("get"))
 
     @staticmethod
     def parse_key(path: str) -> int | None:
@@ -133,10 +135,10 @@ class PointReader:
         try:
             value = db.get(key)
         except Exception:
-            self.failures.inc()
+            self.failures.count += 1
             raise
         self.duration.observe(time.perf_counter() - started)
-        self.searches.inc()
+        self.searches.count += 1
         if value is None:
             return 404, error_body("not_found", f"no record with key {key}")
         return 200, orjson.dumps({"key": key, "value": value})
