@@ -300,9 +300,29 @@ def _new_primary(kube: Kube, ns: str, old: str) -> str:
 
 
 def _acked_after(kube: Kube, ns: str, t: float) -> J.Write:
-    write: J.Write = kube.wait_until("a write acknowledged through the Service after the failure", lambda: next(
-        (w for w in J.writes(kube, ns) if w.started >= t and w.ok), None), 240, 1)
+    try:
+        write: J.Write = kube.wait_until("a write acknowledged through the Service after the failure",
+                                         lambda: next((w for w in J.writes(kube, ns) if w.started >= t and w.ok),
+                                                      None), 240, 1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_diagnosis(kube, ns)}") from None
     return write
+
+
+def _diagnosis(kube: Kube, ns: str) -> str:
+    """What the writer saw last, where the pods are, and what each engine says about itself."""
+    errors = sorted({w.error for w in J.writes(kube, ns)[-40:] if not w.ok})
+    pods = kube.kubectl("-n", ns, "get", "pods", "-o", "wide", "--show-labels", check=False).stdout
+    status = J.status(kube, ns)
+    stats = []
+    for pod in sorted(J.placement(kube, ns)):
+        script = ("import httpx;a=(open('/u/username').read(),open('/u/password').read());"
+                  f"print(httpx.get('https://{pod}.{J.NAME}-headless:3000/v1/stats',auth=a,verify='/ca/ca.crt',"
+                  "timeout=5).text[:1500])")
+        res = kube.kubectl("-n", ns, "exec", "writer", "--", "python", "-c", script, check=False, timeout=30)
+        stats.append(f"{pod}: {res.stdout.strip() or res.stderr.strip()[-300:]}")
+    return (f"writer's last errors: {errors}\npods:\n{pods}\nstatus.pods: {status.get('pods')}\n"
+            f"status.failover: {status.get('failover')}\n" + "\n".join(stats))
 
 
 def _measure(kube: Kube, ns: str, scenario: str, failed_at: float, old: str, reasons: tuple[str, ...]) -> J.Figures:
@@ -382,8 +402,8 @@ def test_journey_loss_of_the_primarys_zone(kube: Kube, spread_db: str, three_nod
 def _partition_round(kube: Kube, ns: str, three_nodes: list[Node], scenario: str) -> J.Figures:
     old, node_name = _primary_off_node_1(kube, ns)
     node = _node_named(three_nodes, node_name)
-    failed_at = time.time()
     network.partition(node)
+    failed_at = time.time()  # once every rule is in (a write may still pass while they are being added)
     try:
         _new_primary(kube, ns, old)
         _acked_after(kube, ns, failed_at)

@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=settings.log_level == "debug",
                    log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL)
     logging.getLogger().setLevel(settings.log_level.upper() if settings.log_level != "warn" else "WARNING")
+    # httpx logs every request at info: the heartbeat alone would write a line a second per OmenDB.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(Operator(settings).run())
     return 0
 
