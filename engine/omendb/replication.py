@@ -73,16 +73,23 @@ class ReplicaTracker:
         self._changed = threading.Condition()
 
     def report(self, replica: str, lsn: int) -> None:
-        """A replica says it holds every frame through `lsn` durably."""
+        """A replica says it holds every frame through `lsn` durably. A stale report never moves it back (the
+        WAL route checks a report is on this timeline first, so within one stint as primary a replica's
+        position only grows), but every report is a sign of life for self-fencing."""
         with self._changed:
             current = self._replicas.get(replica)
-            if current is None or lsn >= current.lsn:
-                self._replicas[replica] = _Replica(lsn, time.monotonic())
+            self._replicas[replica] = _Replica(max(lsn, current.lsn) if current else lsn, time.monotonic())
             self._changed.notify_all()
 
     def forget(self, replica: str) -> None:
         with self._changed:
             self._replicas.pop(replica, None)
+
+    def clear(self) -> None:
+        """Forget every replica: on promotion, what replicas held under an earlier stint as primary (maybe on
+        another timeline) must neither confirm synchronous writes nor count for self-fencing."""
+        with self._changed:
+            self._replicas.clear()
 
     def positions(self) -> dict[str, tuple[int, float]]:
         """replica -> (acknowledged LSN, seconds since it last reported)."""

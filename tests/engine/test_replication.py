@@ -142,3 +142,14 @@ def test_wait_for_lsn_wakes_on_a_write(tmp_path):
         threading.Timer(0.1, lambda: db.put_many([1], [1.0])).start()
         assert db.wait_for_lsn(0, timeout_s=10) == 1
         assert db.wait_for_lsn(1, timeout_s=0.05) == 1
+
+
+def test_tracker_clear_forgets_an_earlier_stint_and_reports_refresh_seen_at():
+    tracker = ReplicaTracker()
+    tracker.report("a", 5)
+    time.sleep(0.05)
+    tracker.report("a", 3)  # stale: the position stays, the sign of life is new
+    lsn, age = tracker.positions()["a"]
+    assert lsn == 5 and age < 0.05
+    tracker.clear()  # promoted again: nothing from before may confirm a synchronous write
+    assert tracker.positions() == {} and tracker.confirmed(1) == 0

@@ -457,6 +457,7 @@ class Replication:
                 self.follower.stop()
                 self.follower = None
             db = self.state.ready_db()
+            db.replicas.clear()
             term = db.promote()
             db.sync_replicas = self.state.config.replication.synchronous_replicas
             previous, self.role, self.primary_url = self.primary_url, "primary", None
