@@ -422,9 +422,12 @@ def test_journey_ten_partitions_of_the_primarys_node_lose_no_acknowledged_write(
 
 
 def _rolled(kube: Kube, ns: str) -> bool:
-    sts = kube.get(ns, "statefulset", J.NAME).get("status") or {}
-    return sts.get("updateRevision") == sts.get("currentRevision") and sts.get("updatedReplicas") == 3 and \
-        J.settled(kube, ns) is not None
+    """Every pod runs the StatefulSet's newest template (the operator rolls them itself, one at a time, so
+    the StatefulSet's currentRevision is no guide) and the OmenDB has settled."""
+    revision = (kube.get(ns, "statefulset", J.NAME).get("status") or {}).get("updateRevision")
+    pods = J.pods(kube, ns)
+    return len(pods) == 3 and all((p["metadata"].get("labels") or {}).get("controller-revision-hash") == revision
+                                  for p in pods) and J.settled(kube, ns) is not None
 
 
 def test_journey_partitions_with_asynchronous_replication_lose_at_most_the_fence_window(
