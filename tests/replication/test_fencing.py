@@ -37,6 +37,14 @@ class Listener:
             self.sock = None
 
 
+def _thaw_and_stop(cluster: Cluster) -> None:
+    """Stop every node, thawing the ones a test froze with SIGSTOP first."""
+    for server in cluster.nodes.values():
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGCONT)
+    cluster.stop_all()
+
+
 def _write(url: str, key: int) -> httpx.Response:
     return httpx.post(f"{url}/v1/records", json={"records": [{"key": key, "value": 1.0}]}, auth=ADMIN, timeout=10)
 
@@ -80,10 +88,7 @@ def test_a_primary_cut_off_from_replicas_and_api_refuses_writes_until_either_is_
         wait_until(lambda: _write(p.url, 6).status_code == 200, 15, "the fence to come down (replica back)")
         caught_up(r, p)
     finally:
-        for server in cluster.nodes.values():
-            if server.proc is not None and server.proc.poll() is None:
-                server.proc.send_signal(signal.SIGCONT)
-        cluster.stop_all()
+        _thaw_and_stop(cluster)
         api.close()
 
 
@@ -148,10 +153,7 @@ def test_once_the_operator_heartbeats_only_a_replica_or_the_heartbeat_lifts_the_
     finally:
         if beat is not None:
             beat.close()
-        for server in cluster.nodes.values():
-            if server.proc is not None and server.proc.poll() is None:
-                server.proc.send_signal(signal.SIGCONT)
-        cluster.stop_all()
+        _thaw_and_stop(cluster)
         api.close()
 
 
@@ -175,10 +177,7 @@ def test_a_replica_reports_how_long_its_primary_has_been_silent(tmp_path):
         finally:
             p.proc.send_signal(signal.SIGCONT)
     finally:
-        for server in cluster.nodes.values():
-            if server.proc is not None and server.proc.poll() is None:
-                server.proc.send_signal(signal.SIGCONT)
-        cluster.stop_all()
+        _thaw_and_stop(cluster)
 
 
 @pytest.mark.parametrize("replication", [
@@ -196,10 +195,7 @@ def test_a_primary_without_fencing_keeps_writing_when_cut_off(tmp_path, monkeypa
         time.sleep(FENCE_AFTER + 3)
         assert _write(p.url, 1).status_code == 200
     finally:
-        for server in cluster.nodes.values():
-            if server.proc is not None and server.proc.poll() is None:
-                server.proc.send_signal(signal.SIGCONT)
-        cluster.stop_all()
+        _thaw_and_stop(cluster)
 
 
 def test_promoting_a_replica_does_not_wait_for_a_frozen_primarys_answer(tmp_path):
@@ -223,7 +219,4 @@ def test_promoting_a_replica_does_not_wait_for_a_frozen_primarys_answer(tmp_path
         assert _write(r.url, 2).status_code == 200
         assert httpx.get(f"{r.url}/v1/records/1", auth=ADMIN, timeout=10).status_code == 200
     finally:
-        for server in cluster.nodes.values():
-            if server.proc is not None and server.proc.poll() is None:
-                server.proc.send_signal(signal.SIGCONT)
-        cluster.stop_all()
+        _thaw_and_stop(cluster)
