@@ -241,7 +241,7 @@ def test_one_witness_still_hearing_the_primary_or_none_at_all_keeps_it_the_prima
     for why, pods in cases.items():
         d = T.decide(inputs(*pods, at=late, delay_seconds=1, fence_seconds=5))
         assert d.failover["phase"] == T.IDLE and "primaryNotReadySince" not in d.failover, why
-        assert d.requeue_after == T.POLL_SECONDS, why  # ... and looks again soon
+        assert d.requeue_after == T.UNREACHABLE_RECHECK_SECONDS, why  # ... and looks again soon
     # The operator reaches it: up, whatever the replicas say.
     d = T.decide(inputs(primary("db-0"), silent("db-1", 90, 30.0, 29.5), at=late, delay_seconds=1))
     assert d.failover["phase"] == T.IDLE and d.requeue_after is None

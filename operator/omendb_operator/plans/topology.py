@@ -145,6 +145,7 @@ def _since(inputs: Inputs) -> dt.datetime:
 
 SILENT_SECONDS = 1.0  # a replica's primary silent this long beyond one long poll has stopped answering it
 UNREACHABLE_MARGIN_SECONDS = 2.0  # promote an unreachable primary no sooner than its fence + this
+UNREACHABLE_RECHECK_SECONDS = 3.0  # look again this soon at a Ready primary whose engine did not answer
 
 
 def unreachable(inputs: Inputs) -> dt.datetime | None:
@@ -218,8 +219,9 @@ def _idle_step(inputs: Inputs) -> Decision:
     lost_at = unreachable(inputs) if primary_up(primary) else None
     if primary_up(primary) and lost_at is None:
         if primary is not None and primary.engine is None and len(inputs.pods) > 1:
-            # Ready, but its engine did not answer us: look again soon, to see whether the replicas agree.
-            decision.requeue_after = POLL_SECONDS
+            # Ready, but its engine did not answer us: look again soon, to see whether the replicas agree
+            # (not every second: a NetworkPolicy that keeps the operator out would make that forever).
+            decision.requeue_after = UNREACHABLE_RECHECK_SECONDS
         decision.actions = converge(inputs)
         for action in decision.actions:
             if isinstance(action, Follow):
