@@ -48,3 +48,31 @@ def test_after_a_reseed_the_wal_directory_holds_only_what_the_layout_says(tmp_pa
         assert leftovers == []
     finally:
         cluster.stop_all()
+
+
+def test_a_reseeded_replica_promoted_waits_the_configured_time_for_its_synchronous_replica(tmp_path: Path) -> None:
+    """Found by the ten-partition journey (issue 16): the database a re-seed reopens had no synchronous timeout,
+    so once promoted every write failed at once with `replication_timeout` ("0 of the 1 required replicas")
+    although its replica was following it with no lag."""
+    cluster = Cluster(tmp_path, replication={"synchronous_replicas": 1, "synchronous_timeout_ms": 10_000})
+    try:
+        foreign = cluster.node("r", synchronous_replicas=0)  # a database of its own first: r must re-seed
+        with api(foreign) as c:
+            c.post("/v1/records", json={"records": [{"key": 7, "value": 7.0}]}).raise_for_status()
+        foreign.stop(9)
+        p = cluster.node("p")
+        r = cluster.node("r", p)
+        caught_up(r, p)
+        assert any(rec.get("msg") == "re-seeded from the primary's snapshot" for rec in r.log_records())
+        with api(r) as c:
+            c.post("/admin/promote").raise_for_status()
+        with api(p) as c:
+            c.post("/admin/follow", json={"primary_url": r.url}).raise_for_status()
+        with api(r) as c:
+            for key in range(5):  # each waits for p's next poll (up to poll_wait_ms), well within 10 s
+                res = c.post("/v1/records", json={"records": [{"key": key, "value": key / 2}]})
+                assert res.status_code == 200, res.text
+        caught_up(p, r)
+        assert lookup(p, [0, 4, 7]) == [0.0, 2.0, None]
+    finally:
+        cluster.stop_all()

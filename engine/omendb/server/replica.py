@@ -39,7 +39,7 @@ from omendb.wal import decode_frames, read_frames
 if TYPE_CHECKING:
     import httpx
 
-    from omendb.config import Config
+    from omendb.config import Config, ReplicationSection
     from omendb.database import Database
 
 log = logging.getLogger("omendb.replication")
@@ -68,6 +68,20 @@ class CredentialsError(FollowError):
 
 def read_only_reason(primary_url: str) -> str:
     return f"this server is a read-only replica; send writes to the primary at {primary_url}"
+
+
+# A database object is replaced when a replica re-seeds, so every database the server opens goes through one
+# of these two: a reopened database promoted later must wait for its synchronous replicas as configured, not
+# for the 0 s a fresh Database starts with (which failed every synchronous write at once).
+def as_primary(db: Database, cfg: ReplicationSection) -> None:
+    db.sync_timeout_s = cfg.synchronous_timeout_ms / 1000
+    db.sync_replicas = cfg.synchronous_replicas
+
+
+def as_replica(db: Database, cfg: ReplicationSection, primary_url: str) -> None:
+    db.sync_timeout_s = cfg.synchronous_timeout_ms / 1000
+    db.sync_replicas = 0
+    db.set_read_only(read_only_reason(primary_url))
 
 
 class Follower:
@@ -382,7 +396,7 @@ class Follower:
             state.set_phase(Phase.FAILED, f"cannot reopen the database after re-seeding: {exc}")
             self._stop.set()
             raise
-        reopened.set_read_only(read_only_reason(self.primary_url))
+        as_replica(reopened, config.replication, self.primary_url)
         state.db = reopened
         if state.phase is Phase.RECOVERING:
             state.set_phase(Phase.READY, "ready")
@@ -437,15 +451,13 @@ class Replication:
     def attach(self, db: Database) -> None:
         """Configure a freshly opened database for this server's role (and start following)."""
         cfg = self.state.config.replication
-        db.sync_timeout_s = cfg.synchronous_timeout_ms / 1000
         if self.role == "replica":
             assert self.primary_url is not None
-            db.sync_replicas = 0
-            db.set_read_only(read_only_reason(self.primary_url))
+            as_replica(db, cfg, self.primary_url)
             self.follower = Follower(self.state, self.primary_url)
             self.follower.start()
         else:
-            db.sync_replicas = cfg.synchronous_replicas
+            as_primary(db, cfg)
 
     def promote(self) -> dict[str, Any]:
         """Stop following and become the primary under a new term. Idempotent on a primary."""
@@ -459,7 +471,7 @@ class Replication:
             db = self.state.ready_db()
             db.replicas.clear()
             term = db.promote()
-            db.sync_replicas = self.state.config.replication.synchronous_replicas
+            as_primary(db, self.state.config.replication)
             previous, self.role, self.primary_url = self.primary_url, "primary", None
             self.heartbeat_at = None  # a heartbeat from an earlier time as primary says nothing about now
             log.warning("promoted to primary", extra={"term": term, "lsn": db.lsn(), "previous_primary": previous})
@@ -497,8 +509,7 @@ class Replication:
             if self.follower is not None:
                 self.follower.stop()
                 self.follower = None
-            db.set_read_only(read_only_reason(primary_url))
-            db.sync_replicas = 0
+            as_replica(db, self.state.config.replication, primary_url)
             if self.role == "primary":
                 log.warning("this primary becomes a replica", extra={"primary": primary_url, "term": db.term,
                                                                    "lsn": db.lsn()})
