@@ -4,7 +4,8 @@ Harness: 3 nodes in 3 zones, pods reaching each other and Services across nodes,
 identities, and the failure contract (`node stop`, `start`, `partition`, `heal`).
 
 Journeys: a 3-pod OmenDB spread over the 3 nodes, a writer on node 1 writing through its Service, and,
-one after another, a drain of the primary's node, a stop of it, the loss of its zone, ten partitions of it
+one after another, a drain of the primary's node, a stop of it, the loss of its zone, a stop that lasts
+until the operator removes the old primary's pod by force, ten partitions of it
 (synchronous replication: nothing acknowledged may be lost), and two with asynchronous replication (the
 loss window is measured). After each, a checker scans the database: every acknowledged write present,
 nothing it cannot explain. The figures end up in one table (`make bench-nodes`).
