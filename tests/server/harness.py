@@ -19,6 +19,7 @@ from passlib.hash import apr_md5_crypt
 
 from omendb.cli import render_toml
 from omendb.config import Config
+from tests.server import zygote
 
 HOST = "127.0.0.1"
 
@@ -80,7 +81,7 @@ class Server:
                      "OMENDB_LOG_LEVEL", "RUST_LOG"):
             if env is None or name not in env:
                 self.env.pop(name, None)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | zygote.Forked | None = None
 
     @property
     def tls(self) -> bool:
@@ -95,11 +96,14 @@ class Server:
         return f"http://{HOST}:{self.metrics_port}/metrics"
 
     def start(self, wait_ready: bool = True, verify: Any = True) -> Server:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "omendb.cli", "serve", "--config",
-                                      str(self.config_path), *self.args], stdout=log, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=self.workdir)
-        log.close()
+        args = ["serve", "--config", str(self.config_path), *self.args]
+        if zygote.enabled():  # make test-fast: a fork of an interpreter that has imported the server
+            self.proc = zygote.Forked(args, self.env, self.workdir, self.log_path)
+        else:
+            log = self.log_path.open("ab")
+            self.proc = subprocess.Popen([sys.executable, "-m", "omendb.cli", *args], stdout=log,
+                                         stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir)
+            log.close()
         if wait_ready:
             self.wait_ready(verify=verify)
         return self
