@@ -40,13 +40,14 @@ scan: scanners
 # (tests/conftest.py marks the others `binaries` and `root`). The e2e cache is hidden from it, so a test
 # that needs a binary but is not marked fails with the command that builds it, instead of passing only on
 # machines that happen to have the cache; nothing is built. The tests run in TEST_WORKERS pytest-xdist
-# processes (a file's tests, and its module-scoped servers, stay in one), and mypy (about 25 s of CPU
+# processes (a file's tests, and its module-scoped servers, stay in one; four, although the machine has two
+# cores, because many tests wait on timers and servers), and mypy (about 25 s of CPU
 # without its cache) runs beside them; its report follows theirs. Bytecode is written even where
 # PYTHONDONTWRITEBYTECODE is set: without pytest's cache of rewritten test modules every worker spends ~5 s
 # of CPU re-parsing them, and every server start compiles the engine's modules again. OMENDB_TEST_ZYGOTE=1:
 # each `omendb serve` is forked from one interpreter per worker that has imported the server already
 # (tests/server/zygote.py), which saves about 1 s of CPU for each of the tier's ~110 server starts.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 4
 TEST_FAST_ARGS ?=
 test-fast: venv
 	$(BIN)/ruff check $(PACKAGES) tests e2e
