@@ -41,19 +41,22 @@ scan: scanners
 # that needs a binary but is not marked fails with the command that builds it, instead of passing only on
 # machines that happen to have the cache; nothing is built. The tests run in TEST_WORKERS pytest-xdist
 # processes (a file's tests, and its module-scoped servers, stay in one; four, although the machine has two
-# cores, because many tests wait on timers and servers), and mypy (about 25 s of CPU
-# without its cache) runs beside them; its report follows theirs. Bytecode is written even where
-# PYTHONDONTWRITEBYTECODE is set: without pytest's cache of rewritten test modules every worker spends ~5 s
-# of CPU re-parsing them, and every server start compiles the engine's modules again. OMENDB_TEST_ZYGOTE=1:
-# each `omendb serve` is forked from one interpreter per worker that has imported the server already
-# (tests/server/zygote.py), which saves about 1 s of CPU for each of the tier's ~110 server starts.
+# cores, because many tests wait on timers and servers; the longest files are handed out first, in the order
+# of LONG_FILES in tests/conftest.py, rather than xdist's most-tests-first). mypy (about 25 s of CPU without
+# its cache) runs beside them at a lower priority, on the CPU the tests leave while they wait: at the same
+# priority it slows the workers' collection, which every test waits for. Its report follows theirs.
+# Bytecode is written even where PYTHONDONTWRITEBYTECODE is set: without pytest's cache of rewritten test
+# modules every worker spends ~5 s of CPU re-parsing them, and every server start compiles the engine's
+# modules again. OMENDB_TEST_ZYGOTE=1: each `omendb serve` is forked from one interpreter per worker that has
+# imported the server already (tests/server/zygote.py), which saves about 1 s of CPU for each of the tier's
+# ~110 server starts.
 TEST_WORKERS ?= 4
 TEST_FAST_ARGS ?=
 test-fast: venv
 	$(BIN)/ruff check $(PACKAGES) tests e2e
-	@typing=$$(mktemp); $(BIN)/mypy $(PACKAGES) e2e >$$typing 2>&1 & mypy=$$!; \
+	@typing=$$(mktemp); nice -n 10 $(BIN)/mypy $(PACKAGES) e2e >$$typing 2>&1 & mypy=$$!; \
 	env -u OMENDB_KUBE_BIN_DIR -u OMENDB_HELM -u PYTHONDONTWRITEBYTECODE OMENDB_E2E_CACHE=/nonexistent/omendb-test-fast OMENDB_TEST_ZYGOTE=1 \
-		$(BIN)/pytest tests -m "not binaries and not root" -n $(TEST_WORKERS) --dist loadfile $(TEST_FAST_ARGS); \
+		$(BIN)/pytest tests -m "not binaries and not root" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(TEST_FAST_ARGS); \
 	tests=$$?; wait $$mypy; typed=$$?; echo "mypy $(PACKAGES) e2e:"; cat $$typing; rm -f $$typing; \
 	test $$tests -eq 0 && test $$typed -eq 0
 

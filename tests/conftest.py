@@ -159,8 +159,34 @@ def needs(item: pytest.Function) -> set[str]:
     return found
 
 
+# The fast tier's files that take 15 s or more of wall time, longest first (make test-fast from a fresh clone,
+# 2026-12-05). Its xdist workers take whole files in collection order (--dist loadfile
+# --no-loadscope-reorder), so these go first: one begun near the end holds up the whole run (test_crash.py
+# is a single 28 s test). A stale entry only costs a few seconds.
+LONG_FILES = (
+    "tests/replication/test_fencing.py",
+    "tests/replication/test_replica.py",
+    "tests/engine/test_crash.py",
+    "tests/server/test_slow_clients.py",
+    "tests/replication/test_failover.py",
+    "tests/server/test_first_run.py",
+    "tests/replication/test_identity.py",
+    "tests/client/test_api.py",
+    "tests/server/test_logging.py",
+    "tests/server/test_auth_defenses.py",
+    "tests/server/test_api.py",
+)
+
+
+def _long_first(item: pytest.Item) -> int:
+    path = item.nodeid.split("::")[0]
+    return LONG_FILES.index(path) if path in LONG_FILES else len(LONG_FILES)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if isinstance(item, pytest.Function):
             for marker in sorted(needs(item) - {m.name for m in item.iter_markers()}):
                 item.add_marker(marker)
+    if hasattr(config, "workerinput"):  # an xdist worker: what it collects is the order files are handed out
+        items.sort(key=_long_first)  # stable: within a file, and among the others, the order stays

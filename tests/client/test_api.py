@@ -253,7 +253,7 @@ def client_factory(auth_server: Server) -> Iterator[Callable[..., Client]]:
 
 def test_read_url_serves_reads_and_falls_back_to_the_primary(auth_server: Server,
                                                             client_factory: Callable[..., Client]) -> None:
-    from tests.server.harness import free_port
+    from tests.ports import free_port
 
     db = client_factory(username="alice", password=PASSWORDS["alice"], read_url=auth_server.url)
     db.put_many([9_000_000], [4.0])

@@ -20,7 +20,8 @@ from omendb.client import (
     Unavailable,
 )
 from tests.client.conftest import PASSWORDS, metric
-from tests.server.harness import Server, free_port
+from tests.ports import free_port
+from tests.server.harness import Server
 from tests.server.test_limits import SlowUpload
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from omendb_operator.specs.certificates import issue_ca, issue_server_cert
+from tests.ports import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 NEEDED = ("etcd", "kube-apiserver")
@@ -57,12 +57,6 @@ def find_bin_dir(needed: tuple[str, ...] = NEEDED) -> Path:
         f": {[str(c) for c in candidates]}). Build them with `python -m e2e.binaries build`, or point "
         "OMENDB_KUBE_BIN_DIR at a directory holding them."
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _etcd_speed_flags(etcd: Path) -> list[str]:
@@ -145,7 +139,7 @@ def running_apiserver() -> Iterator[APIServer]:
             f'{token},admin,admin,"system:masters"\n'
             f'{operator_token},{OPERATOR_USER},operator,"system:serviceaccounts,system:authenticated"\n'
         )
-        etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_port, peer_port, api_port = free_ports(3)
         log = tmp / "apiserver.log"
         etcd_log = open(tmp / "etcd.log", "wb")  # noqa: SIM115 - closed with the process group below
         procs.append(
@@ -226,7 +220,7 @@ def running_apiserver() -> Iterator[APIServer]:
                         "--controllers=garbagecollector",
                         "--leader-elect=false",
                         "--bind-address=127.0.0.1",
-                        f"--secure-port={_free_port()}",
+                        f"--secure-port={free_port()}",
                         "--v=1",
                     ],
                     stdout=cm_log,

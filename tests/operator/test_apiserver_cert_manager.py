@@ -22,12 +22,13 @@ import pytest
 import yaml
 from cryptography import x509
 from kubernetes.config import new_client_from_config
-from operator_apiserver import APIServer, _free_port, running_apiserver
+from operator_apiserver import APIServer, running_apiserver
 
 from omendb_operator.controller.kube import Kube
 from omendb_operator.controller.reconcile import Reconciler
 from omendb_operator.specs import certificates
 from omendb_operator.specs.secrets import decode_secret_data
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CM = "cert-manager.io/v1"
@@ -78,8 +79,8 @@ def cluster() -> Iterator[tuple[APIServer, subprocess.Popen[bytes]]]:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [str(binary), f"--kubeconfig={server.kubeconfig}", "--leader-elect=false",
-                 f"--metrics-listen-address=127.0.0.1:{_free_port()}",
-                 f"--internal-healthz-listen-address=127.0.0.1:{_free_port()}", "--v=2"],
+                 f"--metrics-listen-address=127.0.0.1:{free_port()}",
+                 f"--internal-healthz-listen-address=127.0.0.1:{free_port()}", "--v=2"],
                 stdout=out, stderr=subprocess.STDOUT)
         try:
             time.sleep(1)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from omendb_operator.controller.kube import Kube
 from omendb_operator.controller.reconcile import Reconciler
 from omendb_operator.plans.children import Observed, build_children
 from omendb_operator.spec import parse_spec
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "/apis/omendb.io/v1alpha1"
@@ -328,14 +328,8 @@ def test_deleting_the_omendb_collects_children_and_keeps_volumes(apiserver, name
     assert kube.get("v1", "Secret", "keep-backup-key", namespace) is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_operator_process_reconciles_restores_and_stops_gracefully(apiserver, namespace, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(apiserver.kubeconfig),
@@ -402,7 +396,7 @@ def test_operator_process_reconciles_restores_and_stops_gracefully(apiserver, na
 
 
 def _start_operator(apiserver, namespace, tmp_path, name, priority, kubeconfig=None):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig or apiserver.kubeconfig),

@@ -37,6 +37,7 @@ from omendb_operator.controller.reconcile import Reconciler
 
 # tests/operator is not a package (its helpers import by file name); the replication tests' cluster is.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.ports import free_port  # noqa: E402
 from tests.replication.cluster import ADMIN, Cluster, api, caught_up, info, lookup  # noqa: E402
 
 BASE = "/apis/omendb.io/v1alpha1"
@@ -49,21 +50,15 @@ def kube(apiserver):
     return Kube(new_client_from_config(config_file=str(apiserver.kubeconfig)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real ``omendb serve`` whose /health stands for every pod's (their pod IP is 127.0.0.1 here); its port."""
     work = tmp_path_factory.mktemp("engine")
-    port = _free_port()
+    port = free_port()
     config = Config.from_dict({
         "database": {"name": "test", "data_dir": str(work / "data"), "max_memory_mb": 256},
         "wal": {"dir": str(work / "wal")}, "http": {"host": "127.0.0.1", "port": port},
-        "security": {"auth_enabled": False}, "monitoring": {"prometheus_port": _free_port()},
+        "security": {"auth_enabled": False}, "monitoring": {"prometheus_port": free_port()},
         "limits": {"memory_limit_mb": 256}})
     (work / "omendb.toml").write_text(render_toml(config))
     with (work / "server.log").open("ab") as log:

@@ -23,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from omendb_operator.spec import parse_spec
 from omendb_operator.specs import monitoring
-from tests.server.harness import Server, free_port
+from tests.ports import free_port
+from tests.server.harness import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "omendb.json"

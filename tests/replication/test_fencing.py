@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from tests.ports import free_port
 from tests.replication.cluster import ADMIN, Cluster, caught_up, wait_until
 
 FENCE_AFTER = 2.0
@@ -23,10 +24,7 @@ class Listener:
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_port()
 
     def open(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", self.port), reuse_port=False)

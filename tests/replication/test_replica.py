@@ -13,8 +13,9 @@ import pytest
 
 from omendb.config import Config
 from omendb.errors import ConfigError
+from tests.ports import free_port
 from tests.replication.cluster import ADMIN, Cluster, api, caught_up, info, lookup, wait_until
-from tests.server.harness import Server, free_port
+from tests.server.harness import Server
 
 
 def test_replica_serves_reads_refuses_writes_and_reports_lag(tmp_path: Path) -> None:

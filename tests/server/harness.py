@@ -1,4 +1,4 @@
-"""Running a real ``omendb serve`` process on loopback for tests: free ports, a config file written from a
+"""Running a real ``omendb serve`` process on loopback for tests: its ports (tests.ports), a config file written from a
 dict, log capture, readiness waiting and signal-driven shutdown."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,28 +18,32 @@ from passlib.hash import apr_md5_crypt
 
 from omendb.cli import render_toml
 from omendb.config import Config
+from tests.ports import HOST, free_ports
 from tests.server import zygote
 
-HOST = "127.0.0.1"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports: held open together while picked, so two calls in a row cannot get
-    the same port back (which the engine's config check then refuses: API and metrics on one port)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+def wait_answering(url: str, proc: Any, log_path: Path, timeout: float = 60, verify: Any = True) -> None:
+    """Poll `url` until it answers 200. Fails with the server's log when `proc` (a Popen or a
+    zygote.Forked) exits first, or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    # One client for all the polls: a new one costs ~30 ms of CPU (it loads the CA bundle), and the tests
+    # wait for hundreds of servers.
+    with httpx.Client(timeout=2, verify=verify) as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log = log_path.read_text(errors="replace") if log_path.exists() else ""
+                raise AssertionError(f"server exited with {proc.returncode}:\n{log}")
+            try:
+                r = http.get(url)
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    raise AssertionError(f"{url} did not answer 200 within {timeout}s ({last}):\n{log}")
 
 
 def htpasswd_bcrypt(user: str, password: str) -> str:
@@ -109,21 +112,8 @@ class Server:
         return self
 
     def wait_ready(self, timeout: float = 60, verify: Any = True) -> None:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                r = httpx.get(f"{self.url}/ready", timeout=2, verify=verify)
-                if r.status_code == 200:
-                    return
-                last = r.text
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout}s ({last}):\n{self.log_text()}")
+        assert self.proc is not None
+        wait_answering(f"{self.url}/ready", self.proc, self.log_path, timeout, verify)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.proc is not None

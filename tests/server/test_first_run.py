@@ -10,12 +10,12 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.server.harness import HOST, free_ports, htpasswd_bcrypt
+from tests.ports import HOST, free_ports
+from tests.server.harness import htpasswd_bcrypt, wait_answering
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,16 +46,7 @@ class Run:
             self.proc = subprocess.Popen([sys.executable, "-m", "omendb.cli", "serve", "--config", str(config)],
                                          stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=tmp_path)
         self.url = f"http://{HOST}:{self.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, f"exited {self.proc.returncode}:\n{self.log_path.read_text()}"
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, self.log_path.read_text()
-            time.sleep(0.1)
+        wait_answering(f"{self.url}/ready", self.proc, self.log_path)
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGTERM)

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from tests.server.harness import HOST, Server, free_ports, htpasswd_bcrypt
+from tests.ports import HOST, free_ports
+from tests.server.harness import Server, htpasswd_bcrypt, wait_answering
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,20 +112,6 @@ def guide_env(tmp_path: Path, port: int, metrics_port: int) -> dict[str, str]:
     return env
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    """Until `url` answers 200 (certificates unchecked: the guide's is self-signed), within a minute."""
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, log_path.read_text()
-        try:
-            if httpx.get(url, timeout=2, verify=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.1)
-
-
 def _run_health_check(tmp_path: Path, port: int, metrics_port: int, log_path: Path) -> None:
     """The guide's health_check.sh, its ports replaced by the test server's."""
     script = tmp_path / "health_check.sh"
@@ -151,7 +137,8 @@ def test_guide_health_check_against_the_guide_config_with_tls(tmp_path: Path) ->
                                 stdout=log, stderr=subprocess.STDOUT, env=guide_env(tmp_path, port, metrics_port),
                                 cwd=tmp_path)
     try:
-        _wait_ready(proc, f"https://{HOST}:{port}/ready", log_path)
+        # certificates unchecked: the guide's is self-signed
+        wait_answering(f"https://{HOST}:{port}/ready", proc, log_path, verify=False)
         _run_health_check(tmp_path, port, metrics_port, log_path)
 
         # Anything but the probes over plain HTTP is refused with the https:// URL to use, before auth.
@@ -189,7 +176,7 @@ def test_guide_health_check_against_the_development_config(tmp_path: Path) -> No
                    str(REPO / "configs" / "development.toml")]
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
-        _wait_ready(proc, f"http://{HOST}:{port}/ready", log_path)
+        wait_answering(f"http://{HOST}:{port}/ready", proc, log_path)
         _run_health_check(tmp_path, port, metrics_port, log_path)
 
         # A write, a read, an admin call as in the guide's troubleshooting section (no auth in development).
