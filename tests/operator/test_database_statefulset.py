@@ -33,6 +33,10 @@ def test_container_runs_the_engine_with_the_guide_ports_and_probes(owner):
     assert c["livenessProbe"]["httpGet"] == {"path": "/health", "port": "api", "scheme": "HTTPS"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "api", "scheme": "HTTPS"}
     assert c["startupProbe"]["httpGet"]["path"] == "/health"
+    # Probed every second during start-up, for up to 10 minutes of WAL replay; readiness every 2 s, so a
+    # restarted pod is Ready soon after its database opens, and out of the Services after 16 s of failures.
+    assert c["startupProbe"]["periodSeconds"] == 1 and c["startupProbe"]["failureThreshold"] == 600
+    assert c["readinessProbe"]["periodSeconds"] == 2 and c["readinessProbe"]["failureThreshold"] == 8
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     assert mounts["/var/lib/omendb/data"] == "data"
     assert mounts["/var/lib/omendb/wal"] == "wal"

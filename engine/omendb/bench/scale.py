@@ -307,7 +307,8 @@ Notes (what the figures rest on, and what stands in the way where a goal is not 
   so the figure covers up to two merges. Overlapping the merge kernel with the writes is the next step.
 - Open: the checkpoint is mapped, the stored model used as is, and only the WAL tail is replayed; blocks
   are verified in the background (a bad block fails `/health` loudly). The restart figure is a local
-  `omendb serve` process, not a pod: the in-cluster restart RTO was not measured in this session.
+  `omendb serve` process, not a pod; a pod's restart is measured in the cluster by
+  e2e/tests/test_restart.py (docs/benchmarks.md, "Restart in the cluster").
 - Lookups: each of the {len(ratios)} repeats times `numpy.searchsorted` and the learned index on the same 1M
   probes back to back; the ratio moves with the machine's load (both are memory-latency bound on a
   {reopen['base_file_bytes'] / 3e9:.1f} GB array shared with other processes' caches), so the goal is judged
