@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from e2e import layout as L
 from e2e import procs
 from e2e.kube import Kube
-from e2e.tests.test_operator_journey import SAMPLE, Db, _pods, _ready
+from e2e.tests.test_operator_journey import Db, _pods, _ready, day2_sample
 
 BATCH = 10  # keys per write
 WRITER = """
@@ -73,15 +72,9 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def db(kube: Kube, operator: str, journey_namespace: str) -> Iterator[Db]:
-    sample = yaml.safe_load(SAMPLE.read_text())
     d = Db(journey_namespace, "fo")
-    sample["metadata"]["name"] = d.name
-    spec = sample["spec"]
-    spec["backup"] = {"enabled": False}
-    spec["monitoring"] = {"prometheusRule": False, "serviceMonitor": False}
-    spec["failover"] = {"delaySeconds": 1}
-    spec["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-    kube.apply(d.namespace, sample)
+    kube.apply(d.namespace, day2_sample(d.name, failover={"delaySeconds": 1}, resources={
+        "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}))
     yield d
 
 

@@ -45,6 +45,16 @@ GUIDE_ALERTS = {"OmenDBDown", "HighQueryLatency", "HighMemoryUsage", "WALSizeGro
                 "OmenDBCertificateExpiringSoon", "OmenDBWALArchiveFailing"}
 
 
+def day2_sample(name: str, **spec: Any) -> dict[str, Any]:
+    """The development sample named `name` for a day-2 journey: no backups and no monitoring objects (those
+    journeys test neither), with `spec`'s keys replaced."""
+    sample: dict[str, Any] = yaml.safe_load(SAMPLE.read_text())
+    sample["metadata"]["name"] = name
+    sample["spec"].update(backup={"enabled": False}, monitoring={"prometheusRule": False, "serviceMonitor": False},
+                          **spec)
+    return sample
+
+
 @dataclass(frozen=True)
 class Db:
     namespace: str

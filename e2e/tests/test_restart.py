@@ -24,11 +24,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from e2e.kube import Kube
 from e2e.tests.test_failover import BATCH, _acked_after, _check, _engine_pid, _log, _start_writer
-from e2e.tests.test_operator_journey import SAMPLE, Db, _pods, _ready
+from e2e.tests.test_operator_journey import Db, _pods, _ready, day2_sample
 
 RECORDS = 5_000_000
 FIRST_LOADED_KEY = 10**12  # far above the writer's keys
@@ -50,13 +49,8 @@ with httpx.Client(base_url="https://__NAME__:3000", auth=auth, verify="/ca/ca.cr
 
 @pytest.fixture(scope="module")
 def db(kube: Kube, operator: str, journey_namespace: str) -> Iterator[Db]:
-    sample = yaml.safe_load(SAMPLE.read_text())
     d = Db(journey_namespace, "rs")
-    sample["metadata"]["name"] = d.name
-    spec = sample["spec"]
-    spec["backup"] = {"enabled": False}
-    spec["monitoring"] = {"prometheusRule": False, "serviceMonitor": False}
-    kube.apply(d.namespace, sample)
+    kube.apply(d.namespace, day2_sample(d.name))
     kube.wait_condition(d.namespace, "omendb", d.name, "Ready", timeout=300)
     yield d
 
