@@ -1,5 +1,5 @@
-"""Running a real ``omendb serve`` process on loopback for tests: its ports (tests.ports), a config file written from a
-dict, log capture, readiness waiting and signal-driven shutdown."""
+"""Running a real ``omendb serve`` process on loopback for tests: its ports (tests.ports), a config file
+written from a dict, log capture, readiness waiting and signal-driven shutdown."""
 
 from __future__ import annotations
 
