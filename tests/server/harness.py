@@ -32,8 +32,7 @@ def wait_answering(url: str, proc: Any, log_path: Path, timeout: float = 60, ver
     with httpx.Client(timeout=2, verify=verify) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                log = log_path.read_text(errors="replace") if log_path.exists() else ""
-                raise AssertionError(f"server exited with {proc.returncode}:\n{log}")
+                raise AssertionError(f"server exited with {proc.returncode}:\n{read_log(log_path)}")
             try:
                 r = http.get(url)
                 if r.status_code == 200:
@@ -42,8 +41,12 @@ def wait_answering(url: str, proc: Any, log_path: Path, timeout: float = 60, ver
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.1)
-    log = log_path.read_text(errors="replace") if log_path.exists() else ""
-    raise AssertionError(f"{url} did not answer 200 within {timeout}s ({last}):\n{log}")
+    raise AssertionError(f"{url} did not answer 200 within {timeout}s ({last}):\n{read_log(log_path)}")
+
+
+def read_log(path: Path) -> str:
+    """A server's log so far ("" before it wrote any)."""
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def htpasswd_bcrypt(user: str, password: str) -> str:
@@ -128,7 +131,7 @@ class Server:
                                  f"{self.log_text()}") from None
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def log_records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
