@@ -10,6 +10,7 @@ the restored state with the engine, so it does import numba: that is the check t
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -73,3 +74,25 @@ def test_backup_restore_list_verify_cleanup_do_not_import_numba(tmp_path, rng):
 
     deep = imported_by("--backup-dir", str(backups), "verify", "--backup-id", "latest", "--deep")
     assert "numba" in deep and "omendb.database" in deep, "the import listing does not show the engine's imports"
+
+
+def test_the_console_script_keeps_numpy_to_one_openblas_thread(tmp_path):
+    """numpy starts an OpenBLAS thread per core when imported, which spins on the cores a restore's threads
+    need; backup_tool's entry point asks for one (omendb.backup.entry) unless the environment says otherwise.
+    The process's threads are counted once the command ran (`list`: no thread pools of its own)."""
+    script = ("import os, sys\n"
+              f"sys.argv = ['backup_tool', '-q', 'list', '--backup-dir', {str(tmp_path)!r}]\n"
+              "from omendb.backup import entry\n"
+              "code = entry.main()\n"
+              "print(code, os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    bare = subprocess.run([sys.executable, "-c", "import os, numpy; print(len(os.listdir('/proc/self/task')))"],
+                          capture_output=True, text=True, env=env, timeout=60, check=True)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-3:] == ["0", "1", "1"], (proc.stdout, proc.stderr)
+    if (os.cpu_count() or 1) > 1:  # the check means something: plain numpy here does start more threads
+        assert int(bare.stdout) > 1, bare.stdout
+    chosen = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert chosen.stdout.split()[-2] == "2", (chosen.stdout, chosen.stderr)  # the environment's choice wins

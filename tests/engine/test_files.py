@@ -155,3 +155,23 @@ def test_atomic_write_leaves_no_temporary_file_when_the_replace_fails(tmp_path: 
     with pytest.raises(OSError):
         files.atomic_write(target, b"x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["MANIFEST"]
+
+
+def test_start_writeback_begins_the_write_back_of_a_range_and_never_fails(tmp_path: Path) -> None:
+    """start_writeback is only a head start for a later fsync (a restore calls it after each piece it
+    writes): on Linux it must find sync_file_range, or restores silently lose that head start; on a file it
+    leaves the bytes as they are, and an error from the kernel (a closed descriptor) is not raised."""
+    path = tmp_path / "big"
+    data = os.urandom(4 << 20)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        files.start_writeback(fd, 0, len(data))
+        files.start_writeback(fd, 0, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    files.start_writeback(fd, 0, 4096)  # closed: ignored, as the fsync that follows reports real errors
+    assert path.read_bytes() == data
+    if sys.platform == "linux":
+        assert files._WRITEBACK[0] is not None, "sync_file_range not found in the C library"

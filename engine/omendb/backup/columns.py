@@ -38,6 +38,7 @@ import zstandard
 
 from omendb.backup.errors import Corrupt
 from omendb.checkpoint import BASE_HEADER, BASE_LAYOUT, BASE_MAGIC_2
+from omendb.files import start_writeback
 
 CODEC = "odb-columns"  # FileEntry.codec of a packed checkpoint
 MAGIC = b"OMCOLS01"
@@ -46,7 +47,8 @@ SECTION = struct.Struct("<BQQQQ")  # kind, checkpoint offset, checkpoint bytes, 
 CHUNK = struct.Struct("<IBQ")  # records, planes kept (bit i: byte i of each value), stored bytes
 RAW, PLANES, DELTA_PLANES = 0, 1, 2  # as is; int64 byte planes; differences from the previous, as planes
 CHUNK_RECORDS = 1 << 20  # records per packed chunk: 8 MiB of a column
-RAW_STEP = 256 << 20  # bytes per copy_file_range call
+RAW_STEP = 256 << 20  # bytes per copy_file_range call while packing
+UNPACK_STEP = 32 << 20  # while unpacking: each step's write-back to disk is started as soon as it is copied
 LEVEL = 1  # zstandard level: the planes kept are mostly random bytes or runs; level 1 is as small and faster
 Progress = Callable[[int], None]
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
@@ -266,7 +268,7 @@ def _checksums(fd_in: int, src: Path, sections: list[tuple[int, int, int, int, i
 def _copy_raw(fd_in: int, fd: int, src: Path, offset: int, length: int, stored: int) -> None:
     done = 0
     while done < length:
-        step = min(RAW_STEP, length - done)
+        step = min(UNPACK_STEP, length - done)
         moved = 0
         try:
             while moved < step:
@@ -283,6 +285,7 @@ def _copy_raw(fd_in: int, fd: int, src: Path, offset: int, length: int, stored: 
             view = memoryview(piece)
             while moved < step:
                 moved += os.pwrite(fd, view[moved:], offset + done + moved)
+        start_writeback(fd, offset + done, step)
         done += step
 
 
@@ -345,6 +348,7 @@ def _unpack_column(fd_in: int, fd: int, src: Path, kind: int, offset: int, lengt
         done = 0
         while done < len(data):
             done += os.pwrite(fd, data[done:], offset + 8 * written + done)
+        start_writeback(fd, offset + 8 * written, len(data))
         written += count
     if pos != end:
         raise Corrupt(f"{src}: a packed column holds {end - pos} bytes more than its records; this backup is "
