@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,11 @@ class Base:
     @property
     def nbytes(self) -> int:
         return self.keys.nbytes + self.values.nbytes + self.lsns.nbytes + self.index.model_bytes
+
+    @functools.cached_property
+    def point_lookup(self) -> Callable[[np.ndarray, np.ndarray, int], int]:
+        """The index's single-key lookup for this base's arrays (rmi.point_lookup), made on first use."""
+        return rmi.point_lookup(self.index.nodes, self.keys)
 
 
 class Delta:
@@ -593,7 +598,7 @@ class Database:
                     return float(run.values[i]) if run.live[i] else None
         base = view.base
         index = base.index
-        pos = rmi._lookup_one(index.nodes, base.keys, k)
+        pos = base.point_lookup(index.nodes, base.keys, k)
         return float(base.values[pos]) if pos >= 0 else None
 
     def get_many(self, keys: Any) -> tuple[np.ndarray, np.ndarray]:

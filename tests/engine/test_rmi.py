@@ -72,3 +72,22 @@ def test_batch_lookups_in_groups_match_one_at_a_time(count):
     expected = np.array([rmi.lookup_one(index, keys, int(k)) for k in probes])
     assert (rmi.lookup_many(index, keys, probes) == expected).all()
     assert (expected[np.isin(probes, keys)] >= 0).all()
+
+
+def test_point_lookup_without_the_dispatcher_answers_as_lookup_one():
+    """rmi.point_lookup (Database.get's lookup, compiled code called directly) gives lookup_one's answers,
+    for a writable key array and for a read-only one like a memory-mapped checkpoint's (another numba type,
+    so other code), present, absent and extreme keys."""
+    rng = np.random.default_rng(5)
+    keys = np.unique((rng.lognormal(0, 2, 20_000) * 1e9).astype(np.int64))
+    index = rmi.train(keys, "recursive", 50)
+    frozen = keys.copy()
+    frozen.flags.writeable = False
+    probes = [int(k) for k in np.concatenate([rng.choice(keys, 200), _absent(keys, rng)[:200]])]
+    probes += [INT64_MIN, INT64_MAX, 0, -1]
+    for array in (keys, frozen):
+        lookup = rmi.point_lookup(index.nodes, array)
+        assert [lookup(index.nodes, array, k) for k in probes] == [rmi.lookup_one(index, keys, k) for k in probes]
+    empty = np.zeros(0, np.int64)
+    lookup = rmi.point_lookup(rmi.train(empty, "linear", 10).nodes, empty)
+    assert lookup(rmi.train(empty, "linear", 10).nodes, empty, 5) == -1

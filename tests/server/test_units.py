@@ -325,15 +325,23 @@ def test_access_lines_formatted_plainly_are_the_usual_lines(fmt: str) -> None:
 
     from omendb.server.logs import AccessLog
 
-    calls = [("GET", "/v1/records/-5", 200, "-", "127.0.0.1", "3f2a9c1000000001", 0.123),
-             ("GET", "/v1/records/9223372036854775807", 404, 'we"ird\\ é\u2028', "::1", "x.y:z-1", 12.0),
-             ("GET", "/v1/records/0", 503, "bob", "fe80::1%eth0", "A" * 64, 1e-05)]
+    # (write takes the duration in milliseconds, rounded by its caller; write_plain the elapsed seconds)
+    calls: list[tuple[str, str, int, str, str, str, float]] = [
+             ("GET", "/v1/records/-5", 200, "-", "127.0.0.1", "3f2a9c1000000001", 0.000123),
+             ("GET", "/v1/records/9223372036854775807", 404, 'we"ird\\ é\u2028', "::1", "x.y:z-1", 0.012),
+             ("GET", "/v1/records/0", 503, "bob", "fe80::1%eth0", "A" * 64, 1e-08),
+             ("GET", "/v1/records/1", 200, "-", "10.0.0.1", "r", 0.0000456),  # the cached text, twice
+             ("GET", "/v1/records/1", 200, "-", "10.0.0.1", "r", 0.0000456),
+             ("GET", "/v1/records/2", 200, "-", "10.0.0.1", "r", 31.5)]  # over 10 ms: not cached
     lines = []
     for plain in (False, True):
         out = io.StringIO()
         log = AccessLog(fmt, out)
-        for call in calls:
-            (log.write_plain if plain else log.write)(*call)
+        for method, path, status, user, remote, rid, elapsed in calls:
+            if plain:
+                log.write_plain(method, path, status, user, remote, rid, elapsed)
+            else:
+                log.write(method, path, status, user, remote, rid, round(elapsed * 1000, 3))
         log.flush()
         lines.append([re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "TS", line) for line in out.getvalue().split("\n")[:-1]])
     assert lines[0] == lines[1] and len(lines[0]) == len(calls)

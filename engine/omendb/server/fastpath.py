@@ -190,5 +190,5 @@ class PointReads:
         access = self.access
         if access.enabled():
             access.write_plain("GET", url.decode("latin-1"), status, user, address, rid,
-                               round((time.perf_counter() - started) * 1000, 3))
+                               time.perf_counter() - started)
         return True
