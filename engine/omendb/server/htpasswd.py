@@ -178,8 +178,10 @@ class UserFile:
             log.info("auth: reloaded the htpasswd file", extra={"file": str(self.path), "users": len(entries)})
 
     def current(self) -> Users:
-        """The users now (re-reading the file if it changed): cheap, called on every request."""
-        self._maybe_reload()
+        """The users now (re-reading the file if it changed): cheap, called on every request (the interval
+        is checked here too, so a request between two checks makes no further call)."""
+        if time.monotonic() - self._checked >= self.CHECK_INTERVAL:
+            self._maybe_reload()
         return self._users
 
     def exists(self, user: str) -> bool:
