@@ -65,6 +65,9 @@ class Answered:
 
 ANSWERED = Answered()
 _JSON_HEAD = b"content-type: application/json\r\ncontent-length: "
+# The request headers answer() reads; a body header (Content-Length, Transfer-Encoding) leaves the request
+# to the general path, as does any X-Forwarded-* header.
+_HEADERS_READ = frozenset((b"authorization", b"x-request-id", b"content-length", b"transfer-encoding"))
 
 
 class PointReads:
@@ -80,43 +83,33 @@ class PointReads:
         self.prefix = reader.PREFIX.encode()
         self.prefix_length = len(self.prefix)
         self.route = reader.ROUTE
-        self.users_on = self.state.users is not None
+        self.user_file = self.state.users  # None: authentication is off
+        self.verified = self.state.verified
+        self.throttle = self.state.throttle
         self.access = guard.access
         self.requests: dict[int, CounterTally] = {}  # omendb_http_requests tallies of this route by status
         self._defaults: list[tuple[bytes, bytes]] | None = None  # uvicorn's default headers, and as bytes:
         self._defaults_head = b""
 
-    def _basic_user(self, protocol: Any, value: bytes | None, address: str) -> str | None:
-        """What ``auth.cached_user`` answers for this Authorization header: the user of Basic credentials
-        in the verified-credentials cache, unless the failed-login throttle holds the user or address.
+    def _remember_basic(self, protocol: Any, value: bytes | None, users: Any) -> tuple[bytes, Any, str, float] | None:
+        """The connection's memo of an Authorization header found in the verified-credentials cache
+        (credentials.py) under these `users`: (header, users, user, when the verification expires), kept
+        on the connection; None when the header holds no Basic credentials the cache knows.
 
-        The cache's key is an HMAC of the header (credentials.py), a few microseconds per request, most
-        of an authenticated read's extra cost. A client sends the same header on every request of a
-        connection, so the connection remembers the last one it found in the cache, with the version of
-        the users it was verified under and when that verification expires: an identical header within
-        that time, with the same users, is the same answer without the HMAC. The connection holds nothing
+        The cache's key is an HMAC of the header, a few microseconds per request, most of an authenticated
+        read's extra cost. A client sends the same header on every request of a connection, so `answer`
+        takes the same header again, with the same users (a reload of the htpasswd file makes a new
+        object) before the expiry, as the same answer without the HMAC. The connection holds nothing
         uvicorn does not hold anyway (the last request's headers stay on the connection until the next).
         """
-        if value is None:
+        if value is None or value[:6].lower() != b"basic ":
             return None
-        state = self.state
-        assert state.users is not None
-        users = state.users.current()  # a new object after every reload of the htpasswd file
-        verified = state.verified
-        memo = protocol.basic_memo
-        if memo is not None and memo[0] == value and memo[1] is users and verified.now() < memo[3]:
-            user: str = memo[2]
-        else:
-            if value[:6].lower() != b"basic ":
-                return None
-            found = verified.verified(value[6:].strip(), users)
-            if found is None:
-                return None
-            user, expires_at = found
-            protocol.basic_memo = (value, users, user, expires_at)
-        if state.throttle.active() and state.throttle.check(user, address) is not None:
-            return None  # the general path answers 429
-        return user
+        found = self.verified.verified(value[6:].strip(), users)
+        if found is None:
+            return None
+        memo = (value, users, found[0], found[1])
+        protocol.basic_memo = memo
+        return memo
 
     def answer(self, protocol: Any) -> bool:
         """Answer the request whose head ``protocol`` (timeouts.TimedProtocol) has just parsed, if it
@@ -138,13 +131,17 @@ class PointReads:
             return False
         authorization = request_id = None
         for name, value in protocol.headers:
-            if name == b"content-length" or name == b"transfer-encoding" or name.startswith(b"x-forwarded-"):
+            if name in _HEADERS_READ:  # most headers (Host, Accept, User-Agent...) are one set lookup
+                if name == b"authorization":
+                    if authorization is None:
+                        authorization = value
+                elif name == b"x-request-id":
+                    if request_id is None:
+                        request_id = value
+                else:
+                    return False  # a body
+            elif name.startswith(b"x-forwarded-"):
                 return False
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value
-            elif name == b"x-request-id" and request_id is None:
-                request_id = value
         state = self.state
         guard = self.guard
         if (state.phase is not Phase.READY or guard.in_flight >= guard.max_concurrent
@@ -153,11 +150,18 @@ class PointReads:
         client = protocol.client
         address = client[0] if client else "-"
         user = ANONYMOUS
-        if self.users_on:
-            found = self._basic_user(protocol, authorization, address)
-            if found is None:
-                return False  # no credentials, new ones, or wrong ones: authenticate() answers
-            user = found
+        user_file = self.user_file
+        if user_file is not None:  # what auth.cached_user answers, from the connection's memo when it holds
+            users = user_file.current()
+            memo = protocol.basic_memo
+            if memo is None or memo[0] != authorization or memo[1] is not users or self.verified.now() >= memo[3]:
+                memo = self._remember_basic(protocol, authorization, users)
+                if memo is None:
+                    return False  # no credentials, new ones, or wrong ones: authenticate() answers
+            user = memo[2]
+            throttle = self.throttle
+            if throttle.active() and throttle.check(user, address) is not None:
+                return False  # the failed-login throttle holds the user or address: the general path answers 429
         # Certain now: answer it here.
         started = time.perf_counter()
         rid = guard.valid_request_id(request_id) if request_id is not None else ""

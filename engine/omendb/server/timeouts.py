@@ -87,7 +87,7 @@ class TimedProtocol(HttpToolsProtocol):
 
     policy: ClassVar[TimeoutPolicy]
     point_reads: ClassVar[PointReads | None] = None
-    basic_memo: tuple[bytes, Any, str, float] | None = None  # fastpath.PointReads._basic_user's
+    basic_memo: tuple[bytes, Any, str, float] | None = None  # fastpath.PointReads._remember_basic
     _phase = IDLE
     _heads = 0  # request heads begun: tells a new head from the same one across data_received calls
     _timer: asyncio.TimerHandle | None = None
